@@ -1,0 +1,1 @@
+"""The paper's claims as data: one row per claim case."""

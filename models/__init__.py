@@ -1,0 +1,1 @@
+"""samenoise's library under test: kernels, denoisers, samplers, the optimal denoiser, noise."""

@@ -1,0 +1,52 @@
+"""Step grids: n decreasing noise levels sigma_0 > ... > sigma_{n-1}, optionally followed by 0."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.kernels import Kernel
+from models.registry import Registry
+
+
+def edm_grid(kernel: Kernel, n: int, sigma_min: float | None = None, sigma_max: float | None = None,
+             rho: float = 7.0) -> torch.Tensor:
+    """EDM's rho-schedule (Karras et al. 2022, Eq. 5)."""
+    lo, hi = _range(kernel, sigma_min, sigma_max)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    return (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+
+
+def uniform_t_grid(kernel: Kernel, n: int, sigma_min: float | None = None, sigma_max: float | None = None
+                   ) -> torch.Tensor:
+    """Uniform in the kernel's own time t (DDIM's and score-SDE's default spacing)."""
+    lo, hi = _range(kernel, sigma_min, sigma_max)
+    t = torch.linspace(float(kernel.t(hi)), float(kernel.t(lo)), n, dtype=torch.float64)
+    return kernel.sigma(t)
+
+
+def logsnr_grid(kernel: Kernel, n: int, sigma_min: float | None = None, sigma_max: float | None = None
+                ) -> torch.Tensor:
+    """Uniform in log-SNR lambda = -log sigma (DPM-Solver's 'logSNR' spacing, Lu et al. 2022)."""
+    lo, hi = _range(kernel, sigma_min, sigma_max)
+    return torch.exp(torch.linspace(math.log(hi), math.log(lo), n, dtype=torch.float64))
+
+
+def _range(kernel: Kernel, sigma_min: float | None = None, sigma_max: float | None = None) -> tuple[float, float]:
+    lo = kernel.sigma_min if sigma_min is None else float(sigma_min)
+    hi = kernel.sigma_max if sigma_max is None else float(sigma_max)
+    if not 0 < lo < hi:
+        raise ValueError(f"a step grid needs 0 < sigma_min < sigma_max, got sigma_min={lo}, sigma_max={hi}")
+    return lo, hi
+
+
+GRIDS = Registry("grid", {"edm": edm_grid, "uniform-t": uniform_t_grid, "logsnr": logsnr_grid})
+
+
+def make_grid(name: str, kernel: Kernel, n: int, append_zero: bool = True, **range_) -> torch.Tensor:
+    """n noise levels from the named grid, then a final 0 (the last step returns D) if `append_zero`."""
+    if n < 1:
+        raise ValueError(f"a step grid needs at least 1 noise level, got n={n}")
+    sigmas = GRIDS[name](kernel, n, **range_) if n > 1 else torch.tensor([_range(kernel, **range_)[1]],
+                                                                          dtype=torch.float64)
+    return torch.cat([sigmas, sigmas.new_zeros(1)]) if append_zero else sigmas

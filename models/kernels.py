@@ -1,0 +1,234 @@
+"""Perturbation kernels p_t(x_t | x_0) = N(s(t) x_0, s(t)^2 sigma(t)^2 I) (paper, Appendix D, Eq. 3).
+
+Every kernel is described by s(t), sigma(t) and the inverse t(sigma). Samplers work in
+sigma-space, x_hat = x / s(t), where every kernel gives the same probability-flow ODE
+dx_hat/dsigma = (x_hat - D(x_hat; sigma)) / sigma (Karras et al. 2022, Eq. 4 with s = 1).
+All schedule arithmetic is float64.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.registry import Registry
+
+Tensorish = float | torch.Tensor
+
+
+def as64(v: Tensorish) -> torch.Tensor:
+    return torch.as_tensor(v, dtype=torch.float64)
+
+
+class Kernel:
+    """s(t), sigma(t), t(sigma) on [t_min, t_max], and the prior the sampler starts from.
+
+    `prior_scale` is the std of the initial noise x_T = prior_scale * eps in x-space:
+    1 for VP and sub-VP, sigma_max for VE and EDM (paper, Appendix B, "Initial Noise Consistency").
+    """
+
+    name: str
+    t_min: float
+    t_max: float
+
+    def s(self, t: Tensorish) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sigma(self, t: Tensorish) -> torch.Tensor:
+        raise NotImplementedError
+
+    def t(self, sigma: Tensorish) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigma(self.t_min))
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigma(self.t_max))
+
+    @property
+    def prior_scale(self) -> float:
+        return 1.0
+
+    def s_of_sigma(self, sigma: Tensorish) -> torch.Tensor:
+        return self.s(self.t(sigma))
+
+    def to_sigma_space(self, x: torch.Tensor, t: Tensorish) -> torch.Tensor:
+        """x_hat = x / s(t)."""
+        return x / _bcast(self.s(t), x)
+
+    def from_sigma_space(self, x_hat: torch.Tensor, t: Tensorish) -> torch.Tensor:
+        """x = s(t) x_hat."""
+        return x_hat * _bcast(self.s(t), x_hat)
+
+    def initial_state(self, eps: torch.Tensor) -> torch.Tensor:
+        """sigma-space start of sampling from a bank noise: x_hat_T = prior_scale * eps / s(t_max)."""
+        return eps * (self.prior_scale / float(self.s(self.t_max)))
+
+    def noise_of_state(self, x_hat_T: torch.Tensor) -> torch.Tensor:
+        """Inverse of `initial_state`: the bank noise eps that starts at x_hat_T (used by f^-1)."""
+        return x_hat_T * (float(self.s(self.t_max)) / self.prior_scale)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma in [{self.sigma_min:.4g}, {self.sigma_max:.4g}])"
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Scalar or per-sample (B,) coefficient, shaped to broadcast against `like` (B, ...)."""
+    v = v.to(device=like.device, dtype=like.dtype)
+    return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)) if v.ndim else v
+
+
+class _LinearBeta:
+    """Integrated linear beta(t) = beta_min + t (beta_max - beta_min) (Song et al. 2021, Eq. 32).
+
+    u(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2, and its inverse.
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min, self.beta_d = beta_min, beta_max - beta_min
+
+    def u(self, t: Tensorish) -> torch.Tensor:
+        t = as64(t)
+        return self.beta_min * t + 0.5 * self.beta_d * t**2
+
+    def t_of_u(self, u: Tensorish) -> torch.Tensor:
+        u = as64(u)
+        return (torch.sqrt(self.beta_min**2 + 2 * self.beta_d * u) - self.beta_min) / self.beta_d
+
+
+class VP(Kernel):
+    """Continuous VP SDE: s = exp(-u/2), sigma = sqrt(e^u - 1) (Karras et al. 2022, Table 1)."""
+
+    name = "vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0):
+        self.beta = _LinearBeta(beta_min, beta_max)
+        self.t_min, self.t_max = t_min, t_max
+
+    def s(self, t):
+        return torch.exp(-0.5 * self.beta.u(t))
+
+    def sigma(self, t):
+        return torch.sqrt(torch.expm1(self.beta.u(t)))
+
+    def t(self, sigma):
+        return self.beta.t_of_u(torch.log1p(as64(sigma) ** 2))
+
+
+class SubVP(Kernel):
+    """sub-VP SDE: same mean as VP, std 1 - e^{-u} = (VP std)^2 (Song et al. 2021, Eq. 29).
+
+    s sigma = 1 - e^{-u} with s = e^{-u/2} gives sigma = 2 sinh(u / 2).
+    """
+
+    name = "subvp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0):
+        self.beta = _LinearBeta(beta_min, beta_max)
+        self.t_min, self.t_max = t_min, t_max
+
+    def s(self, t):
+        return torch.exp(-0.5 * self.beta.u(t))
+
+    def sigma(self, t):
+        return 2 * torch.sinh(0.5 * self.beta.u(t))
+
+    def t(self, sigma):
+        return self.beta.t_of_u(2 * torch.asinh(0.5 * as64(sigma)))
+
+
+class VPDiscrete(Kernel):
+    """DDPM's discrete VP chain (Ho et al. 2020): alpha_bar_n = prod_{k<=n} (1 - beta_k), n = 0..T-1.
+
+    s_n = sqrt(alpha_bar_n), sigma_n = sqrt((1 - alpha_bar_n) / alpha_bar_n). Between integer
+    timesteps t is interpolated linearly in log sigma, so t(sigma(t)) = t holds for every real t
+    in [0, T-1], and s = 1 / sqrt(1 + sigma^2) keeps the VP identity exact.
+    """
+
+    name = "vp-discrete"
+
+    def __init__(self, betas: torch.Tensor | None = None, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 num_train_timesteps: int = 1000):
+        if betas is None:
+            betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        alpha_bar = torch.cumprod(1 - as64(betas), 0)
+        self.log_sigmas = 0.5 * torch.log((1 - alpha_bar) / alpha_bar)
+        self.t_min, self.t_max = 0.0, float(len(alpha_bar) - 1)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return len(self.log_sigmas)
+
+    def sigma(self, t):
+        t = as64(t).clamp(self.t_min, self.t_max)
+        lo = t.floor().long().clamp(max=len(self.log_sigmas) - 2)
+        w = t - lo
+        return torch.exp((1 - w) * self.log_sigmas[lo] + w * self.log_sigmas[lo + 1])
+
+    def s(self, t):
+        return torch.rsqrt(1 + self.sigma(t) ** 2)
+
+    def t(self, sigma):
+        log_sigma = torch.log(as64(sigma)).clamp(self.log_sigmas[0], self.log_sigmas[-1])
+        hi = torch.searchsorted(self.log_sigmas, log_sigma.reshape(-1)).clamp(1, len(self.log_sigmas) - 1)
+        lo = hi - 1
+        w = (log_sigma.reshape(-1) - self.log_sigmas[lo]) / (self.log_sigmas[hi] - self.log_sigmas[lo])
+        return (lo + w).reshape(log_sigma.shape)
+
+
+class VE(Kernel):
+    """VE SDE: s = 1, sigma = sigma_min (sigma_max / sigma_min)^t (Song et al. 2021, Eq. 31)."""
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        self._log_min, self._log_ratio = math.log(sigma_min), math.log(sigma_max / sigma_min)
+        self.t_min, self.t_max = 0.0, 1.0
+
+    def s(self, t):
+        return torch.ones_like(as64(t))
+
+    def sigma(self, t):
+        return torch.exp(self._log_min + as64(t) * self._log_ratio)
+
+    def t(self, sigma):
+        return (torch.log(as64(sigma)) - self._log_min) / self._log_ratio
+
+    @property
+    def prior_scale(self) -> float:
+        return self.sigma_max
+
+
+class EDM(Kernel):
+    """EDM: s = 1, sigma(t) = t (Karras et al. 2022, Table 1), t in [0.002, 80]."""
+
+    name = "edm"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        self.t_min, self.t_max = sigma_min, sigma_max
+
+    def s(self, t):
+        return torch.ones_like(as64(t))
+
+    def sigma(self, t):
+        return as64(t).clone()
+
+    def t(self, sigma):
+        return as64(sigma).clone()
+
+    @property
+    def prior_scale(self) -> float:
+        return self.sigma_max
+
+
+KERNELS: Registry[type[Kernel]] = Registry(
+    "kernel", {k.name: k for k in (VP, SubVP, VPDiscrete, VE, EDM)}
+)
+
+
+def make_kernel(name: str, **params) -> Kernel:
+    """Resolve a kernel by name ('vp', 'vp-discrete', 'subvp', 've', 'edm')."""
+    return KERNELS[name](**params)

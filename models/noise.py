@@ -1,0 +1,123 @@
+"""The shared noise bank: eps ~ N(0, I) with an integer id per noise and a content hash.
+
+Noise `i` of seed `s` is drawn by its own numpy PCG64 stream seeded from SeedSequence([s, i]),
+on the CPU, so it is bit-identical on every device and for every batch size, chunking or number
+of worker processes: no noise depends on which others are drawn with it. Ids 0-63 are the
+paper's 8x8 grid (Appendix B: the same 8x8 initial noise for every grid figure). The kernel
+scales eps (VE and EDM start from sigma_max * eps); see `Kernel.initial_state`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from models.atomic import atomic_write
+
+GRID_IDS = tuple(range(64))
+FORMAT = "samenoise-noise-bank/1"
+
+
+class NoiseBankError(ValueError):
+    """A noise bank that cannot be used: missing ids, wrong shape, or a file that fails its hash."""
+
+
+def draw_noise(seed: int, noise_id: int, shape: Sequence[int]) -> np.ndarray:
+    """One noise, float32, from its own stream: independent of every other id."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(noise_id)])))
+    return rng.standard_normal(tuple(shape), dtype=np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseBank:
+    """eps (n, *shape) float32 on the CPU, its int64 ids, and the seed it was drawn from (None when loaded
+    from a foreign file)."""
+
+    eps: torch.Tensor
+    ids: torch.Tensor
+    seed: Optional[int] = None
+
+    def __post_init__(self):
+        if self.eps.dtype != torch.float32 or self.eps.ndim < 2 or len(self.eps) != len(self.ids):
+            raise NoiseBankError(f"a noise bank needs float32 eps (n, ...) with n ids, got eps "
+                                 f"{tuple(self.eps.shape)} {self.eps.dtype} and {len(self.ids)} ids")
+        if len(torch.unique(self.ids)) != len(self.ids):
+            raise NoiseBankError("noise ids must be unique")
+
+    @classmethod
+    def draw(cls, seed: int, shape: Sequence[int], n: Optional[int] = None, ids: Optional[Iterable[int]] = None
+             ) -> "NoiseBank":
+        """Noises `ids` (default 0..n-1) of `seed`, each of `shape` (e.g. (3, 32, 32))."""
+        if (n is None) == (ids is None):
+            raise ValueError("give exactly one of n or ids")
+        ids = list(range(n)) if ids is None else [int(i) for i in ids]
+        if not ids or min(ids) < 0:
+            raise ValueError(f"a noise bank needs at least one non-negative id, got {ids[:8]}")
+        eps = np.stack([draw_noise(seed, i, shape) for i in ids])
+        return cls(torch.from_numpy(eps), torch.tensor(ids, dtype=torch.int64), int(seed))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.eps.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of shape, ids and eps bytes (little-endian): the key every cache uses."""
+        h = hashlib.sha256(FORMAT.encode())
+        h.update(np.asarray(self.eps.shape, dtype="<i8").tobytes())
+        h.update(self.ids.numpy().astype("<i8").tobytes())
+        h.update(self.eps.numpy().astype("<f4").tobytes())
+        return h.hexdigest()
+
+    def take(self, ids: Iterable[int]) -> torch.Tensor:
+        """The noises with these ids, in this order."""
+        want = torch.as_tensor(list(ids), dtype=torch.int64)
+        pos = {int(i): k for k, i in enumerate(self.ids)}
+        missing = [int(i) for i in want if int(i) not in pos]
+        if missing:
+            raise NoiseBankError(f"noise ids {missing[:10]} are not in this bank (ids {int(self.ids.min())}.."
+                                 f"{int(self.ids.max())}, {len(self)} noises)")
+        return self.eps[[pos[int(i)] for i in want]]
+
+    def check_shape(self, shape: Sequence[int], who: str = "the model") -> None:
+        if tuple(shape) != self.shape:
+            raise NoiseBankError(f"noise bank shape {self.shape} does not match {who}'s sample shape {tuple(shape)}")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write `path` (.npy, the eps array) and `path` with suffix .json (ids, seed, hash), atomically."""
+        path = Path(path)
+        if path.suffix != ".npy":
+            raise ValueError(f"a noise bank is saved as .npy, got {path}")
+        meta = {"format": FORMAT, "seed": self.seed, "shape": list(self.shape), "ids": self.ids.tolist(),
+                "sha256": self.hash}
+        atomic_write(path, lambda f: np.save(f, self.eps.numpy()))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta).encode()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NoiseBank":
+        """Load a saved bank; refuse it when its content does not hash to the recorded sha256."""
+        path = Path(path)
+        meta_path = path.with_suffix(".json")
+        try:
+            meta = json.loads(meta_path.read_text())
+            eps = torch.from_numpy(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise NoiseBankError(f"cannot read noise bank {path} (+ {meta_path.name}): {e}") from e
+        if meta.get("format") != FORMAT:
+            raise NoiseBankError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        bank = cls(eps, torch.tensor(meta["ids"], dtype=torch.int64), meta.get("seed"))
+        if bank.hash != meta["sha256"]:
+            raise NoiseBankError(f"noise bank {path} fails its hash: content {bank.hash[:12]}, recorded "
+                                 f"{meta['sha256'][:12]}; the file was modified or truncated")
+        return bank
+

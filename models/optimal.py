@@ -1,0 +1,85 @@
+"""The closed-form optimal denoiser of Theorem 1 (paper, Eq. 2 / Appendix D, Eq. 17) in sigma-space.
+
+For training images {y_i}, D*(x; sigma) = sum_i w_i y_i with w = softmax_i(-||x - y_i||^2 / 2 sigma^2).
+The logits drop the ||x||^2 term (it cancels in the softmax), so each chunk of the dataset costs
+two matrix products: logits = (x . y_i - ||y_i||^2 / 2) / sigma^2, then weights @ y. The softmax is
+accumulated over dataset chunks with a running max (log-sum-exp), so the working memory is
+batch_size x chunk_size, not batch x N.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from models.denoisers import sigma_per_row
+
+
+class OptimalDenoiser:
+    """D* for a dataset tensor (N, ...); with `labels`, D*(x; sigma, c) uses only class c's images.
+
+    `chunk_size` (dataset rows) and `batch_size` (query rows) bound the working memory at about
+    batch_size * (chunk_size + d) values beside the dataset itself; `dtype=torch.float64` gives
+    the reference precision.
+    """
+
+    def __init__(self, data: torch.Tensor, labels: Optional[torch.Tensor] = None, chunk_size: int = 1024,
+                 batch_size: int = 64, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+        if data.ndim < 2 or len(data) == 0:
+            raise ValueError(f"the optimal denoiser needs a non-empty dataset (N, ...), got shape {tuple(data.shape)}")
+        if chunk_size < 1 or batch_size < 1:
+            raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}")
+        self.sample_shape = tuple(data.shape[1:])
+        self.chunk_size, self.batch_size, self.dtype = chunk_size, batch_size, dtype
+        flat = data.reshape(len(data), -1).to(device=device, dtype=dtype)
+        self._sets = {None: _Prepared(flat)}
+        if labels is not None:
+            labels = torch.as_tensor(labels).reshape(-1)
+            if len(labels) != len(data):
+                raise ValueError(f"{len(labels)} labels for {len(data)} images")
+            self._sets.update({int(c): _Prepared(flat[labels.to(flat.device) == c]) for c in labels.unique()})
+        self.num_classes = None if labels is None else len(self._sets) - 1
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, sigma, label: Optional[torch.Tensor] = None) -> torch.Tensor:
+        sigma = sigma_per_row(sigma, x)
+        flat = x.reshape(len(x), -1)
+        out = torch.empty_like(flat)
+        if label is None:
+            groups = [(None, torch.arange(len(x), device=x.device))]
+        else:
+            label = torch.as_tensor(label, device=x.device).reshape(-1).expand(len(x))
+            groups = [(int(c), (label == c).nonzero().reshape(-1)) for c in label.unique()]
+        for c, rows in groups:
+            if c not in self._sets:
+                raise ValueError(f"label {c} has no training images; labels present: {sorted(k for k in self._sets if k is not None)}")
+            for start in range(0, len(rows), self.batch_size):
+                r = rows[start:start + self.batch_size]
+                out[r] = self._denoise(self._sets[c], flat[r], sigma[r]).to(out.dtype)
+        return out.reshape(x.shape)
+
+    def _denoise(self, ys: "_Prepared", x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        x = x.to(device=ys.data.device, dtype=self.dtype)
+        inv_var = (1.0 / sigma.to(ys.data.device, torch.float64) ** 2).to(self.dtype)[:, None]
+        run_max = torch.full((len(x), 1), -torch.inf, dtype=self.dtype, device=x.device)
+        run_sum = torch.zeros((len(x), 1), dtype=self.dtype, device=x.device)
+        acc = torch.zeros_like(x)
+        for start in range(0, len(ys.data), self.chunk_size):
+            y = ys.data[start:start + self.chunk_size]
+            logits = torch.addmm(ys.half_sq_norm[start:start + self.chunk_size], x, y.T, beta=-1)
+            logits.mul_(inv_var)
+            new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
+            rescale = torch.exp(run_max - new_max)
+            w = logits.sub_(new_max).exp_()
+            run_sum.mul_(rescale).add_(w.sum(1, keepdim=True))
+            acc.mul_(rescale).addmm_(w, y)
+            run_max = new_max
+        return acc / run_sum
+
+
+class _Prepared:
+    """A dataset (flattened) and its ||y||^2 / 2, computed once."""
+
+    def __init__(self, data: torch.Tensor):
+        self.data = data
+        self.half_sq_norm = 0.5 * (data * data).sum(1)

@@ -1,0 +1,135 @@
+"""Deterministic samplers of the probability-flow ODE in sigma-space.
+
+Every sampler is `sample_<name>(D, x, sigmas, label=None) -> Sampled` where D(x, sigma, label)
+returns x0_hat, x is the state at sigmas[0] and sigmas is the step grid (decreasing to sample,
+increasing to invert; a final 0 makes the last step return D). No sampler draws random numbers.
+The ODE is dx/dsigma = (x - D(x; sigma)) / sigma (Karras et al. 2022, Eq. 4 with s(t) = 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Optional
+
+import torch
+
+from models.registry import Registry
+
+Denoiser = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Sampled:
+    x: torch.Tensor
+    nfe: int  # denoiser evaluations actually made
+
+
+def _d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """ODE slope dx/dsigma = (x - D) / sigma."""
+    return (x - denoised) / sigma
+
+
+@torch.no_grad()
+def sample_euler(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None) -> Sampled:
+    """Euler's method; in sigma-space this is exactly DDIM with eta = 0 (Karras et al. 2022, Sec. 3)."""
+    for i in range(len(sigmas) - 1):
+        denoised = D(x, sigmas[i], label)
+        x = x + (sigmas[i + 1] - sigmas[i]) * _d(x, sigmas[i], denoised)
+    return Sampled(x, len(sigmas) - 1)
+
+
+@torch.no_grad()
+def sample_heun(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None) -> Sampled:
+    """Heun's 2nd-order method, Algorithm 2 of Karras et al. (2022) with S_churn = 0."""
+    nfe = 0
+    for i in range(len(sigmas) - 1):
+        s, t = sigmas[i], sigmas[i + 1]
+        d = _d(x, s, D(x, s, label))
+        x_next = x + (t - s) * d
+        nfe += 1
+        if t != 0:  # Apply 2nd order correction.
+            d_next = _d(x_next, t, D(x_next, t, label))
+            x_next = x + (t - s) * 0.5 * (d + d_next)
+            nfe += 1
+        x = x_next
+    return Sampled(x, nfe)
+
+
+@torch.no_grad()
+def sample_dpmpp(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None, order: int = 2) -> Sampled:
+    """DPM-Solver++ multistep of order 1, 2 or 3 (Lu et al. 2022b, Algorithm 2, data prediction).
+
+    In sigma-space (alpha = 1, lambda = -log sigma, h = lambda_t - lambda_s), the exact solution
+    x_t = (sigma_t / sigma_s) x_s + sigma_t int e^lambda x0(lambda) dlambda is integrated with a
+    Taylor expansion of x0 in lambda whose derivatives come from earlier D evaluations. The first
+    steps use the orders the history allows; a step to sigma = 0 returns D (lambda = inf).
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
+    hist: list[torch.Tensor] = []  # most recent D first
+    hs: list[torch.Tensor] = []  # most recent step length first
+    for i in range(len(sigmas) - 1):
+        s, t = sigmas[i], sigmas[i + 1]
+        hist.insert(0, D(x, s, label))
+        del hist[order:]
+        if t == 0:
+            x = hist[0]
+            continue
+        h = torch.log(s) - torch.log(t)
+        k = len(hist)
+        phi1 = torch.expm1(-h)  # e^{-h} - 1
+        x = (t / s) * x - phi1 * hist[0]
+        if k >= 2:
+            phi2 = phi1 / h + 1  # h phi2 = int_0^h e^{tau - h} tau dtau
+            d1_0 = (hist[0] - hist[1]) * (h / hs[0])  # ~ h x0'
+            if k == 2:
+                x = x + phi2 * d1_0
+            else:
+                phi3 = phi2 / h - 0.5  # -h^2 phi3 = int_0^h e^{tau - h} tau^2 / 2 dtau
+                d1_1 = (hist[1] - hist[2]) * (h / hs[1])
+                r0, r1 = hs[0] / h, hs[1] / h
+                d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))  # ~ h x0'
+                d2 = (d1_0 - d1_1) * (2 / (r0 + r1))  # ~ h^2 x0''
+                x = x + phi2 * d1 - phi3 * d2
+        hs.insert(0, h)
+        del hs[2:]
+    return Sampled(x, len(sigmas) - 1)
+
+
+@torch.no_grad()
+def sample_consistency(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None) -> Sampled:
+    """One-step consistency sampling x0 = f(x_T, sigma_max) (Song et al. 2023, Algorithm 1, one step)."""
+    return Sampled(D(x, sigmas[0], label), 1)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler, the fewest evaluations at which it has its stated order, and how an NFE
+    budget becomes a number of grid steps (ending at sigma = 0)."""
+
+    fn: Callable[..., Sampled]
+    min_nfe: int
+    steps_for_budget: Callable[[int], int]
+    max_nfe: Optional[int] = None
+
+    def steps(self, name: str, nfe: int) -> int:
+        """The most steps whose evaluations fit in `nfe`; the run reports the exact NFE used."""
+        if nfe < self.min_nfe or (self.max_nfe is not None and nfe > self.max_nfe):
+            bound = f"exactly {self.min_nfe}" if self.max_nfe == self.min_nfe else f"at least {self.min_nfe}"
+            raise ValueError(f"sampler {name!r} needs {bound} denoiser evaluations, got NFE={nfe}")
+        return self.steps_for_budget(nfe)
+
+
+def _one_per_step(nfe: int) -> int:
+    return nfe
+
+
+SAMPLERS: Registry[SamplerSpec] = Registry("sampler", {
+    "euler": SamplerSpec(sample_euler, 1, _one_per_step),
+    "ddim": SamplerSpec(sample_euler, 1, _one_per_step),
+    "heun": SamplerSpec(sample_heun, 3, lambda nfe: (nfe + 1) // 2),  # 2 steps - 1 evaluations
+    "dpm1": SamplerSpec(partial(sample_dpmpp, order=1), 1, _one_per_step),
+    "dpm2": SamplerSpec(partial(sample_dpmpp, order=2), 2, _one_per_step),
+    "dpm3": SamplerSpec(partial(sample_dpmpp, order=3), 3, _one_per_step),
+    "consistency": SamplerSpec(sample_consistency, 1, _one_per_step, max_nfe=1),
+})

@@ -1,0 +1,89 @@
+"""From names to samples: resolve sampler and grid once, run a bank's noises in fixed micro-batches,
+and invert the ODE (the paper's f^-1, Theorem 1).
+
+Determinism across batch sizes: CPU matrix kernels give row results that depend on how many rows
+a call has (measured here: a (64 x 3072) @ (3072 x 4096) product differs in its low bits from the
+same rows multiplied one at a time), but not on a row's position among a fixed number of rows.
+So noises always run in micro-batches of exactly `micro_batch` rows, the last one padded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from models.grids import make_grid
+from models.kernels import Kernel
+from models.noise import NoiseBank
+from models.samplers import SAMPLERS, Denoiser, Sampled
+
+
+class NonFiniteError(FloatingPointError):
+    """The denoiser returned NaN or Inf; the message names the noise ids affected."""
+
+
+def solve(D: Denoiser, x: torch.Tensor, kernel: Kernel, sampler: str = "dpm3", nfe: int = 20,
+          grid: str = "edm", label=None, **grid_range) -> Sampled:
+    """Sample from the sigma-space state x at the grid's sigma_max with at most `nfe` evaluations."""
+    spec = SAMPLERS[sampler]
+    sigmas = make_grid(grid, kernel, spec.steps(sampler, nfe), append_zero=True, **grid_range)
+    return spec.fn(D, x, sigmas.to(x.device), label)
+
+
+def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler", steps: int = 100,
+           grid: str = "edm", label=None, **grid_range) -> Sampled:
+    """f^-1: integrate the same ODE from sigma_min up to sigma_max and return the bank noise eps
+    (Theorem 1; the image is taken as the state at sigma_min). `sampled.nfe` counts evaluations."""
+    if sampler == "consistency":
+        raise ValueError("the one-step consistency sampler has no inverse ODE; use euler, heun or dpm1-3")
+    sigmas = make_grid(grid, kernel, steps + 1, append_zero=False, **grid_range).flip(0)
+    out = SAMPLERS[sampler].fn(D, x0.to(torch.float64), sigmas.to(x0.device), label)
+    return Sampled(kernel.noise_of_state(out.x), out.nfe)
+
+
+@dataclass(frozen=True)
+class Generated:
+    x: torch.Tensor  # (n, *shape) float64 in the model's data range, on the CPU
+    ids: torch.Tensor
+    nfe: int  # evaluations per noise
+
+
+class _FiniteChecked:
+    """Stops sampling at the first NaN/Inf output and names the noise ids of the rows affected."""
+
+    def __init__(self, D: Denoiser, ids: Sequence[int]):
+        self.D, self.ids = D, list(ids)
+
+    def __call__(self, x, sigma, label=None):
+        out = self.D(x, sigma, label)
+        bad = ~torch.isfinite(out.reshape(len(out), -1)).all(1)
+        bad_ids = [self.ids[i] for i in bad.nonzero().reshape(-1).tolist() if i < len(self.ids)]
+        if bad_ids:
+            raise NonFiniteError(f"denoiser returned NaN/Inf at sigma={float(torch.as_tensor(sigma).max()):.4g} "
+                                 f"for noise ids {bad_ids}")
+        return out
+
+
+def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequence[int]] = None,
+             sampler: str = "dpm3", nfe: int = 20, grid: str = "edm", label: Optional[int] = None,
+             micro_batch: int = 16, device: str | torch.device = "cpu", **grid_range) -> Generated:
+    """Sample the bank's noises `ids` (default all) with one model; the result for a noise does not
+    depend on which other ids are asked for, or in what batch size."""
+    shape = getattr(D, "sample_shape", None)
+    if shape is not None:
+        bank.check_shape(shape)
+    ids = bank.ids.tolist() if ids is None else [int(i) for i in ids]
+    eps = bank.take(ids)
+    outs, nfe_used = [], 0
+    for start in range(0, len(ids), micro_batch):
+        chunk = eps[start:start + micro_batch]
+        n = len(chunk)
+        if n < micro_batch:
+            chunk = torch.cat([chunk, chunk.new_zeros((micro_batch - n,) + chunk.shape[1:])])
+        x = kernel.initial_state(chunk.to(device=device, dtype=torch.float64))
+        lab = None if label is None else torch.full((micro_batch,), int(label), device=device)
+        run = solve(_FiniteChecked(D, ids[start:start + n]), x, kernel, sampler, nfe, grid, lab, **grid_range)
+        outs.append(run.x[:n].cpu())
+        nfe_used = run.nfe
+    return Generated(torch.cat(outs), torch.tensor(ids, dtype=torch.int64), nfe_used)

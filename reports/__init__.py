@@ -1,0 +1,1 @@
+"""Turns a run's results JSON into figures and an HTML page."""

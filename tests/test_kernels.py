@@ -1,0 +1,88 @@
+"""Kernel identities (paper, Appendix D, Eq. 3; Song et al. 2021; Karras et al. 2022, Table 1)."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.kernels import KERNELS, VP, SubVP, make_kernel
+from models.registry import UnknownNameError
+
+ALL = sorted(KERNELS)
+unit = st.floats(0.0, 1.0, allow_nan=False)
+
+
+def t_at(kernel, u):
+    return kernel.t_min + u * (kernel.t_max - kernel.t_min)
+
+
+@settings(max_examples=200, deadline=None)
+@given(u=unit)
+@pytest.mark.parametrize("name", ["vp", "vp-discrete"])
+def test_vp_preserves_variance(name, u):
+    """VP: s^2 + s^2 sigma^2 = 1 (closed form)."""
+    k = make_kernel(name)
+    t = t_at(k, u)
+    s, sigma = k.s(t), k.sigma(t)
+    assert float(s**2 + (s * sigma) ** 2) == pytest.approx(1.0, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(u=unit)
+def test_subvp_std_is_vp_std_squared(u):
+    """sub-VP's std is the VP std squared: 1 - e^{-u} = (sqrt(1 - e^{-u}))^2 (Song et al. 2021, Eq. 29)."""
+    vp, sub = VP(), SubVP()
+    t = t_at(vp, u)
+    assert float(sub.s(t)) == pytest.approx(float(vp.s(t)), rel=1e-12)
+    assert float(sub.s(t) * sub.sigma(t)) == pytest.approx(float((vp.s(t) * vp.sigma(t)) ** 2), rel=1e-10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(u=unit)
+@pytest.mark.parametrize("name", ALL)
+def test_t_of_sigma_inverts_sigma_of_t(name, u):
+    k = make_kernel(name)
+    t = t_at(k, u)
+    assert float(k.t(k.sigma(t))) == pytest.approx(t, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sigma_increases_with_t(name):
+    k = make_kernel(name)
+    sig = k.sigma(torch.linspace(k.t_min, k.t_max, 257, dtype=torch.float64))
+    assert bool((sig[1:] > sig[:-1]).all())
+    assert 0 < k.sigma_min < k.sigma_max
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sigma_space_round_trip(name):
+    k = make_kernel(name)
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    t = torch.tensor([k.t_min, k.t_max, 0.5 * (k.t_min + k.t_max), k.t_max], dtype=torch.float64)
+    x_hat = k.to_sigma_space(x, t)
+    assert torch.allclose(x_hat[0], x[0] / k.s(k.t_min))
+    assert torch.allclose(k.from_sigma_space(x_hat, t), x, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, scale", [("vp", 1.0), ("subvp", 1.0), ("vp-discrete", 1.0),
+                                         ("ve", 50.0), ("edm", 80.0)])
+def test_prior_noise_scale(name, scale):
+    """VP/sub-VP start from eps, VE/EDM from sigma_max * eps (paper, Appendix B)."""
+    k = make_kernel(name)
+    eps = torch.randn(2, 3, dtype=torch.float64)
+    x_T = k.from_sigma_space(k.initial_state(eps), k.t_max)
+    assert torch.allclose(x_T, scale * eps, rtol=1e-12)
+    assert torch.allclose(k.noise_of_state(k.initial_state(eps)), eps, rtol=1e-12)
+
+
+def test_vp_matches_published_endpoints():
+    """Song et al. (2021): beta in [0.1, 20] gives sigma(1) = sqrt(e^{10.05} - 1) ~ 152.0."""
+    assert VP().sigma_max == pytest.approx(math.sqrt(math.expm1(10.05)), rel=1e-12)
+    ddpm = make_kernel("vp-discrete")  # Ho et al. (2020): beta_1 = 1e-4 gives sigma_0 = sqrt(1e-4 / (1 - 1e-4))
+    assert ddpm.sigma_min == pytest.approx(math.sqrt(1e-4 / (1 - 1e-4)), rel=1e-9)
+
+
+def test_unknown_kernel_lists_valid_names():
+    with pytest.raises(UnknownNameError, match="unknown kernel 'vpp'; valid kernels: edm, subvp, ve, vp, vp-discrete"):
+        make_kernel("vpp")
