@@ -1,0 +1,81 @@
+"""The shared noise bank: the same noise for an id whatever the batch, chunking, process or reload."""
+import json
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from models.noise import GRID_IDS, NoiseBank, NoiseBankError, draw_noise
+
+SHAPE = (3, 8, 8)
+
+
+def test_independent_of_batch_and_chunking():
+    full = NoiseBank.draw(11, SHAPE, n=100)
+    for chunk in (1, 7, 64):
+        parts = [NoiseBank.draw(11, SHAPE, ids=range(i, min(i + chunk, 100))).eps for i in range(0, 100, chunk)]
+        assert torch.equal(torch.cat(parts), full.eps)
+    picked = NoiseBank.draw(11, SHAPE, ids=[97, 3, 50])
+    assert torch.equal(picked.eps, full.take([97, 3, 50]))
+
+
+def _draw_range(args):
+    seed, lo, hi = args
+    return np.stack([draw_noise(seed, i, SHAPE) for i in range(lo, hi)])
+
+
+def test_independent_of_worker_processes():
+    with ProcessPoolExecutor(2) as pool:
+        parts = list(pool.map(_draw_range, [(11, 0, 37), (11, 37, 100)]))
+    assert np.array_equal(np.concatenate(parts), NoiseBank.draw(11, SHAPE, n=100).eps.numpy())
+
+
+def test_standard_normal_and_seed_dependent():
+    a, b = NoiseBank.draw(0, SHAPE, n=2000), NoiseBank.draw(1, SHAPE, n=2000)
+    assert abs(float(a.eps.mean())) < 0.01 and abs(float(a.eps.std()) - 1) < 0.01  # 384k draws: 5 sigma ~ 0.008
+    assert not torch.equal(a.eps, b.eps) and a.hash != b.hash
+
+
+def test_paper_grid_ids():
+    assert GRID_IDS == tuple(range(64))
+
+
+def test_save_load_round_trip(tmp_path):
+    bank = NoiseBank.draw(5, SHAPE, ids=[4, 9, 2])
+    path = bank.save(tmp_path / "bank.npy")
+    loaded = NoiseBank.load(path)
+    assert torch.equal(loaded.eps, bank.eps) and torch.equal(loaded.ids, bank.ids)
+    assert loaded.hash == bank.hash and loaded.seed == 5
+    assert not list(tmp_path.glob("*.tmp"))  # nothing half-written is left behind
+
+
+def test_tampered_file_is_refused(tmp_path):
+    path = NoiseBank.draw(5, SHAPE, n=4).save(tmp_path / "bank.npy")
+    eps = np.load(path)
+    eps[2, 0, 0, 0] += 1e-3
+    np.save(path, eps)
+    with pytest.raises(NoiseBankError, match=r"bank.npy fails its hash"):
+        NoiseBank.load(path)
+
+
+def test_edited_ids_are_refused(tmp_path):
+    path = NoiseBank.draw(5, SHAPE, n=4).save(tmp_path / "bank.npy")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["ids"] = [0, 1, 2, 5]
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(NoiseBankError, match="fails its hash"):
+        NoiseBank.load(path)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = NoiseBank.draw(5, SHAPE, n=4).save(tmp_path / "bank.npy")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(NoiseBankError, match="cannot read noise bank"):
+        NoiseBank.load(path)
+
+
+def test_missing_ids_are_named():
+    bank = NoiseBank.draw(0, SHAPE, n=8)
+    with pytest.raises(NoiseBankError, match=r"noise ids \[8, 99\] are not in this bank"):
+        bank.take([1, 8, 99])

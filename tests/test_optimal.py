@@ -1,0 +1,121 @@
+"""The closed-form optimal denoiser of Theorem 1 (paper, Eq. 2; Appendix D, Eq. 17)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from models.kernels import make_kernel
+from models.noise import NoiseBank
+from models.optimal import OptimalDenoiser
+from models.sampling import generate
+
+
+def reference(data, x, sigma):
+    """Direct softmax over the whole dataset in float64: the formula, unchunked."""
+    d2 = torch.cdist(x.reshape(len(x), -1).double(), data.reshape(len(data), -1).double()) ** 2
+    w = torch.softmax(-d2 / (2 * sigma**2), dim=1)
+    return (w @ data.reshape(len(data), -1).double()).reshape(x.shape)
+
+
+@pytest.fixture
+def data():
+    return torch.rand(24, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.5, 2.0, 80.0])
+@pytest.mark.parametrize("chunk_size, batch_size", [(1, 1), (5, 3), (24, 64), (1000, 2)])
+def test_chunked_equals_unchunked(data, sigma, chunk_size, batch_size):
+    x = data[:10] + sigma * torch.randn(10, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    D = OptimalDenoiser(data, chunk_size=chunk_size, batch_size=batch_size, dtype=torch.float64)
+    assert torch.allclose(D(x, sigma), reference(data, x, sigma), rtol=0, atol=1e-12)
+
+
+def test_float32_agrees_with_float64(data):
+    x = data[:8] + 0.3 * torch.randn(8, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    got = OptimalDenoiser(data.float(), chunk_size=5)(x.float(), 0.3)
+    assert torch.allclose(got.double(), reference(data, x, 0.3), atol=1e-5)  # float32 rounding of O(1) values
+
+
+def test_per_row_sigma(data):
+    x = data[:3] + 0.2
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    got = OptimalDenoiser(data, dtype=torch.float64)(x, sigma)
+    for i in range(3):
+        assert torch.allclose(got[i:i + 1], reference(data, x[i:i + 1], float(sigma[i])), atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["vp", "ve", "edm"])
+def test_one_training_image_every_noise_maps_to_it(kernel):
+    image = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    bank = NoiseBank.draw(3, (3, 8, 8), n=16)
+    out = generate(OptimalDenoiser(image, dtype=torch.float64), make_kernel(kernel), bank, sampler="dpm3", nfe=12)
+    assert torch.allclose(out.x, image.expand_as(out.x), atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler, nfe", [("dpm3", 20), ("heun", 35), ("euler", 50)])
+def test_samples_are_training_images(data, sampler, nfe):
+    """Memorization: every sample lands on a training image, and many distinct ones are reached."""
+    bank = NoiseBank.draw(5, (3, 4, 4), n=64)
+    out = generate(OptimalDenoiser(data, dtype=torch.float64), make_kernel("vp"), bank, sampler=sampler, nfe=nfe).x
+    dist = torch.cdist(out.reshape(64, -1), data.reshape(24, -1))
+    assert float(dist.min(1).values.max()) < 1e-6  # within float64 rounding of an image (max pixel error ~1e-9)
+    assert len(set(dist.argmin(1).tolist())) >= 12  # 64 noises over 24 images reach at least half of them
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.7, 3.0])
+def test_minimizes_the_denoising_loss(data, sigma):
+    """D* minimizes E||D(y + sigma n) - y||^2; per x the posterior loss is L(D*) + ||D - D*||^2, so any
+    perturbation is worse. Checked exactly per x, and by Monte Carlo over (y, n)."""
+    g = torch.Generator().manual_seed(4)
+    D = OptimalDenoiser(data, dtype=torch.float64)
+    y = data[torch.randint(len(data), (4096,), generator=g)]
+    x = y + sigma * torch.randn(y.shape, generator=g, dtype=torch.float64)
+    best = D(x, sigma)
+    flat = data.reshape(len(data), -1)
+    w = torch.softmax(-torch.cdist(x.reshape(len(x), -1), flat) ** 2 / (2 * sigma**2), 1)
+
+    def posterior_loss(d):
+        return (w * torch.cdist(d.reshape(len(x), -1), flat) ** 2).sum(1)
+
+    for delta in (0.01, 0.1):
+        worse = best + delta * torch.randn(best.shape, generator=g, dtype=torch.float64)
+        assert bool((posterior_loss(worse) >= posterior_loss(best) - 1e-9).all())
+        assert ((worse - y) ** 2).mean() > ((best - y) ** 2).mean()
+    blurred = D(x, 1.5 * sigma)  # the right formula at the wrong noise level
+    assert bool((posterior_loss(blurred) >= posterior_loss(best) - 1e-9).all())
+
+
+def test_class_conditional_uses_only_that_class(data):
+    labels = torch.arange(24) % 3
+    D = OptimalDenoiser(data, labels=labels, dtype=torch.float64)
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    label = torch.tensor([0, 1, 2, 2, 1, 0])
+    got = D(x, 0.4, label)
+    for i in range(6):
+        members = data[labels == label[i]]
+        assert torch.allclose(got[i:i + 1], reference(members, x[i:i + 1], 0.4), atol=1e-12)
+    assert D.num_classes == 3
+    with pytest.raises(ValueError, match=r"label 7 has no training images; labels present: \[0, 1, 2\]"):
+        D(x[:1], 0.4, torch.tensor([7]))
+
+
+def test_cifar10_size_fits_a_2_gib_working_budget():
+    """N = 50,000 images of 3x32x32 (CIFAR-10's size), batch 64, float32 on CPU: the peak memory the
+    denoiser adds beside the dataset stays within 2 GiB (issue budget), measured as max RSS."""
+    script = textwrap.dedent("""
+        import json, resource, torch
+        from models.optimal import OptimalDenoiser
+        data = torch.empty(50000, 3, 32, 32).uniform_(-1, 1)
+        x = torch.randn(64, 3, 32, 32)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out = OptimalDenoiser(data, batch_size=64)(x, 1.0)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"extra_kib": peak - base, "finite": bool(torch.isfinite(out).all())}))
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=".")
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["finite"]
+    assert got["extra_kib"] < 2 * 1024 * 1024
