@@ -8,6 +8,8 @@ import pytest
 # Model hubs are never reached from the suite: loaders must fail fast with a clear message.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+pytest_plugins = ["fixtures.devices"]
+
 MARKERS = {
     "gpu": "needs a CUDA device (skipped without one)",
     "weights": "needs real published checkpoints from a local path (skipped when absent)",
