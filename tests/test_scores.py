@@ -1,0 +1,170 @@
+"""Scores against a direct numpy implementation of the paper's formulas (Sec. 2.1, 3, 4, App. A.3)."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from models.scores import (GLScore, MAEScore, PairingError, RPBetweenScore, RPScore, hyperplane_map, rp_manifold,
+                           SSCD_THRESHOLD)
+
+
+def unit_rows(a):
+    a = a.astype(np.float64) + 1e-3
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+emb_pairs = st.integers(1, 40).flatmap(lambda n: st.tuples(
+    arrays(np.float32, (n, 8), elements=st.floats(-1, 1, width=32)),
+    arrays(np.float32, (n, 8), elements=st.floats(-1, 1, width=32))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(emb_pairs, st.sampled_from([0.6, 0.4, 0.0]))
+def test_rp_matches_numpy(pair, threshold):
+    a, b = unit_rows(pair[0]), unit_rows(pair[1])
+    ids = np.arange(len(a))
+    m = RPScore(threshold)
+    m.update(torch.from_numpy(a), torch.from_numpy(b), ids, ids)
+    expected = np.mean((a * b).sum(1) > threshold)
+    assert float(m.compute()) == pytest.approx(expected, abs=1e-6) or _near_threshold(a, b, threshold)
+
+
+def _near_threshold(a, b, threshold):
+    """float32 vs float64 can disagree only for a similarity within rounding of the threshold."""
+    return bool(np.any(np.abs((a * b).sum(1) - threshold) < 1e-5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 20).flatmap(lambda n: st.tuples(arrays(np.uint8, (n, 4, 4, 3)), arrays(np.uint8, (n, 4, 4, 3)))))
+def test_mae_matches_numpy(pair):
+    a, b = pair
+    ids = np.arange(len(a))
+    m = MAEScore()
+    m.update(torch.from_numpy(a), torch.from_numpy(b), ids, ids)
+    mae = np.abs(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).mean(1)
+    assert float(m.compute()) == pytest.approx(np.mean(mae < 15.0), abs=1e-6)  # float32 mean
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, (12, 8), elements=st.floats(-1, 1, width=32)),
+       arrays(np.float32, (30, 8), elements=st.floats(-1, 1, width=32)))
+def test_gl_matches_numpy(gen, train):
+    gen, train = unit_rows(gen), unit_rows(train)
+    m = GLScore(torch.from_numpy(train).float())
+    m.update(torch.from_numpy(gen).float(), np.arange(12))
+    best = (gen @ train.T).max(1)
+    if not np.any(np.abs(best - 0.6) < 1e-5):
+        assert float(m.compute()) == pytest.approx(1 - np.mean(best > 0.6), abs=1e-6)
+    top2 = np.sort(gen @ train.T, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-5  # rows without a float32 tie for the nearest
+    assert np.array_equal(m.nearest().numpy()[clear], (gen @ train.T).argmax(1)[clear])
+
+
+def test_gl_is_one_minus_the_memorized_fraction():
+    """The paper's code returns P(max > 0.6) (memorized); GL is 1 - that (paper Sec. 3)."""
+    train = torch.eye(4)
+    gen = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 1.0, 1.0, 1.0]])  # two copies, one novel (sim 0.5)
+    m = GLScore(train)
+    m.update(gen, [0, 1, 2])
+    assert float(m.compute()) == pytest.approx(1 / 3)
+
+
+def test_rp_between_takes_the_best_class():
+    unc = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cond = torch.tensor([[[0.0, 1.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]])  # class 1 matches noise 0, class 0 noise 1
+    m = RPBetweenScore()
+    m.update(unc, [5, 6], cond, [5, 6])
+    assert float(m.compute()) == 1.0
+    assert m.pairs().values.tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_rp_cond_pairs_same_noise_and_class():
+    m = RPScore()
+    e = torch.eye(3)
+    m.update(e, e, [1, 1, 2], [1, 1, 2], labels1=[0, 1, 0], labels2=[0, 1, 0])
+    assert float(m.compute()) == 1.0 and m.pairs().labels.tolist() == [0, 1, 0]
+    with pytest.raises(PairingError, match="labels differ"):
+        m.update(e, e, [1, 1, 2], [1, 1, 2], labels1=[0, 1, 0], labels2=[0, 2, 0])
+
+
+def test_single_pair_and_ties_at_the_threshold():
+    """The paper's inequalities are strict: a similarity of exactly 0.6 does not count, nor an MAE of exactly 15."""
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[0.6, 0.8]])  # cosine exactly 0.6 in float32
+    m = RPScore()
+    m.update(a, b, [0], [0])
+    assert float(m.compute()) == 0.0
+    x = torch.zeros(1, 2, 2, 3, dtype=torch.uint8)
+    mae = MAEScore()
+    mae.update(x, x + 15, [0], [0])
+    assert float(mae.compute()) == 0.0
+
+
+def test_empty_set_is_refused():
+    with pytest.raises(ValueError, match="no pairs were given"):
+        RPScore().compute()
+
+
+def test_pairs_are_matched_by_id_not_position():
+    with pytest.raises(PairingError, match=r"only in the first set \[3\], only in the second \[9\]"):
+        RPScore().update(torch.eye(3), torch.eye(3), [1, 2, 3], [1, 2, 9])
+    with pytest.raises(PairingError, match="different order"):
+        RPScore().update(torch.eye(3), torch.eye(3), [1, 2, 3], [3, 2, 1])
+
+
+def test_per_pair_values_worst_first():
+    m = RPScore()
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    m.update(a, b, [10, 11, 12], [10, 11, 12])
+    assert m.pairs().ids.tolist() == [11, 12, 10]
+
+
+@pytest.mark.parametrize("metric", ["rp", "mae", "gl"])
+def test_two_processes_reduce_to_the_single_process_value(metric):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 8, generator=g), torch.randn(50, 8, generator=g)
+    a[:20] = b[:20] + 0.1
+    x1 = torch.randint(0, 256, (50, 4, 4, 3), generator=g, dtype=torch.uint8)
+    x2 = (x1.int() + torch.randint(-30, 30, x1.shape, generator=g)).clamp(0, 255).byte()
+    ids = torch.arange(50)
+    train = torch.randn(10, 8, generator=g)
+
+    def make():
+        return {"rp": RPScore, "mae": MAEScore, "gl": lambda: GLScore(train)}[metric]()
+
+    def feed(m, sl):
+        if metric == "rp":
+            m.update(a[sl], b[sl], ids[sl], ids[sl])
+        elif metric == "mae":
+            m.update(x1[sl], x2[sl], ids[sl], ids[sl])
+        else:
+            m.update(a[sl], ids[sl])
+
+    whole, first, second = make(), make(), make()
+    feed(whole, slice(0, 50))
+    feed(first, slice(0, 17))
+    feed(second, slice(17, 50))
+    first.merge_state(second)
+    assert float(first.compute()) == float(whole.compute())
+    assert sorted(first.pairs().ids.tolist()) == list(range(50))
+
+
+def test_rp_manifold_per_point():
+    e1 = torch.nn.functional.normalize(torch.randn(4, 5, 8), dim=-1)
+    e2 = e1.clone()
+    e2[:, -1] = -e2[:, -1]  # the paths disagree at their last point only
+    rp = rp_manifold(e1, e2)
+    assert rp.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_hyperplane_map_and_agreement():
+    anchors = torch.eye(3)
+    grid = torch.tensor([[0.9, 0.1, 0.0], [0.0, 1.0, 0.2], [0.1, 0.0, 0.8], [0.5, 0.4, 0.0]])
+    m = hyperplane_map(anchors, grid)
+    assert m.nearest.tolist() == [0, 1, 2, 0]
+    other = hyperplane_map(anchors, grid[[0, 1, 2, 2]])
+    assert m.agreement(other) == 0.75
+    assert SSCD_THRESHOLD == 0.6
