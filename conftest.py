@@ -8,7 +8,7 @@ import pytest
 # Model hubs are never reached from the suite: loaders must fail fast with a clear message.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-pytest_plugins = ["fixtures.devices"]
+pytest_plugins = ["fixtures.devices", "fixtures.descriptor"]
 
 MARKERS = {
     "gpu": "needs a CUDA device (skipped without one)",
@@ -25,6 +25,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("samenoise")
     group.addoption("--device", default="cpu", help="torch device for sampling (cpu, cuda, cuda:1, ...)")
+    group.addoption("--descriptor", default="sscd-int8",
+                    help="similarity descriptor: sscd-int8 (offline default), sscd-mixup, sscd-large")
+    group.addoption("--descriptor-path", default=None, help="weights file of the descriptor (TorchScript SSCD)")
+    group.addoption("--descriptor-size", type=int, default=None,
+                    help="descriptor input size in pixels (default: 224 for sscd-int8, 320 for TorchScript)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -44,14 +44,16 @@ def check_images(images) -> np.ndarray:
 
 
 def prepare(images, size: Optional[int]) -> np.ndarray:
-    """uint8 (N, size, size, 3): bilinear resize (antialiased when shrinking), rounded back to uint8.
-    `size=None` keeps the images' own size."""
+    """uint8 (N, size, size, 3), resized with PIL's bilinear filter (antialiased when shrinking);
+    `size=None` keeps the images' own size. PIL rather than torch: torch's worker threads keep
+    spinning after an op and slow the onnxruntime call that follows (measured: 916 ms against
+    748 ms for a batch of 64 at 224 px on 2 cores)."""
+    from PIL import Image
+
     arr = check_images(images)
     if size is None or arr.shape[1:3] == (size, size):
         return np.ascontiguousarray(arr)
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
+    return np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in arr])
 
 
 def _file_sha256(path: Path) -> str:

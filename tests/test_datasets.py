@@ -1,0 +1,96 @@
+"""Embedded thumbnails and real-data loaders."""
+import pickle
+
+import numpy as np
+import pytest
+
+from models.datasets import (PHOTOS, DatasetFormatError, ImageSet, embedded_photos, load_cifar, load_folder,
+                             load_npz, save_npz, to_uint8)
+
+
+def test_embedded_photos_are_deterministic_nested_and_labelled():
+    big = embedded_photos(64, size=16, seed=3)
+    small = embedded_photos(16, size=16, seed=3)
+    assert big.images.shape == (64, 16, 16, 3) and big.images.dtype == np.uint8
+    assert np.array_equal(big.images[:16], small.images) and big.subset(16).hash == small.hash
+    assert embedded_photos(64, size=16, seed=3).hash == big.hash
+    assert embedded_photos(64, size=16, seed=4).hash != big.hash
+    assert big.labels.tolist()[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0] and big.classes == PHOTOS
+    assert embedded_photos(4, size=32).images.shape == (4, 32, 32, 3)
+
+
+def test_to_uint8_inverts_as_tensor():
+    s = embedded_photos(8, size=16)
+    assert np.array_equal(to_uint8(s.as_tensor()), s.images)
+
+
+def _write_cifar10(folder, n_per_batch=4):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, n_per_batch))}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+
+
+def test_cifar10_pickle_batches(tmp_path):
+    _write_cifar10(tmp_path)
+    train = load_cifar(tmp_path)
+    assert train.images.shape == (20, 32, 32, 3) and train.labels.shape == (20,)
+    with open(tmp_path / "data_batch_1", "rb") as f:
+        first = pickle.load(f, encoding="bytes")
+    # channel-planar rows (R plane, G plane, B plane) become HWC pixels
+    assert np.array_equal(train.images[0, :, :, 1], first[b"data"][0, 1024:2048].reshape(32, 32))
+    assert train.labels[:4].tolist() == list(first[b"labels"])
+    assert len(load_cifar(tmp_path, "test")) == 4
+
+
+def test_cifar100_uses_fine_labels(tmp_path):
+    data = np.zeros((3, 3072), dtype=np.uint8)
+    with open(tmp_path / "train", "wb") as f:
+        pickle.dump({b"data": data, b"fine_labels": [5, 99, 0], b"coarse_labels": [1, 2, 3]}, f)
+    assert load_cifar(tmp_path).labels.tolist() == [5, 99, 0]
+
+
+def test_cifar_errors_name_path_and_layout(tmp_path):
+    with pytest.raises(DatasetFormatError, match="no CIFAR train batches found; expected a folder with CIFAR"):
+        load_cifar(tmp_path)
+    (tmp_path / "train").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetFormatError, match=r"train: not a CIFAR pickle batch"):
+        load_cifar(tmp_path)
+
+
+def test_npz_round_trip(tmp_path):
+    s = embedded_photos(6, size=16)
+    back = load_npz(save_npz(tmp_path / "set.npz", s))
+    assert np.array_equal(back.images, s.images) and np.array_equal(back.labels, s.labels)
+    unlabeled = load_npz(save_npz(tmp_path / "u.npz", ImageSet(s.images)))
+    assert unlabeled.labels is None
+
+
+def test_npz_errors(tmp_path):
+    np.savez(tmp_path / "bad.npz", samples=np.zeros((2, 3, 8, 8), dtype=np.uint8))
+    with pytest.raises(DatasetFormatError, match=r"'samples' is uint8 \(2, 3, 8, 8\); expected an .npz with key 'samples'"):
+        load_npz(tmp_path / "bad.npz")
+    np.savez(tmp_path / "nokey.npz", images=np.zeros((2, 8, 8, 3), dtype=np.uint8))
+    with pytest.raises(DatasetFormatError, match="nokey.npz: cannot read"):
+        load_npz(tmp_path / "nokey.npz")
+    with pytest.raises(DatasetFormatError, match="missing.npz: cannot read"):
+        load_npz(tmp_path / "missing.npz")
+
+
+def test_image_folder_with_class_subfolders(tmp_path):
+    from PIL import Image
+
+    s = embedded_photos(4, size=16)
+    for i, (img, lab) in enumerate(zip(s.images, [0, 1, 0, 1])):
+        (tmp_path / f"c{lab}").mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / f"c{lab}" / f"{i}.png")
+    got = load_folder(tmp_path)
+    assert got.images.shape == (4, 16, 16, 3) and got.labels.tolist() == [0, 0, 1, 1] and got.classes == ("c0", "c1")
+    assert np.array_equal(got.images[0], s.images[0])
+    with pytest.raises(DatasetFormatError, match="nothing: not a folder"):
+        load_folder(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetFormatError, match="empty: no images found"):
+        load_folder(tmp_path / "empty")

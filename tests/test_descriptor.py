@@ -1,0 +1,160 @@
+"""The SSCD descriptor: calibration on the embedded thumbnails, formats, cache, TorchScript path."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.datasets import embedded_photos, to_uint8
+from models.descriptor import (IMAGENET_MEAN, IMAGENET_STD, EmbeddingCache, ImageFormatError, TorchScriptSSCD,
+                               make_descriptor, prepare)
+from models.kernels import make_kernel
+from models.noise import NoiseBank
+from models.optimal import OptimalDenoiser
+from models.registry import UnknownNameError
+from models.sampling import generate
+from models.scores import SSCD_THRESHOLD, RPScore, cosine
+
+
+def smooth_perturbation(images: np.ndarray, mae: float, seed: int) -> np.ndarray:
+    """Add a smooth (bicubic-upsampled 3x3) colour field scaled to a mean absolute change of `mae`."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(images).float().permute(0, 3, 1, 2)
+    field = F.interpolate(torch.randn(len(x), 3, 3, 3, generator=g), size=x.shape[-2:], mode="bicubic")
+    field = field / field.abs().mean(dim=(1, 2, 3), keepdim=True) * mae
+    return (x + field).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+class ConstantDescriptor:
+    """A broken descriptor: every image gets the same embedding."""
+
+    def embed(self, images):
+        return F.normalize(torch.ones(len(images), 512), dim=1)
+
+
+@pytest.fixture(scope="module")
+def thumbs():
+    return embedded_photos(100, size=16, seed=0)
+
+
+def different_photo_fraction(descriptor, thumbs) -> float:
+    e = descriptor.embed(thumbs.images)
+    lab = torch.from_numpy(thumbs.labels)
+    return float(((e @ e.T)[lab[:, None] != lab[None, :]] > SSCD_THRESHOLD).float().mean())
+
+
+def perturbed_fraction(descriptor, thumbs) -> float:
+    e = descriptor.embed(thumbs.images)
+    p = descriptor.embed(smooth_perturbation(thumbs.images, 5.0, seed=1))
+    return float((cosine(e, p) > SSCD_THRESHOLD).float().mean())
+
+
+def test_calibration_different_photos_score_low(descriptor, thumbs):
+    """Measured before the suite existed (SSCD int8 at 224 px): 0% of different-photo pairs above 0.6;
+    the same here on 16 px thumbnails (4,500 pairs, max similarity 0.55). Bound: at most 1%."""
+    assert different_photo_fraction(descriptor, thumbs) <= 0.01
+
+
+def test_calibration_smooth_perturbation_scores_high(descriptor, thumbs):
+    """A smooth perturbation with MAE ~ 5 keeps 90-99% above 0.6 (measured here: 99% of 400 thumbnails)."""
+    assert perturbed_fraction(descriptor, thumbs) >= 0.9
+
+
+def test_calibration_fails_with_a_constant_descriptor(thumbs):
+    """The calibration can fail: a constant descriptor calls every different-photo pair a copy."""
+    assert different_photo_fraction(ConstantDescriptor(), thumbs) == 1.0
+    assert not different_photo_fraction(ConstantDescriptor(), thumbs) <= 0.01
+
+
+def test_different_noises_give_rp_near_zero(descriptor, thumbs):
+    """Negative control (paper Appendix A.2): samples of *different* noise ids from one model are not copies.
+    Model: the optimal denoiser on 64 thumbnails (samples are training images; two random noises share
+    an image with probability ~1/64). Bound: RP <= 0.1."""
+    train = thumbs.subset(64)
+    D = OptimalDenoiser(train.as_tensor())
+    bank = NoiseBank.draw(0, (3, 16, 16), n=64)
+    samples = to_uint8(generate(D, make_kernel("vp"), bank, sampler="dpm3", nfe=10).x)
+    e = descriptor.embed(samples)
+    shift = torch.roll(torch.arange(64), 1)  # noise i is compared with the sample of noise i - 1
+    rp = RPScore()
+    rp.update(e, e[shift], bank.ids, bank.ids)
+    assert float(rp.compute()) <= 0.1
+    same = RPScore()
+    same.update(e, e, bank.ids, bank.ids)
+    assert float(same.compute()) == 1.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 16, 16, 3), dtype=np.float32), "dtype float32"),
+    (np.full((2, 16, 16, 3), np.nan, dtype=np.float32), "contains NaN"),
+    (np.zeros((2, 3, 16, 16), dtype=np.uint8), r"looks like NCHW"),
+    (np.zeros((2, 16, 16, 4), dtype=np.uint8), r"shape \(2, 16, 16, 4\)"),
+    (np.zeros((0, 16, 16, 3), dtype=np.uint8), r"shape \(0, 16, 16, 3\)"),
+])
+def test_bad_images_are_refused_with_the_expected_format(bad, message):
+    with pytest.raises(ImageFormatError, match=message + r".*expected uint8 RGB images in NHWC layout"):
+        prepare(bad, 32)
+
+
+def test_grayscale_is_replicated():
+    gray = np.arange(16 * 16, dtype=np.uint8).reshape(1, 16, 16)
+    out = prepare(gray, None)
+    assert out.shape == (1, 16, 16, 3) and np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_resize_policy(thumbs):
+    assert prepare(thumbs.images[:2], 224).shape == (2, 224, 224, 3)
+    assert np.array_equal(prepare(thumbs.images[:2], None), thumbs.images[:2])
+
+
+def test_unknown_descriptor_lists_valid_names():
+    with pytest.raises(UnknownNameError, match="valid descriptors: sscd-int8, sscd-large, sscd-mixup"):
+        make_descriptor("clip")
+
+
+def test_missing_torchscript_file_says_where_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_mixup"):
+        make_descriptor("sscd-mixup", tmp_path / "nope.pt")
+
+
+class _MeanPool(torch.nn.Module):
+    """A tiny stand-in for SSCD: per-channel means and the pixel at (0, 0), as a 6-d embedding."""
+
+    def forward(self, x):
+        return torch.cat([x.mean(dim=(2, 3)), x[:, :, 0, 0]], dim=1)
+
+
+def test_torchscript_path_shares_preprocessing(tmp_path, thumbs):
+    path = tmp_path / "sscd_disc_mixup.torchscript.pt"
+    torch.jit.script(_MeanPool()).save(str(path))
+    d = TorchScriptSSCD("sscd-mixup", path, size=64)
+    got = d.embed(thumbs.images[:5])
+    x = torch.from_numpy(prepare(thumbs.images[:5], 64)).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(got, F.normalize(_MeanPool()(x), dim=1), atol=1e-6)
+    assert d.identity.startswith("sscd-mixup@64:")
+
+
+def test_cache_reuses_and_recomputes_a_corrupted_entry(tmp_path, thumbs):
+    calls = []
+
+    class Counting(ConstantDescriptor):
+        identity = "counting@1:0"
+
+        def embed(self, images):
+            calls.append(len(images))
+            return F.normalize(torch.from_numpy(images.reshape(len(images), -1)[:, :8].astype(np.float32) + 1), dim=1)
+
+    cache = EmbeddingCache(tmp_path)
+    first = cache.embed(Counting(), thumbs.images[:10])
+    again = cache.embed(Counting(), thumbs.images[:10])
+    assert torch.equal(first, again) and calls == [10]
+    (entry,) = tmp_path.glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:50])  # truncated
+    assert torch.equal(cache.embed(Counting(), thumbs.images[:10]), first) and calls == [10, 10]
+    with np.load(entry) as z:
+        edited, recorded = z["embeddings"] + 0.5, z["sha256"]
+    with open(entry, "wb") as f:
+        np.savez(f, embeddings=edited, sha256=recorded)  # content edited, hash left as it was
+    assert torch.equal(cache.embed(Counting(), thumbs.images[:10]), first) and calls == [10, 10, 10]
+    cache.embed(Counting(), thumbs.images[:9])  # other content, other key
+    assert calls == [10, 10, 10, 9]
