@@ -1,0 +1,30 @@
+"""Noises between bank noises: slerp paths (paper Appendix A.3) and the 2D hyperplane of Figure 4."""
+from __future__ import annotations
+
+import torch
+
+
+def slerp(eps0: torch.Tensor, eps1: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985), (len(alphas), *eps0.shape):
+    sin((1 - a) theta) / sin(theta) eps0 + sin(a theta) / sin(theta) eps1, theta the angle between them.
+    (Appendix A.3 prints sin(a theta) / theta for the second weight; sin(theta) is the slerp it cites.)"""
+    a, b = eps0.double().reshape(-1), eps1.double().reshape(-1)
+    theta = torch.arccos((a @ b / (a.norm() * b.norm())).clamp(-1, 1))
+    alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1, 1)
+    if float(torch.sin(theta)) < 1e-12:  # (anti)parallel: fall back to a straight line
+        out = (1 - alphas) * a + alphas * b
+    else:
+        out = (torch.sin((1 - alphas) * theta) * a + torch.sin(alphas * theta) * b) / torch.sin(theta)
+    return out.to(eps0.dtype).reshape((len(alphas),) + tuple(eps0.shape))
+
+
+def hyperplane(eps1: torch.Tensor, eps2: torch.Tensor, eps3: torch.Tensor, n: int = 100, lo: float = -0.1,
+               hi: float = 1.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """eps(a, b) = a (eps2 - eps1) + b (eps3 - eps1) + eps1 on an n x n grid over [lo, hi]^2 (paper Sec. 2.2,
+    Figure 4: n = 100 over [-0.1, 1.1]^2). Returns (noises (n*n, ...), coords (n*n, 2)), row-major in b then a."""
+    axis = torch.linspace(lo, hi, n, dtype=torch.float64)
+    bb, aa = torch.meshgrid(axis, axis, indexing="ij")
+    coords = torch.stack([aa.reshape(-1), bb.reshape(-1)], 1)
+    e1, d2, d3 = eps1.double().reshape(-1), (eps2 - eps1).double().reshape(-1), (eps3 - eps1).double().reshape(-1)
+    noises = coords[:, :1] * d2 + coords[:, 1:] * d3 + e1
+    return noises.to(eps1.dtype).reshape((n * n,) + tuple(eps1.shape)), coords
