@@ -95,8 +95,8 @@ class NetworkDenoiser:
     def _param(self) -> Optional[torch.Tensor]:
         return next(self.net.parameters(), None)
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma, label: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Differentiable (training uses it); samplers call it under torch.no_grad()."""
         if label is not None and self.num_classes is None:
             raise ValueError("a label was given to an unconditional denoiser (num_classes=None)")
         sigma = append_dims(sigma_per_row(sigma, x), x.ndim).to(x.dtype)

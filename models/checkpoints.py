@@ -1,0 +1,63 @@
+"""Network checkpoints in the diffusers layout: `config.json` + `*.safetensors`, plus `samenoise.json`
+naming how the network is wrapped (kernel, prediction, time input) and how it was made."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.atomic import atomic_write
+
+META = "samenoise.json"
+WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so UNet2DModel.from_pretrained reads it
+
+
+def build_network(config: dict[str, Any]) -> torch.nn.Module:
+    """A network from its saved config: diffusers' UNet2DModel or the suite's U-ViT."""
+    kind = config.get("_class_name")
+    if kind == "UNet2DModel":
+        from diffusers import UNet2DModel
+
+        return UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    if kind == "UViT":
+        from models.uvit import UViT
+
+        return UViT(**{k: v for k, v in config.items() if not k.startswith("_")})
+    raise ValueError(f"unknown network class {kind!r} in config.json; valid: UNet2DModel, UViT")
+
+
+def network_config(net: torch.nn.Module) -> dict[str, Any]:
+    if hasattr(net, "config") and isinstance(getattr(net, "config"), dict) and type(net).__name__ == "UViT":
+        return {"_class_name": "UViT", **net.config}
+    return {"_class_name": type(net).__name__, **{k: v for k, v in dict(net.config).items() if not k.startswith("_")}}
+
+
+def save_checkpoint(folder: str | os.PathLike, net: torch.nn.Module, meta: dict[str, Any],
+                    dtype: Optional[torch.dtype] = None) -> Path:
+    """Write config.json, the weights (optionally cast, e.g. float16) and samenoise.json, each atomically."""
+    folder = Path(folder)
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+             for k, v in net.state_dict().items()}
+    atomic_write(folder / "config.json", lambda f: f.write(json.dumps(network_config(net), indent=1).encode()))
+    tmp = folder / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    atomic_write(folder / META, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+    return folder
+
+
+def load_checkpoint(folder: str | os.PathLike, dtype: torch.dtype = torch.float32
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network (eval mode, `dtype`) and its samenoise.json."""
+    folder = Path(folder)
+    for name in ("config.json", WEIGHTS, META):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"checkpoint {folder} has no {name}; expected config.json, {WEIGHTS} and {META}")
+    net = build_network(json.loads((folder / "config.json").read_text()))
+    net.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
+                         for k, v in load_file(str(folder / WEIGHTS)).items()})
+    return net.to(dtype).eval(), json.loads((folder / META).read_text())

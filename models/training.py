@@ -1,0 +1,242 @@
+"""One training loop for every zoo model: seeded, resumable, with EMA and a per-step loss log.
+
+Every objective is the same weighted denoising loss in sigma-space (Karras et al. 2022, Eq. 2):
+    weight(sigma) * ||D(y + sigma n; sigma) - y||^2,
+and objectives differ only in how sigma is drawn and weighted:
+  - 'eps':  t ~ U[t_min, t_max] of the kernel (integer t for discrete DDPM), weight 1 / sigma^2,
+            which is exactly ||eps_hat - n||^2 (Ho et al. 2020; Song et al. 2021);
+  - 'edm':  ln sigma ~ N(-1.2, 1.2^2) clipped to the kernel's range, weight (sigma^2 + sigma_data^2) /
+            (sigma sigma_data)^2 (Karras et al. 2022, Table 1).
+Partial fine-tuning trains only attention parameters (paper Sec. 4, Appendix G). Progressive
+distillation (Salimans & Ho 2022) trains a student whose one DDIM step matches two teacher steps.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from models.atomic import atomic_write
+from models.checkpoints import load_checkpoint, save_checkpoint
+from models.datasets import embedded_photos
+from models.denoisers import NetworkDenoiser, append_dims
+from models.grids import make_grid
+from models.kernels import make_kernel
+from models.registry import Registry
+from models.unet import build_unet
+from models.uvit import UViT
+
+ARCHS = Registry("architecture", {"unet": build_unet, "uvit": UViT})
+OBJECTIVES = ("eps", "edm")
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "unet"
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    kernel: str = "vp"
+    prediction: str = "eps"  # eps | x0 | v | edm
+    time_input: str = "t"
+    time_scale: float = 999.0
+    objective: str = "eps"  # eps | edm
+    image_size: int = 16
+    dataset_size: int = 64
+    dataset_seed: int = 0
+    conditional: bool = False
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 500
+    finetune_from: Optional[str] = None  # partial fine-tuning: train only attention layers of this checkpoint
+    distill_from: Optional[str] = None  # progressive distillation from this teacher checkpoint
+    distill_steps: int = 4  # student DDIM steps (the teacher takes twice as many)
+    distill_grid: str = "edm"
+    sigma_data: float = 0.5
+
+    def __post_init__(self):
+        ARCHS[self.arch]
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
+        if self.finetune_from and self.distill_from:
+            raise ValueError("give at most one of finetune_from and distill_from")
+        if self.distill_from and self.prediction == "eps":
+            # D = x - sigma eps_hat must hit an x0 target at sigma_max: the gradient grows as sigma^2 and
+            # training diverges; Salimans & Ho (2022, Sec. 4) distill x0- or v-parameterized students.
+            raise ValueError("progressive distillation needs prediction 'edm', 'x0' or 'v', got 'eps'")
+
+
+def is_attention(name: str) -> bool:
+    """Attention parameters of both architectures: diffusers' `attentions.*`, U-ViT's `*.attn.*`."""
+    return "attentions." in name or ".attn." in name
+
+
+def _build(cfg: TrainConfig, num_classes: Optional[int]) -> torch.nn.Module:
+    options = dict(image_size=cfg.image_size, num_classes=num_classes) | cfg.arch_options
+    return ARCHS[cfg.arch](**options)
+
+
+def wrap_for(cfg: TrainConfig | dict, net: torch.nn.Module) -> NetworkDenoiser:
+    c = cfg if isinstance(cfg, dict) else asdict(cfg)
+    num_classes = getattr(net, "config", {}).get("num_class_embeds") or getattr(net, "config", {}).get("num_classes")
+    return NetworkDenoiser(net, make_kernel(c["kernel"]), c["prediction"], time_input=c["time_input"],
+                           time_scale=c["time_scale"], sigma_data=c["sigma_data"],
+                           sample_shape=(3, c["image_size"], c["image_size"]), num_classes=num_classes)
+
+
+def draw_sigma(cfg: TrainConfig, kernel, n: int, g: torch.Generator) -> torch.Tensor:
+    if cfg.objective == "eps":
+        if cfg.kernel == "vp-discrete":
+            t = torch.randint(0, int(kernel.t_max) + 1, (n,), generator=g).double()
+        else:
+            t = kernel.t_min + (kernel.t_max - kernel.t_min) * torch.rand(n, generator=g, dtype=torch.float64)
+        return kernel.sigma(t)
+    ln = -1.2 + 1.2 * torch.randn(n, generator=g, dtype=torch.float64)
+    return torch.exp(ln).clamp(kernel.sigma_min, kernel.sigma_max)
+
+
+def loss_weight(cfg: TrainConfig, sigma: torch.Tensor) -> torch.Tensor:
+    if cfg.objective == "eps":
+        return 1 / sigma**2
+    return (sigma**2 + cfg.sigma_data**2) / (sigma * cfg.sigma_data) ** 2
+
+
+class Trainer:
+    """Owns the network, EMA, optimizer and data stream; `run()` trains to cfg.steps, resuming from
+    `out/train_state.pt` when present, and writes `out/loss.jsonl`, checkpoints and the EMA model."""
+
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, device: str | torch.device = "cpu"):
+        self.cfg, self.out, self.device = cfg, Path(out), torch.device(device)
+        data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed)
+        self.dataset_hash = data.hash
+        self.images = data.as_tensor().to(self.device)
+        self.labels = torch.from_numpy(data.labels).to(self.device) if cfg.conditional else None
+        num_classes = len(data.classes) if cfg.conditional else None
+        self.teacher = None
+        if cfg.finetune_from or cfg.distill_from:
+            self.net, _ = load_checkpoint(cfg.finetune_from or cfg.distill_from)
+            if cfg.distill_from:
+                self.teacher = wrap_for(cfg, copy.deepcopy(self.net).to(self.device).eval())
+        else:
+            torch.manual_seed(cfg.seed)  # parameter initialization only; data and noise use self.gen
+            self.net = _build(cfg, num_classes)
+        self.net.to(self.device).train()
+        if cfg.finetune_from:
+            for name, p in self.net.named_parameters():
+                p.requires_grad_(is_attention(name))
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("nothing to train: no parameter requires a gradient")
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.trainable, lr=cfg.lr)
+        self.D = wrap_for(cfg, self.net)
+        self.kernel = self.D.kernel
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self._resume()
+
+    # --- state ------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        path = self.out / "train_state.pt"
+        if not path.is_file():
+            return
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state["config"] != asdict(self.cfg):
+            raise ValueError(f"{path} was written by another training config; use a new output folder")
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        self.step = state["step"]
+
+    def _save_state(self) -> None:
+        state = dict(config=asdict(self.cfg), net=self.net.state_dict(), ema=self.ema.state_dict(),
+                     opt=self.opt.state_dict(), gen=self.gen.get_state(), step=self.step)
+        atomic_write(self.out / "train_state.pt", lambda f: torch.save(state, f))
+
+    # --- one step ---------------------------------------------------------------------------------
+    def _batch(self):
+        idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=self.gen)
+        y = self.images[idx.to(self.device)]
+        label = None if self.labels is None else self.labels[idx.to(self.device)]
+        return y, label
+
+    def loss(self) -> torch.Tensor:
+        y, label = self._batch()
+        if self.teacher is not None:
+            return self._distill_loss(y, label)
+        sigma = draw_sigma(self.cfg, self.kernel, len(y), self.gen)
+        noise = torch.randn(y.shape, generator=self.gen).to(self.device)
+        s = append_dims(sigma.to(self.device), y.ndim)
+        x = (y.double() + s * noise.double())
+        denoised = self.D(x, sigma.to(self.device), label)
+        w = append_dims(loss_weight(self.cfg, sigma).to(self.device), y.ndim)
+        return (w * (denoised - y.double()) ** 2).mean().float()
+
+    def _distill_loss(self, y, label) -> torch.Tensor:
+        """The student's one DDIM step sigma_a -> sigma_b must land where the teacher's two steps (through the
+        geometric mid-point) land; its target D is solved from x_b = D + (sigma_b / sigma_a)(x_a - D)."""
+        grid = make_grid(self.cfg.distill_grid, self.kernel, self.cfg.distill_steps).to(self.device)
+        i = torch.randint(0, self.cfg.distill_steps, (len(y),), generator=self.gen).to(self.device)
+        sa, sb = grid[i], grid[i + 1]
+        noise = torch.randn(y.shape, generator=self.gen).to(self.device).double()
+        xa = y.double() + append_dims(sa, y.ndim) * noise
+        with torch.no_grad():
+            sm = torch.where(sb > 0, torch.sqrt(sa * sb.clamp_min(1e-30)), sb)
+            xm = self._ddim(xa, sa, sm, self.teacher(xa, sa, label))
+            xb = torch.where(append_dims(sb > 0, y.ndim), self._ddim(xm, sm, sb, self.teacher(xm, sm.clamp_min(
+                self.kernel.sigma_min), label)), xm)
+            ratio = append_dims(sb / sa, y.ndim)
+            target = (xb - ratio * xa) / (1 - ratio)
+        w = append_dims(loss_weight(TrainConfig(objective="edm", sigma_data=self.cfg.sigma_data), sa), y.ndim)
+        return (w * (self.D(xa, sa, label) - target) ** 2).mean().float()
+
+    @staticmethod
+    def _ddim(x, s_from, s_to, denoised):
+        return denoised + append_dims(s_to / s_from, x.ndim) * (x - denoised)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        for (name, p_ema), p in zip(self.ema.named_parameters(), self.net.parameters()):
+            if p.requires_grad:  # frozen parameters stay bit-identical (no lerp rounding)
+                p_ema.lerp_(p.detach(), 1 - self.cfg.ema_decay)
+        for b_ema, b in zip(self.ema.buffers(), self.net.buffers()):
+            b_ema.copy_(b)
+
+    def run(self, dtype: Optional[torch.dtype] = None) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        log = open(self.out / "loss.jsonl", "a")
+        started = time.perf_counter()
+        try:
+            while self.step < self.cfg.steps:
+                loss = self.loss()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                self._update_ema()
+                self.step += 1
+                log.write(json.dumps({"step": self.step, "loss": loss.item()}) + "\n")
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                    log.flush()
+                    self._save_state()
+        finally:
+            log.close()
+        meta = dict(config=asdict(self.cfg), kernel=self.cfg.kernel, prediction=self.cfg.prediction,
+                    time_input=self.cfg.time_input, time_scale=self.cfg.time_scale, sigma_data=self.cfg.sigma_data,
+                    image_size=self.cfg.image_size, dataset_hash=self.dataset_hash, steps=self.step,
+                    train_seconds_this_run=round(time.perf_counter() - started, 1),
+                    threads=torch.get_num_threads())
+        return save_checkpoint(self.out / "model", self.ema, meta, dtype)
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu", dtype: Optional[torch.dtype] = None) -> Path:
+    return Trainer(cfg, out, device).run(dtype)
+
+

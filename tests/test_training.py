@@ -1,0 +1,104 @@
+"""Training: loss goes down, resume is exact, fine-tuning freezes all but attention, checkpoints round-trip."""
+import json
+
+import pytest
+import torch
+
+from models.checkpoints import load_checkpoint, save_checkpoint
+from models.training import TrainConfig, Trainer, is_attention, train, wrap_for
+
+TINY = {"unet": {"base_channels": 8}, "uvit": {"dim": 32, "depth": 3, "heads": 2}}
+
+
+def tiny(arch="unet", **kw):
+    base = dict(arch=arch, arch_options=TINY[arch], image_size=8, dataset_size=8, batch_size=8, steps=30,
+                lr=1e-3, checkpoint_every=10)
+    return TrainConfig(**(base | kw))
+
+
+def losses(folder):
+    return [json.loads(line)["loss"] for line in open(folder / "loss.jsonl")]
+
+
+@pytest.mark.parametrize("arch, kernel, prediction, objective, time_input", [
+    ("unet", "vp", "eps", "eps", "t"), ("uvit", "vp", "eps", "eps", "t"), ("unet", "subvp", "eps", "eps", "t"),
+    ("unet", "vp-discrete", "eps", "eps", "discrete"), ("unet", "ve", "edm", "edm", "log-sigma"),
+    ("unet", "edm", "edm", "edm", "log-sigma")])
+def test_short_training_lowers_the_loss(tmp_path, arch, kernel, prediction, objective, time_input):
+    cfg = tiny(arch, kernel=kernel, prediction=prediction, objective=objective, time_input=time_input,
+               time_scale=1.0 if time_input != "t" else 999.0, steps=40)
+    train(cfg, tmp_path)
+    got = losses(tmp_path)
+    assert len(got) == 40 and sum(got[-10:]) < sum(got[:10])  # the mean of the last 10 steps is below the first 10
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny(steps=20), straight)
+    resumed = tmp_path / "resumed"
+    train(tiny(steps=10), resumed)  # stops at step 10 with a train_state.pt
+    state = torch.load(resumed / "train_state.pt", weights_only=False)
+    state["config"]["steps"] = 20
+    torch.save(state, resumed / "train_state.pt")
+    train(tiny(steps=20), resumed)
+    assert losses(resumed) == losses(straight)
+    a, _ = load_checkpoint(straight / "model")
+    b, _ = load_checkpoint(resumed / "model")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_resume_refuses_another_config(tmp_path):
+    train(tiny(steps=10), tmp_path)
+    with pytest.raises(ValueError, match="another training config"):
+        Trainer(tiny(steps=10, lr=5e-4), tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["unet", "uvit"])
+def test_finetune_trains_only_attention(tmp_path, arch):
+    base = train(tiny(arch, steps=5), tmp_path / "base")
+    tuned = train(tiny(arch, steps=10, finetune_from=str(base), dataset_seed=1), tmp_path / "tuned")
+    before, _ = load_checkpoint(base)
+    after, _ = load_checkpoint(tuned)
+    changed = {n for (n, p), q in zip(before.state_dict().items(), after.state_dict().values()) if not torch.equal(p, q)}
+    attention = {n for n in before.state_dict() if is_attention(n)}
+    assert attention and changed and changed <= attention  # every non-attention parameter is bit-identical
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    for arch in ("unet", "uvit"):
+        trainer = Trainer(tiny(arch), tmp_path / arch)
+        save_checkpoint(tmp_path / arch / "ck", trainer.net, {"kernel": "vp"})
+        net, meta = load_checkpoint(tmp_path / arch / "ck")
+        x, t = torch.randn(2, 3, 8, 8), torch.tensor([10.0, 500.0])
+        trainer.net.eval()
+        ref = getattr(trainer.net(x, t), "sample", trainer.net(x, t))
+        assert torch.equal(getattr(net(x, t), "sample", net(x, t)), ref) and meta == {"kernel": "vp"}
+
+
+def test_conditional_models_change_output_with_the_label(tmp_path):
+    for arch in ("unet", "uvit"):
+        cfg = tiny(arch, conditional=True, steps=3)
+        D = wrap_for(cfg, Trainer(cfg, tmp_path / arch).net.eval())
+        x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+        with torch.no_grad():
+            assert not torch.allclose(D(x, 1.0, torch.tensor([0, 0])), D(x, 1.0, torch.tensor([5, 5])))
+
+
+EDM = dict(kernel="edm", prediction="edm", objective="edm", time_input="log-sigma", time_scale=1.0)
+
+
+def test_progressive_distillation_runs_and_lowers_its_loss(tmp_path):
+    teacher = train(tiny(steps=20, **EDM), tmp_path / "teacher")
+    train(tiny(steps=40, distill_from=str(teacher), distill_steps=2, **EDM), tmp_path / "student")
+    got = losses(tmp_path / "student")
+    assert sum(got[-10:]) < sum(got[:10])
+
+
+def test_distilling_an_eps_student_is_refused():
+    with pytest.raises(ValueError, match="progressive distillation needs prediction 'edm', 'x0' or 'v'"):
+        tiny(distill_from="teacher")
+
+
+def test_unknown_architecture_lists_valid_names():
+    with pytest.raises(KeyError, match="valid architectures: unet, uvit"):
+        TrainConfig(arch="dit")
