@@ -41,7 +41,13 @@ def _time_log_sigma(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.
     return 0.25 * torch.log(sigma)
 
 
-TIME_INPUTS = Registry("time input", {"t": _time_t, "discrete": _time_discrete, "log-sigma": _time_log_sigma})
+def _time_sigma(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.Tensor:
+    """sigma itself (EDM's pickled networks take sigma and precondition inside)."""
+    return sigma * scale
+
+
+TIME_INPUTS = Registry("time input", {"t": _time_t, "discrete": _time_discrete, "log-sigma": _time_log_sigma,
+                                      "sigma": _time_sigma})
 
 
 # --- predictions: how the network output becomes x0_hat -----------------------------------------

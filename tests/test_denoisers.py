@@ -80,5 +80,5 @@ def test_label_given_to_an_unconditional_denoiser_is_refused():
 def test_unknown_prediction_and_time_input_list_valid_names():
     with pytest.raises(UnknownNameError, match="valid prediction types: edm, eps, v, x0"):
         wrap(TinyEpsNet(), "vp", "score")
-    with pytest.raises(UnknownNameError, match="valid time inputs: discrete, log-sigma, t"):
+    with pytest.raises(UnknownNameError, match="valid time inputs: discrete, log-sigma, sigma, t"):
         wrap(TinyEpsNet(), "vp", "eps", time_input="frac")

@@ -1,0 +1,154 @@
+"""The registry and the checkpoint loaders, on tiny models saved by the tests in the real formats."""
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from models.kernels import make_kernel
+from models.samplers import sample_euler
+from models.training import TrainConfig, Trainer
+from models.checkpoints import save_checkpoint
+from models.unet import build_unet
+from models.zoo import ZooEntry, ZooError, load_denoiser, read_zoo
+
+
+def write_zoo(tmp_path, body: str):
+    path = tmp_path / "zoo.toml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_unknown_keys_are_refused_with_the_valid_ones(tmp_path):
+    path = write_zoo(tmp_path, """
+        [models.unet-vp-eps]
+        source = "x"
+        kernal = "vp"
+    """)
+    with pytest.raises(ZooError, match=r"entry 'unet-vp-eps' has unknown keys \['kernal'\]; valid keys: source, format"):
+        read_zoo(path)
+    with pytest.raises(ZooError, match="valid kernels: edm, subvp, ve, vp, vp-discrete"):
+        read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nkernel = "vpp"\n'))
+
+
+def test_entry_tags_come_from_its_name():
+    assert ZooEntry(name="uvit-subvp-eps-m64", source="x").tags == ("uvit", "subvp", "eps", "m64")
+
+
+@pytest.fixture
+def saved_unet(tmp_path):
+    cfg = TrainConfig(arch_options={"base_channels": 8}, image_size=8)
+    trainer = Trainer(cfg, tmp_path / "run")
+    folder = save_checkpoint(tmp_path / "ck", trainer.net, {"kernel": "vp", "prediction": "eps", "time_input": "t",
+                                                            "time_scale": 999.0, "image_size": 8})
+    return folder
+
+
+def entry_for(folder, **kw):
+    base = dict(name="unet-vp-eps", source=str(folder), kernel="vp", prediction="eps", time_input="t",
+                time_scale=999.0, image_size=8)
+    return ZooEntry(**(base | kw))
+
+
+def test_samenoise_checkpoint_loads_and_samples(saved_unet):
+    D = load_denoiser(entry_for(saved_unet))
+    with torch.no_grad():
+        out = D(torch.randn(2, 3, 8, 8, dtype=torch.float64), 2.0)
+    assert out.shape == (2, 3, 8, 8) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(kernel="ve"), r"kernel is 've' in the entry but 'vp' in its checkpoint"),
+    (dict(image_size=16), r"image_size is 16 in the entry but 8"),
+    (dict(channels=1), r"channels is 1 in the entry but 3"),
+    (dict(conditional=True), "marked conditional but its network takes no label"),
+    (dict(source="/nonexistent/ck"), "checkpoint folder /nonexistent/ck does not exist"),
+])
+def test_mismatches_are_refused_at_load_time(saved_unet, change, message):
+    with pytest.raises(ZooError, match=message):
+        load_denoiser(entry_for(saved_unet, **change))
+
+
+def test_label_to_an_unconditional_entry_is_refused(saved_unet):
+    D = load_denoiser(entry_for(saved_unet))
+    with pytest.raises(ValueError, match="label was given to an unconditional denoiser"):
+        D(torch.randn(1, 3, 8, 8, dtype=torch.float64), 1.0, torch.tensor([1]))
+
+
+def test_diffusers_format_matches_ddim_pipeline(tmp_path):
+    """The suite's Euler in sigma-space on a saved diffusers UNet equals diffusers' DDIMPipeline (eta = 0)."""
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    torch.manual_seed(0)
+    unet = build_unet(image_size=8, base_channels=8).eval()
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon",
+                          clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading")
+    DDIMPipeline(unet=unet, scheduler=sched).save_pretrained(tmp_path / "pipe")
+    pipe = DDIMPipeline.from_pretrained(tmp_path / "pipe")
+    ref = pipe(batch_size=3, generator=torch.Generator().manual_seed(7), eta=0.0, num_inference_steps=10,
+               output_type="np").images  # NHWC in [0, 1]
+    entry = ZooEntry(name="ddpm-tiny", source=str(tmp_path / "pipe"), format="diffusers", kernel="vp-discrete",
+                     prediction="eps", time_input="discrete", image_size=8)
+    D = load_denoiser(entry)
+    kernel = D.kernel
+    timesteps = pipe.scheduler.timesteps.double()
+    sigmas = torch.cat([kernel.sigma(timesteps), torch.zeros(1, dtype=torch.float64)])
+    eps = torch.randn((3, 3, 8, 8), generator=torch.Generator().manual_seed(7)).double()
+    x = sample_euler(D, eps / kernel.s(timesteps[0]), sigmas).x
+    ours = (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert np.abs(ours - ref).max() < 1e-4  # float32 network, float64 vs float32 step arithmetic
+
+
+def test_diffusers_kernel_mismatch_is_refused(tmp_path):
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    DDIMPipeline(unet=build_unet(image_size=8, base_channels=8), scheduler=DDIMScheduler()).save_pretrained(tmp_path / "p")
+    with pytest.raises(ZooError, match=r"kernel is 'vp' in the entry but 'vp-discrete \(scheduler DDIMScheduler\)'"):
+        load_denoiser(ZooEntry(name="x", source=str(tmp_path / "p"), format="diffusers", kernel="vp", image_size=8))
+
+
+def test_hub_id_offline_names_the_checkpoint_and_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = ZooEntry(name="ddpm-cifar10", source="google/ddpm-cifar10-32", format="diffusers",
+                     kernel="vp-discrete", image_size=32)
+    with pytest.raises(ZooError, match=r"'google/ddpm-cifar10-32' is not available offline.*huggingface-cli download"):
+        load_denoiser(entry)
+
+
+def test_edm_pickle_without_nvlabs_packages_says_so(tmp_path):
+    entry = ZooEntry(name="edm-cifar10-uncond-vp", source=str(tmp_path / "edm.pkl"), format="edm-pickle",
+                     kernel="edm", prediction="x0", time_input="sigma")
+    with pytest.raises(ZooError, match=r"dnnlib, torch_utils not importable.*github.com/NVlabs/edm"):
+        load_denoiser(entry)
+
+
+def test_edm_pickle_loads_with_the_packages(tmp_path, monkeypatch):
+    """A stand-in for NVlabs' packages and an EDMPrecond-like network pickled as EDM does ({'ema': net})."""
+    for pkg in ("dnnlib", "torch_utils"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "torch_utils" / "nets.py").write_text(textwrap.dedent("""
+        import torch
+        class Precond(torch.nn.Module):
+            img_resolution, img_channels, label_dim = 8, 3, 0
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.tensor(0.5))
+            def forward(self, x, sigma, class_labels=None):
+                return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2) * self.w
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from torch_utils.nets import Precond  # noqa: E402
+
+    import pickle
+    with open(tmp_path / "edm.pkl", "wb") as f:
+        pickle.dump({"ema": Precond()}, f)
+    entry = ZooEntry(name="edm-tiny", source=str(tmp_path / "edm.pkl"), format="edm-pickle", kernel="edm",
+                     prediction="x0", time_input="sigma", image_size=8)
+    D = load_denoiser(entry)
+    x = torch.ones(1, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(D(x, 1.0), x / 2 * 0.5)
+    for m in ("torch_utils.nets", "torch_utils", "dnnlib"):
+        sys.modules.pop(m, None)
