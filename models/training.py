@@ -240,3 +240,28 @@ def train(cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu", dtype: 
     return Trainer(cfg, out, device).run(dtype)
 
 
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """python -m models.training CONFIG.toml OUT_DIR [--device cpu] [--float16]: train one zoo model."""
+    import argparse
+    import tomllib
+
+    parser = argparse.ArgumentParser(prog="python -m models.training", description=main.__doc__)
+    parser.add_argument("config", help="TOML file whose keys are TrainConfig fields")
+    parser.add_argument("out", help="run folder (resumed when it holds a train_state.pt)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--float16", action="store_true", help="store the final weights in float16")
+    args = parser.parse_args(argv)
+    with open(args.config, "rb") as f:
+        raw = tomllib.load(f)
+    valid = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        parser.error(f"{args.config}: unknown keys {unknown}; valid keys: {', '.join(sorted(valid))}")
+    path = train(TrainConfig(**raw), args.out, args.device, torch.float16 if args.float16 else None)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -102,3 +102,22 @@ def test_distilling_an_eps_student_is_refused():
 def test_unknown_architecture_lists_valid_names():
     with pytest.raises(KeyError, match="valid architectures: unet, uvit"):
         TrainConfig(arch="dit")
+
+
+def test_training_command_refuses_unknown_keys(tmp_path, capsys):
+    from models.training import main
+
+    (tmp_path / "c.toml").write_text('arch = "unet"\nstepz = 3\n')
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "c.toml"), str(tmp_path / "out")])
+    assert "unknown keys ['stepz']" in capsys.readouterr().err
+
+
+def test_training_command_trains_from_a_toml_file(tmp_path):
+    from models.training import main
+
+    (tmp_path / "c.toml").write_text('image_size = 8\ndataset_size = 4\nbatch_size = 4\nsteps = 2\n'
+                                     'arch_options = { base_channels = 8 }\n')
+    main([str(tmp_path / "c.toml"), str(tmp_path / "out"), "--float16"])
+    net, meta = load_checkpoint(tmp_path / "out" / "model", dtype=torch.float32)
+    assert meta["steps"] == 2 and len(meta["dataset_hash"]) == 64

@@ -1,0 +1,50 @@
+"""Training steps/s and sampling images/s per embedded architecture (pytest-benchmark; figures, not asserts)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fixtures.devices import synchronize
+from models.noise import NoiseBank
+from models.sampling import generate
+from models.training import TrainConfig, Trainer
+
+ARCHS = {"unet-32": ("unet", {"base_channels": 32}), "unet-64": ("unet", {"base_channels": 64}),
+         "uvit": ("uvit", {"dim": 128, "depth": 7})}
+BATCH = 64
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_training_step_throughput(benchmark, tmp_path, device, name):
+    arch, options = ARCHS[name]
+    trainer = Trainer(TrainConfig(arch=arch, arch_options=options, image_size=16, batch_size=BATCH), tmp_path, device)
+
+    def step():
+        loss = trainer.loss()
+        trainer.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.opt.step()
+        synchronize(device)
+
+    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(batch=BATCH, threads=torch.get_num_threads(), device=str(device),
+                                steps_per_s=1 / benchmark.stats.stats.mean,
+                                parameters=sum(p.numel() for p in trainer.net.parameters()))
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_sampling_throughput(benchmark, tmp_path, device, name):
+    arch, options = ARCHS[name]
+    trainer = Trainer(TrainConfig(arch=arch, arch_options=options, image_size=16), tmp_path, device)
+    D = trainer.D
+    trainer.net.eval()
+    bank = NoiseBank.draw(0, (3, 16, 16), n=BATCH)
+
+    def run():
+        out = generate(D, D.kernel, bank, sampler="dpm3", nfe=20, device=device)
+        synchronize(device)
+        return out
+
+    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update(batch=BATCH, nfe=20, sampler="dpm3", threads=torch.get_num_threads(),
+                                device=str(device), images_per_s=BATCH / benchmark.stats.stats.mean)
