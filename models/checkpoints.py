@@ -31,8 +31,7 @@ def build_network(config: dict[str, Any]) -> torch.nn.Module:
 
 
 def network_config(net: torch.nn.Module) -> dict[str, Any]:
-    if hasattr(net, "config") and isinstance(getattr(net, "config"), dict) and type(net).__name__ == "UViT":
-        return {"_class_name": "UViT", **net.config}
+    """The constructor arguments that `build_network` needs, tagged with the class name."""
     return {"_class_name": type(net).__name__, **{k: v for k, v in dict(net.config).items() if not k.startswith("_")}}
 
 

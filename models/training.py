@@ -102,10 +102,10 @@ def draw_sigma(cfg: TrainConfig, kernel, n: int, g: torch.Generator) -> torch.Te
     return torch.exp(ln).clamp(kernel.sigma_min, kernel.sigma_max)
 
 
-def loss_weight(cfg: TrainConfig, sigma: torch.Tensor) -> torch.Tensor:
-    if cfg.objective == "eps":
+def loss_weight(objective: str, sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    if objective == "eps":
         return 1 / sigma**2
-    return (sigma**2 + cfg.sigma_data**2) / (sigma * cfg.sigma_data) ** 2
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
 class Trainer:
@@ -177,7 +177,7 @@ class Trainer:
         s = append_dims(sigma.to(self.device), y.ndim)
         x = (y.double() + s * noise.double())
         denoised = self.D(x, sigma.to(self.device), label)
-        w = append_dims(loss_weight(self.cfg, sigma).to(self.device), y.ndim)
+        w = append_dims(loss_weight(self.cfg.objective, sigma, self.cfg.sigma_data).to(self.device), y.ndim)
         return (w * (denoised - y.double()) ** 2).mean().float()
 
     def _distill_loss(self, y, label) -> torch.Tensor:
@@ -195,7 +195,7 @@ class Trainer:
                 self.kernel.sigma_min), label)), xm)
             ratio = append_dims(sb / sa, y.ndim)
             target = (xb - ratio * xa) / (1 - ratio)
-        w = append_dims(loss_weight(TrainConfig(objective="edm", sigma_data=self.cfg.sigma_data), sa), y.ndim)
+        w = append_dims(loss_weight("edm", sa, self.cfg.sigma_data), y.ndim)
         return (w * (self.D(xa, sa, label) - target) ** 2).mean().float()
 
     @staticmethod

@@ -136,24 +136,24 @@ def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, VPDiscrete, str]
 
 
 def _load_diffusers(entry: ZooEntry):
+    """A diffusers UNet2DModel with its DDPM/DDIM scheduler config: a local folder or a hub id (read from the
+    local hub cache), laid out as a pipeline (unet/, scheduler/) or as a bare model (both configs at the root)."""
     from diffusers import UNet2DModel
 
-    local = Path(entry.source)
     try:
-        if local.is_dir():
-            sub = "unet" if (local / "unet").is_dir() else None
-            net = UNet2DModel.from_pretrained(str(local), subfolder=sub)
-            sched_path = local / "scheduler" / "scheduler_config.json"
-            sched = json.loads(sched_path.read_text()) if sched_path.is_file() else {}
-        else:
-            from huggingface_hub import hf_hub_download
+        local = Path(entry.source)
+        if not local.is_dir():
+            from huggingface_hub import snapshot_download
 
-            net = UNet2DModel.from_pretrained(entry.source, subfolder="unet" if entry.family != "unet-root" else None)
-            sched = json.loads(Path(hf_hub_download(entry.source, "scheduler/scheduler_config.json")).read_text())
+            local = Path(snapshot_download(entry.source))
+        net = UNet2DModel.from_pretrained(str(local), subfolder="unet" if (local / "unet").is_dir() else None)
     except (OSError, ValueError) as e:
         raise ZooError(f"zoo entry {entry.name!r}: checkpoint {entry.source!r} is not available offline ({type(e).__name__}). "
                        f"Download it once where the hub is reachable (huggingface-cli download {entry.source} "
                        f"--local-dir DIR) and set the entry's source to DIR.") from e
+    sched_path = next((p for p in (local / "scheduler" / "scheduler_config.json", local / "scheduler_config.json")
+                       if p.is_file()), None)
+    sched = json.loads(sched_path.read_text()) if sched_path else {}
     name, kernel, prediction = kernel_from_scheduler(sched)
     if entry.kernel != name:
         raise _mismatch(entry, "kernel", entry.kernel, f"{name} (scheduler {sched.get('_class_name', '?')})")
@@ -185,10 +185,9 @@ def _load_edm_pickle(entry: ZooEntry):
 def _check_network(entry: ZooEntry, net: torch.nn.Module) -> Optional[int]:
     """Refuse a network whose size, channels or conditioning differ from the entry; return its class count."""
     cfg = dict(getattr(net, "config", {}) or {})
-    size = cfg.get("sample_size", cfg.get("image_size", cfg.get("img_resolution")))
-    channels = cfg.get("in_channels", cfg.get("channels", cfg.get("img_channels")))
-    size = getattr(net, "img_resolution", size)
-    channels = getattr(net, "img_channels", channels)
+    # diffusers' config keys, U-ViT's config keys, or EDMPrecond's attributes
+    size = cfg.get("sample_size", cfg.get("image_size", getattr(net, "img_resolution", None)))
+    channels = cfg.get("in_channels", cfg.get("channels", getattr(net, "img_channels", None)))
     if size is not None and int(size) != entry.image_size:
         raise _mismatch(entry, "image_size", entry.image_size, size)
     if channels is not None and int(channels) != entry.channels:

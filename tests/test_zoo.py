@@ -152,3 +152,15 @@ def test_edm_pickle_loads_with_the_packages(tmp_path, monkeypatch):
         assert torch.allclose(D(x, 1.0), x / 2 * 0.5)
     for m in ("torch_utils.nets", "torch_utils", "dnnlib"):
         sys.modules.pop(m, None)
+
+
+def test_diffusers_bare_model_layout_reads_the_root_scheduler_config(tmp_path):
+    """Hub repos such as google/ddpm-cifar10-32 keep config.json and scheduler_config.json at the root."""
+    from diffusers import DDPMScheduler
+
+    build_unet(image_size=8, base_channels=8).save_pretrained(tmp_path / "m")
+    DDPMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "m")
+    entry = ZooEntry(name="x", source=str(tmp_path / "m"), format="diffusers", kernel="vp-discrete", image_size=8)
+    with pytest.raises(ZooError, match=r"prediction is 'eps' in the entry but 'v'"):
+        load_denoiser(entry)
+    assert load_denoiser(ZooEntry(**{**entry.__dict__, "prediction": "v"})).prediction == "v"
