@@ -55,26 +55,30 @@ def sample_heun(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None) 
     return Sampled(x, nfe)
 
 
-@torch.no_grad()
-def sample_dpmpp(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None, order: int = 2) -> Sampled:
-    """DPM-Solver++ multistep of order 1, 2 or 3 (Lu et al. 2022b, Algorithm 2, data prediction).
+class DPMSolverPP:
+    """DPM-Solver++ multistep of order 1, 2 or 3 (Lu et al. 2022b, Algorithm 2, data prediction), one step
+    at a time so that a caller can act between steps (deterministic DPS, models/inverse.py).
 
     In sigma-space (alpha = 1, lambda = -log sigma, h = lambda_t - lambda_s), the exact solution
     x_t = (sigma_t / sigma_s) x_s + sigma_t int e^lambda x0(lambda) dlambda is integrated with a
     Taylor expansion of x0 in lambda whose derivatives come from earlier D evaluations. The first
     steps use the orders the history allows; a step to sigma = 0 returns D (lambda = inf).
     """
-    if order not in (1, 2, 3):
-        raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
-    hist: list[torch.Tensor] = []  # most recent D first
-    hs: list[torch.Tensor] = []  # most recent step length first
-    for i in range(len(sigmas) - 1):
-        s, t = sigmas[i], sigmas[i + 1]
-        hist.insert(0, D(x, s, label))
-        del hist[order:]
+
+    def __init__(self, order: int = 2):
+        if order not in (1, 2, 3):
+            raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
+        self.order = order
+        self.hist: list[torch.Tensor] = []  # most recent D first
+        self.hs: list[torch.Tensor] = []  # most recent step length first
+
+    def step(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+        """The state at sigma t from the state x at sigma s and its D(x; s)."""
+        hist, hs = self.hist, self.hs
+        hist.insert(0, denoised)
+        del hist[self.order:]
         if t == 0:
-            x = hist[0]
-            continue
+            return hist[0]
         h = torch.log(s) - torch.log(t)
         k = len(hist)
         phi1 = torch.expm1(-h)  # e^{-h} - 1
@@ -93,6 +97,15 @@ def sample_dpmpp(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None,
                 x = x + phi2 * d1 - phi3 * d2
         hs.insert(0, h)
         del hs[2:]
+        return x
+
+
+@torch.no_grad()
+def sample_dpmpp(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None, order: int = 2) -> Sampled:
+    """DPM-Solver++ multistep of order 1, 2 or 3 over the whole grid (see DPMSolverPP)."""
+    solver = DPMSolverPP(order)
+    for i in range(len(sigmas) - 1):
+        x = solver.step(x, sigmas[i], sigmas[i + 1], D(x, sigmas[i], label))
     return Sampled(x, len(sigmas) - 1)
 
 

@@ -9,7 +9,7 @@ So noises always run in micro-batches of exactly `micro_batch` rows, the last on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -67,9 +67,12 @@ class _FiniteChecked:
 
 def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequence[int]] = None,
              sampler: str = "dpm3", nfe: int = 20, grid: str = "edm", label: Optional[int] = None,
-             micro_batch: int = 16, device: str | torch.device = "cpu", **grid_range) -> Generated:
+             micro_batch: int = 16, device: str | torch.device = "cpu",
+             run: Optional[Callable[..., Sampled]] = None, **grid_range) -> Generated:
     """Sample the bank's noises `ids` (default all) with one model; the result for a noise does not
-    depend on which other ids are asked for, or in what batch size."""
+    depend on which other ids are asked for, or in what batch size. `run(D, x, label, rows)`, when
+    given, replaces the ODE solve (e.g. posterior sampling); `rows` are the positions in `ids` of the
+    micro-batch's rows, -1 for padding."""
     shape = getattr(D, "sample_shape", None)
     if shape is not None:
         bank.check_shape(shape)
@@ -83,7 +86,12 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
             chunk = torch.cat([chunk, chunk.new_zeros((micro_batch - n,) + chunk.shape[1:])])
         x = kernel.initial_state(chunk.to(device=device, dtype=torch.float64))
         lab = None if label is None else torch.full((micro_batch,), int(label), device=device)
-        run = solve(_FiniteChecked(D, ids[start:start + n]), x, kernel, sampler, nfe, grid, lab, **grid_range)
-        outs.append(run.x[:n].cpu())
-        nfe_used = run.nfe
+        checked = _FiniteChecked(D, ids[start:start + n])
+        if run is None:
+            out = solve(checked, x, kernel, sampler, nfe, grid, lab, **grid_range)
+        else:
+            rows = torch.cat([torch.arange(start, start + n), torch.full((micro_batch - n,), -1)])
+            out = run(checked, x, lab, rows)
+        outs.append(out.x[:n].detach().cpu())
+        nfe_used = out.nfe
     return Generated(torch.cat(outs), torch.tensor(ids, dtype=torch.int64), nfe_used)

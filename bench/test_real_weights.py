@@ -1,0 +1,19 @@
+"""Real published checkpoints (Appendix A.1, A.2, Table 1): run with --zoo models/real.toml and the weights
+in place (see README); skipped, with what to provide, when a model is absent."""
+import pytest
+
+from cases.real import REAL, REAL_ZOO
+from fixtures.measure import as_params
+from models.scores import SSCD_THRESHOLD
+
+
+@pytest.mark.parametrize("case", as_params(REAL))
+def test_real_pair(case, measure, zoo, claim):
+    missing = [m for m in case.models if m not in zoo]
+    if missing:
+        pytest.skip(f"no zoo entry for {', '.join(missing)}: pass --zoo {REAL_ZOO} (or your own zoo file) with the "
+                    f"checkpoints in place; latent text-to-image and ADM checkpoints need a loader the suite does not "
+                    f"have yet" if any(m.startswith(("sd-", "adm-")) for m in missing) else
+                    f"no zoo entry for {', '.join(missing)}: pass --zoo {REAL_ZOO} with the checkpoints in place")
+    a, b = (measure.sample(r, measure.n(case)) for r in case.runs)
+    claim(case, measure.rp(a, b, threshold=case.params.get("threshold", SSCD_THRESHOLD)))

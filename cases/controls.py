@@ -1,0 +1,16 @@
+"""Controls (Appendix A.2, C): the scores must be able to fail. A control passes when its RP is below the
+claims' own bar: pairs that do not share a noise space are not reproducible."""
+from cases import Case, Run, score_bar
+from cases.embedded import L2048, M64
+
+CONTROL_SOURCE = "Appendix C, Fig. 17: generators without a shared noise space show no reproducibility"
+CONTROLS = [
+    # the same model, pairs from different noise ids (id i against id i + n)
+    Case("control", "Sec. 2.1 (pairs share a noise)", "rp", (Run(L2048[1]), Run(L2048[1])), score_bar("<"),
+         params={"pairing": "shifted"}, title=f"{L2048[1]}~{L2048[1]}[other noise]/dpm3@20"),
+    # noise fed through a fixed random permutation of its coordinates: the second model's noise space differs
+    Case("control", CONTROL_SOURCE, "rp", (Run(L2048[1]), Run(L2048[2])), score_bar("<"),
+         params={"pairing": "permuted"}, title=f"{L2048[1]}~{L2048[2]}[permuted noise]/dpm3@20"),
+    Case("control", CONTROL_SOURCE, "rp", (Run(M64[1]), Run(M64[1])), score_bar("<"),
+         params={"pairing": "permuted"}, title=f"{M64[1]}~{M64[1]}[permuted noise]/dpm3@20"),
+]

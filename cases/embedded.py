@@ -1,0 +1,17 @@
+"""Names of the embedded zoo's entries (models/embedded/zoo.toml), grouped as the claims use them.
+m64: trained on 64 thumbnails (memorization regime); l2048: on 2,048 (generalization regime)."""
+
+M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")  # EDM kernel and preconditioning (x0 / EDM loss)
+L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
+# the kernel and prediction axis, one UNet width: EDM x0, VP eps, sub-VP eps, VE x0 (VE noise is sigma_max-scaled)
+KERNELS_M64 = ("unet16-edm-m64", "unet16-vp-eps-m64", "unet16-subvp-eps-m64", "unet16-ve-edm-m64")
+TEACHER, STUDENT = "unet16-ve-edm-m64", "unet16-ve-edm-distill-m64"  # progressive distillation, 4 student steps
+COND = ("unet16-edm-cond-m64", "uvit-edm-cond-m64")
+UNCOND_OF = {"unet16-edm-cond-m64": "unet16-edm-m64", "uvit-edm-cond-m64": "uvit-edm-m64"}
+FINETUNED, SCRATCH = "unet32-edm-ft-m64", "unet32-edm-m64"  # attention-only fine-tune of unet32-edm-l2048
+DATASETS = {"m64": 64, "l2048": 2048}  # embedded thumbnails, 16x16, dataset_seed 0 (nested: m64 is the first 64)
+
+
+def optimal(dataset: str) -> str:
+    """The pseudo-entry of the optimal denoiser D* (Theorem 1) on an embedded training set, e.g. 'optimal-m64'."""
+    return f"optimal-{dataset}"

@@ -1,0 +1,25 @@
+"""Unique encoding (Sec. 2.2, Fig. 4) and manifold reproducibility (Appendix A.3, Fig. 11)."""
+from itertools import combinations
+
+from cases import Bar, Case, Run, score_bar
+from cases.embedded import L2048
+
+ANCHORS = (0, 1, 2)  # noise ids of eps_1, eps_2, eps_3 spanning the hyperplane
+# Fig. 4 uses 100 x 100 points over [-0.1, 1.1]^2; a CPU run uses 24 x 24 of the same square (576 samples a model).
+GRID_POINTS = 24
+GRID_RANGE = (-0.1, 1.1)
+
+AGREEMENT = Bar(">=", 0.6, "Fig. 4 shows 'very similar structures' without a number; the suite asks the RP bar (0.6) "
+                           "of the share of hyperplane points whose nearest anchor is the same in both models")
+LIPSCHITZ = Bar(">=", 0.6, "Sec. 2.2: 'closeby noises create images with very high similarities'; the share of "
+                           "4-neighbour grid pairs with SSCD > 0.6 must reach the RP bar (0.6)")
+
+HYPERPLANE = [Case("encoding", "Sec. 2.2, Fig. 4", "agreement", (Run(a), Run(b)), AGREEMENT,
+                   params={"points": GRID_POINTS}) for a, b in combinations(L2048, 2)]
+HYPERPLANE += [Case("encoding", "Sec. 2.2, Fig. 4", "neighbours", (Run(m),), LIPSCHITZ, params={"points": GRID_POINTS})
+               for m in L2048]
+
+# Appendix A.3: slerp between noise ids (2k, 2k+1) of the bank; RP_manifold at each point of the path.
+PATHS, PATH_POINTS = 8, 9
+MANIFOLD = [Case("manifold", "Appendix A.3, Fig. 11", "rp_manifold", (Run(a), Run(b)), score_bar(),
+                 params={"paths": PATHS, "points": PATH_POINTS}) for a, b in combinations(L2048, 2)]

@@ -1,0 +1,57 @@
+"""C3, the two regimes (Sec. 3, Fig. 2, 5, 13), and Theorem 1 (Sec. 3, Appendix D)."""
+from cases import Bar, Case, Run, score_bar
+from cases.embedded import DATASETS, L2048, M64, optimal
+
+SOURCE = "Sec. 3, Fig. 2"
+FIG5 = "Sec. 3, Fig. 5"
+
+REGIMES = []
+for ds, group in (("m64", M64), ("l2048", L2048)):
+    # Fig. 2a: reproducibility between model sizes and architectures holds at both ends of the size axis.
+    REGIMES += [Case("C3", SOURCE + "a", "rp", (Run(a), Run(b)), score_bar(), params={"size": DATASETS[ds]})
+                for a, b in ((group[0], group[1]), (group[1], group[2]))]
+
+# Fig. 2b: GL is low in the memorization regime and high in the generalization regime.
+GL_BAR = Bar(">=", 0.6, "Sec. 3, Fig. 2b: GL near 1 in the generalization regime; the suite's bar is 0.6 (the RP bar)")
+REGIMES += [Case("C3", SOURCE + "b", "gl", (Run(m),), GL_BAR, params={"size": 2048, "dataset": "l2048"}) for m in L2048]
+REGIMES += [Case("C3", SOURCE + "b", "gl", (Run(small),), Bar("<", None, "Sec. 3, Fig. 2b: GL grows with the "
+                                                                         "training-set size"),
+                 versus=(Run(large),), params={"size": 64, "dataset": "m64", "versus_dataset": "l2048"})
+            for small, large in zip(M64, L2048)]
+
+# Fig. 5: in the memorization regime every trained model reproduces D*'s samples; less so with more data.
+REGIMES += [Case("C3", FIG5, "rp", (Run(m), Run(optimal("m64"))), score_bar(), params={"size": 64}) for m in M64]
+REGIMES += [Case("C3", FIG5, "rp", (Run(large), Run(optimal("l2048"))),
+                 Bar("<", None, "Sec. 3, Fig. 5: RP with D* falls from the memorization to the generalization regime"),
+                 versus=(Run(small), Run(optimal("m64"))), params={"size": 2048}) for small, large in zip(M64, L2048)]
+
+# Fig. 13 (Appendix A.5): the final training loss is lower in the memorization regime (mean of the last 200 steps).
+LOSS_STEPS = 200
+REGIMES += [Case("C3", "Appendix A.5, Fig. 13", "loss", (Run(small),),
+                 Bar("<", None, "Appendix A.5, Fig. 13: lower training loss with less data (closer to D*)"),
+                 versus=(Run(large),), params={"last_steps": LOSS_STEPS}) for small, large in zip(M64, L2048)]
+
+# The sweep over 2^k training images for two UNet widths (Fig. 2, 5): trains, so it runs under `slow`.
+SWEEP_SIZES = (64, 128, 256, 512, 1024, 2048)
+SWEEP_MODELS = ("unet16-edm", "unet32-edm")
+RECORDED = Bar(">=", 0.0, "recorded for the sweep's curves; the paper's bar applies only at the regime's end")
+SWEEP = []
+for n in SWEEP_SIZES:
+    runs = tuple(Run(f"{m}-n{n}") for m in SWEEP_MODELS)
+    SWEEP.append(Case("C3", SOURCE + "a", "rp", runs, score_bar(), params={"size": n}, marks=("slow",)))
+    memorizing, generalizing = n <= 128, n >= 1024  # the ends of Fig. 2's size axis
+    SWEEP += [Case("C3", FIG5, "rp_optimal", (r,), score_bar() if memorizing else RECORDED, params={"size": n},
+                   marks=("slow",)) for r in runs]
+    SWEEP += [Case("C3", SOURCE + "b", "gl", (r,), GL_BAR if generalizing else RECORDED, params={"size": n},
+                   marks=("slow",)) for r in runs]
+
+# Theorem 1: D*'s samples are training images, and f^-1 (ODE inversion) maps a training image to a noise that
+# maps back to it.
+THEOREM_NOISES = 16
+THEOREM = [Case("theorem1", "Sec. 3, Theorem 1", "in_training_set", (Run(optimal(ds)),),
+                Bar("==", 1.0, "Theorem 1: every sample of D* is a training image (MAE < 15 to its nearest one, Sec. 2.1)"),
+                params={"dataset": ds}) for ds in DATASETS]
+THEOREM += [Case("theorem1", "Sec. 3, Theorem 1 (f^-1)", "roundtrip", (Run(m, "heun", 99),),
+                 Bar("==", 1.0, "Theorem 1: f(f^-1(y)) = y; every round trip within MAE 15 (Sec. 2.1)") if m.startswith(
+                     "optimal") else score_bar(), params={"dataset": "m64"}, noises=THEOREM_NOISES)
+            for m in (optimal("m64"), "unet32-edm-m64")]

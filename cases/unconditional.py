@@ -1,0 +1,29 @@
+"""C2 (Sec. 2, Fig. 3, Appendix B) and NFE (Appendix A.4, Fig. 12): unconditional reproducibility."""
+from itertools import combinations
+
+from cases import Case, Run, score_bar
+from cases.embedded import KERNELS_M64, L2048, M64, STUDENT, TEACHER
+
+SOURCE = "Sec. 2.1, Fig. 3, Appendix B (Fig. 14, 15)"
+
+# Every pair within a regime: architecture (UNet vs U-ViT, two UNet widths), kernel and prediction/loss
+# (VP eps, sub-VP eps, VE with sigma_max-scaled noise and EDM x0 loss).
+PAIRS = tuple(dict.fromkeys(p for group in (M64 + KERNELS_M64[1:], L2048) for p in combinations(group, 2)))
+
+C2 = [Case("C2", SOURCE, metric, (Run(a), Run(b)), score_bar()) for a, b in PAIRS for metric in ("rp", "mae")]
+
+# Training procedure: from scratch (DPM-Solver, NFE 20) vs progressively distilled (its own 4-step DDIM).
+C2 += [Case("C2", SOURCE + ", Table 1 (distilled)", metric, (Run(TEACHER), Run(STUDENT, "ddim", 4)), score_bar())
+       for metric in ("rp", "mae")]
+
+# Sampler: one generalization-regime model under DPM-Solver++(3M), Heun and DDIM.
+SAMPLER_RUNS = (Run("unet32-edm-l2048", "dpm3", 20), Run("unet32-edm-l2048", "heun", 35),
+                Run("unet32-edm-l2048", "ddim", 50))
+C2 += [Case("C2", SOURCE + ", Table 1 (sampler)", metric, (a, b), score_bar())
+       for a, b in combinations(SAMPLER_RUNS, 2) for metric in ("rp", "mae")]
+
+# Appendix A.4: one model (Heun, as EDMv1 in Fig. 12) from NFE 9 to 159; each against NFE 159.
+NFE_MODEL, NFE_REFERENCE = "unet16-edm-l2048", 159
+NFE_SWEEP = (9, 19, 39, 79)
+NFE = [Case("NFE", "Appendix A.4, Fig. 12", "rp", (Run(NFE_MODEL, "heun", n), Run(NFE_MODEL, "heun", NFE_REFERENCE)),
+            score_bar()) for n in NFE_SWEEP]

@@ -1,0 +1,44 @@
+"""C4 (Sec. 4): conditional models (Fig. 6, Appendix E), inverse problems (Fig. 7, Appendix F) and
+fine-tuning (Fig. 8, Appendix G)."""
+from cases import Bar, Case, Run, score_bar
+from cases.embedded import COND, FINETUNED, L2048, SCRATCH, UNCOND_OF
+
+# Conditional cases sample every class for each noise: a fixed 64 noises x 10 classes = 640 pairs on a CPU run.
+COND_NOISES = 64
+CONDITIONAL = [Case("C4", "Sec. 4, Fig. 6b", "rp_cond", (Run(COND[0]), Run(COND[1])), score_bar(), noises=COND_NOISES)]
+CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6c", "rp_between", (Run(UNCOND_OF[c]), Run(c)), score_bar(),
+                     noises=COND_NOISES) for c in COND]
+# Low-level structure under a label change (Fig. 6a, 20, 21): the 4 x 4 average-pooled colour layout (0-255) of one
+# noise under two labels is closer than that of two noises under one label.
+LAYOUT = Bar("<", None, "Sec. 4, Fig. 6a / 20 / 21: the same noise under different labels keeps its layout and colours")
+CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6a", "layout_mae", (Run(c),), LAYOUT, versus=(Run(c),), params={"pool": 4},
+                     noises=COND_NOISES, title=f"{c}[same noise, other label]/dpm3@20",
+                     rhs="layout_mae(other noise, same label)") for c in COND]
+
+# Inverse problems: deterministic DPS with DPM-Solver++ (Algorithm 1) on centred square masks.
+INVERSE_NOISES = 64  # each noise has its own observation (Appendix F, Fig. 25); 64 on a CPU run
+WITHIN, ACROSS = (L2048[0], L2048[1]), (L2048[1], L2048[2])  # UNet vs UNet, UNet vs U-ViT
+INVERSE = []
+for mask in ("easy", "hard"):
+    INVERSE.append(Case("C4", "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "rp", tuple(Run(m, "dps", 34) for m in WITHIN),
+                        score_bar(), params={"mask": mask}, noises=INVERSE_NOISES))
+    INVERSE.append(Case("C4", "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "rp", tuple(Run(m, "dps", 34) for m in ACROSS),
+                        Bar("<", None, "Sec. 4 / Fig. 25: reproducibility of DPS holds within an architecture family, "
+                                       "less across families"),
+                        versus=tuple(Run(m, "dps", 34) for m in WITHIN), params={"mask": mask}, noises=INVERSE_NOISES))
+for pair in (WITHIN, ACROSS):
+    INVERSE.append(Case("C4", "Appendix F, Fig. 25", "rp", tuple(Run(m, "dps", 34) for m in pair),
+                        Bar("<", None, "Appendix F, Fig. 25: hard inpainting is less reproducible than easy"),
+                        versus=tuple(Run(m, "dps", 34) for m in pair), params={"mask": "hard", "versus_mask": "easy"},
+                        noises=INVERSE_NOISES, rhs="rp([mask=easy])"))
+
+# Fine-tuning: attention-only fine-tune of a model pretrained on 2,048 thumbnails vs the same UNet from scratch,
+# both on the same 64 (memorization regime). Fig. 8a: RP between the two strategies is below RP between two
+# from-scratch models (Fig. 2a); Fig. 8b: the fine-tuned model generalizes more.
+FINETUNE = [Case("C4", "Sec. 4, Fig. 8a", "rp", (Run(FINETUNED), Run(SCRATCH)),
+                 Bar("<", None, "Sec. 4, Fig. 8a vs Fig. 2a: partial fine-tuning lowers reproducibility"),
+                 versus=(Run(SCRATCH), Run("unet16-edm-m64")), params={"size": 64}),
+            Case("C4", "Sec. 4, Fig. 8b", "gl", (Run(SCRATCH),),
+                 Bar("<", None, "Sec. 4, Fig. 8b: partial fine-tuning raises generalizability in the memorization "
+                                "regime"), versus=(Run(FINETUNED),), params={"size": 64, "dataset": "m64",
+                                                                            "versus_dataset": "m64"})]

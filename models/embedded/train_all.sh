@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Trains the embedded zoo in dependency order with the suite's training command, then copies each
+# model (float16) and its loss log into models/embedded/<name>/. Run from the repository root:
+#   bash models/embedded/train_all.sh [RUNS_DIR] [NAME ...]
+set -euo pipefail
+runs="${1:-runs}"; shift || true
+order=(unet16-vp-eps-m64 unet16-ve-edm-m64 unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048
+       unet32-edm-l2048 uvit-edm-l2048 unet16-edm-cond-m64 uvit-edm-cond-m64 unet16-ve-edm-distill-m64
+       unet32-edm-ft-m64 unet16-subvp-eps-m64)
+names=("${@:-${order[@]}}")
+for name in "${names[@]}"; do
+  dest="models/embedded/$name"
+  if [ -f "$dest/samenoise.json" ]; then echo "$name: already in $dest"; continue; fi
+  start=$(date +%s)
+  python -m models.training "models/embedded/configs/$name.toml" "$runs/$name" --float16
+  end=$(date +%s)
+  mkdir -p "$dest.tmp" && cp "$runs/$name/model/"* "$runs/$name/loss.jsonl" "$dest.tmp/"
+  echo "{\"wall_seconds\": $((end - start)), \"threads\": $(nproc)}" > "$dest.tmp/train_time.json"
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  echo "$name: $((end - start)) s"
+done

@@ -1,0 +1,119 @@
+"""The sample store: each model's samples for one key are made once and reused by every case and run.
+
+A key is a JSON-able dict (model fingerprint, sampler, NFE, grid, label, noise-bank hash, ...); its
+sha256 names the entry. An entry is one `.npz` holding uint8 NHWC images, their noise ids, the NFE
+used, the key itself and the sha256 of the image bytes, written atomically. Several processes (pytest-xdist
+workers) asking for one key at once serialize on an exclusive lock file: the first generates, the
+others wait and then read what it wrote.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+from models.atomic import atomic_write
+
+FORMAT = "samenoise-sample-store/1"
+
+
+class StoreError(ValueError):
+    """A store entry that is missing or fails its checks; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    images: np.ndarray  # (n, H, W, C) uint8
+    ids: np.ndarray  # (n,) int64 noise ids
+    nfe: int
+    key: dict[str, Any]
+
+    def take(self, ids) -> np.ndarray:
+        """Images for these noise ids, in this order."""
+        pos = {int(i): k for k, i in enumerate(self.ids)}
+        missing = [int(i) for i in ids if int(i) not in pos]
+        if missing:
+            raise StoreError(f"noise ids {missing[:10]} are not in the sample set {self.key.get('model')}")
+        return self.images[[pos[int(i)] for i in ids]]
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class SampleStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, key: dict[str, Any]) -> Path:
+        return self.root / "samples" / f"{key_hash(key)}.npz"
+
+    @contextmanager
+    def _lock(self, key: dict[str, Any]) -> Iterator[None]:
+        lock = self.path(key).with_suffix(".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def get(self, key: dict[str, Any]) -> Optional[SampleSet]:
+        """The entry, or None when absent; a damaged entry (truncated, edited, another key) raises StoreError."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                images, ids, nfe = z["images"], z["ids"], int(z["nfe"])
+                stored_key, fmt, digest = json.loads(str(z["key"])), str(z["format"]), str(z["sha256"])
+        except Exception as e:  # truncated zip, missing member, bad JSON
+            raise StoreError(f"sample store entry {path} cannot be read ({type(e).__name__}: {e}); delete it") from e
+        if fmt != FORMAT:
+            raise StoreError(f"sample store entry {path} has format {fmt!r}, expected {FORMAT!r}; delete it")
+        if json.loads(json.dumps(key, sort_keys=True, default=str)) != stored_key:
+            raise StoreError(f"sample store entry {path} holds another key; delete it")
+        if hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest() != digest:
+            raise StoreError(f"sample store entry {path} fails its sha256: the file was modified; delete it")
+        return SampleSet(images, ids, nfe, stored_key)
+
+    def put(self, key: dict[str, Any], images: np.ndarray, ids, nfe: int) -> SampleSet:
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        ids = np.asarray(ids, dtype=np.int64)
+        if images.ndim != 4 or len(images) != len(ids):
+            raise StoreError(f"a sample set needs (n, H, W, C) uint8 images and n ids, got {images.shape}, {len(ids)} ids")
+        canonical = json.dumps(key, sort_keys=True, default=str)
+        buf = io.BytesIO()
+        np.savez(buf, images=images, ids=ids, nfe=np.int64(nfe), key=np.array(canonical), format=np.array(FORMAT),
+                 sha256=np.array(hashlib.sha256(images.tobytes()).hexdigest()))
+        atomic_write(self.path(key), lambda f: f.write(buf.getvalue()))
+        return SampleSet(images, ids, int(nfe), json.loads(canonical))
+
+    def get_or_make(self, key: dict[str, Any], make: Callable[[], tuple[np.ndarray, Any, int]]) -> SampleSet:
+        """The stored entry, or make() -> (uint8 images, ids, nfe) stored under the key. Concurrent callers
+        with the same key wait for the one that generates."""
+        found = self.get(key)
+        if found is not None:
+            return found
+        with self._lock(key):
+            found = self.get(key)  # another process may have made it while we waited
+            if found is not None:
+                return found
+            images, ids, nfe = make()
+            return self.put(key, images, ids, nfe)

@@ -1,0 +1,110 @@
+"""The claim suite's plumbing: case tables, option checks at collection, results file, xdist equivalence."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cases import OPS, Bar, Case, Run
+from cases.controls import CONTROLS
+from cases.encoding import HYPERPLANE, MANIFOLD
+from cases.real import REAL
+from cases.regimes import REGIMES, SWEEP, THEOREM
+from cases.unconditional import C2, NFE
+from cases.variants import CONDITIONAL, FINETUNE, INVERSE
+from fixtures.results import FAILED_AS, Measured, check
+from fixtures.zoo import SWEEP_NAME, optimal_size
+from models.zoo import read_zoo
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = C2 + NFE + HYPERPLANE + MANIFOLD + REGIMES + SWEEP + THEOREM + CONDITIONAL + INVERSE + FINETUNE + CONTROLS + REAL
+EMBEDDED = read_zoo(ROOT / "models" / "embedded" / "zoo.toml")
+
+
+def test_case_ids_are_unique_and_read_like_the_claim():
+    ids = [c.id for c in ALL]
+    assert len(ids) == len(set(ids))
+    assert "C2/unet16-edm-m64~unet32-edm-m64/dpm3@20: rp>=0.6" in ids
+
+
+def test_every_bar_names_its_source_and_every_direction_has_a_right_side():
+    for c in ALL:
+        assert c.bar.source and c.bar.op in OPS, c.id
+        assert (c.bar.value is None) == bool(c.versus) or c.metric == "layout_mae", c.id
+
+
+def test_cases_name_only_models_the_suite_can_provide():
+    for c in ALL:
+        if c.claim == "real":
+            continue
+        for m in c.models:
+            assert m in EMBEDDED or optimal_size(m) or SWEEP_NAME.match(m), (c.id, m)
+
+
+def test_bar_directions():
+    assert Bar(">=", 0.6, "s").holds(0.6) and not Bar(">=", 0.6, "s").holds(0.59)
+    assert Bar("<", None, "s").holds(0.1, 0.2) and not Bar("<", None, "s").holds(0.2, 0.2)
+    assert set(FAILED_AS) == set(OPS)
+    with pytest.raises(ValueError, match="unknown comparison '=>'"):
+        Bar("=>", 0.6, "s")
+
+
+class FakeNode:
+    def __init__(self):
+        self.user_properties = []
+
+
+class FakeRequest:
+    def __init__(self):
+        self.node = FakeNode()
+
+
+def test_a_failing_case_says_value_bar_pairs_claim_and_worst_ids():
+    case = Case("C2", "Sec. 2.1, Fig. 3", "rp", (Run("unet-vp-eps"), Run("uvit-vp-eps")), Bar(">=", 0.6, "src"))
+    request = FakeRequest()
+    with pytest.raises(pytest.fail.Exception) as err:
+        check(request, case, Measured(0.41, 256, [(12, 0.1), (7, 0.2)]))
+    assert str(err.value).startswith("RP(unet-vp-eps, uvit-vp-eps) = 0.41 < 0.6 over 256 noises [C2 Sec. 2.1, Fig. 3]; "
+                                     "worst noise ids: 12 (0.10), 7 (0.20)")
+    record = dict(request.node.user_properties)["samenoise_case"]
+    assert record["passed"] is False and record["n"] == 256 and record["runs"][0]["sampler"] == "dpm3"
+
+
+def pytest_run(*args, cwd=ROOT):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--noises", "0"], "--noises must be at least 1, got 0"),
+    (["--models", "unet16-edm-m64,no-such-model"], "unknown model names ['no-such-model']; valid names:"),
+    (["--cache-dir", "/proc/forbidden"], "--cache-dir /proc/forbidden cannot be written"),
+])
+def test_bad_options_stop_the_run_at_collection(tmp_path, args, message):
+    out = pytest_run("bench/test_controls.py", "--collect-only", "--cache-dir", str(tmp_path), *args)
+    assert out.returncode == 4 and message in out.stderr, out.stderr + out.stdout
+
+
+def test_a_zoo_file_with_unknown_keys_stops_the_run(tmp_path):
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text('[models.x]\nsource = "x"\ncolour = "red"\n')
+    out = pytest_run("bench/test_controls.py", "--collect-only", "--cache-dir", str(tmp_path), "--zoo", str(zoo))
+    assert out.returncode == 4 and "unknown keys ['colour']" in out.stderr
+
+
+def test_results_file_and_xdist_give_the_same_values(tmp_path):
+    """Theorem 1 cases (they need only D*): one process and two xdist workers write the same results."""
+    values = []
+    for extra in ([], ["-n", "2"]):
+        results = tmp_path / f"results{len(extra)}.json"
+        out = pytest_run("bench/test_c3_regimes.py", "-k", "theorem1 and optimal-m64", "--noises", "8",
+                         "--cache-dir", str(tmp_path / f"cache{len(extra)}"), "--results", str(results), *extra)
+        assert out.returncode == 0, out.stdout[-3000:]
+        doc = json.loads(results.read_text())
+        assert doc["meta"]["format"] == "samenoise-results/1" and doc["meta"]["noises"] == 8
+        assert {"git_revision", "bank_hash_16px", "device", "versions", "descriptor"} <= set(doc["meta"])
+        values.append({c["id"]: (c["value"], c["n"], c["passed"]) for c in doc["cases"]})
+    assert values[0] == values[1] and len(values[0]) == 2

@@ -1,0 +1,38 @@
+"""Every embedded checkpoint loads through its zoo entry and samples finite images of the right shape;
+the embedded zoo stays within its size budget and records how each model was made."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.noise import NoiseBank
+from models.sampling import generate
+from models.zoo import load_denoiser, read_zoo
+
+ROOT = Path(__file__).resolve().parents[1] / "models" / "embedded"
+ZOO = read_zoo(ROOT / "zoo.toml")
+BUDGET_BYTES = 30 * 2**20  # issue #4: the embedded zoo is at most 30 MB
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_embedded_checkpoint_loads_and_samples(name):
+    entry = ZOO[name]
+    D = load_denoiser(entry)
+    bank = NoiseBank.draw(0, entry.sample_shape, n=2)
+    label = 3 if entry.conditional else None
+    out = generate(D, D.kernel, bank, sampler=entry.sampler, nfe=entry.nfe, label=label, micro_batch=2)
+    assert out.x.shape == (2, *entry.sample_shape) and torch.isfinite(out.x).all()
+    meta = json.loads((Path(entry.source) / "samenoise.json").read_text())
+    config = (ROOT / "configs" / f"{name}.toml").read_text()
+    assert meta["dataset_hash"] and f"dataset_size = {meta['config']['dataset_size']}" in config
+    assert (Path(entry.source) / "loss.jsonl").is_file() and (Path(entry.source) / "train_time.json").is_file()
+
+
+def test_embedded_zoo_fits_its_budget():
+    size = sum(p.stat().st_size for p in ROOT.rglob("*") if p.is_file())
+    assert size <= BUDGET_BYTES, f"embedded zoo is {size / 2**20:.1f} MB, budget {BUDGET_BYTES / 2**20:.0f} MB"
+
+
+def test_every_config_has_an_entry_and_every_entry_a_config():
+    assert {p.stem for p in (ROOT / "configs").glob("*.toml")} == set(ZOO)

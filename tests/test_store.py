@@ -1,0 +1,74 @@
+"""The sample store: round trip, one generation per key (also across processes), refusal of damaged entries."""
+import multiprocessing as mp
+import time
+
+import numpy as np
+import pytest
+
+from models.store import SampleStore, StoreError
+
+KEY = {"model": "m", "sampler": "dpm3", "nfe": 20, "bank": "abc", "label": None}
+
+
+def images(n=4):
+    return np.arange(n * 4 * 4 * 3, dtype=np.uint8).reshape(n, 4, 4, 3)
+
+
+def test_round_trip(tmp_path):
+    store = SampleStore(tmp_path)
+    assert store.get(KEY) is None
+    store.put(KEY, images(), [3, 1, 2, 0], 20)
+    got = store.get(dict(KEY))
+    assert np.array_equal(got.images, images()) and got.ids.tolist() == [3, 1, 2, 0] and got.nfe == 20
+    assert np.array_equal(got.take([0, 3]), images()[[3, 0]])
+    with pytest.raises(StoreError, match=r"noise ids \[9\]"):
+        got.take([9])
+
+
+def test_get_or_make_makes_once(tmp_path):
+    store, calls = SampleStore(tmp_path), []
+
+    def make():
+        calls.append(1)
+        return images(), [0, 1, 2, 3], 20
+
+    a = store.get_or_make(KEY, make)
+    b = store.get_or_make(KEY, make)
+    assert len(calls) == 1 and np.array_equal(a.images, b.images)
+    store.get_or_make(KEY | {"nfe": 10}, make)  # another key is another entry
+    assert len(calls) == 2
+
+
+def test_damaged_entries_are_refused_with_the_file_name(tmp_path):
+    store = SampleStore(tmp_path)
+    store.put(KEY, images(), [0, 1, 2, 3], 20)
+    path = store.path(KEY)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(StoreError, match=str(path.name)):
+        store.get(KEY)
+
+
+def _worker(root, log, barrier):
+    barrier.wait()
+
+    def make():
+        with open(log, "a") as f:
+            f.write("made\n")
+        time.sleep(0.5)
+        return images(), [0, 1, 2, 3], 20
+
+    SampleStore(root).get_or_make(KEY, make)
+
+
+def test_concurrent_processes_generate_once(tmp_path):
+    log = tmp_path / "log.txt"
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    procs = [ctx.Process(target=_worker, args=(tmp_path / "store", log, barrier)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert log.read_text().count("made") == 1
+    assert SampleStore(tmp_path / "store").get(KEY) is not None
