@@ -7,6 +7,7 @@ sigma_std = s sigma (paper, Appendix D, Eq. 11); EDM preconditioning is Karras e
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional
 
 import torch
@@ -37,8 +38,9 @@ def _time_discrete(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.T
 
 
 def _time_log_sigma(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.Tensor:
-    """EDM's c_noise = ln(sigma) / 4 (Karras et al. 2022, Table 1)."""
-    return 0.25 * torch.log(sigma)
+    """EDM's c_noise = ln(sigma) / 4 (Karras et al. 2022, Table 1), times `scale` (1000 for consistency
+    models: diffusers' CMStochasticIterativeScheduler.sigma_to_t = 1000 * 0.25 * ln(sigma))."""
+    return 0.25 * torch.log(sigma) * scale
 
 
 def _time_sigma(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.Tensor:
@@ -73,8 +75,16 @@ def _x0_from_edm(x, sigma, alpha, sigma_std, out, sigma_data):
     return c_skip * x + c_out * out
 
 
+def _x0_from_cm(x, sigma, alpha, sigma_std, out, sigma_data, sigma_min=0.002):
+    """Consistency models' boundary-condition scalings (Song et al. 2023, Appendix C): D = x at sigma_min."""
+    c_skip = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
+    c_out = (sigma - sigma_min) * sigma_data / torch.sqrt(sigma**2 + sigma_data**2)
+    return c_skip * x + c_out * out
+
+
 PREDICTIONS = Registry("prediction type", {"eps": _x0_from_eps, "x0": _x0_from_x0, "v": _x0_from_v,
-                                           "edm": _x0_from_edm})
+                                           "edm": _x0_from_edm, "cm": _x0_from_cm})
+PRECONDITIONED = ("edm", "cm")  # networks that take c_in x_hat = x_hat / sqrt(sigma^2 + sigma_data^2)
 
 
 class NetworkDenoiser:
@@ -93,6 +103,8 @@ class NetworkDenoiser:
         self.kernel = make_kernel(kernel) if isinstance(kernel, str) else kernel
         self.prediction, self.time_input = prediction, time_input
         self._to_x0 = PREDICTIONS[prediction]
+        if prediction == "cm":  # the boundary condition sits at the kernel's sigma_min
+            self._to_x0 = functools.partial(_x0_from_cm, sigma_min=self.kernel.sigma_min)
         self._c_noise: Callable = TIME_INPUTS[time_input]
         self.time_scale, self.sigma_data = time_scale, sigma_data
         self.sample_shape = sample_shape
@@ -109,7 +121,7 @@ class NetworkDenoiser:
         flat = sigma.reshape(-1)
         alpha = append_dims(self.kernel.s_of_sigma(flat), x.ndim).to(x)
         sigma_std = alpha * sigma
-        if self.prediction == "edm":
+        if self.prediction in PRECONDITIONED:
             net_in = x / torch.sqrt(sigma**2 + self.sigma_data**2)
         else:
             net_in = alpha * x

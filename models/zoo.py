@@ -121,8 +121,15 @@ def _load_samenoise(entry: ZooEntry):
 DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 
 
-def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, VPDiscrete, str]:
-    """A DDPM/DDIM scheduler config mapped to (kernel name, kernel, prediction type)."""
+CONSISTENCY_SCHEDULER = "CMStochasticIterativeScheduler"
+
+
+def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
+    """A scheduler config mapped to (kernel name, kernel, prediction type): DDPM/DDIM-style configs give the
+    discrete VP chain; CMStochasticIterativeScheduler gives the EDM kernel with consistency scalings."""
+    if config.get("_class_name") == CONSISTENCY_SCHEDULER:
+        kernel = make_kernel("edm", sigma_min=config.get("sigma_min", 0.002), sigma_max=config.get("sigma_max", 80.0))
+        return "edm", kernel, "cm"
     schedule = config.get("beta_schedule", "linear")
     if schedule != "linear" or config.get("trained_betas"):
         raise ZooError(f"scheduler beta_schedule {schedule!r} is not supported; supported: linear")
@@ -159,6 +166,11 @@ def _load_diffusers(entry: ZooEntry):
         raise _mismatch(entry, "kernel", entry.kernel, f"{name} (scheduler {sched.get('_class_name', '?')})")
     if entry.prediction != prediction:
         raise _mismatch(entry, "prediction", entry.prediction, prediction)
+    if prediction == "cm":  # diffusers' sigma_to_t: t = 1000 * 0.25 * ln(sigma)
+        if sched.get("sigma_data", 0.5) != 0.5:
+            raise ZooError(f"zoo entry {entry.name!r}: consistency scheduler sigma_data {sched['sigma_data']} is not "
+                           f"supported; supported: 0.5")
+        return net, kernel, prediction, "log-sigma", 1000.0
     return net, kernel, prediction, "discrete", 1.0
 
 

@@ -8,6 +8,7 @@ import torch
 
 from models.kernels import make_kernel
 from models.samplers import sample_euler
+from models.sampling import solve
 from models.training import TrainConfig, Trainer
 from models.checkpoints import save_checkpoint
 from models.unet import build_unet
@@ -164,3 +165,27 @@ def test_diffusers_bare_model_layout_reads_the_root_scheduler_config(tmp_path):
     with pytest.raises(ZooError, match=r"prediction is 'eps' in the entry but 'v'"):
         load_denoiser(entry)
     assert load_denoiser(ZooEntry(**{**entry.__dict__, "prediction": "v"})).prediction == "v"
+
+
+def test_consistency_model_matches_diffusers_one_step_pipeline(tmp_path):
+    """A saved UNet with CMStochasticIterativeScheduler: the suite's one-step consistency sample equals diffusers'
+    ConsistencyModelPipeline with one step on the same noise (sigma_max-scaled)."""
+    from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline
+
+    torch.manual_seed(0)
+    unet = build_unet(image_size=8, base_channels=8, num_classes=4).eval()
+    ConsistencyModelPipeline(unet=unet, scheduler=CMStochasticIterativeScheduler()).save_pretrained(tmp_path / "cm")
+    pipe = ConsistencyModelPipeline.from_pretrained(tmp_path / "cm")
+    eps = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(3))
+    labels = torch.tensor([1, 2])
+    ref = pipe(batch_size=2, class_labels=labels, num_inference_steps=1, latents=eps.clone(),  # scaled by sigma_max inside
+               output_type="np").images
+    entry = ZooEntry(name="cd-tiny", source=str(tmp_path / "cm"), format="diffusers", kernel="edm", prediction="cm",
+                     time_input="log-sigma", time_scale=1000.0, sampler="consistency", nfe=1, image_size=8,
+                     conditional=True)
+    D = load_denoiser(entry)
+    x = solve(D, D.kernel.initial_state(eps.double()), D.kernel, "consistency", 1, label=labels).x
+    ours = (x.clamp(-1, 1) / 2 + 0.5).permute(0, 2, 3, 1).numpy()
+    assert np.abs(ours - ref).max() < 1e-4
+    with pytest.raises(ZooError, match="prediction is 'eps' in the entry but 'cm'"):
+        load_denoiser(ZooEntry(**{**entry.__dict__, "prediction": "eps"}))
