@@ -12,8 +12,8 @@ def test_real_pair(case, measure, zoo, claim):
     missing = [m for m in case.models if m not in zoo]
     if missing:
         pytest.skip(f"no zoo entry for {', '.join(missing)}: pass --zoo {REAL_ZOO} (or your own zoo file) with the "
-                    f"checkpoints in place; latent text-to-image and ADM checkpoints need a loader the suite does not "
-                    f"have yet" if any(m.startswith(("sd-", "adm-")) for m in missing) else
+                    f"checkpoints in place; ADM checkpoints need a loader the suite does not have yet"
+                    if any(m.startswith("adm-") for m in missing) else
                     f"no zoo entry for {', '.join(missing)}: pass --zoo {REAL_ZOO} with the checkpoints in place")
     a, b = (measure.sample(r, measure.n(case)) for r in case.runs)
     claim(case, measure.rp(a, b, threshold=case.params.get("threshold", SSCD_THRESHOLD)))

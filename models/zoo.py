@@ -21,7 +21,7 @@ from models.checkpoints import load_checkpoint
 from models.denoisers import NetworkDenoiser
 from models.kernels import KERNELS, VPDiscrete, make_kernel
 
-FORMATS = ("samenoise", "diffusers", "edm-pickle")
+FORMATS = ("samenoise", "diffusers", "diffusers-latent", "edm-pickle")
 
 
 class ZooError(ValueError):
@@ -48,6 +48,9 @@ class ZooEntry:
     num_classes: Optional[int] = None
     description: str = ""
     kernel_options: dict[str, Any] = field(default_factory=dict)
+    # latent text-to-image models (format "diffusers-latent"): image_size and channels describe the latents
+    prompt: str = ""  # encoded with the checkpoint's text_encoder/ and tokenizer/ (needs `transformers`)
+    prompt_embeddings: str = ""  # or a .npy/.pt file of precomputed (1, tokens, dim) text embeddings
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -84,8 +87,10 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
         if entry.kernel not in KERNELS:
             raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; valid kernels: {', '.join(sorted(KERNELS))}")
         local = (base or path.parent) / entry.source
-        if entry.format != "diffusers" or local.exists():
+        if not entry.format.startswith("diffusers") or local.exists():
             entry = ZooEntry(**{**entry.__dict__, "source": str(local)})
+        if entry.prompt_embeddings:
+            entry = ZooEntry(**{**entry.__dict__, "prompt_embeddings": str((base or path.parent) / entry.prompt_embeddings)})
         entries[name] = entry
     return entries
 
@@ -93,6 +98,8 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
 def load_denoiser(entry: ZooEntry, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
                   ) -> NetworkDenoiser:
     """The entry's network under the denoiser contract, checked against the entry."""
+    if entry.format == "diffusers-latent":
+        return _load_latent(entry, device, dtype)
     loader = {"samenoise": _load_samenoise, "diffusers": _load_diffusers, "edm-pickle": _load_edm_pickle}[entry.format]
     net, kernel, prediction, time_input, time_scale = loader(entry)
     classes = _check_network(entry, net)
@@ -131,10 +138,14 @@ def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
         kernel = make_kernel("edm", sigma_min=config.get("sigma_min", 0.002), sigma_max=config.get("sigma_max", 80.0))
         return "edm", kernel, "cm"
     schedule = config.get("beta_schedule", "linear")
-    if schedule != "linear" or config.get("trained_betas"):
-        raise ZooError(f"scheduler beta_schedule {schedule!r} is not supported; supported: linear")
-    kernel = VPDiscrete(beta_start=config.get("beta_start", 1e-4), beta_end=config.get("beta_end", 0.02),
-                        num_train_timesteps=config.get("num_train_timesteps", 1000))
+    if schedule not in ("linear", "scaled_linear") or config.get("trained_betas"):
+        raise ZooError(f"scheduler beta_schedule {schedule!r} is not supported; supported: linear, scaled_linear")
+    b0, b1, n = config.get("beta_start", 1e-4), config.get("beta_end", 0.02), config.get("num_train_timesteps", 1000)
+    if schedule == "linear":
+        betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+    else:  # Stable Diffusion: linear in sqrt(beta)
+        betas = torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
+    kernel = VPDiscrete(betas=betas)
     prediction = DIFFUSERS_PREDICTIONS.get(config.get("prediction_type", "epsilon"))
     if prediction is None:
         raise ZooError(f"scheduler prediction_type {config.get('prediction_type')!r}; supported: "
@@ -142,22 +153,106 @@ def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
     return "vp-discrete", kernel, prediction
 
 
+def _local_or_hub(entry: ZooEntry) -> Path:
+    local = Path(entry.source)
+    if local.is_dir():
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(entry.source))
+    except (OSError, ValueError) as e:
+        raise ZooError(f"zoo entry {entry.name!r}: checkpoint {entry.source!r} is not available offline ({type(e).__name__}). "
+                       f"Download it once where the hub is reachable (huggingface-cli download {entry.source} "
+                       f"--local-dir DIR) and set the entry's source to DIR.") from e
+
+
+class TextConditioned(torch.nn.Module):
+    """A UNet2DConditionModel called as net(x, t) with one fixed text embedding (the entry's prompt)."""
+
+    def __init__(self, unet: torch.nn.Module, embeddings: torch.Tensor):
+        super().__init__()
+        self.unet = unet
+        self.register_buffer("embeddings", embeddings)
+        self.config = {"sample_size": unet.config.sample_size, "in_channels": unet.config.in_channels}
+
+    def forward(self, x, t):
+        emb = self.embeddings.to(x.dtype).expand(len(x), *self.embeddings.shape[1:])
+        return self.unet(x, t, encoder_hidden_states=emb).sample
+
+
+class LatentDenoiser(NetworkDenoiser):
+    """D over latents, plus `decode(latents)` -> images in [-1, 1] through the checkpoint's VAE."""
+
+    def __init__(self, net, vae, **options):
+        super().__init__(net, **options)
+        self.vae = vae
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, batch: int = 8) -> torch.Tensor:
+        p = next(self.vae.parameters())
+        scale = self.vae.config.get("scaling_factor", 0.18215)
+        return torch.cat([self.vae.decode((latents[i:i + batch] / scale).to(p.device, p.dtype)).sample.double().cpu()
+                          for i in range(0, len(latents), batch)])
+
+
+def _prompt_embeddings(entry: ZooEntry, local: Path) -> torch.Tensor:
+    if entry.prompt_embeddings:
+        path = Path(entry.prompt_embeddings)
+        if not path.is_file():
+            raise ZooError(f"zoo entry {entry.name!r}: prompt_embeddings file {path} does not exist")
+        emb = torch.from_numpy(__import__("numpy").load(path)) if path.suffix == ".npy" else torch.load(
+            path, weights_only=True)
+        return emb.float().reshape((1,) + tuple(emb.shape[-2:]))
+    if not entry.prompt:
+        raise ZooError(f"zoo entry {entry.name!r}: a latent text-to-image entry needs `prompt` or `prompt_embeddings`")
+    if importlib.util.find_spec("transformers") is None:
+        raise ZooError(f"zoo entry {entry.name!r}: encoding the prompt needs the `transformers` package (pip install "
+                       f"transformers), or give `prompt_embeddings` = a .npy/.pt file of the text embeddings")
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(local), subfolder="tokenizer")
+    encoder = CLIPTextModel.from_pretrained(str(local), subfolder="text_encoder").eval()
+    ids = tokenizer([entry.prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        return encoder(ids)[0].float()
+
+
+def _load_latent(entry: ZooEntry, device, dtype) -> LatentDenoiser:
+    """A latent text-to-image pipeline folder (unet/, vae/, scheduler/, and text_encoder/ + tokenizer/ for a text
+    prompt), e.g. Stable Diffusion v1-1 ... v1-4 (paper Appendix A.2)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    local = _local_or_hub(entry)
+    for sub in ("unet", "vae", "scheduler"):
+        if not (local / sub).is_dir():
+            raise ZooError(f"zoo entry {entry.name!r}: {local} has no {sub}/ folder; a latent entry needs unet/, vae/ "
+                           f"and scheduler/")
+    sched = json.loads((local / "scheduler" / "scheduler_config.json").read_text())
+    name, kernel, prediction = kernel_from_scheduler(sched)
+    if entry.kernel != name:
+        raise _mismatch(entry, "kernel", entry.kernel, f"{name} (scheduler {sched.get('_class_name', '?')})")
+    if entry.prediction != prediction:
+        raise _mismatch(entry, "prediction", entry.prediction, prediction)
+    unet = UNet2DConditionModel.from_pretrained(str(local), subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(str(local), subfolder="vae").to(device=device, dtype=dtype).eval()
+    net = TextConditioned(unet, _prompt_embeddings(entry, local))
+    _check_network(entry, net)
+    return LatentDenoiser(net.to(device=device, dtype=dtype).eval(), vae, kernel=kernel, prediction=prediction,
+                          time_input="discrete", time_scale=1.0, sample_shape=entry.sample_shape)
+
+
 def _load_diffusers(entry: ZooEntry):
     """A diffusers UNet2DModel with its DDPM/DDIM scheduler config: a local folder or a hub id (read from the
     local hub cache), laid out as a pipeline (unet/, scheduler/) or as a bare model (both configs at the root)."""
     from diffusers import UNet2DModel
 
+    local = _local_or_hub(entry)
     try:
-        local = Path(entry.source)
-        if not local.is_dir():
-            from huggingface_hub import snapshot_download
-
-            local = Path(snapshot_download(entry.source))
         net = UNet2DModel.from_pretrained(str(local), subfolder="unet" if (local / "unet").is_dir() else None)
     except (OSError, ValueError) as e:
-        raise ZooError(f"zoo entry {entry.name!r}: checkpoint {entry.source!r} is not available offline ({type(e).__name__}). "
-                       f"Download it once where the hub is reachable (huggingface-cli download {entry.source} "
-                       f"--local-dir DIR) and set the entry's source to DIR.") from e
+        raise ZooError(f"zoo entry {entry.name!r}: cannot read a UNet2DModel from {local} ({type(e).__name__}: {e})") from e
     sched_path = next((p for p in (local / "scheduler" / "scheduler_config.json", local / "scheduler_config.json")
                        if p.is_file()), None)
     sched = json.loads(sched_path.read_text()) if sched_path else {}

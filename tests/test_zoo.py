@@ -1,4 +1,5 @@
 """The registry and the checkpoint loaders, on tiny models saved by the tests in the real formats."""
+import importlib.util
 import sys
 import textwrap
 
@@ -189,3 +190,66 @@ def test_consistency_model_matches_diffusers_one_step_pipeline(tmp_path):
     assert np.abs(ours - ref).max() < 1e-4
     with pytest.raises(ZooError, match="prediction is 'eps' in the entry but 'cm'"):
         load_denoiser(ZooEntry(**{**entry.__dict__, "prediction": "eps"}))
+
+
+def save_tiny_latent_pipeline(folder):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=4, norm_num_groups=4).eval()
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=16).eval()
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=True, timestep_spacing="leading")
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    sched.save_pretrained(folder / "scheduler")
+    emb = torch.randn(1, 5, 16, generator=torch.Generator().manual_seed(1))
+    np.save(folder / "prompt.npy", emb.numpy())
+    return unet, vae, sched, emb
+
+
+def test_latent_text_to_image_matches_a_diffusers_ddim_loop(tmp_path):
+    """Stable-Diffusion-style folder (unet/, vae/, scheduler/ with scaled_linear betas) and precomputed prompt
+    embeddings: the suite's Euler over latents + VAE decode equals diffusers' DDIMScheduler loop (eta = 0)."""
+    unet, vae, sched, emb = save_tiny_latent_pipeline(tmp_path)
+    sched.set_timesteps(10)
+    eps = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(7))
+    latents = eps.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            out = unet(latents, t, encoder_hidden_states=emb.expand(2, -1, -1)).sample
+            latents = sched.step(out, t, latents, eta=0.0).prev_sample
+        ref = vae.decode(latents / vae.config.scaling_factor).sample
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text(textwrap.dedent(f'''
+        [models.sd-tiny]
+        source = "{tmp_path}"
+        format = "diffusers-latent"
+        kernel = "vp-discrete"
+        time_input = "discrete"
+        image_size = 8
+        channels = 4
+        prompt_embeddings = "prompt.npy"
+        '''))
+    D = load_denoiser(read_zoo(zoo)["sd-tiny"])
+    timesteps = sched.timesteps.double()
+    sigmas = torch.cat([D.kernel.sigma(timesteps), torch.zeros(1, dtype=torch.float64)])
+    x = sample_euler(D, eps.double() / D.kernel.s(timesteps[0]), sigmas).x
+    assert (D.decode(x) - ref.double()).abs().max() < 1e-4
+
+
+def test_latent_entry_without_a_prompt_says_what_to_give(tmp_path):
+    save_tiny_latent_pipeline(tmp_path)
+    entry = ZooEntry(name="sd-tiny", source=str(tmp_path), format="diffusers-latent", kernel="vp-discrete",
+                     time_input="discrete", image_size=8, channels=4)
+    with pytest.raises(ZooError, match="needs `prompt` or `prompt_embeddings`"):
+        load_denoiser(entry)
+    entry = ZooEntry(**{**entry.__dict__, "prompt": "a photograph of an astronaut riding a horse"})
+    if importlib.util.find_spec("transformers") is None:
+        with pytest.raises(ZooError, match="needs the `transformers` package"):
+            load_denoiser(entry)
