@@ -78,7 +78,21 @@ def test_label_given_to_an_unconditional_denoiser_is_refused():
 
 
 def test_unknown_prediction_and_time_input_list_valid_names():
-    with pytest.raises(UnknownNameError, match="valid prediction types: edm, eps, v, x0"):
+    with pytest.raises(UnknownNameError, match="valid prediction types: cm, edm, eps, v, x0"):
         wrap(TinyEpsNet(), "vp", "score")
     with pytest.raises(UnknownNameError, match="valid time inputs: discrete, log-sigma, sigma, t"):
         wrap(TinyEpsNet(), "vp", "eps", time_input="frac")
+
+
+def test_consistency_prediction_is_the_identity_at_sigma_min():
+    """Song et al. 2023 (Appendix C): c_skip(sigma_min) = 1, c_out(sigma_min) = 0, so D(x; sigma_min) = x."""
+    from models.denoisers import NetworkDenoiser
+
+    class Constant(torch.nn.Module):  # any output is ignored at sigma_min
+        def forward(self, x, t):
+            return torch.full_like(x, 5.0)
+
+    D = NetworkDenoiser(Constant(), make_kernel("edm"), "cm", time_input="log-sigma", time_scale=1000.0)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    assert torch.allclose(D(x, torch.tensor(0.002, dtype=torch.float64)), x)
+    assert not torch.allclose(D(x, torch.tensor(1.0, dtype=torch.float64)), x)
