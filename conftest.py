@@ -75,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated model names: run only the cases whose models are all among them")
     group.addoption("--cache-dir", default=DEFAULT_CACHE, help="sample store, embeddings and trained sweep models")
     group.addoption("--results", default=DEFAULT_RESULTS, help="the run's results JSON file")
+    group.addoption("--report-dir", default="reports/out",
+                    help="folder for the HTML report built after the run ('' to skip it)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,0 +1,301 @@
+"""The run's report: one HTML page with the run's metadata, every case (failing first) and the paper's
+figures drawn from the run's own data (results JSON + sample store). A figure whose data did not run says
+so instead of being drawn. Rebuild without rerunning anything:
+
+    python -m reports.build reports/out/results.json --cache-dir .cache/samenoise --out reports/out
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from models.atomic import atomic_write
+from models.store import SampleSet, SampleStore, StoreError
+
+RESULTS_FORMAT = "samenoise-results/1"
+
+
+class ReportError(ValueError):
+    """A results file or store entry the report cannot use; the message names the file and the problem."""
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: cannot read the results file ({e})") from e
+    fmt = doc.get("meta", {}).get("format") if isinstance(doc, dict) else None
+    if fmt != RESULTS_FORMAT:
+        raise ReportError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} (an older or foreign file)")
+    if not isinstance(doc.get("cases"), list):
+        raise ReportError(f"{path}: no 'cases' list")
+    return doc
+
+
+class Samples:
+    """Store entries by the key hashes the results name."""
+
+    def __init__(self, cache_dir: Path):
+        self.root = Path(cache_dir) / "samples"
+
+    def get(self, key_hash: str) -> SampleSet:
+        path = self.root / f"{key_hash}.npz"
+        if not path.is_file():
+            raise ReportError(f"sample store entry {path} is missing (was the run's --cache-dir another folder?)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                key = json.loads(str(z["key"]))
+        except Exception as e:
+            raise ReportError(f"sample store entry {path} cannot be read ({type(e).__name__})") from e
+        try:
+            found = SampleStore(self.root.parent).get(key)
+        except StoreError as e:
+            raise ReportError(str(e)) from e
+        return found
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(images: np.ndarray, side: int = 8) -> np.ndarray:
+    n = min(len(images), side * side)
+    h, w, c = images.shape[1:]
+    out = np.full((side * (h + 1), side * (w + 1), c), 255, np.uint8)
+    for k in range(n):
+        r, q = divmod(k, side)
+        out[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = images[k]
+    return out
+
+
+class Report:
+    def __init__(self, doc: dict[str, Any], samples: Samples, out: Path):
+        self.doc, self.samples, self.out = doc, samples, Path(out)
+        self.cases = doc["cases"]
+        self.figures: list[tuple[str, str, Optional[str]]] = []  # (title, caption, png name or None)
+        self.notes: list[str] = []
+
+    def save(self, fig, name: str) -> str:
+        target = self.out / name
+        atomic_write(target, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+        _plt().close(fig)
+        return name
+
+    def add(self, title: str, draw, missing: str) -> None:
+        """Draw a figure, or record why it is absent (the part did not run, or its data is incomplete)."""
+        try:
+            name = draw()
+        except ReportError as e:
+            self.figures.append((title, f"not drawn: {e}", None))
+            return
+        self.figures.append((title, "" if name else missing, name))
+
+    # --- figures --------------------------------------------------------------------------------
+    def pair_cases(self, claim: str, metric: str):
+        return [c for c in self.cases if c["claim"] == claim and c["metric"] == metric and len(c["runs"]) == 2
+                and not c.get("versus_runs") and c["extra"].get("samples")]
+
+    def fig_grids(self):
+        """Figures 1 and 16: 8 x 8 grids from noise ids 0-63, model beside model."""
+        seen, grids = set(), []
+        for c in self.pair_cases("C2", "rp"):
+            for run, h in zip(c["runs"], c["extra"]["samples"]):
+                label = f"{run['model']} {run['sampler']}@{run['nfe']}"
+                if label not in seen:
+                    seen.add(label)
+                    s = self.samples.get(h)
+                    ids = [i for i in range(64) if i in set(s.ids.tolist())]
+                    grids.append((label, _grid(s.take(ids))))
+        if not grids:
+            return None
+        plt = _plt()
+        cols = min(4, len(grids))
+        rows = -(-len(grids) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, (label, img) in zip(axes.flat, grids):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(label, fontsize=7)
+        return self.save(fig, "grids.png")
+
+    def fig_matrices(self):
+        """Figures 3, 14, 15: RP and MAE score matrices over every model pair of the run."""
+        values = {m: {} for m in ("rp", "mae")}
+        for metric in values:
+            for c in self.pair_cases("C2", metric):
+                a, b = (f"{r['model']}/{r['sampler']}@{r['nfe']}" for r in c["runs"])
+                values[metric][(a, b)] = values[metric][(b, a)] = c["value"]
+        names = sorted({a for a, _ in values["rp"]} | {a for a, _ in values["mae"]})
+        if len(names) < 2:
+            return None
+        plt = _plt()
+        fig, axes = plt.subplots(1, 2, figsize=(2 * (2 + 0.55 * len(names)), 2 + 0.55 * len(names)))
+        for ax, metric in zip(axes, ("rp", "mae")):
+            m = np.full((len(names), len(names)), np.nan)
+            for i, a in enumerate(names):
+                for j, b in enumerate(names):
+                    m[i, j] = 1.0 if a == b else values[metric].get((a, b), np.nan)
+            im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(names)), names, fontsize=6)
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    if not np.isnan(m[i, j]):
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5, color="w")
+            ax.set_title({"rp": "RP score", "mae": "MAE score"}[metric] + " (blank: pair not run)", fontsize=8)
+        fig.colorbar(im, ax=axes, shrink=0.6)
+        return self.save(fig, "matrices.png")
+
+    def fig_regimes(self):
+        """Figures 2, 5, 8: RP between models, RP with D* and GL against the training-set size."""
+        series = defaultdict(list)
+        for c in self.cases:
+            size = c["params"].get("size")
+            if c["claim"] != "C3" or size is None or c.get("versus_runs"):
+                continue
+            models = [r["model"] for r in c["runs"]]
+            if c["metric"] == "gl":
+                series[("GL", models[0].rsplit("-", 1)[0])].append((size, c["value"]))
+            elif any(m.startswith("optimal") for m in models) or c["metric"] == "rp_optimal":
+                series[("RP with D*", models[0].rsplit("-", 1)[0])].append((size, c["value"]))
+            elif c["metric"] == "rp":
+                series[("RP", "~".join(m.rsplit("-", 1)[0] for m in models))].append((size, c["value"]))
+        if not series:
+            return None
+        plt = _plt()
+        kinds = sorted({k for k, _ in series})
+        fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.2), squeeze=False)
+        for ax, kind in zip(axes[0], kinds):
+            for (k, label), pts in sorted(series.items()):
+                if k == kind:
+                    pts = sorted(pts)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_xlabel("training images")
+            ax.set_title(kind, fontsize=9)
+            ax.legend(fontsize=6)
+        return self.save(fig, "regimes.png")
+
+    def fig_hyperplane(self):
+        """Figure 4: each model's map from the noise hyperplane to its nearest anchor image."""
+        cases = [c for c in self.cases if c["claim"] == "encoding" and c["metric"] == "neighbours"]
+        if not cases:
+            return None
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(cases), figsize=(3.2 * len(cases), 3.2), squeeze=False)
+        for ax, c in zip(axes[0], cases):
+            n = c["extra"]["points"]
+            nearest = np.asarray(c["extra"]["map"]).reshape(n, n)
+            sim = np.asarray(c["extra"]["similarity"]).reshape(n, n)
+            rgb = np.zeros((n, n, 3))
+            for k in range(3):
+                rgb[..., k] = (nearest == k) * np.clip(sim, 0, 1)
+            ax.imshow(rgb, origin="lower", extent=(-0.1, 1.1, -0.1, 1.1))
+            ax.set_title(f"{c['runs'][0]['model']}\nneighbour RP {c['value']:.2f}", fontsize=7)
+            ax.set_xlabel("alpha")
+            ax.set_ylabel("beta")
+        return self.save(fig, "hyperplane.png")
+
+    def fig_nfe(self):
+        """Figure 12: the same noises across NFE."""
+        cases = sorted((c for c in self.cases if c["claim"] == "NFE"), key=lambda c: c["runs"][0]["nfe"])
+        if not cases:
+            return None
+        rows = [(f"{c['runs'][0]['sampler']}@{c['runs'][0]['nfe']}", self.samples.get(c["extra"]["samples"][0]))
+                for c in cases]
+        last = cases[-1]
+        rows.append((f"{last['runs'][1]['sampler']}@{last['runs'][1]['nfe']}", self.samples.get(last["extra"]["samples"][1])))
+        plt = _plt()
+        fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.1 * len(rows)), squeeze=False)
+        for ax, (label, s) in zip(axes[:, 0], rows):
+            ax.imshow(np.concatenate(list(s.take(list(range(8)))), axis=1), interpolation="nearest")
+            ax.set_ylabel(label, rotation=0, ha="right", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return self.save(fig, "nfe.png")
+
+    def fig_worst(self):
+        """For every failing pair case: its worst pairs side by side with their similarity."""
+        failing = [c for c in self.cases if c["outcome"] == "failed" and len(c["extra"].get("samples", [])) == 2
+                   and c["worst"]]
+        if not failing:
+            return None
+        plt = _plt()
+        fig, axes = plt.subplots(len(failing), 1, figsize=(8, 1.3 * len(failing)), squeeze=False)
+        for ax, c in zip(axes[:, 0], failing):
+            a, b = (self.samples.get(h) for h in c["extra"]["samples"])
+            ids = [i for i, _ in c["worst"][:6]]
+            pairs = [np.concatenate([a.take([i])[0], b.take([i])[0]], axis=0) for i in ids]
+            ax.imshow(np.concatenate(pairs, axis=1), interpolation="nearest")
+            ax.set_title(c["id"] + "   " + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]), fontsize=6)
+            ax.axis("off")
+        return self.save(fig, "worst.png")
+
+    # --- page --------------------------------------------------------------------------------------
+    def build(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.add("Same noise, model beside model (Fig. 1, 16)", self.fig_grids, "no C2 pair case ran")
+        self.add("RP and MAE score matrices (Fig. 3, 14, 15)", self.fig_matrices, "fewer than two C2 models ran")
+        self.add("Regimes against training-set size (Fig. 2, 5, 8)", self.fig_regimes, "no C3 case ran")
+        self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran")
+        self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran")
+        self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
+        return self.write_html()
+
+    def write_html(self) -> Path:
+        meta = self.doc["meta"]
+        esc = html.escape
+        rows = "".join(
+            f"<tr class='{c['outcome']}'><td>{esc(c['outcome'])}</td><td>{esc(c['id'])}</td><td>{esc(c['source'])}</td>"
+            f"<td>{c['value']:.3g}</td><td>{esc(c['bar']['op'])} "
+            f"{esc(str(c['bar']['value']) if c['bar']['value'] is not None else ('%.3g' % c['versus']['value'] if c.get('versus') else '?'))}"
+            f"</td><td>{c['n']}</td><td>{esc(c['bar']['source'])}</td></tr>" for c in self.cases)
+        figs = "".join(f"<h3>{esc(t)}</h3>" + (f"<img src='{esc(n)}' alt='{esc(t)}'>" if n else f"<p class='none'>{esc(cap)}</p>")
+                       for t, cap, n in self.figures)
+        metadata = "".join(f"<tr><th>{esc(k)}</th><td>{esc(json.dumps(v) if isinstance(v, dict) else str(v))}</td></tr>"
+                           for k, v in meta.items())
+        failed = sum(c["outcome"] == "failed" for c in self.cases)
+        page = f"""<!doctype html><html><head><meta charset="utf-8"><title>samenoise report</title><style>
+body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.failed td{{background:#fdd}}
+tr.passed td{{background:#efe}} img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
+</style></head><body><h1>samenoise report</h1>
+<p>{len(self.cases)} claim cases, {failed} failed.</p><h2>Run</h2><table>{metadata}</table>
+<h2>Cases (failing first)</h2><table><tr><th>outcome</th><th>case</th><th>paper</th><th>measured</th><th>bar</th>
+<th>pairs</th><th>bar source</th></tr>{rows}</table><h2>Figures</h2>{figs}</body></html>"""
+        return atomic_write(self.out / "index.html", lambda f: f.write(page.encode()))
+
+
+def build_report(results: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    return Report(load_results(results), Samples(Path(cache_dir)), Path(out)).build()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", help="a results JSON written by `pytest bench`")
+    parser.add_argument("--cache-dir", default=".cache/samenoise", help="the run's sample store")
+    parser.add_argument("--out", default="reports/out", help="folder for index.html and the PNG figures")
+    args = parser.parse_args(argv)
+    try:
+        print(build_report(args.results, args.cache_dir, args.out))
+    except ReportError as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+if __name__ == "__main__":
+    main()
