@@ -75,6 +75,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated model names: run only the cases whose models are all among them")
     group.addoption("--cache-dir", default=DEFAULT_CACHE, help="sample store, embeddings and trained sweep models")
     group.addoption("--results", default=DEFAULT_RESULTS, help="the run's results JSON file")
+    group.addoption("--golden", action="append", default=[], metavar="FILE",
+                    help="golden file(s) to check --candidate against (bench/test_regression.py)")
+    group.addoption("--candidate", default=None, metavar="MODEL",
+                    help="zoo entry name or suite checkpoint folder checked against the golden file(s)")
+    group.addoption("--update-golden", action="store_true",
+                    help="record the golden file(s) from --candidate instead of comparing")
+    group.addoption("--golden-rp", type=float, default=0.6, help="RP score bar of the regression case (default 0.6)")
+    group.addoption("--golden-mae", type=float, default=0.6, help="MAE score bar of the regression case (default 0.6)")
     group.addoption("--report-dir", default="reports/out",
                     help="folder for the HTML report built after the run ('' to skip it)")
 

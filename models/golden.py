@@ -1,0 +1,95 @@
+"""Golden files for checkpoint regression: what a reference checkpoint made from the shared noise, at the
+content level (descriptor embeddings) plus small thumbnails, without the checkpoint itself.
+
+A golden file is one `.npz`: ids, float16 embeddings, uint8 thumbnails (at most 32 px) and a JSON header
+(noise-bank hash, sampler, NFE, grid, label, descriptor identity, model), with a sha256 over all of it.
+A candidate is compared only under the same noise bank, sampler, NFE, grid, label and descriptor.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from models.atomic import atomic_write
+
+FORMAT = "samenoise-golden/1"
+THUMBNAIL = 32  # largest thumbnail side kept in a golden file (pixels)
+MATCHED = ("bank_hash", "sampler", "nfe", "grid", "label", "descriptor")
+
+
+class GoldenError(ValueError):
+    """A golden file that cannot be used here; the message names the file and the problem."""
+
+
+def thumbnails(images: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
+    """uint8 NHWC images, downsized (PIL bilinear) when larger than `size`."""
+    if images.shape[1] <= size:
+        return np.ascontiguousarray(images, dtype=np.uint8)
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
+@dataclass
+class Golden:
+    model: str
+    bank_hash: str
+    sampler: str
+    nfe: int
+    grid: str
+    label: Optional[int]
+    descriptor: str
+    ids: np.ndarray = field(repr=False)
+    embeddings: np.ndarray = field(repr=False)  # (n, d) float16
+    thumbnails: np.ndarray = field(repr=False)  # (n, h, w, 3) uint8
+
+    def header(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("ids", "embeddings", "thumbnails")} | {
+            "format": FORMAT, "n": int(len(self.ids))}
+
+    @staticmethod
+    def _digest(header: dict, ids, emb, thumbs) -> str:
+        h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+        for a in (ids, emb, thumbs):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        ids = np.asarray(self.ids, dtype="<i8")
+        emb = np.asarray(self.embeddings, dtype="<f2")
+        thumbs = np.asarray(self.thumbnails, dtype=np.uint8)
+        header = self.header()
+        buf = io.BytesIO()
+        np.savez_compressed(buf, ids=ids, embeddings=emb, thumbnails=thumbs, header=np.array(json.dumps(header)),
+                            sha256=np.array(self._digest(header, ids, emb, thumbs)))
+        return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Golden":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                ids, emb, thumbs = z["ids"], z["embeddings"], z["thumbnails"]
+                header, digest = json.loads(str(z["header"])), str(z["sha256"])
+        except Exception as e:  # missing, truncated, not an archive, missing members
+            raise GoldenError(f"golden file {path} cannot be read ({type(e).__name__}: {e})") from e
+        if header.get("format") != FORMAT:
+            raise GoldenError(f"golden file {path} has format {header.get('format')!r}, expected {FORMAT!r}")
+        if cls._digest(header, ids, emb, thumbs) != digest:
+            raise GoldenError(f"golden file {path} fails its sha256: it was edited or damaged")
+        fields = {k: header[k] for k in ("model", "bank_hash", "sampler", "nfe", "grid", "label", "descriptor")}
+        return cls(**fields, ids=ids, embeddings=emb, thumbnails=thumbs)
+
+    def check_compatible(self, path, **run) -> None:
+        """Refuse a comparison made under another noise bank, sampler, NFE, grid, label or descriptor."""
+        for key in MATCHED:
+            if key in run and run[key] != getattr(self, key):
+                raise GoldenError(f"golden file {path} was made with {key} {getattr(self, key)!r}, this run uses "
+                                  f"{run[key]!r}; record a new golden file (--update-golden) or run with the same {key}")

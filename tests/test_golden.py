@@ -1,0 +1,87 @@
+"""Golden files: round trip, refusals, and the regression workflow on an embedded checkpoint."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoints import load_checkpoint, save_checkpoint
+from models.golden import Golden, GoldenError
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = "unet16-edm-m64"
+
+
+def golden(**kw):
+    base = dict(model="m", bank_hash="abc", sampler="dpm3", nfe=20, grid="edm", label=None, descriptor="sscd-int8@224",
+                ids=np.arange(4), embeddings=np.ones((4, 8), np.float16), thumbnails=np.zeros((4, 16, 16, 3), np.uint8))
+    return Golden(**(base | kw))
+
+
+def test_round_trip(tmp_path):
+    g = golden()
+    g.save(tmp_path / "g.npz")
+    back = Golden.load(tmp_path / "g.npz")
+    assert back.header() == g.header() and np.array_equal(back.embeddings, g.embeddings)
+
+
+@pytest.mark.parametrize("key, value", [("bank_hash", "other"), ("sampler", "heun"), ("nfe", 35),
+                                        ("descriptor", "sscd-mixup@320")])
+def test_a_golden_file_of_another_setting_is_refused_naming_it(tmp_path, key, value):
+    with pytest.raises(GoldenError, match=f"was made with {key} .* this run uses {value!r}"):
+        golden().check_compatible(tmp_path / "g.npz", **{key: value})
+
+
+def test_truncated_or_edited_files_are_refused(tmp_path):
+    path = golden().save(tmp_path / "g.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(GoldenError, match="g.npz cannot be read"):
+        Golden.load(path)
+    with np.load(golden().save(tmp_path / "h.npz")) as z:
+        members = dict(z)
+    members["embeddings"] = members["embeddings"] + np.float16(1)
+    np.savez(tmp_path / "h.npz", **members)
+    with pytest.raises(GoldenError, match="fails its sha256"):
+        Golden.load(tmp_path / "h.npz")
+
+
+def run_regression(tmp_path, candidate, *extra):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "bench/test_regression.py",
+                           "--candidate", str(candidate), "--golden", str(tmp_path / "ref.npz"), "--noises", "16",
+                           "--cache-dir", str(tmp_path / "cache"), "--results", str(tmp_path / "results.json"),
+                           "--report-dir", "", *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
+    out = run_regression(tmp_path, REFERENCE, "--update-golden")
+    assert out.returncode == 0, out.stdout[-2000:]
+    size = (tmp_path / "ref.npz").stat().st_size
+    assert size < 64 * 1024  # 16 noises
+    # the same checkpoint re-saved in float32 passes
+    src = ROOT / "models" / "embedded" / REFERENCE
+    net, meta = load_checkpoint(src)
+    resaved = save_checkpoint(tmp_path / "float32", net, meta, torch.float32)
+    out = run_regression(tmp_path, resaved)
+    assert out.returncode == 0, out.stdout[-2000:]
+    # weights perturbed until the content changes fail, naming the worst noise ids
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * p.std().nan_to_num(0) * 0.5)
+    broken = save_checkpoint(tmp_path / "perturbed", net, meta)
+    out = run_regression(tmp_path, broken)
+    assert out.returncode == 1 and "< 0.6 over 16 noises [regression golden file" in out.stdout
+    assert "worst noise ids" in out.stdout
+    # a golden file recorded under another sampler is refused, naming the mismatch
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text(f'[models.heun-variant]\nsource = "{src}"\nkernel = "edm"\nprediction = "edm"\n'
+                   f'time_input = "log-sigma"\nsampler = "heun"\nnfe = 35\nimage_size = 16\n')
+    out = run_regression(tmp_path, "heun-variant", "--zoo", str(zoo))
+    assert out.returncode == 1 and "was made with sampler 'dpm3', this run uses 'heun'" in out.stdout
