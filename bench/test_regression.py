@@ -36,7 +36,7 @@ def test_regression(golden_file, pytestconfig, measure, descriptor, claim):
         bank = measure.bank(m.sample_shape, pytestconfig.getoption("--noises"))
         s = measure.sample(run, len(bank), bank=bank)
         Golden(model=entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid="edm", label=None,
-               descriptor=descriptor.identity, ids=s.ids, embeddings=measure.embed(s.images).numpy().astype("float16"),
+               descriptor=descriptor.identity, ids=s.ids, embeddings=measure.embed(s.images).numpy(),
                thumbnails=thumbnails(s.images)).save(golden_file)
         return
     golden = Golden.load(golden_file)

@@ -1,7 +1,8 @@
 """Golden files for checkpoint regression: what a reference checkpoint made from the shared noise, at the
 content level (descriptor embeddings) plus small thumbnails, without the checkpoint itself.
 
-A golden file is one `.npz`: ids, float16 embeddings, uint8 thumbnails (at most 32 px) and a JSON header
+A golden file is one `.npz`: ids, embeddings quantized to int8 with one float16 scale per row (cosine
+similarities change by about 1e-3), uint8 thumbnails (at most 16 px) and a JSON header
 (noise-bank hash, sampler, NFE, grid, label, descriptor identity, model), with a sha256 over all of it.
 A candidate is compared only under the same noise bank, sampler, NFE, grid, label and descriptor.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from models.atomic import atomic_write
 
 FORMAT = "samenoise-golden/1"
-THUMBNAIL = 32  # largest thumbnail side kept in a golden file (pixels)
+THUMBNAIL = 16  # largest thumbnail side kept in a golden file (pixels); MAE is measured at this size
 MATCHED = ("bank_hash", "sampler", "nfe", "grid", "label", "descriptor")
 
 
@@ -47,7 +48,7 @@ class Golden:
     label: Optional[int]
     descriptor: str
     ids: np.ndarray = field(repr=False)
-    embeddings: np.ndarray = field(repr=False)  # (n, d) float16
+    embeddings: np.ndarray = field(repr=False)  # (n, d) float32 (stored as int8 with a float16 scale per row)
     thumbnails: np.ndarray = field(repr=False)  # (n, h, w, 3) uint8
 
     def header(self) -> dict:
@@ -63,12 +64,16 @@ class Golden:
 
     def save(self, path: str | os.PathLike) -> Path:
         ids = np.asarray(self.ids, dtype="<i8")
-        emb = np.asarray(self.embeddings, dtype="<f2")
+        emb = np.asarray(self.embeddings, dtype=np.float32)
+        scale = (np.abs(emb).max(axis=1, keepdims=True) / 127).clip(1e-12).astype("<f2")
+        q = np.round(emb / scale.astype(np.float32)).clip(-127, 127).astype(np.int8)
         thumbs = np.asarray(self.thumbnails, dtype=np.uint8)
         header = self.header()
         buf = io.BytesIO()
-        np.savez_compressed(buf, ids=ids, embeddings=emb, thumbnails=thumbs, header=np.array(json.dumps(header)),
-                            sha256=np.array(self._digest(header, ids, emb, thumbs)))
+        np.savez_compressed(buf, ids=ids, embeddings=q, scale=scale, thumbnails=thumbs,
+                            header=np.array(json.dumps(header)),
+                            sha256=np.array(self._digest(header, ids, np.concatenate([q.view(np.uint8),
+                                                                                     scale.view(np.uint8)], 1), thumbs)))
         return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
     @classmethod
@@ -76,13 +81,14 @@ class Golden:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
-                ids, emb, thumbs = z["ids"], z["embeddings"], z["thumbnails"]
+                ids, q, scale, thumbs = z["ids"], z["embeddings"], z["scale"], z["thumbnails"]
                 header, digest = json.loads(str(z["header"])), str(z["sha256"])
+            emb = q.astype(np.float32) * scale.astype(np.float32)
         except Exception as e:  # missing, truncated, not an archive, missing members
             raise GoldenError(f"golden file {path} cannot be read ({type(e).__name__}: {e})") from e
         if header.get("format") != FORMAT:
             raise GoldenError(f"golden file {path} has format {header.get('format')!r}, expected {FORMAT!r}")
-        if cls._digest(header, ids, emb, thumbs) != digest:
+        if cls._digest(header, ids, np.concatenate([q.view(np.uint8), scale.view(np.uint8)], 1), thumbs) != digest:
             raise GoldenError(f"golden file {path} fails its sha256: it was edited or damaged")
         fields = {k: header[k] for k in ("model", "bank_hash", "sampler", "nfe", "grid", "label", "descriptor")}
         return cls(**fields, ids=ids, embeddings=emb, thumbnails=thumbs)
