@@ -229,6 +229,47 @@ class Report:
             ax.set_yticks([])
         return self.save(fig, "nfe.png")
 
+    def fig_inverse(self):
+        """Figure 7: the observation, the truth and each model's DPS result, for the first noises."""
+        from models.datasets import embedded_photos
+        from models.inverse import make_mask
+
+        cases = [c for c in self.cases if c["claim"] == "C4" and c["params"].get("mask") and not c.get("versus_runs")]
+        if not cases:
+            return None
+        plt = _plt()
+        fig, axes = plt.subplots(len(cases), 1, figsize=(8, 2.0 * len(cases)), squeeze=False)
+        for ax, c in zip(axes[:, 0], cases):
+            a, b = (self.samples.get(h) for h in c["extra"]["samples"])
+            size = a.images.shape[1]
+            truth = embedded_photos(8, size=size, seed=1).images  # bench/test_c4_variants.py INVERSE_TRUTH_SEED
+            keep = make_mask(c["params"]["mask"], size)[0, 0].numpy()[..., None]
+            observed = (truth * keep + 127 * (1 - keep)).astype(np.uint8)
+            rows = [np.concatenate(list(r), axis=1) for r in (observed, truth, a.take(range(8)), b.take(range(8)))]
+            ax.imshow(np.concatenate(rows, axis=0), interpolation="nearest")
+            ax.set_title(f"{c['params']['mask']}: observation / truth / {c['runs'][0]['model']} / "
+                         f"{c['runs'][1]['model']} (RP {c['value']:.2f})", fontsize=7)
+            ax.axis("off")
+        return self.save(fig, "inverse.png")
+
+    def fig_conditional(self):
+        """Figures 6, 20, 21: one noise under every label, for each conditional model."""
+        cases = [c for c in self.cases if c["metric"] == "rp_cond"]
+        if not cases:
+            return None
+        c = cases[0]
+        hashes = c["extra"]["samples"]
+        half = len(hashes) // 2
+        plt = _plt()
+        fig, axes = plt.subplots(2, 1, figsize=(8, 5), squeeze=False)
+        for ax, run, group in zip(axes[:, 0], c["runs"], (hashes[:half], hashes[half:])):
+            sets = [self.samples.get(h) for h in group]
+            rows = [np.concatenate(list(s.take(range(8))), axis=1) for s in sets]  # a row per label, noises 0-7
+            ax.imshow(np.concatenate(rows, axis=0), interpolation="nearest")
+            ax.set_title(f"{run['model']}: rows = labels 0-{len(sets) - 1}, columns = noise ids 0-7", fontsize=7)
+            ax.axis("off")
+        return self.save(fig, "conditional.png")
+
     def fig_worst(self):
         """For every failing pair case: its worst pairs side by side with their similarity."""
         failing = [c for c in self.cases if c["outcome"] == "failed" and len(c["extra"].get("samples", [])) == 2
@@ -254,6 +295,8 @@ class Report:
         self.add("Regimes against training-set size (Fig. 2, 5, 8)", self.fig_regimes, "no C3 case ran")
         self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran")
         self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran")
+        self.add("Inpainting by deterministic DPS (Fig. 7)", self.fig_inverse, "no inverse-problem case ran")
+        self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran")
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
         return self.write_html()
 
