@@ -1,6 +1,9 @@
 """Training steps/s and sampling images/s per embedded architecture (pytest-benchmark; figures, not asserts)."""
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,15 +13,18 @@ from models.noise import NoiseBank
 from models.sampling import generate
 from models.training import TrainConfig, Trainer
 
-ARCHS = {"unet-32": ("unet", {"base_channels": 32}), "unet-64": ("unet", {"base_channels": 64}),
-         "uvit": ("uvit", {"dim": 128, "depth": 7})}
+CONFIGS = Path(__file__).resolve().parents[1] / "models" / "embedded" / "configs"
+ARCHS = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")  # the embedded zoo's three architectures
 BATCH = 64
 
 
-@pytest.mark.parametrize("name", sorted(ARCHS))
+def config(name: str) -> TrainConfig:
+    return TrainConfig(**tomllib.loads((CONFIGS / f"{name}.toml").read_text()) | {"batch_size": BATCH})
+
+
+@pytest.mark.parametrize("name", ARCHS)
 def test_training_step_throughput(benchmark, tmp_path, device, name):
-    arch, options = ARCHS[name]
-    trainer = Trainer(TrainConfig(arch=arch, arch_options=options, image_size=16, batch_size=BATCH), tmp_path, device)
+    trainer = Trainer(config(name), tmp_path, device)
 
     def step():
         loss = trainer.loss()
@@ -33,10 +39,9 @@ def test_training_step_throughput(benchmark, tmp_path, device, name):
     record(benchmark, steps_per_s=lambda t: 1 / t)
 
 
-@pytest.mark.parametrize("name", sorted(ARCHS))
+@pytest.mark.parametrize("name", ARCHS)
 def test_sampling_throughput(benchmark, tmp_path, device, name):
-    arch, options = ARCHS[name]
-    trainer = Trainer(TrainConfig(arch=arch, arch_options=options, image_size=16), tmp_path, device)
+    trainer = Trainer(config(name), tmp_path, device)
     D = trainer.D
     trainer.net.eval()
     bank = NoiseBank.draw(0, (3, 16, 16), n=BATCH)
