@@ -1,6 +1,5 @@
 """C4: conditional models (Sec. 4, Fig. 6, Appendix E), inverse problems by deterministic DPS (Fig. 7,
 Appendix F) and partial fine-tuning (Fig. 8, Appendix G)."""
-import numpy as np
 import pytest
 import torch
 

@@ -26,7 +26,7 @@ def hyperplane_samples(measure, run, points: int):
 @pytest.mark.parametrize("case", as_params(HYPERPLANE))
 def test_hyperplane(case, measure, claim):
     points = case.params["points"]
-    maps, keys = [], []
+    maps = []
     for run in case.runs:
         anchors, grid = hyperplane_samples(measure, run, points)
         maps.append((hyperplane_map(measure.embed(anchors.images), measure.embed(grid.images)), grid))

@@ -11,7 +11,7 @@ import torch
 
 from cases import Bar, Case, Run
 from fixtures.results import Measured
-from models.golden import Golden, GoldenError, thumbnails
+from models.golden import Golden, thumbnails
 from models.scores import MAEScore, RPScore
 
 

@@ -1,7 +1,7 @@
 """Real-weight cases (Appendix A.1, A.2 and the CIFAR-10 models of Table 1). Their models come from a zoo file
 passed with --zoo (models/real.toml names the published checkpoints); a case whose model is absent is skipped
 with what to provide."""
-from cases import Bar, Case, Run, score_bar
+from cases import Case, Run, score_bar
 from models.scores import SSCD_THRESHOLD_LARGE
 
 REAL_ZOO = "models/real.toml"

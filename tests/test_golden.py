@@ -1,7 +1,5 @@
 """Golden files: round trip, refusals, and the regression workflow on an embedded checkpoint."""
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
