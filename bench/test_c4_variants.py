@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cases.variants import CONDITIONAL, FINETUNE, INVERSE
-from fixtures.measure import IMAGE_SIZE, as_params
+from fixtures.measure import IMAGE_SIZE, as_params, worst_pairs
 from fixtures.results import Measured
 from models.datasets import embedded_photos
 from models.inverse import dps_runner, make_mask
@@ -21,9 +21,6 @@ def class_samples(measure, case, run):
     return [measure.sample(run, measure.n(case), label=c) for c in range(m.num_classes)]
 
 
-def _worst(pairs):
-    return [(int(i), round(float(v), 4)) for i, v in zip(pairs.ids[:16], pairs.values[:16])]
-
 
 @pytest.mark.parametrize("case", as_params(CONDITIONAL))
 def test_conditional(case, measure, claim):
@@ -34,7 +31,7 @@ def test_conditional(case, measure, claim):
             labels = torch.full((len(sa.ids),), c)
             metric.update(measure.embed(sa.images), measure.embed(sb.images), torch.from_numpy(sa.ids),
                           torch.from_numpy(sb.ids), labels, labels)
-        claim(case, Measured(float(metric.compute()), len(metric.pairs().ids), _worst(metric.pairs()),
+        claim(case, Measured(float(metric.compute()), len(metric.pairs().ids), worst_pairs(metric.pairs()),
                              {"samples": [key_hash(s.key) for s in a + b]}))
     elif case.metric == "rp_between":
         uncond = measure.sample(case.runs[0], measure.n(case))
@@ -42,7 +39,7 @@ def test_conditional(case, measure, claim):
         metric = RPBetweenScore()
         metric.update(measure.embed(uncond.images), torch.from_numpy(uncond.ids),
                       torch.stack([measure.embed(s.images) for s in cond]), torch.from_numpy(cond[0].ids))
-        claim(case, Measured(float(metric.compute()), len(uncond.ids), _worst(metric.pairs()),
+        claim(case, Measured(float(metric.compute()), len(uncond.ids), worst_pairs(metric.pairs()),
                              {"samples": [key_hash(uncond.key)] + [key_hash(s.key) for s in cond]}))
     else:  # layout_mae: 4 x 4 mean colours, same noise / other label against other noise / same label
         sets = class_samples(measure, case, case.runs[0])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cases import Bar, Case, Run
+from fixtures.measure import worst_pairs
 from fixtures.results import Measured
 from models.golden import Golden, thumbnails
 from models.scores import MAEScore, RPScore
@@ -20,9 +21,6 @@ def pytest_generate_tests(metafunc):
         files = metafunc.config.getoption("--golden") or [None]
         metafunc.parametrize("golden_file", files, ids=[f"regression/{f}" if f else "regression" for f in files])
 
-
-def _worst(pairs):
-    return [(int(i), round(float(v), 4)) for i, v in zip(pairs.ids[:16], pairs.values[:16])]
 
 
 def test_regression(golden_file, pytestconfig, measure, descriptor, claim):
@@ -58,7 +56,7 @@ def test_regression(golden_file, pytestconfig, measure, descriptor, claim):
     failures = []
     for case, metric in zip(cases, (rp, mae)):
         try:
-            claim(case, Measured(float(metric.compute()), len(ids), _worst(metric.pairs())))
+            claim(case, Measured(float(metric.compute()), len(ids), worst_pairs(metric.pairs())))
         except pytest.fail.Exception as e:
             failures.append(str(e))
     if failures:

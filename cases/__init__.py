@@ -94,6 +94,3 @@ class Case:
     def models(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(r.model for r in self.runs + self.versus))
 
-
-def ids(cases) -> list[str]:
-    return [c.id for c in cases]

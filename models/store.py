@@ -79,6 +79,14 @@ class SampleStore:
         path = self.path(key)
         if not path.is_file():
             return None
+        found = self.read(path)
+        if json.loads(json.dumps(key, sort_keys=True, default=str)) != found.key:
+            raise StoreError(f"sample store entry {path} holds another key; delete it")
+        return found
+
+    @staticmethod
+    def read(path: Path) -> SampleSet:
+        """One entry file, checked for its format, its key's hash (its file name) and its images' sha256."""
         try:
             with np.load(path, allow_pickle=False) as z:
                 images, ids, nfe = z["images"], z["ids"], int(z["nfe"])
@@ -87,7 +95,7 @@ class SampleStore:
             raise StoreError(f"sample store entry {path} cannot be read ({type(e).__name__}: {e}); delete it") from e
         if fmt != FORMAT:
             raise StoreError(f"sample store entry {path} has format {fmt!r}, expected {FORMAT!r}; delete it")
-        if json.loads(json.dumps(key, sort_keys=True, default=str)) != stored_key:
+        if key_hash(stored_key) != path.stem:
             raise StoreError(f"sample store entry {path} holds another key; delete it")
         if hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest() != digest:
             raise StoreError(f"sample store entry {path} fails its sha256: the file was modified; delete it")

@@ -51,15 +51,9 @@ class Samples:
         if not path.is_file():
             raise ReportError(f"sample store entry {path} is missing (was the run's --cache-dir another folder?)")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                key = json.loads(str(z["key"]))
-        except Exception as e:
-            raise ReportError(f"sample store entry {path} cannot be read ({type(e).__name__})") from e
-        try:
-            found = SampleStore(self.root.parent).get(key)
+            return SampleStore.read(path)
         except StoreError as e:
             raise ReportError(str(e)) from e
-        return found
 
 
 def _plt():
