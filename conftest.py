@@ -38,6 +38,9 @@ def _check_options(config: pytest.Config) -> None:
     """Bad options stop the run before collection, with what is wrong and what is valid."""
     if config.getoption("--noises") < 1:
         raise pytest.UsageError(f"--noises must be at least 1, got {config.getoption('--noises')}")
+    for name in ("--golden-rp", "--golden-mae"):
+        if not 0 <= config.getoption(name) <= 1:
+            raise pytest.UsageError(f"{name} is a score bar between 0 and 1, got {config.getoption(name)}")
     cache = Path(config.getoption("--cache-dir"))
     try:
         cache.mkdir(parents=True, exist_ok=True)

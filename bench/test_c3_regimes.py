@@ -20,9 +20,8 @@ def measure_runs(measure, case, runs, size=None):
         return measure.pair(case, runs)
     if case.metric == "gl":
         return measure.gl(measure.sample(runs[0], measure.n(case)), size)
-    if case.metric == "rp_optimal":
-        n = case.params["size"]
-        return measure.pair(case, (runs[0], Run(f"optimal-n{n}")), "rp")
+    if case.metric == "rp_optimal":  # D* on the same training set as the model
+        return measure.pair(case, (runs[0], Run(f"optimal-n{size}")), "rp")
     if case.metric == "loss":
         return final_loss(measure, runs[0], case.params["last_steps"])
     raise ValueError(f"unknown metric {case.metric!r} in a C3 case")
@@ -49,7 +48,8 @@ def test_regime(case, measure, claim):
     measured = measure_runs(measure, case, case.runs, size_of(case) or case.params.get("size"))
     versus = None
     if case.versus:
-        versus = measure_runs(measure, case, case.versus, size_of(case, "versus_dataset"))
+        versus = measure_runs(measure, case, case.versus,
+                              size_of(case, "versus_dataset") or case.params.get("versus_size"))
     claim(case, measured, versus)
 
 

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from cases.variants import CONDITIONAL, FINETUNE, INVERSE
-from fixtures.measure import IMAGE_SIZE, as_params, worst_pairs
+from fixtures.measure import IMAGE_SIZE, as_params, sample_extra, worst_pairs
 from fixtures.results import Measured
 from models.datasets import embedded_photos
 from models.inverse import dps_runner, make_mask
 from models.scores import MAEScore, RPBetweenScore, RPScore
-from models.store import key_hash
 
 INVERSE_TRUTH_SEED = 1  # observations come from thumbnails cut with another seed than the training sets (seed 0)
 
@@ -32,7 +31,7 @@ def test_conditional(case, measure, claim):
             metric.update(measure.embed(sa.images), measure.embed(sb.images), torch.from_numpy(sa.ids),
                           torch.from_numpy(sb.ids), labels, labels)
         claim(case, Measured(float(metric.compute()), len(metric.pairs().ids), worst_pairs(metric.pairs()),
-                             {"samples": [key_hash(s.key) for s in a + b]}))
+                             sample_extra(*a, *b)))
     elif case.metric == "rp_between":
         uncond = measure.sample(case.runs[0], measure.n(case))
         cond = class_samples(measure, case, case.runs[1])
@@ -40,7 +39,7 @@ def test_conditional(case, measure, claim):
         metric.update(measure.embed(uncond.images), torch.from_numpy(uncond.ids),
                       torch.stack([measure.embed(s.images) for s in cond]), torch.from_numpy(cond[0].ids))
         claim(case, Measured(float(metric.compute()), len(uncond.ids), worst_pairs(metric.pairs()),
-                             {"samples": [key_hash(uncond.key)] + [key_hash(s.key) for s in cond]}))
+                             sample_extra(uncond, *cond)))
     else:  # layout_mae: 4 x 4 mean colours, same noise / other label against other noise / same label
         sets = class_samples(measure, case, case.runs[0])
         pool = case.params["pool"]

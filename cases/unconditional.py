@@ -2,7 +2,7 @@
 from itertools import combinations
 
 from cases import Case, Run, score_bar
-from cases.embedded import KERNELS_M64, L2048, M64, STUDENT, TEACHER
+from cases.embedded import KERNELS_M64, L2048, M64, RESEEDED, STUDENT, TEACHER
 
 SOURCE = "Sec. 2.1, Fig. 3, Appendix B (Fig. 14, 15)"
 
@@ -15,6 +15,10 @@ C2 = [Case("C2", SOURCE, metric, (Run(a), Run(b)), score_bar()) for a, b in PAIR
 # Training procedure: from scratch (DPM-Solver, NFE 20) vs progressively distilled (its own 4-step DDIM).
 C2 += [Case("C2", SOURCE + ", Table 1 (distilled)", metric, (Run(TEACHER), Run(STUDENT, "ddim", 4)), score_bar())
        for metric in ("rp", "mae")]
+
+# Training seed: the same architecture and data retrained from another seed, in each regime.
+C2 += [Case("C2", SOURCE + "; Sec. 1 (regardless of weight initialization)", metric, (Run(a), Run(b)), score_bar())
+       for a, b in RESEEDED.items() for metric in ("rp", "mae")]
 
 # Sampler: one generalization-regime model under DPM-Solver++(3M), Heun and DDIM.
 SAMPLER_RUNS = (Run("unet32-edm-l2048", "dpm3", 20), Run("unet32-edm-l2048", "heun", 35),

@@ -26,17 +26,49 @@ class ReportError(ValueError):
     """A results file or store entry the report cannot use; the message names the file and the problem."""
 
 
+# what the report reads from each case record, with the types it needs (checked before anything is drawn)
+CASE_FIELDS = {"id": str, "claim": str, "source": str, "metric": str, "value": (int, float), "n": int, "bar": dict,
+               "passed": bool, "outcome": str, "runs": list, "params": dict, "worst": list, "extra": dict}
+BAR_FIELDS = ("op", "value", "source")
+
+
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """A results file written by `pytest bench`, checked field by field; anything else is refused by name."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ReportError(f"{path}: cannot read the results file ({e})") from e
-    fmt = doc.get("meta", {}).get("format") if isinstance(doc, dict) else None
+    fmt = doc.get("meta", {}).get("format") if isinstance(doc, dict) and isinstance(doc.get("meta"), dict) else None
     if fmt != RESULTS_FORMAT:
-        raise ReportError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} (an older or foreign file)")
+        name, _, version = str(fmt).partition("/")
+        ours, current = RESULTS_FORMAT.split("/")
+        if name != ours or not version.isdigit():
+            kind = "a foreign file"
+        elif int(version) < int(current):
+            kind = "an older version of the format; rerun `pytest bench` to remake it"
+        else:
+            kind = "a newer version of the format; update samenoise to read it"
+        raise ReportError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} ({kind})")
+    if not isinstance(doc.get("meta").get("noises"), int):
+        raise ReportError(f"{path}: meta has no integer 'noises'")
     if not isinstance(doc.get("cases"), list):
         raise ReportError(f"{path}: no 'cases' list")
+    for k, case in enumerate(doc["cases"]):
+        where = f"{path}: case {k} ({case.get('id', '?') if isinstance(case, dict) else repr(case)})"
+        if not isinstance(case, dict):
+            raise ReportError(f"{where} is not an object")
+        for name, kind in CASE_FIELDS.items():
+            if name not in case:
+                raise ReportError(f"{where} has no '{name}'")
+            value = case[name]
+            if not isinstance(value, kind) or (kind == (int, float) and isinstance(value, bool)):
+                raise ReportError(f"{where}: '{name}' is {value!r}, expected {getattr(kind, '__name__', 'a number')}")
+        missing = [f for f in BAR_FIELDS if f not in case["bar"]]
+        if missing:
+            raise ReportError(f"{where}: 'bar' lacks {missing}")
+        if case["outcome"] not in ("passed", "failed"):
+            raise ReportError(f"{where}: outcome {case['outcome']!r} is not 'passed' or 'failed'")
     return doc
 
 
@@ -89,13 +121,15 @@ class Report:
         return name
 
     def add(self, title: str, draw, missing: str) -> None:
-        """Draw a figure, or record why it is absent (the part did not run, or its data is incomplete)."""
+        """Draw a figure, or record why it is absent (the part did not run, or its data is incomplete). A draw
+        returns the PNG name, None (nothing ran), or (name, note) when it shows only part of the run's data."""
         try:
             name = draw()
         except ReportError as e:
             self.figures.append((title, f"not drawn: {e}", None))
             return
-        self.figures.append((title, "" if name else missing, name))
+        name, note = name if isinstance(name, tuple) else (name, "")
+        self.figures.append((title, note if name else missing, name))
 
     # --- figures --------------------------------------------------------------------------------
     def pair_cases(self, claim: str, metric: str):
@@ -104,7 +138,7 @@ class Report:
 
     def fig_grids(self):
         """Figures 1 and 16: 8 x 8 grids from noise ids 0-63, model beside model."""
-        seen, grids = set(), []
+        seen, grids, short = set(), [], []
         for c in self.pair_cases("C2", "rp"):
             for run, h in zip(c["runs"], c["extra"]["samples"]):
                 label = f"{run['model']} {run['sampler']}@{run['nfe']}"
@@ -112,6 +146,8 @@ class Report:
                     seen.add(label)
                     s = self.samples.get(h)
                     ids = [i for i in range(64) if i in set(s.ids.tolist())]
+                    if len(ids) < 64:
+                        short.append(f"{label} ({len(ids)})")
                     grids.append((label, _grid(s.take(ids))))
         if not grids:
             return None
@@ -124,7 +160,9 @@ class Report:
         for ax, (label, img) in zip(axes.flat, grids):
             ax.imshow(img, interpolation="nearest")
             ax.set_title(label, fontsize=7)
-        return self.save(fig, "grids.png")
+        note = (f"partial: the run sampled fewer than the 64 noise ids of a full grid for {', '.join(short)}; "
+                f"the empty cells were not sampled" if short else "")
+        return self.save(fig, "grids.png"), note
 
     def fig_matrices(self):
         """Figures 3, 14, 15: RP and MAE score matrices over every model pair of the run."""
@@ -156,18 +194,18 @@ class Report:
 
     def fig_regimes(self):
         """Figures 2, 5, 8: RP between models, RP with D* and GL against the training-set size."""
-        series = defaultdict(list)
+        series = defaultdict(dict)  # (panel, line) -> {size: value}; a case's own side is measured at its size
         for c in self.cases:
             size = c["params"].get("size")
-            if c["claim"] != "C3" or size is None or c.get("versus_runs"):
+            if c["claim"] != "C3" or size is None:
                 continue
             models = [r["model"] for r in c["runs"]]
             if c["metric"] == "gl":
-                series[("GL", models[0].rsplit("-", 1)[0])].append((size, c["value"]))
+                series[("GL", models[0].rsplit("-", 1)[0])][size] = c["value"]
             elif any(m.startswith("optimal") for m in models) or c["metric"] == "rp_optimal":
-                series[("RP with D*", models[0].rsplit("-", 1)[0])].append((size, c["value"]))
+                series[("RP with D*", models[0].rsplit("-", 1)[0])][size] = c["value"]
             elif c["metric"] == "rp":
-                series[("RP", "~".join(m.rsplit("-", 1)[0] for m in models))].append((size, c["value"]))
+                series[("RP", "~".join(m.rsplit("-", 1)[0] for m in models))][size] = c["value"]
         if not series:
             return None
         plt = _plt()
@@ -176,7 +214,7 @@ class Report:
         for ax, kind in zip(axes[0], kinds):
             for (k, label), pts in sorted(series.items()):
                 if k == kind:
-                    pts = sorted(pts)
+                    pts = sorted(pts.items())
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
             ax.set_xscale("log", base=2)
             ax.set_ylim(-0.05, 1.05)
@@ -264,22 +302,53 @@ class Report:
             ax.axis("off")
         return self.save(fig, "conditional.png")
 
+    def worst_pair_images(self, c) -> tuple[np.ndarray, np.ndarray]:
+        """The worst pairs' images of a failing case: both from the store, or (regression) the candidate's
+        samples thumbnailed beside the golden file's thumbnails."""
+        ids = [i for i, _ in c["worst"][:6]]
+        golden = c["extra"].get("golden")
+        if golden is None:
+            a, b = (self.samples.get(h) for h in c["extra"]["samples"])
+            return a.take(ids), b.take(ids)
+        from models.golden import Golden, GoldenError, thumbnails
+        from models.store import file_sha256
+
+        path = Path(golden["path"])
+        try:
+            if file_sha256(path) != golden["sha256"]:
+                raise ReportError(f"golden file {path} changed since the run (sha256 differs)")
+            g = Golden.load(path)
+        except (OSError, GoldenError) as e:
+            raise ReportError(f"golden file {path} cannot be used ({e})") from e
+        pos = {int(i): k for k, i in enumerate(g.ids)}
+        return thumbnails(self.samples.get(c["extra"]["samples"][0]).take(ids)), g.thumbnails[[pos[i] for i in ids]]
+
     def fig_worst(self):
-        """For every failing pair case: its worst pairs side by side with their similarity."""
-        failing = [c for c in self.cases if c["outcome"] == "failed" and len(c["extra"].get("samples", [])) == 2
-                   and c["worst"]]
+        """For every failing pair case (and failing checkpoint regression): its worst pairs side by side with
+        their similarity; cases whose samples are gone are named instead of drawn."""
+        failing = [c for c in self.cases if c["outcome"] == "failed" and c["worst"] and
+                   (len(c["extra"].get("samples", [])) == 2 or c["extra"].get("golden"))]
         if not failing:
             return None
+        drawn, skipped = [], []
+        for c in failing:
+            try:
+                drawn.append((c, self.worst_pair_images(c)))
+            except (ReportError, StoreError) as e:
+                skipped.append(f"{c['id']}: {e}")
+        if not drawn:
+            raise ReportError("; ".join(skipped))
         plt = _plt()
-        fig, axes = plt.subplots(len(failing), 1, figsize=(8, 1.3 * len(failing)), squeeze=False)
-        for ax, c in zip(axes[:, 0], failing):
-            a, b = (self.samples.get(h) for h in c["extra"]["samples"])
-            ids = [i for i, _ in c["worst"][:6]]
-            pairs = [np.concatenate([a.take([i])[0], b.take([i])[0]], axis=0) for i in ids]
+        fig, axes = plt.subplots(len(drawn), 1, figsize=(8, 1.3 * len(drawn)), squeeze=False)
+        for ax, (c, (a, b)) in zip(axes[:, 0], drawn):
+            pairs = [np.concatenate([x, y], axis=0) for x, y in zip(a, b)]
             ax.imshow(np.concatenate(pairs, axis=1), interpolation="nearest")
-            ax.set_title(c["id"] + "   " + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]), fontsize=6)
+            under = "  (top: candidate, bottom: golden)" if c["extra"].get("golden") else ""
+            ax.set_title(c["id"] + "   " + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]) + under,
+                         fontsize=6)
             ax.axis("off")
-        return self.save(fig, "worst.png")
+        note = ("partial: not drawn for " + "; ".join(skipped)) if skipped else ""
+        return self.save(fig, "worst.png"), note
 
     # --- page --------------------------------------------------------------------------------------
     def build(self) -> Path:
@@ -302,8 +371,8 @@ class Report:
             f"<td>{c['value']:.3g}</td><td>{esc(c['bar']['op'])} "
             f"{esc(str(c['bar']['value']) if c['bar']['value'] is not None else ('%.3g' % c['versus']['value'] if c.get('versus') else '?'))}"
             f"</td><td>{c['n']}</td><td>{esc(c['bar']['source'])}</td></tr>" for c in self.cases)
-        figs = "".join(f"<h3>{esc(t)}</h3>" + (f"<img src='{esc(n)}' alt='{esc(t)}'>" if n else f"<p class='none'>{esc(cap)}</p>")
-                       for t, cap, n in self.figures)
+        figs = "".join(f"<h3>{esc(t)}</h3>" + (f"<img src='{esc(n)}' alt='{esc(t)}'>" if n else "")
+                       + (f"<p class='none'>{esc(cap)}</p>" if cap else "") for t, cap, n in self.figures)
         metadata = "".join(f"<tr><th>{esc(k)}</th><td>{esc(json.dumps(v) if isinstance(v, dict) else str(v))}</td></tr>"
                            for k, v in meta.items())
         failed = sum(c["outcome"] == "failed" for c in self.cases)

@@ -1,4 +1,5 @@
 """Golden files: round trip, refusals, and the regression workflow on an embedded checkpoint."""
+import json
 import os
 import subprocess
 import sys
@@ -49,12 +50,17 @@ def test_truncated_or_edited_files_are_refused(tmp_path):
         Golden.load(tmp_path / "h.npz")
 
 
-def run_regression(tmp_path, candidate, *extra):
+def run_regression(tmp_path, candidate, *extra, golden="ref.npz"):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "bench/test_regression.py",
-                           "--candidate", str(candidate), "--golden", str(tmp_path / "ref.npz"), "--noises", "16",
+                           "--candidate", str(candidate), "--golden", str(tmp_path / golden), "--noises", "16",
                            "--cache-dir", str(tmp_path / "cache"), "--results", str(tmp_path / "results.json"),
                            "--report-dir", "", *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def outcomes(tmp_path) -> dict:
+    cases = json.loads((tmp_path / "results.json").read_text())["cases"]
+    return {c["metric"]: (c["passed"], c["value"]) for c in cases}
 
 
 def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
@@ -67,7 +73,7 @@ def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
     net, meta = load_checkpoint(src)
     resaved = save_checkpoint(tmp_path / "float32", net, meta, torch.float32)
     out = run_regression(tmp_path, resaved)
-    assert out.returncode == 0, out.stdout[-2000:]
+    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-2000:]
     # weights perturbed until the content changes fail, naming the worst noise ids
     torch.manual_seed(0)
     with torch.no_grad():
@@ -76,10 +82,23 @@ def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
     broken = save_checkpoint(tmp_path / "perturbed", net, meta)
     out = run_regression(tmp_path, broken)
     assert out.returncode == 1 and "< 0.6 over 16 noises [regression golden file" in out.stdout
-    assert "worst noise ids" in out.stdout
+    assert "worst noise ids" in out.stdout and outcomes(tmp_path)["rp"][0] is False
     # a golden file recorded under another sampler is refused, naming the mismatch
     zoo = tmp_path / "zoo.toml"
     zoo.write_text(f'[models.heun-variant]\nsource = "{src}"\nkernel = "edm"\nprediction = "edm"\n'
                    f'time_input = "log-sigma"\nsampler = "heun"\nnfe = 35\nimage_size = 16\n')
     out = run_regression(tmp_path, "heun-variant", "--zoo", str(zoo))
     assert out.returncode == 1 and "was made with sampler 'dpm3', this run uses 'heun'" in out.stdout
+
+
+def test_the_same_architecture_retrained_from_another_seed_passes_the_rp_regression(tmp_path):
+    """Sec. 1 and 2.1: reproducibility holds regardless of weight initialization and training run. The embedded
+    unet16-edm-l2048 retrained with seed 1 (initialization, batch order, training noise) must pass the content
+    (RP) regression against the seed-0 golden file. Its MAE score is recorded, not asserted: at 16 px the
+    embedded UNet pairs score MAE 0.24-0.39 over 128 noises (measured), below the paper's 0.6, and the C2 cases
+    report that as a failure of their own."""
+    reference = "unet16-edm-l2048"
+    assert run_regression(tmp_path, reference, "--update-golden").returncode == 0
+    out = run_regression(tmp_path, reference + "-seed1")
+    rp_passed, rp = outcomes(tmp_path)["rp"]
+    assert rp_passed and rp >= 0.6, out.stdout[-2000:]

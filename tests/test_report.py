@@ -10,23 +10,30 @@ from models.store import SampleStore, key_hash
 from reports.build import ReportError, build_report, load_results
 
 
-def make_run(tmp_path, with_samples=True):
+def pair_case(hashes, ident="C2/a~b/dpm3@20: rp>=0.6", **kw):
+    return {"id": ident, "claim": "C2", "source": "Sec. 2.1", "metric": "rp", "value": 0.25,
+            "n": 64, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "versus": None, "passed": False,
+            "models": ["a", "b"], "runs": [{"model": m, "sampler": "dpm3", "nfe": 20} for m in "ab"],
+            "versus_runs": [], "params": {}, "worst": [[3, 0.1], [5, 0.2]], "extra": {"samples": hashes},
+            "outcome": "failed", "seconds": 1.0} | kw
+
+
+def write_results(tmp_path, cases, fmt="samenoise-results/1"):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"meta": {"format": fmt, "noises": 64}, "cases": cases}))
+    return results
+
+
+def make_run(tmp_path, with_samples=True, n=64):
     store = SampleStore(tmp_path / "cache")
     rng = np.random.default_rng(0)
     hashes = []
     for model in ("a", "b"):
         key = {"model": model, "sampler": "dpm3", "nfe": 20}
         if with_samples:
-            store.put(key, rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), range(64), 20)
+            store.put(key, rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), range(n), 20)
         hashes.append(key_hash(key))
-    case = {"id": "C2/a~b/dpm3@20: rp>=0.6", "claim": "C2", "source": "Sec. 2.1", "metric": "rp", "value": 0.25,
-            "n": 64, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "versus": None, "passed": False,
-            "models": ["a", "b"], "runs": [{"model": m, "sampler": "dpm3", "nfe": 20} for m in "ab"],
-            "versus_runs": [], "params": {}, "worst": [[3, 0.1], [5, 0.2]], "extra": {"samples": hashes},
-            "outcome": "failed", "seconds": 1.0}
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps({"meta": {"format": "samenoise-results/1", "noises": 64}, "cases": [case]}))
-    return results
+    return write_results(tmp_path, [pair_case(hashes)])
 
 
 def test_report_is_built_with_figures_that_decode_and_are_not_blank(tmp_path):
@@ -45,11 +52,67 @@ def test_missing_store_entry_is_said_instead_of_drawn(tmp_path):
     assert "not drawn: sample store entry" in page.read_text()
 
 
-def test_foreign_results_are_refused_with_the_file_name(tmp_path):
-    bad = tmp_path / "old.json"
-    bad.write_text(json.dumps({"meta": {"format": "something-else/0"}, "cases": []}))
-    with pytest.raises(ReportError, match="old.json: results format 'something-else/0'"):
+@pytest.mark.parametrize("fmt, says", [("something-else/0", "a foreign file"),
+                                        ("samenoise-results/0", "an older version of the format; rerun"),
+                                        ("samenoise-results/7", "a newer version of the format")])
+def test_foreign_or_older_results_are_refused_with_the_file_name(tmp_path, fmt, says):
+    bad = write_results(tmp_path, [], fmt)
+    with pytest.raises(ReportError, match=re.escape(f"results.json: results format {fmt!r} is not "
+                                                    f"'samenoise-results/1' ({says}")):
         load_results(bad)
+
+
+@pytest.mark.parametrize("field, value, says", [("value", None, "'value' is None, expected a number"),
+                                                ("worst", {}, "'worst' is {}, expected list"),
+                                                ("outcome", "skipped", "outcome 'skipped' is not"),
+                                                ("bar", {"op": ">="}, "'bar' lacks ['value', 'source']")])
+def test_a_damaged_case_record_is_refused_naming_the_case_and_field(tmp_path, field, value, says):
+    bad = write_results(tmp_path, [pair_case(["x", "y"], **{field: value})])
+    with pytest.raises(ReportError, match=re.escape(f"case 0 (C2/a~b/dpm3@20: rp>=0.6)") + ".*" + re.escape(says)):
+        load_results(bad)
+    record = pair_case(["x", "y"])
+    del record["n"]
+    with pytest.raises(ReportError, match=r"case 0 \(C2/a~b/dpm3@20: rp>=0.6\) has no 'n'"):
+        load_results(write_results(tmp_path, [record]))
+
+
+def test_a_grid_from_fewer_than_64_noises_says_it_is_partial(tmp_path):
+    page = build_report(make_run(tmp_path, n=16), tmp_path / "cache", tmp_path / "out").read_text()
+    assert "grids.png" in page and "partial: the run sampled fewer than the 64 noise ids" in page
+    assert "a dpm3@20 (16)" in page
+
+
+def test_failing_cases_with_missing_samples_are_named_beside_the_drawn_ones(tmp_path):
+    make_run(tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    drawn = results["cases"][0]
+    gone = pair_case(["0" * 64, "1" * 64], ident="C2/c~d/dpm3@20: rp>=0.6")
+    page = build_report(write_results(tmp_path, [drawn, gone]), tmp_path / "cache", tmp_path / "out").read_text()
+    assert "worst.png" in page and "partial: not drawn for C2/c~d/dpm3@20: rp&gt;=0.6: sample store entry" in page
+
+
+def test_a_failing_regression_case_is_drawn_beside_the_golden_thumbnails(tmp_path):
+    from models.golden import Golden
+    from models.store import file_sha256
+
+    rng = np.random.default_rng(1)
+    store = SampleStore(tmp_path / "cache")
+    key = {"model": "candidate", "sampler": "dpm3", "nfe": 20}
+    store.put(key, rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), range(16), 20)  # thumbnailed to 16 px
+    golden = Golden(model="ref", bank_hash="h", sampler="dpm3", nfe=20, grid="edm", label=None, descriptor="d",
+                    ids=np.arange(16), embeddings=rng.normal(size=(16, 8)).astype(np.float32),
+                    thumbnails=np.full((16, 16, 16, 3), 200, np.uint8)).save(tmp_path / "ref.npz")
+    case = pair_case([key_hash(key)], ident="regression/golden file ref.npz: rp>=0.6", claim="regression",
+                     extra={"samples": [key_hash(key)], "golden": {"path": str(golden),
+                                                                   "sha256": file_sha256(golden)}})
+    out = tmp_path / "out"
+    page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", out).read_text()
+    assert "worst.png" in page and "partial" not in page
+    img = np.asarray(Image.open(out / "worst.png").convert("L"))
+    assert img.std() > 5
+    golden.write_bytes(golden.read_bytes()[:100])  # the golden file changed after the run
+    page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", out).read_text()
+    assert "not drawn: " in page and "changed since the run" in page
 
 
 def test_report_opens_in_headless_chromium_without_console_errors(tmp_path):

@@ -1,0 +1,54 @@
+"""The nightly GPU workflow names only options that exist, keeps what the issue asks for, and installs what CI does."""
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / ".github" / "workflows" / "nightly-gpu.yml"
+
+
+def steps():
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    return doc, [s for job in doc["jobs"].values() for s in job["steps"]]
+
+
+def pytest_command() -> list[str]:
+    _, all_steps = steps()
+    runs = [s["run"].replace("\\\n", " ") for s in all_steps if "python -m pytest" in s.get("run", "")]
+    assert len(runs) == 1, "one step runs the suite"
+    line = next(line for line in runs[0].splitlines() if "python -m pytest" in line)
+    return shlex.split(line[line.index("python -m pytest"):])
+
+
+def test_every_option_of_the_nightly_command_is_known_to_the_suite():
+    args = pytest_command()
+    help_text = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=120).stdout
+    known = set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
+    options = [a.split("=")[0] for a in args if a.startswith("--")]
+    assert options and not [o for o in options if o not in known]
+    assert args[args.index("--noises") + 1] == "10000" and args[args.index("--device") + 1] == "cuda"
+    assert args[args.index("--benchmark-compare-fail") + 1].startswith("mean:")  # the stated margin
+
+
+def test_the_artifacts_hold_the_report_the_results_and_the_benchmark_json():
+    doc, all_steps = steps()
+    args = pytest_command()
+    kept = [Path(s["with"]["path"]) for s in all_steps if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert kept and all(s.get("if") == "always()" for s in all_steps if s.get("uses", "").startswith("actions/upload"))
+    for option in ("--results", "--report-dir", "--benchmark-json"):
+        target = Path(args[args.index(option) + 1])
+        assert any(target == k or k in target.parents for k in kept), (option, target, kept)
+    assert doc["jobs"]["suite"]["env"]["HF_HUB_OFFLINE"] == "1"  # checkpoints come from the runner, not the hub
+
+
+def test_the_install_step_pins_the_same_torch_as_the_readme():
+    _, all_steps = steps()
+    install = " ".join(s.get("run", "") for s in all_steps)
+    readme = (ROOT / "README.md").read_text()
+    pinned = re.search(r"pip install (torch==[0-9.]+)", readme).group(1)
+    assert f"pip install {pinned} --index-url" in install
