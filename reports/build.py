@@ -183,11 +183,12 @@ class Report:
                     m[i, j] = 1.0 if a == b else values[metric].get((a, b), np.nan)
             im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
             ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(names)), names, fontsize=6)
+            ax.set_yticks(range(len(names)), names if metric == "rp" else [], fontsize=6)  # same order in both
             for i in range(len(names)):
                 for j in range(len(names)):
                     if not np.isnan(m[i, j]):
-                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5, color="w")
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                                color="k" if m[i, j] > 0.6 else "w")
             ax.set_title({"rp": "RP score", "mae": "MAE score"}[metric] + " (blank: pair not run)", fontsize=8)
         fig.colorbar(im, ax=axes, shrink=0.6)
         return self.save(fig, "matrices.png")
