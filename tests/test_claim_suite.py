@@ -35,6 +35,12 @@ def test_every_bar_names_its_source_and_every_direction_has_a_right_side():
         assert (c.bar.value is None) == bool(c.versus) or c.metric == "layout_mae", c.id
 
 
+def test_no_bar_holds_for_every_value():
+    """A bar that any score in [0, 1] meets (e.g. >= 0) records a value but cannot fail."""
+    fixed = [c for c in ALL if c.bar.value is not None and c.metric not in ("loss", "layout_mae")]  # [0, 1] scores
+    assert fixed and not [c.id for c in fixed if all(c.bar.holds(v) for v in (0.0, 0.5, 1.0))]
+
+
 def test_cases_name_only_models_the_suite_can_provide():
     for c in ALL:
         if c.claim == "real":
