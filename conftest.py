@@ -1,65 +1,34 @@
-"""Options, markers and skip logic for the whole suite, in one place."""
+"""Options, markers and skip logic for the whole suite, in one place.
+
+Every option is checked before collection: a bad value stops the run with one line naming the value and what
+is valid, and nothing the user asked for is ever skipped silently. The only skips are cases whose real
+checkpoints (models/real.toml) are absent and were not named with --models or --candidate, and GPU-only cases
+on a machine without one; their reason says what to provide.
+"""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
-# Model hubs are never reached from the suite: loaders must fail fast with a clear message.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Model hubs are never reached from the suite, whatever the environment says: loaders fail fast instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 pytest_plugins = ["fixtures.devices", "fixtures.descriptor", "fixtures.zoo", "fixtures.samples", "fixtures.results",
                   "fixtures.measure"]
 
 DEFAULT_NOISES = 128  # a CPU run; the paper uses 10,000 (Sec. 2.1), pass --noises 10000 on a GPU
 DEFAULT_CACHE = ".cache/samenoise"
-DEFAULT_RESULTS = "reports/out/results.json"
+DEFAULT_REPORTS = "reports/out"
+REAL_ZOO = Path(__file__).resolve().parent / "models" / "real.toml"  # its absent entries may skip, unless named
+DESCRIPTOR_FIXTURES = ("descriptor", "embed", "make_run_descriptor")
 
 MARKERS = {
     "gpu": "needs a CUDA device (skipped without one)",
     "weights": "needs real published checkpoints from a local path (skipped when absent)",
     "slow": "long sweeps or training; deselect with -m 'not slow'",
 }
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    for name, doc in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {doc}")
-    _check_options(config)
-    if not hasattr(config, "workerinput"):  # the controller (or the only process) writes the results file
-        from fixtures.results import ResultsWriter
-
-        config.pluginmanager.register(ResultsWriter(config), "samenoise-results")
-
-
-def _check_options(config: pytest.Config) -> None:
-    """Bad options stop the run before collection, with what is wrong and what is valid."""
-    if config.getoption("--noises") < 1:
-        raise pytest.UsageError(f"--noises must be at least 1, got {config.getoption('--noises')}")
-    for name in ("--golden-rp", "--golden-mae"):
-        if not 0 <= config.getoption(name) <= 1:
-            raise pytest.UsageError(f"{name} is a score bar between 0 and 1, got {config.getoption(name)}")
-    cache = Path(config.getoption("--cache-dir"))
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise pytest.UsageError(f"--cache-dir {cache} cannot be written: {e.strerror or e}") from e
-    from fixtures.zoo import pseudo_models, read_run_zoo
-    from models.zoo import ZooError
-
-    try:
-        zoo = read_run_zoo(config)
-    except ZooError as e:
-        raise pytest.UsageError(str(e)) from e
-    wanted = [m for m in (config.getoption("--models") or "").split(",") if m]
-    valid = sorted(zoo) + list(pseudo_models())
-    unknown = [m for m in wanted if m not in valid]
-    if unknown:
-        raise pytest.UsageError(f"--models: unknown model names {unknown}; valid names: {', '.join(valid)}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,7 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", default="", metavar="NAMES",
                     help="comma-separated model names: run only the cases whose models are all among them")
     group.addoption("--cache-dir", default=DEFAULT_CACHE, help="sample store, embeddings and trained sweep models")
-    group.addoption("--results", default=DEFAULT_RESULTS, help="the run's results JSON file")
+    group.addoption("--results", default=None, metavar="FILE",
+                    help="also write the run's results JSON here (it is always written beside the run's report)")
     group.addoption("--golden", action="append", default=[], metavar="FILE",
                     help="golden file(s) to check --candidate against (bench/test_regression.py)")
     group.addoption("--candidate", default=None, metavar="MODEL",
@@ -86,8 +56,149 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="record the golden file(s) from --candidate instead of comparing")
     group.addoption("--golden-rp", type=float, default=0.6, help="RP score bar of the regression case (default 0.6)")
     group.addoption("--golden-mae", type=float, default=0.6, help="MAE score bar of the regression case (default 0.6)")
-    group.addoption("--report-dir", default="reports/out",
-                    help="folder for the HTML report built after the run ('' to skip it)")
+    group.addoption("--report-dir", default=DEFAULT_REPORTS,
+                    help=f"folder of the runs' output (default {DEFAULT_REPORTS}): each run writes runs/<date>-<time>-"
+                         f"<kind>/ with results.json and the HTML report; latest points at the newest ('' for none)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    import sys
+
+    if "huggingface_hub" in sys.modules:  # imported before this file set the variable: its constant is read once
+        sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+    _check_options(config)
+    from hypothesis import settings  # the property tests keep no example database in the checkout
+
+    settings.register_profile("samenoise", database=None)
+    settings.load_profile("samenoise")
+    if not hasattr(config, "workerinput"):  # the controller (or the only process) writes the results and report
+        from fixtures.results import ResultsWriter
+        from models.atomic import sweep_stale
+
+        for root in (config.getoption("--cache-dir"), config.getoption("--report-dir")):
+            if root:
+                sweep_stale(root)
+        config.pluginmanager.register(ResultsWriter(config), "samenoise-results")
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Bad options stop the run before collection, with what is wrong and what is valid."""
+    from fixtures.results import unwritable
+
+    opt, usage = config.getoption, pytest.UsageError
+    if opt("--noises") < 1:
+        raise usage(f"--noises must be at least 1, got {opt('--noises')}")
+    for name in ("--golden-rp", "--golden-mae"):
+        if not 0 <= opt(name) <= 1:
+            raise usage(f"{name} is a score bar between 0 and 1, got {opt(name)}")
+    folders = {"--cache-dir": opt("--cache-dir"), "--report-dir": opt("--report-dir")}
+    for name, value in folders.items():
+        if value and (why := unwritable(Path(value), folder=True)):
+            raise usage(f"{name} {value} cannot be written: {why}")
+    if opt("--results") and (why := unwritable(Path(opt("--results")), folder=False)):
+        raise usage(f"--results {opt('--results')} cannot be written: {why}")
+    _check_device(opt("--device"))
+    _check_descriptor(config)
+    _check_regression(config, _check_zoo(config))
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"--device {name!r} is not a device the suite samples on; valid: cpu, cuda, cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"--device {name}: torch {torch.__version__} sees no CUDA device (a CPU build, or "
+                                    f"no driver); run on a GPU machine with torch's CUDA build, or use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise pytest.UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices "
+                                    f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+
+
+def _check_descriptor(config: pytest.Config) -> None:
+    from models.descriptor import DESCRIPTORS
+
+    name, path, size = (config.getoption(o) for o in ("--descriptor", "--descriptor-path", "--descriptor-size"))
+    if name not in DESCRIPTORS:
+        raise pytest.UsageError(f"--descriptor {name!r} is unknown; valid: {', '.join(DESCRIPTORS)}")
+    if size is not None and not 16 <= size <= 1024:
+        raise pytest.UsageError(f"--descriptor-size {size} is out of range; valid: 16 to 1024 pixels (SSCD uses 224 "
+                                f"or 320)")
+    if path is not None and not Path(path).is_file():
+        raise pytest.UsageError(f"--descriptor-path {path}: the file does not exist")
+
+
+def _check_zoo(config: pytest.Config):
+    """Every zoo file readable; every entry the user asked for available: the entries of their own --zoo files,
+    and entries named by --models. Absent entries of models/real.toml that nobody named may skip later."""
+    from fixtures.zoo import EMBEDDED_ZOO, pseudo_models
+    from models.zoo import ZooError, check_available, read_zoo
+
+    zoo = {}
+    try:
+        for path in [EMBEDDED_ZOO] + list(config.getoption("--zoo")):
+            entries = read_zoo(path)
+            if Path(path).resolve() not in (REAL_ZOO, EMBEDDED_ZOO):
+                for entry in entries.values():
+                    check_available(entry)
+            zoo.update(entries)
+        named = [m for m in (config.getoption("--models") or "").split(",") if m]
+        valid = sorted(zoo) + list(pseudo_models())
+        unknown = [m for m in named if m not in valid]
+        if unknown:
+            raise pytest.UsageError(f"--models: unknown model names {unknown}; valid names: {', '.join(valid)}")
+        for m in named:
+            if m in zoo:
+                check_available(zoo[m])
+    except ZooError as e:
+        raise pytest.UsageError(str(e)) from e
+    return zoo
+
+
+def _check_regression(config: pytest.Config, zoo) -> None:
+    from fixtures.results import unwritable
+    from models.golden import Golden, GoldenError
+    from models.zoo import ZooError, check_available
+
+    candidate, goldens = config.getoption("--candidate"), config.getoption("--golden")
+    recording = config.getoption("--update-golden")
+    if not candidate and not goldens:
+        if recording:
+            raise pytest.UsageError("--update-golden needs --candidate MODEL and --golden FILE")
+        return
+    if not candidate or not goldens:
+        raise pytest.UsageError(f"checkpoint regression needs both --candidate and --golden; got "
+                                f"{'--candidate ' + candidate if candidate else '--golden ' + ', '.join(goldens)}")
+    if candidate in zoo:
+        try:
+            check_available(zoo[candidate])
+        except ZooError as e:
+            raise pytest.UsageError(f"--candidate {candidate}: {e}") from e
+    elif not Path(candidate).exists():
+        raise pytest.UsageError(f"--candidate {candidate}: no zoo entry of that name, and the path does not exist; "
+                                f"give a zoo entry ({', '.join(sorted(zoo))}, or add yours with --zoo) or a suite "
+                                f"checkpoint folder")
+    elif not (Path(candidate) / "samenoise.json").is_file():
+        raise pytest.UsageError(f"--candidate {candidate}: not a suite checkpoint folder (it has no samenoise.json); "
+                                f"for another format add a zoo entry with --zoo")
+    for g in goldens:
+        if recording:
+            if why := unwritable(Path(g), folder=False):
+                raise pytest.UsageError(f"--golden {g} cannot be written: {why}")
+        elif not Path(g).is_file():
+            raise pytest.UsageError(f"--golden {g}: the file does not exist (record it first with --update-golden)")
+        else:
+            try:
+                Golden.load(g)
+            except GoldenError as e:
+                raise pytest.UsageError(f"--golden: {e}") from e
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -109,3 +220,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    if any(f in item.fixturenames for item in items for f in DESCRIPTOR_FIXTURES):
+        _check_descriptor_files(config)
+
+
+def _check_descriptor_files(config: pytest.Config) -> None:
+    """The descriptor's weights must be here when a collected case needs them (never a silent skip)."""
+    from models.descriptor import descriptor_weights
+
+    try:
+        descriptor_weights(config.getoption("--descriptor"), config.getoption("--descriptor-path"))
+    except FileNotFoundError as e:
+        raise pytest.UsageError(f"--descriptor {config.getoption('--descriptor')}: {e}") from e
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from fixtures.results import describe_setup
+
+    describe_setup(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A case whose real checkpoint (or the code it needs) is absent is skipped, saying what to provide: such
+    entries were not named by the user, or the run would have stopped before collection."""
+    outcome = yield
+    report = outcome.get_result()
+    from models.zoo import Unavailable
+
+    if call.excinfo is not None and call.excinfo.errisinstance(Unavailable):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {call.excinfo.value}")

@@ -16,7 +16,7 @@ from fixtures.measure import sample_extra, worst_pairs
 from fixtures.results import Measured
 from models.golden import Golden, thumbnails
 from models.scores import MAEScore, RPScore
-from models.store import file_sha256
+from models.atomic import file_sha256
 
 BARS = {"rp": ("--golden-rp", "--golden-rp (default 0.6, the RP bar, Sec. 2.1)"),
         "mae": ("--golden-mae", "--golden-mae (default 0.6, the MAE score bar, Sec. 2.1)")}

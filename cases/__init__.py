@@ -18,6 +18,30 @@ from typing import Any, Optional
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 
+# The parts of the paper a case belongs to, as the report's scorecard groups them: a title, and the paper's own
+# number where it gives one (quoted from its text).
+PARTS = {
+    "C2": ("Unconditional models, same noise (Sec. 2)",
+           "RP 0.70 and MAE score 0.64 for the least similar pair of seven CIFAR-10 models, CT vs U-ViT (Sec. 2.2, "
+           "Fig. 3)"),
+    "NFE": ("Across NFE (App. A.4)", "reproducible across NFE (Fig. 12; no number given)"),
+    "encoding": ("Unique encoding (Sec. 2.2)", "very similar hyperplane maps (Fig. 4; no number given)"),
+    "manifold": ("Manifold reproducibility (App. A.3)", "RP_manifold high along slerp paths (Fig. 11)"),
+    "C3": ("Two regimes (Sec. 3)", "RP high at both ends of the size axis; GL near 0 when memorizing, near 1 when "
+                                   "generalizing (Fig. 2, 5)"),
+    "theorem1": ("Theorem 1: the optimal denoiser D*", "exact: D*'s samples are training images"),
+    "conditional": ("Conditional models (Sec. 4)", "RP_cond and RP_between high (Fig. 6; no number given)"),
+    "inverse": ("Inverse problems, deterministic DPS (Sec. 4)",
+                "reproducible within an architecture family, less across; hard masks less than easy (Fig. 7, 25)"),
+    "finetune": ("Fine-tuning (Sec. 4)", "partial fine-tuning lowers RP and raises GL when memorizing (Fig. 8)"),
+    "control": ("Controls (App. C)", "no reproducibility without a shared noise space (Fig. 17)"),
+    "real": ("Real checkpoints (App. A.1, A.2)",
+             "81% of EDM vs ADM ImageNet pairs above SSCD 0.4 (App. A.1); Stable Diffusion v1-3 vs v1-4 0.63, "
+             "pairs among v1-1..v1-3 below 0.21 (App. A.2)"),
+    "regression": ("Checkpoint regression", ""),
+}
+CONDITIONAL_METRICS = ("rp_cond", "rp_between", "layout_mae")
+
 SCORE_BAR = 0.6
 SCORE_BAR_SOURCE = ("Sec. 2.1, Fig. 3: the least similar of seven CIFAR-10 models score RP 0.70 and MAE 0.64; "
                     "the suite's bar is 0.6")
@@ -73,6 +97,7 @@ class Case:
     marks: tuple[str, ...] = ()  # pytest marker names (slow, weights, gpu)
     noises: Optional[int] = None  # a fixed number of noises for this case (None: the run's --noises)
     rhs: str = ""  # overrides the generated right-hand side of the id
+    tag: str = ""  # the axis a case tests, in its id for -k (e.g. C2's arch, kernel, sampler, seed, distill)
 
     @staticmethod
     def _side(runs: tuple[Run, ...]) -> str:
@@ -88,7 +113,17 @@ class Case:
         extra = "".join(f"[{k}={v}]" for k, v in self.params.items() if k in ("mask", "size", "label"))
         rhs = self.rhs or (f"{self.bar.value:g}" if self.bar.value is not None
                            else f"{self.metric}({self._side(self.versus)})")
-        return f"{self.claim}/{what}{extra}: {self.metric}{self.bar.op}{rhs}"
+        tag = f"{self.tag}/" if self.tag else ""
+        return f"{self.claim}/{tag}{what}{extra}: {self.metric}{self.bar.op}{rhs}"
+
+    @property
+    def part(self) -> str:
+        """The scorecard row (a key of PARTS) this case belongs to."""
+        if self.claim != "C4":
+            return self.claim
+        if "mask" in self.params:
+            return "inverse"
+        return "conditional" if self.metric in CONDITIONAL_METRICS else "finetune"
 
     @property
     def models(self) -> tuple[str, ...]:

@@ -23,7 +23,8 @@ REGIMES += [Case("C3", SOURCE + "b", "gl", (Run(small),), Bar("<", None, "Sec. 3
 REGIMES += [Case("C3", FIG5, "rp", (Run(m), Run(optimal("m64"))), score_bar(), params={"size": 64}) for m in M64]
 REGIMES += [Case("C3", FIG5, "rp", (Run(large), Run(optimal("l2048"))),
                  Bar("<", None, "Sec. 3, Fig. 5: RP with D* falls from the memorization to the generalization regime"),
-                 versus=(Run(small), Run(optimal("m64"))), params={"size": 2048}) for small, large in zip(M64, L2048)]
+                 versus=(Run(small), Run(optimal("m64"))), params={"size": 2048, "versus_size": 64})
+            for small, large in zip(M64, L2048)]
 
 # Fig. 13 (Appendix A.5): the final training loss is lower in the memorization regime (mean of the last 200 steps).
 LOSS_STEPS = 200

@@ -4,26 +4,29 @@ from itertools import combinations
 from cases import Case, Run, score_bar
 from cases.embedded import KERNELS_M64, L2048, M64, RESEEDED, STUDENT, TEACHER
 
+KERNEL_AXIS = set(KERNELS_M64[1:])  # the models that differ from the rest in kernel and prediction
+
 SOURCE = "Sec. 2.1, Fig. 3, Appendix B (Fig. 14, 15)"
 
 # Every pair within a regime: architecture (UNet vs U-ViT, two UNet widths), kernel and prediction/loss
 # (VP eps, sub-VP eps, VE with sigma_max-scaled noise and EDM x0 loss).
 PAIRS = tuple(dict.fromkeys(p for group in (M64 + KERNELS_M64[1:], L2048) for p in combinations(group, 2)))
 
-C2 = [Case("C2", SOURCE, metric, (Run(a), Run(b)), score_bar()) for a, b in PAIRS for metric in ("rp", "mae")]
+C2 = [Case("C2", SOURCE, metric, (Run(a), Run(b)), score_bar(), tag="kernel" if {a, b} & KERNEL_AXIS else "arch")
+      for a, b in PAIRS for metric in ("rp", "mae")]
 
 # Training procedure: from scratch (DPM-Solver, NFE 20) vs progressively distilled (its own 4-step DDIM).
-C2 += [Case("C2", SOURCE + ", Table 1 (distilled)", metric, (Run(TEACHER), Run(STUDENT, "ddim", 4)), score_bar())
-       for metric in ("rp", "mae")]
+C2 += [Case("C2", SOURCE + ", Table 1 (distilled)", metric, (Run(TEACHER), Run(STUDENT, "ddim", 4)), score_bar(),
+           tag="distill") for metric in ("rp", "mae")]
 
 # Training seed: the same architecture and data retrained from another seed, in each regime.
-C2 += [Case("C2", SOURCE + "; Sec. 1 (regardless of weight initialization)", metric, (Run(a), Run(b)), score_bar())
-       for a, b in RESEEDED.items() for metric in ("rp", "mae")]
+C2 += [Case("C2", SOURCE + "; Sec. 1 (regardless of weight initialization)", metric, (Run(a), Run(b)), score_bar(),
+           tag="seed") for a, b in RESEEDED.items() for metric in ("rp", "mae")]
 
 # Sampler: one generalization-regime model under DPM-Solver++(3M), Heun and DDIM.
 SAMPLER_RUNS = (Run("unet32-edm-l2048", "dpm3", 20), Run("unet32-edm-l2048", "heun", 35),
                 Run("unet32-edm-l2048", "ddim", 50))
-C2 += [Case("C2", SOURCE + ", Table 1 (sampler)", metric, (a, b), score_bar())
+C2 += [Case("C2", SOURCE + ", Table 1 (sampler)", metric, (a, b), score_bar(), tag="sampler")
        for a, b in combinations(SAMPLER_RUNS, 2) for metric in ("rp", "mae")]
 
 # Appendix A.4: one model (Heun, as EDMv1 in Fig. 12) from NFE 9 to 159; each against NFE 159.

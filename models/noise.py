@@ -21,7 +21,7 @@ import torch
 from models.atomic import atomic_write
 
 GRID_IDS = tuple(range(64))
-FORMAT = "samenoise-noise-bank/1"
+FORMAT = "samenoise-noise-bank/2"
 
 
 class NoiseBankError(ValueError):
@@ -71,8 +71,9 @@ class NoiseBank:
 
     @property
     def hash(self) -> str:
-        """sha256 of shape, ids and eps bytes (little-endian): the key every cache uses."""
+        """sha256 of the seed, shape, ids and eps bytes (little-endian): the key every cache uses."""
         h = hashlib.sha256(FORMAT.encode())
+        h.update(json.dumps({"seed": self.seed}).encode())
         h.update(np.asarray(self.eps.shape, dtype="<i8").tobytes())
         h.update(self.ids.numpy().astype("<i8").tobytes())
         h.update(self.eps.numpy().astype("<f4").tobytes())
@@ -113,9 +114,17 @@ class NoiseBank:
             eps = torch.from_numpy(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as e:
             raise NoiseBankError(f"cannot read noise bank {path} (+ {meta_path.name}): {e}") from e
-        if meta.get("format") != FORMAT:
-            raise NoiseBankError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        bank = cls(eps, torch.tensor(meta["ids"], dtype=torch.int64), meta.get("seed"))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise NoiseBankError(f"{meta_path}: format {found!r}, expected {FORMAT!r}")
+        for name, ok, want in (("ids", lambda v: isinstance(v, list) and all(type(i) is int for i in v),
+                                "a list of integers"),
+                               ("sha256", lambda v: isinstance(v, str) and len(v) == 64, "a 64-digit hex string"),
+                               ("seed", lambda v: v is None or type(v) is int, "an integer or null")):
+            if name not in meta or not ok(meta[name]):
+                got = f"is {meta[name]!r:.60}" if name in meta else "is missing"
+                raise NoiseBankError(f"{meta_path}: '{name}' {got}; expected {want}")
+        bank = cls(eps, torch.tensor(meta["ids"], dtype=torch.int64), meta["seed"])
         if bank.hash != meta["sha256"]:
             raise NoiseBankError(f"noise bank {path} fails its hash: content {bank.hash[:12]}, recorded "
                                  f"{meta['sha256'][:12]}; the file was modified or truncated")

@@ -2,30 +2,34 @@
 
 A key is a JSON-able dict (model fingerprint, sampler, NFE, grid, label, noise-bank hash, ...); its
 sha256 names the entry. An entry is one `.npz` holding uint8 NHWC images, their noise ids, the NFE
-used, the key itself and the sha256 of the image bytes, written atomically. Several processes (pytest-xdist
-workers) asking for one key at once serialize on an exclusive lock file: the first generates, the
-others wait and then read what it wrote.
+used, the key itself and one sha256 over all of them, written atomically. Several processes (pytest-xdist
+workers) asking for one key at once serialize on a lock: the first generates, the others wait and then read
+what it wrote. A damaged entry is reported once (a StoreWarning naming the file and the problem) and made again.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
-from models.atomic import atomic_write
+from models.atomic import atomic_write, file_lock, file_sha256  # noqa: F401 - file_sha256 re-exported
 
-FORMAT = "samenoise-sample-store/1"
+FORMAT = "samenoise-sample-store/2"
 
 
 class StoreError(ValueError):
     """A store entry that is missing or fails its checks; the message names the file and the problem."""
+
+
+class StoreWarning(UserWarning):
+    """A damaged store entry that was removed and made again."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,13 @@ def key_hash(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+def entry_digest(key_json: str, images: np.ndarray, ids: np.ndarray, nfe: int) -> str:
+    """sha256 over everything an entry holds: its key, ids, NFE and image bytes."""
+    h = hashlib.sha256(key_json.encode())
+    h.update(np.asarray(ids, dtype="<i8").tobytes())
+    h.update(np.int64(nfe).astype("<i8").tobytes())
+    h.update(np.asarray(images.shape, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
     return h.hexdigest()
 
 
@@ -64,15 +70,10 @@ class SampleStore:
         return self.root / "samples" / f"{key_hash(key)}.npz"
 
     @contextmanager
-    def _lock(self, key: dict[str, Any]) -> Iterator[None]:
-        lock = self.path(key).with_suffix(".lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def lock(self, key: dict[str, Any]) -> Iterator[None]:
+        """Exclusive between processes for this key (any JSON-able dict, also work that is not a sample set)."""
+        with file_lock(self.root / "locks" / f"{key_hash(key)}.lock"):
+            yield
 
     def get(self, key: dict[str, Any]) -> Optional[SampleSet]:
         """The entry, or None when absent; a damaged entry (truncated, edited, another key) raises StoreError."""
@@ -90,15 +91,17 @@ class SampleStore:
         try:
             with np.load(path, allow_pickle=False) as z:
                 images, ids, nfe = z["images"], z["ids"], int(z["nfe"])
-                stored_key, fmt, digest = json.loads(str(z["key"])), str(z["format"]), str(z["sha256"])
+                key_json, fmt, digest = str(z["key"]), str(z["format"]), str(z["sha256"])
+                stored_key = json.loads(key_json)
         except Exception as e:  # truncated zip, missing member, bad JSON
             raise StoreError(f"sample store entry {path} cannot be read ({type(e).__name__}: {e}); delete it") from e
         if fmt != FORMAT:
             raise StoreError(f"sample store entry {path} has format {fmt!r}, expected {FORMAT!r}; delete it")
         if key_hash(stored_key) != path.stem:
             raise StoreError(f"sample store entry {path} holds another key; delete it")
-        if hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest() != digest:
-            raise StoreError(f"sample store entry {path} fails its sha256: the file was modified; delete it")
+        if entry_digest(key_json, images, ids, nfe) != digest:
+            raise StoreError(f"sample store entry {path} fails its sha256 (key, ids, NFE and images): the file was "
+                             f"modified; delete it")
         return SampleSet(images, ids, nfe, stored_key)
 
     def put(self, key: dict[str, Any], images: np.ndarray, ids, nfe: int) -> SampleSet:
@@ -109,18 +112,26 @@ class SampleStore:
         canonical = json.dumps(key, sort_keys=True, default=str)
         buf = io.BytesIO()
         np.savez(buf, images=images, ids=ids, nfe=np.int64(nfe), key=np.array(canonical), format=np.array(FORMAT),
-                 sha256=np.array(hashlib.sha256(images.tobytes()).hexdigest()))
+                 sha256=np.array(entry_digest(canonical, images, ids, nfe)))
         atomic_write(self.path(key), lambda f: f.write(buf.getvalue()))
         return SampleSet(images, ids, int(nfe), json.loads(canonical))
 
     def get_or_make(self, key: dict[str, Any], make: Callable[[], tuple[np.ndarray, Any, int]]) -> SampleSet:
         """The stored entry, or make() -> (uint8 images, ids, nfe) stored under the key. Concurrent callers
-        with the same key wait for the one that generates."""
-        found = self.get(key)
+        with the same key wait for the one that generates; a damaged entry is reported once and made again."""
+        try:
+            found = self.get(key)
+        except StoreError:
+            found = None  # handled under the lock, by one process
         if found is not None:
             return found
-        with self._lock(key):
-            found = self.get(key)  # another process may have made it while we waited
+        with self.lock(key):
+            try:
+                found = self.get(key)  # another process may have made it while we waited
+            except StoreError as e:
+                warnings.warn(StoreWarning(f"{e.args[0].removesuffix('; delete it')}; removed and made again"),
+                              stacklevel=2)
+                self.path(key).unlink(missing_ok=True)
             if found is not None:
                 return found
             images, ids, nfe = make()

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from models.checkpoints import load_checkpoint
+from models.checkpoints import CheckpointError, cast, load_checkpoint
 from models.denoisers import NetworkDenoiser
 from models.kernels import KERNELS, VPDiscrete, make_kernel
 
@@ -26,6 +26,10 @@ FORMATS = ("samenoise", "diffusers", "diffusers-latent", "edm-pickle")
 
 class ZooError(ValueError):
     """A zoo file or entry that cannot be used; the message names the entry and the problem."""
+
+
+class Unavailable(ZooError):
+    """An entry whose checkpoint or code is not on this machine; the message says what to provide."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def load_denoiser(entry: ZooEntry, device: str | torch.device = "cpu", dtype: to
     loader = {"samenoise": _load_samenoise, "diffusers": _load_diffusers, "edm-pickle": _load_edm_pickle}[entry.format]
     net, kernel, prediction, time_input, time_scale = loader(entry)
     classes = _check_network(entry, net)
-    return NetworkDenoiser(net.to(device=device, dtype=dtype).eval(), kernel, prediction, time_input=time_input,
+    return NetworkDenoiser(cast(net, device, dtype).eval(), kernel, prediction, time_input=time_input,
                            time_scale=time_scale, sample_shape=entry.sample_shape, num_classes=classes)
 
 
@@ -112,12 +116,29 @@ def _mismatch(entry: ZooEntry, what: str, entry_value, checkpoint_value) -> ZooE
                     f"its checkpoint {entry.source}")
 
 
+def check_available(entry: ZooEntry) -> None:
+    """Raise Unavailable, saying what to provide, when the entry's checkpoint or the code it needs is not here.
+    Cheap: nothing is loaded (hub ids are looked up in the local cache only)."""
+    if entry.format == "samenoise" and not Path(entry.source).is_dir():
+        raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist")
+    if entry.format == "edm-pickle":
+        missing = [m for m in ("dnnlib", "torch_utils") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise Unavailable(f"zoo entry {entry.name!r}: cannot unpickle {entry.source}: {', '.join(missing)} not "
+                              f"importable. " + EDM_HELP)
+        if not Path(entry.source).is_file():
+            raise Unavailable(f"zoo entry {entry.name!r}: EDM pickle {entry.source} does not exist")
+    if entry.format.startswith("diffusers"):
+        _local_or_hub(entry)
+
+
 def _load_samenoise(entry: ZooEntry):
-    if not Path(entry.source).is_dir():
-        raise ZooError(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist")
+    check_available(entry)
     try:
         net, meta = load_checkpoint(entry.source)
     except FileNotFoundError as e:
+        raise Unavailable(f"zoo entry {entry.name!r}: {e}") from e
+    except CheckpointError as e:
         raise ZooError(f"zoo entry {entry.name!r}: {e}") from e
     for key in ("kernel", "prediction", "time_input", "time_scale", "image_size"):
         if key in meta and meta[key] != getattr(entry, key):
@@ -162,7 +183,7 @@ def _local_or_hub(entry: ZooEntry) -> Path:
 
         return Path(snapshot_download(entry.source))
     except (OSError, ValueError) as e:
-        raise ZooError(f"zoo entry {entry.name!r}: checkpoint {entry.source!r} is not available offline ({type(e).__name__}). "
+        raise Unavailable(f"zoo entry {entry.name!r}: checkpoint {entry.source!r} is not available offline ({type(e).__name__}). "
                        f"Download it once where the hub is reachable (huggingface-cli download {entry.source} "
                        f"--local-dir DIR) and set the entry's source to DIR.") from e
 
@@ -236,10 +257,10 @@ def _load_latent(entry: ZooEntry, device, dtype) -> LatentDenoiser:
     if entry.prediction != prediction:
         raise _mismatch(entry, "prediction", entry.prediction, prediction)
     unet = UNet2DConditionModel.from_pretrained(str(local), subfolder="unet")
-    vae = AutoencoderKL.from_pretrained(str(local), subfolder="vae").to(device=device, dtype=dtype).eval()
+    vae = cast(AutoencoderKL.from_pretrained(str(local), subfolder="vae"), device, dtype).eval()
     net = TextConditioned(unet, _prompt_embeddings(entry, local))
     _check_network(entry, net)
-    return LatentDenoiser(net.to(device=device, dtype=dtype).eval(), vae, kernel=kernel, prediction=prediction,
+    return LatentDenoiser(cast(net, device, dtype).eval(), vae, kernel=kernel, prediction=prediction,
                           time_input="discrete", time_scale=1.0, sample_shape=entry.sample_shape)
 
 
@@ -275,12 +296,7 @@ EDM_HELP = ("EDM pickles need NVlabs' `dnnlib` and `torch_utils` packages import
 
 def _load_edm_pickle(entry: ZooEntry):
     """EDM's pickles hold {'ema': EDMPrecond}, whose forward(x, sigma, class_labels) returns D directly."""
-    missing = [m for m in ("dnnlib", "torch_utils") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ZooError(f"zoo entry {entry.name!r}: cannot unpickle {entry.source}: {', '.join(missing)} not importable. "
-                       + EDM_HELP)
-    if not Path(entry.source).is_file():
-        raise ZooError(f"zoo entry {entry.name!r}: EDM pickle {entry.source} does not exist")
+    check_available(entry)
     with open(entry.source, "rb") as f:
         net = pickle.load(f)["ema"]
     if entry.kernel != "edm" or entry.prediction != "x0" or entry.time_input != "sigma":

@@ -18,58 +18,11 @@ import numpy as np
 
 from models.atomic import atomic_write
 from models.store import SampleSet, SampleStore, StoreError
+from cases import PARTS
+from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 
-RESULTS_FORMAT = "samenoise-results/1"
-
-
-class ReportError(ValueError):
-    """A results file or store entry the report cannot use; the message names the file and the problem."""
-
-
-# what the report reads from each case record, with the types it needs (checked before anything is drawn)
-CASE_FIELDS = {"id": str, "claim": str, "source": str, "metric": str, "value": (int, float), "n": int, "bar": dict,
-               "passed": bool, "outcome": str, "runs": list, "params": dict, "worst": list, "extra": dict}
-BAR_FIELDS = ("op", "value", "source")
-
-
-def load_results(path: str | os.PathLike) -> dict[str, Any]:
-    """A results file written by `pytest bench`, checked field by field; anything else is refused by name."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{path}: cannot read the results file ({e})") from e
-    fmt = doc.get("meta", {}).get("format") if isinstance(doc, dict) and isinstance(doc.get("meta"), dict) else None
-    if fmt != RESULTS_FORMAT:
-        name, _, version = str(fmt).partition("/")
-        ours, current = RESULTS_FORMAT.split("/")
-        if name != ours or not version.isdigit():
-            kind = "a foreign file"
-        elif int(version) < int(current):
-            kind = "an older version of the format; rerun `pytest bench` to remake it"
-        else:
-            kind = "a newer version of the format; update samenoise to read it"
-        raise ReportError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} ({kind})")
-    if not isinstance(doc.get("meta").get("noises"), int):
-        raise ReportError(f"{path}: meta has no integer 'noises'")
-    if not isinstance(doc.get("cases"), list):
-        raise ReportError(f"{path}: no 'cases' list")
-    for k, case in enumerate(doc["cases"]):
-        where = f"{path}: case {k} ({case.get('id', '?') if isinstance(case, dict) else repr(case)})"
-        if not isinstance(case, dict):
-            raise ReportError(f"{where} is not an object")
-        for name, kind in CASE_FIELDS.items():
-            if name not in case:
-                raise ReportError(f"{where} has no '{name}'")
-            value = case[name]
-            if not isinstance(value, kind) or (kind == (int, float) and isinstance(value, bool)):
-                raise ReportError(f"{where}: '{name}' is {value!r}, expected {getattr(kind, '__name__', 'a number')}")
-        missing = [f for f in BAR_FIELDS if f not in case["bar"]]
-        if missing:
-            raise ReportError(f"{where}: 'bar' lacks {missing}")
-        if case["outcome"] not in ("passed", "failed"):
-            raise ReportError(f"{where}: outcome {case['outcome']!r} is not 'passed' or 'failed'")
-    return doc
+# one error type for whatever the report cannot use: a results file, a store entry, a golden file
+ReportError = ResultsError
 
 
 class Samples:
@@ -110,7 +63,8 @@ def _grid(images: np.ndarray, side: int = 8) -> np.ndarray:
 class Report:
     def __init__(self, doc: dict[str, Any], samples: Samples, out: Path):
         self.doc, self.samples, self.out = doc, samples, Path(out)
-        self.cases = doc["cases"]
+        self.records = doc["cases"]  # every collected case, errors and skips included
+        self.cases = [c for c in self.records if c["outcome"] in MEASURED]  # the ones with a value to draw
         self.figures: list[tuple[str, str, Optional[str]]] = []  # (title, caption, png name or None)
         self.notes: list[str] = []
 
@@ -209,6 +163,9 @@ class Report:
                 series[("RP", "~".join(m.rsplit("-", 1)[0] for m in models))][size] = c["value"]
         if not series:
             return None
+        sizes = {size for pts in series.values() for size in pts}
+        note = ("" if len(sizes) > 2 else f"the slow sweep (pytest bench -m slow) did not run: only the "
+                f"{' and '.join(f'{n:,}' for n in sorted(sizes))}-image ends of the size axis are drawn")
         plt = _plt()
         kinds = sorted({k for k, _ in series})
         fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.2), squeeze=False)
@@ -222,7 +179,7 @@ class Report:
             ax.set_xlabel("training images")
             ax.set_title(kind, fontsize=9)
             ax.legend(fontsize=6)
-        return self.save(fig, "regimes.png")
+        return self.save(fig, "regimes.png"), note
 
     def fig_hyperplane(self):
         """Figure 4: each model's map from the noise hyperplane to its nearest anchor image."""
@@ -312,7 +269,7 @@ class Report:
             a, b = (self.samples.get(h) for h in c["extra"]["samples"])
             return a.take(ids), b.take(ids)
         from models.golden import Golden, GoldenError, thumbnails
-        from models.store import file_sha256
+        from models.atomic import file_sha256
 
         path = Path(golden["path"])
         try:
@@ -364,28 +321,107 @@ class Report:
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
         return self.write_html()
 
+    def scorecard(self) -> str:
+        """One row per part of the paper: holds / fails / not run, counts, measured range and the paper's number."""
+        esc, rows = html.escape, []
+        for part, (title, paper) in PARTS.items():
+            group = [c for c in self.records if c.get("part") == part]
+            counts = {o: sum(c["outcome"] == o for c in group) for o in OUTCOMES}
+            measured = counts["passed"] + counts["failed"]
+            if not measured:
+                verdict = "not run"
+            elif counts["passed"] == measured and not counts["error"]:
+                verdict = "holds"
+            elif counts["passed"] == 0:
+                verdict = "fails"
+            else:
+                verdict = f"holds in {counts['passed']} of {measured + counts['error']}"
+            ranges = defaultdict(list)
+            for c in group:
+                if c["outcome"] in MEASURED:
+                    ranges[c["metric"]].append(c["value"])
+            values = "; ".join(f"{m} {min(v):.2g}" + (f"-{max(v):.2g}" if max(v) != min(v) else "")
+                               for m, v in ranges.items())
+            count = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "none collected"
+            kind = verdict.split()[0].replace("not", "notrun")
+            rows.append(f"<tr class='{kind}'><td>{esc(title)}</td><td>{esc(verdict)}</td><td>{esc(count)}</td>"
+                        f"<td>{esc(values)}</td><td>{esc(paper)}</td></tr>")
+        return ("<table><tr><th>claim</th><th>verdict</th><th>cases</th><th>measured (range)</th>"
+                "<th>the paper</th></tr>" + "".join(rows) + "</table>")
+
+    def case_tables(self) -> str:
+        """The cases of each part in a collapsed section, failing first."""
+        esc, out = html.escape, []
+        order = {o: k for k, o in enumerate(OUTCOMES)}
+        for part, (title, _) in PARTS.items():
+            group = sorted((c for c in self.records if c.get("part") == part),
+                           key=lambda c: (order[c["outcome"]], c["id"]))
+            if not group:
+                continue
+            bad = sum(c["outcome"] in ("failed", "error") for c in group)
+            rows = "".join(
+                f"<tr class='{c['outcome']}'><td>{esc(c['outcome'])}</td><td>{esc(c['id'])}</td>"
+                f"<td>{esc(c['source'])}</td><td>{esc(_value(c))}</td><td>{esc(_bar(c))}</td><td>{c['n']}</td>"
+                f"<td>{esc(c['bar']['source'])}</td></tr>" for c in group)
+            out.append(f"<details><summary>{esc(title)}: {len(group)} cases, {bad} failed or in error</summary>"
+                       f"<table><tr><th>outcome</th><th>case</th><th>paper</th><th>measured</th><th>bar</th>"
+                       f"<th>pairs</th><th>bar source</th></tr>{rows}</table></details>")
+        return "".join(out)
+
     def write_html(self) -> Path:
-        meta = self.doc["meta"]
         esc = html.escape
-        rows = "".join(
-            f"<tr class='{c['outcome']}'><td>{esc(c['outcome'])}</td><td>{esc(c['id'])}</td><td>{esc(c['source'])}</td>"
-            f"<td>{c['value']:.3g}</td><td>{esc(c['bar']['op'])} "
-            f"{esc(str(c['bar']['value']) if c['bar']['value'] is not None else ('%.3g' % c['versus']['value'] if c.get('versus') else '?'))}"
-            f"</td><td>{c['n']}</td><td>{esc(c['bar']['source'])}</td></tr>" for c in self.cases)
-        figs = "".join(f"<h3>{esc(t)}</h3>" + (f"<img src='{esc(n)}' alt='{esc(t)}'>" if n else "")
+        figs = "".join(f"<h3>{esc(t)}</h3>" + (f"<a href='{esc(n)}'><img src='{esc(n)}' alt='{esc(t)}'></a>" if n else "")
                        + (f"<p class='none'>{esc(cap)}</p>" if cap else "") for t, cap, n in self.figures)
-        metadata = "".join(f"<tr><th>{esc(k)}</th><td>{esc(json.dumps(v) if isinstance(v, dict) else str(v))}</td></tr>"
-                           for k, v in meta.items())
-        failed = sum(c["outcome"] == "failed" for c in self.cases)
+        metadata = "".join(f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_format(v))}</td></tr>"
+                           for k, v in self.doc["meta"].items())
+        counts = ", ".join(f"{n} {o}" for o in OUTCOMES if (n := sum(c["outcome"] == o for c in self.records)))
         page = f"""<!doctype html><html><head><meta charset="utf-8"><title>samenoise report</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.failed td{{background:#fdd}}
-tr.passed td{{background:#efe}} img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.failed td,tr.error td,tr.fails td{{background:#fdd}}
+tr.passed td,tr.holds td{{background:#efe}} tr.notrun td,tr.skipped td{{background:#eee}} summary{{cursor:pointer}}
+img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 </style></head><body><h1>samenoise report</h1>
-<p>{len(self.cases)} claim cases, {failed} failed.</p><h2>Run</h2><table>{metadata}</table>
-<h2>Cases (failing first)</h2><table><tr><th>outcome</th><th>case</th><th>paper</th><th>measured</th><th>bar</th>
-<th>pairs</th><th>bar source</th></tr>{rows}</table><h2>Figures</h2>{figs}</body></html>"""
+<p>{len(self.records)} claim cases: {esc(counts or 'none')}. Figures open full size when clicked.</p>
+<h2>Claims</h2>{self.scorecard()}<h2>Run</h2><table>{metadata}</table>
+<h2>Cases by claim (failing first)</h2>{self.case_tables()}<h2>Figures</h2>{figs}</body></html>"""
         return atomic_write(self.out / "index.html", lambda f: f.write(page.encode()))
+
+
+def _value(c: dict) -> str:
+    return f"{c['value']:.3g}" if c["outcome"] in MEASURED else c.get("reason", "")
+
+
+def _bar(c: dict) -> str:
+    bar = c["bar"]
+    if bar["value"] is not None:
+        return f"{bar['op']} {bar['value']:g}"
+    versus = c.get("versus") or {}
+    return f"{bar['op']} {versus['value']:.3g}" if isinstance(versus.get("value"), (int, float)) else f"{bar['op']} ?"
+
+
+def _format(v: Any) -> str:
+    """A metadata value as a person reads it: no JSON, Python lists or None."""
+    if v is None:
+        return "-"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_format(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_format(x)[:16] for x in v) or "-"
+    return str(v)
+
+
+def write_runs_index(root: str | os.PathLike) -> Path:
+    """`<root>/index.html`: every run folder under `<root>/runs`, newest first, with its report and results."""
+    root, esc = Path(root), html.escape
+    runs = sorted((p.name for p in (root / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  reverse=True) if (root / "runs").is_dir() else []
+    rows = "".join(f"<li><a href='runs/{esc(n)}/index.html'>{esc(n)}</a> (<a href='runs/{esc(n)}/results.json'>"
+                   f"results</a>)</li>" for n in runs)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>samenoise runs</title></head><body>"
+            f"<h1>samenoise runs</h1><p>Newest first; <a href='latest/index.html'>latest</a>. A run's name says its "
+            f"kind: main (the whole claim suite), subset (-k, -m, --models or some files) or regression "
+            f"(--candidate).</p><ul>{rows}</ul></body></html>")
+    return atomic_write(root / "index.html", lambda f: f.write(page.encode()))
 
 
 def build_report(results: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:

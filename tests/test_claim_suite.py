@@ -17,6 +17,7 @@ from cases.variants import CONDITIONAL, FINETUNE, INVERSE
 from fixtures.results import FAILED_AS, Measured, check
 from fixtures.zoo import SWEEP_NAME, optimal_size
 from models.zoo import read_zoo
+from reports.schema import RESULTS_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = C2 + NFE + HYPERPLANE + MANIFOLD + REGIMES + SWEEP + THEOREM + CONDITIONAL + INVERSE + FINETUNE + CONTROLS + REAL
@@ -26,7 +27,7 @@ EMBEDDED = read_zoo(ROOT / "models" / "embedded" / "zoo.toml")
 def test_case_ids_are_unique_and_read_like_the_claim():
     ids = [c.id for c in ALL]
     assert len(ids) == len(set(ids))
-    assert "C2/unet16-edm-m64~unet32-edm-m64/dpm3@20: rp>=0.6" in ids
+    assert "C2/arch/unet16-edm-m64~unet32-edm-m64/dpm3@20: rp>=0.6" in ids
 
 
 def test_every_bar_names_its_source_and_every_direction_has_a_right_side():
@@ -73,7 +74,7 @@ def test_a_failing_case_says_value_bar_pairs_claim_and_worst_ids():
     with pytest.raises(pytest.fail.Exception) as err:
         check(request, case, Measured(0.41, 256, [(12, 0.1), (7, 0.2)]))
     assert str(err.value).startswith("RP(unet-vp-eps, uvit-vp-eps) = 0.41 < 0.6 over 256 noises [C2 Sec. 2.1, Fig. 3]; "
-                                     "worst noise ids: 12 (0.10), 7 (0.20)")
+                                     "worst noise ids (SSCD similarity): 12 (0.10), 7 (0.20)")
     record = dict(request.node.user_properties)["samenoise_case"]
     assert record["passed"] is False and record["n"] == 256 and record["runs"][0]["sampler"] == "dpm3"
 
@@ -107,10 +108,11 @@ def test_results_file_and_xdist_give_the_same_values(tmp_path):
     for extra in ([], ["-n", "2"]):
         results = tmp_path / f"results{len(extra)}.json"
         out = pytest_run("bench/test_c3_regimes.py", "-k", "theorem1 and optimal-m64", "--noises", "8",
-                         "--cache-dir", str(tmp_path / f"cache{len(extra)}"), "--results", str(results), *extra)
+                         "--cache-dir", str(tmp_path / f"cache{len(extra)}"), "--results", str(results),
+                         "--report-dir", str(tmp_path / f"out{len(extra)}"), *extra)
         assert out.returncode == 0, out.stdout[-3000:]
         doc = json.loads(results.read_text())
-        assert doc["meta"]["format"] == "samenoise-results/1" and doc["meta"]["noises"] == 8
-        assert {"git_revision", "bank_hash_16px", "device", "versions", "descriptor"} <= set(doc["meta"])
+        assert doc["meta"]["format"] == RESULTS_FORMAT and doc["meta"]["noises"] == 8
+        assert {"git_revision", "bank_hashes", "device", "versions", "descriptor", "run", "kind"} <= set(doc["meta"])
         values.append({c["id"]: (c["value"], c["n"], c["passed"]) for c in doc["cases"]})
     assert values[0] == values[1] and len(values[0]) == 2

@@ -149,12 +149,18 @@ def test_cache_reuses_and_recomputes_a_corrupted_entry(tmp_path, thumbs):
     again = cache.embed(Counting(), thumbs.images[:10])
     assert torch.equal(first, again) and calls == [10]
     (entry,) = tmp_path.glob("*.npz")
+    key = cache.key(thumbs.images[:10], Counting())
     entry.write_bytes(entry.read_bytes()[:50])  # truncated
     assert torch.equal(cache.embed(Counting(), thumbs.images[:10]), first) and calls == [10, 10]
     with np.load(entry) as z:
         edited, recorded = z["embeddings"] + 0.5, z["sha256"]
     with open(entry, "wb") as f:
-        np.savez(f, embeddings=edited, sha256=recorded)  # content edited, hash left as it was
+        np.savez(f, embeddings=edited, key=np.array(key), sha256=recorded)  # content edited, hash left as it was
     assert torch.equal(cache.embed(Counting(), thumbs.images[:10]), first) and calls == [10, 10, 10]
     cache.embed(Counting(), thumbs.images[:9])  # other content, other key
     assert calls == [10, 10, 10, 9]
+    # a valid entry copied over another is not used: the entry's own key must match
+    other = cache.path(cache.key(thumbs.images[:9], Counting()))
+    other.write_bytes(entry.read_bytes())
+    assert cache.embed(Counting(), thumbs.images[:9]).shape == (9, 8) and calls == [10, 10, 10, 9, 9]
+    assert not list(tmp_path.rglob("*.lock")) and not list(tmp_path.rglob("*.tmp"))

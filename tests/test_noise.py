@@ -79,3 +79,9 @@ def test_missing_ids_are_named():
     bank = NoiseBank.draw(0, SHAPE, n=8)
     with pytest.raises(NoiseBankError, match=r"noise ids \[8, 99\] are not in this bank"):
         bank.take([1, 8, 99])
+
+
+def test_the_hash_covers_the_seed():
+    bank = NoiseBank.draw(0, (3, 2, 2), n=4)
+    relabelled = NoiseBank(bank.eps.clone(), bank.ids.clone(), seed=1)  # the same numbers under another seed
+    assert relabelled.hash != bank.hash and NoiseBank(bank.eps, bank.ids, seed=0).hash == bank.hash

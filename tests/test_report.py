@@ -8,17 +8,18 @@ from PIL import Image
 
 from models.store import SampleStore, key_hash
 from reports.build import ReportError, build_report, load_results
+from reports.schema import RESULTS_FORMAT
 
 
 def pair_case(hashes, ident="C2/a~b/dpm3@20: rp>=0.6", **kw):
-    return {"id": ident, "claim": "C2", "source": "Sec. 2.1", "metric": "rp", "value": 0.25,
+    return {"id": ident, "claim": "C2", "part": "C2", "source": "Sec. 2.1", "metric": "rp", "value": 0.25,
             "n": 64, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "versus": None, "passed": False,
             "models": ["a", "b"], "runs": [{"model": m, "sampler": "dpm3", "nfe": 20} for m in "ab"],
             "versus_runs": [], "params": {}, "worst": [[3, 0.1], [5, 0.2]], "extra": {"samples": hashes},
             "outcome": "failed", "seconds": 1.0} | kw
 
 
-def write_results(tmp_path, cases, fmt="samenoise-results/1"):
+def write_results(tmp_path, cases, fmt=RESULTS_FORMAT):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"meta": {"format": fmt, "noises": 64}, "cases": cases}))
     return results
@@ -58,13 +59,13 @@ def test_missing_store_entry_is_said_instead_of_drawn(tmp_path):
 def test_foreign_or_older_results_are_refused_with_the_file_name(tmp_path, fmt, says):
     bad = write_results(tmp_path, [], fmt)
     with pytest.raises(ReportError, match=re.escape(f"results.json: results format {fmt!r} is not "
-                                                    f"'samenoise-results/1' ({says}")):
+                                                    f"{RESULTS_FORMAT!r} ({says}")):
         load_results(bad)
 
 
-@pytest.mark.parametrize("field, value, says", [("value", None, "'value' is None, expected a number"),
+@pytest.mark.parametrize("field, value, says", [("value", None, "'value' is None, expected a finite number"),
                                                 ("worst", {}, "'worst' is {}, expected list"),
-                                                ("outcome", "skipped", "outcome 'skipped' is not"),
+                                                ("outcome", "unsure", "outcome 'unsure' is not"),
                                                 ("bar", {"op": ">="}, "'bar' lacks ['value', 'source']")])
 def test_a_damaged_case_record_is_refused_naming_the_case_and_field(tmp_path, field, value, says):
     bad = write_results(tmp_path, [pair_case(["x", "y"], **{field: value})])
@@ -103,11 +104,12 @@ def test_a_failing_regression_case_is_drawn_beside_the_golden_thumbnails(tmp_pat
                     ids=np.arange(16), embeddings=rng.normal(size=(16, 8)).astype(np.float32),
                     thumbnails=np.full((16, 16, 16, 3), 200, np.uint8)).save(tmp_path / "ref.npz")
     case = pair_case([key_hash(key)], ident="regression/golden file ref.npz: rp>=0.6", claim="regression",
+                     part="regression",
                      extra={"samples": [key_hash(key)], "golden": {"path": str(golden),
                                                                    "sha256": file_sha256(golden)}})
     out = tmp_path / "out"
     page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", out).read_text()
-    assert "worst.png" in page and "partial" not in page
+    assert "worst.png" in page and "partial:" not in page
     img = np.asarray(Image.open(out / "worst.png").convert("L"))
     assert img.std() > 5
     golden.write_bytes(golden.read_bytes()[:100])  # the golden file changed after the run

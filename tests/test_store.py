@@ -1,11 +1,13 @@
 """The sample store: round trip, one generation per key (also across processes), refusal of damaged entries."""
+import json
 import multiprocessing as mp
 import time
+import warnings
 
 import numpy as np
 import pytest
 
-from models.store import SampleStore, StoreError
+from models.store import SampleStore, StoreError, StoreWarning
 
 KEY = {"model": "m", "sampler": "dpm3", "nfe": 20, "bank": "abc", "label": None}
 
@@ -46,6 +48,40 @@ def test_damaged_entries_are_refused_with_the_file_name(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(StoreError, match=str(path.name)):
         store.get(KEY)
+
+
+@pytest.mark.parametrize("member", ["ids", "nfe", "key"])
+def test_the_sha256_covers_ids_nfe_and_key(tmp_path, member):
+    store = SampleStore(tmp_path)
+    store.put(KEY, images(), [0, 1, 2, 3], 20)
+    path = store.path(KEY)
+    with np.load(path) as z:
+        members = dict(z)
+    members[member] = {"ids": np.array([1, 0, 2, 3]), "nfe": np.int64(21),
+                       "key": np.array(json.dumps(KEY | {"label": 1}, sort_keys=True))}[member]
+    with open(path, "wb") as f:
+        np.savez(f, **members)
+    with pytest.raises(StoreError, match="fails its sha256|holds another key"):
+        store.get(KEY)
+
+
+def test_a_damaged_entry_is_reported_once_and_made_again(tmp_path):
+    store, calls = SampleStore(tmp_path), []
+
+    def make():
+        calls.append(1)
+        return images(), [0, 1, 2, 3], 20
+
+    store.get_or_make(KEY, make)
+    path = store.path(KEY)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(StoreWarning, match=f"{path.name} cannot be read .*; removed and made again"):
+        again = store.get_or_make(KEY, make)
+    assert len(calls) == 2 and np.array_equal(again.images, images())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.get_or_make(KEY, make)  # whole again: no second report
+    assert len(calls) == 2 and not list(tmp_path.rglob("*.lock"))
 
 
 def _worker(root, log, barrier):

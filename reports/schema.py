@@ -1,0 +1,116 @@
+"""The results file: its format name and the checks every reader applies, shared by the writer
+(fixtures/results.py) and the report (reports/build.py).
+
+A results file is `{"meta": {...}, "cases": [record, ...]}`. Every collected claim case has one record; its
+`outcome` is `passed` or `failed` (a value measured against its bar) or `error` or `skipped` (no value; `reason`
+says why). A record's outcome must follow from its value and the bar it carries.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from cases import OPS
+
+RESULTS_FORMAT = "samenoise-results/2"
+OUTCOMES = ("failed", "error", "passed", "skipped")  # also the report's order: what needs a look first
+MEASURED = ("passed", "failed")
+
+NUMBER = (int, float)
+# what a reader needs from each case record, with the types it needs (checked before anything is drawn)
+CASE_FIELDS = {"id": str, "claim": str, "part": str, "source": str, "metric": str, "n": int, "bar": dict,
+               "passed": bool, "outcome": str, "runs": list, "params": dict, "worst": list, "extra": dict}
+RUN_FIELDS = {"model": str, "sampler": str, "nfe": int}
+
+
+class ResultsError(ValueError):
+    """A results file (or a store entry or golden file it names) that cannot be used; the message names the file,
+    the case and the field."""
+
+
+def _is(value, kind) -> bool:
+    return isinstance(value, kind) and not (kind is NUMBER and isinstance(value, bool))
+
+
+def _number(value) -> bool:
+    return _is(value, NUMBER) and math.isfinite(value)
+
+
+def check_record(case: Any, where: str) -> None:
+    """Refuse a record that lacks a field, has one of the wrong type, or whose outcome does not follow from its
+    value and bar."""
+    if not isinstance(case, dict):
+        raise ResultsError(f"{where} is not an object")
+    for name, kind in CASE_FIELDS.items():
+        if name not in case:
+            raise ResultsError(f"{where} has no '{name}'")
+        if not _is(case[name], kind):
+            raise ResultsError(f"{where}: '{name}' is {case[name]!r:.80}, expected {kind.__name__}")
+    outcome, bar = case["outcome"], case["bar"]
+    if outcome not in OUTCOMES:
+        raise ResultsError(f"{where}: outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    missing = [f for f in ("op", "value", "source") if f not in bar]
+    if missing:
+        raise ResultsError(f"{where}: 'bar' lacks {missing}")
+    if bar["op"] not in OPS:
+        raise ResultsError(f"{where}: bar op {bar['op']!r} is not one of {', '.join(OPS)}")
+    if bar["value"] is not None and not _number(bar["value"]):
+        raise ResultsError(f"{where}: bar value {bar['value']!r} is not a finite number")
+    for k, run in enumerate(case["runs"]):
+        for name, kind in RUN_FIELDS.items():
+            if not isinstance(run, dict) or not _is(run.get(name), kind):
+                got = run.get(name) if isinstance(run, dict) else run
+                raise ResultsError(f"{where}: runs[{k}] '{name}' is {got!r}, expected {kind.__name__}")
+    if outcome not in MEASURED:
+        if not isinstance(case.get("reason"), str) or not case["reason"]:
+            raise ResultsError(f"{where}: outcome {outcome!r} needs a 'reason'")
+        return
+    value = case.get("value")
+    if not _number(value):
+        raise ResultsError(f"{where}: 'value' is {value!r}, expected a finite number for outcome {outcome!r}")
+    rhs = bar["value"]
+    if rhs is None:
+        versus = case.get("versus")
+        rhs = versus.get("value") if isinstance(versus, dict) else None
+        if not _number(rhs):
+            raise ResultsError(f"{where}: the bar compares with another measurement, but 'versus' value is {rhs!r}")
+    holds = bool(OPS[bar["op"]](value, rhs))
+    if holds != (outcome == "passed") or case["passed"] != holds:
+        raise ResultsError(f"{where}: value {value:.4g} {bar['op']} {rhs:.4g} is {holds}, but the record says "
+                           f"outcome {outcome!r}, passed {case['passed']}")
+
+
+def check_results(doc: Any, path: str | os.PathLike) -> dict[str, Any]:
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt != RESULTS_FORMAT:
+        name, _, version = str(fmt).partition("/")
+        ours, current = RESULTS_FORMAT.split("/")
+        if name != ours or not version.isdigit():
+            kind = "a foreign file"
+        elif int(version) < int(current):
+            kind = "an older version of the format; rerun `pytest bench` to remake it"
+        else:
+            kind = "a newer version of the format; update samenoise to read it"
+        raise ResultsError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} ({kind})")
+    if not _is(meta.get("noises"), int):
+        raise ResultsError(f"{path}: meta has no integer 'noises'")
+    if not isinstance(doc.get("cases"), list):
+        raise ResultsError(f"{path}: no 'cases' list")
+    for k, case in enumerate(doc["cases"]):
+        ident = case.get("id", "?") if isinstance(case, dict) else repr(case)
+        check_record(case, f"{path}: case {k} ({ident})")
+    return doc
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """A results file written by `pytest bench`, checked record by record; anything else is refused by name."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(), parse_constant=lambda c: float(c))  # NaN is refused by check_record
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{path}: cannot read the results file ({e})") from e
+    return check_results(doc, path)

@@ -1,0 +1,48 @@
+"""Atomic files: locks that exclude across processes and leave nothing behind, and the sweep of stale temporaries."""
+import multiprocessing as mp
+import os
+import time
+
+from models.atomic import STALE_SECONDS, atomic_write, file_lock, sweep_stale
+
+
+def _hold(path, log, barrier):
+    barrier.wait()
+    for _ in range(5):
+        with file_lock(path):
+            with open(log, "a") as f:
+                f.write("in\n")
+            time.sleep(0.01)
+            with open(log, "a") as f:
+                f.write("out\n")
+
+
+def test_a_lock_excludes_other_processes_and_leaves_no_file(tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    log, lock = tmp_path / "log", tmp_path / "locks" / "k.lock"
+    procs = [ctx.Process(target=_hold, args=(lock, log, barrier)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    lines = log.read_text().split()
+    assert lines == ["in", "out"] * 15  # never two holders at once
+    assert not lock.exists()
+
+
+def test_the_sweep_removes_only_stale_temporaries(tmp_path):
+    atomic_write(tmp_path / "a" / "kept.json", lambda f: f.write(b"{}"))
+    stale, fresh = tmp_path / "a" / ".kept.json.x1.tmp", tmp_path / "a" / ".other.json.x2.tmp"
+    stale_dir = tmp_path / "runs" / ".20260101-000000-main.tmp"
+    for p in (stale, fresh):
+        p.write_text("half")
+    stale_dir.mkdir(parents=True)
+    (stale_dir / "results.json").write_text("{")
+    old = time.time() - STALE_SECONDS - 60
+    for p in (stale, stale_dir):
+        os.utime(p, (old, old))
+    removed = sweep_stale(tmp_path)
+    assert sorted(removed) == sorted([stale, stale_dir])
+    assert fresh.exists() and (tmp_path / "a" / "kept.json").exists()

@@ -1,0 +1,238 @@
+"""The catalogue of bad input: each row is one bad option, file or record; each must stop with one line that names
+the bad value, and leave nothing half-written behind. Options are checked by the same function that runs before
+collection (conftest._check_options); two rows also run pytest for real to show the exit before collection."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import conftest
+from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from models.golden import Golden, GoldenError
+from models.noise import NoiseBank, NoiseBankError
+from reports.schema import RESULTS_FORMAT, ResultsError, load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = ROOT / "models" / "embedded" / "unet16-edm-m64"
+
+
+class _Options:
+    """Records pytest_addoption's defaults, so a row states only what it changes."""
+
+    def __init__(self):
+        self.defaults = {}
+
+    def getgroup(self, name):
+        return self
+
+    def addoption(self, name, **kw):
+        self.defaults[name] = kw.get("default", False if kw.get("action") == "store_true" else None)
+
+
+class FakeConfig:
+    def __init__(self, **options):
+        recorder = _Options()
+        conftest.pytest_addoption(recorder)
+        self.options = recorder.defaults | options
+
+    def getoption(self, name):
+        return self.options[name]
+
+
+def a_file(tmp: Path) -> Path:
+    f = tmp / "plain-file"
+    f.write_text("x")
+    return f
+
+
+def a_golden(tmp: Path) -> Path:
+    g = Golden(model="m", bank_hash="h", sampler="dpm3", nfe=20, grid="edm", label=None, descriptor="d",
+               ids=np.arange(4), embeddings=np.ones((4, 8), np.float32), thumbnails=np.zeros((4, 2, 2, 3), np.uint8))
+    path = g.save(tmp / "golden.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def a_zoo(tmp: Path, body: str) -> Path:
+    path = tmp / "zoo.toml"
+    path.write_text(body)
+    return path
+
+
+# (row id, options as a function of a temporary folder, text the one-line error must contain)
+OPTION_ROWS = [
+    ("noises-zero", lambda t: {"--noises": 0}, "--noises must be at least 1, got 0"),
+    ("noises-negative", lambda t: {"--noises": -5}, "got -5"),
+    ("golden-rp-above-1", lambda t: {"--golden-rp": 1.5}, "--golden-rp is a score bar between 0 and 1, got 1.5"),
+    ("golden-mae-below-0", lambda t: {"--golden-mae": -0.1}, "--golden-mae is a score bar between 0 and 1, got -0.1"),
+    ("cache-dir-under-a-file", lambda t: {"--cache-dir": str(a_file(t) / "cache")}, "--cache-dir"),
+    ("cache-dir-is-a-file", lambda t: {"--cache-dir": str(a_file(t))}, "cannot be written: it is a file"),
+    ("cache-dir-in-proc", lambda t: {"--cache-dir": "/proc/forbidden"}, "--cache-dir /proc/forbidden cannot be"),
+    ("report-dir-under-a-file", lambda t: {"--report-dir": str(a_file(t) / "out")}, "--report-dir"),
+    ("report-dir-in-proc", lambda t: {"--report-dir": "/proc/forbidden"}, "--report-dir /proc/forbidden cannot be"),
+    ("results-under-a-file", lambda t: {"--results": str(a_file(t) / "r.json")}, "--results"),
+    ("results-is-a-folder", lambda t: {"--results": str(t)}, "cannot be written: it is a folder"),
+    ("device-gpu", lambda t: {"--device": "gpu"}, "--device 'gpu' is not a device the suite samples on; valid: cpu"),
+    ("device-empty", lambda t: {"--device": ""}, "--device '' is not a device"),
+    ("device-meta", lambda t: {"--device": "meta"}, "--device 'meta' is not a device"),
+    ("descriptor-unknown", lambda t: {"--descriptor": "nosuch"}, "--descriptor 'nosuch' is unknown; valid: sscd-int8"),
+    ("descriptor-size-zero", lambda t: {"--descriptor-size": 0}, "--descriptor-size 0 is out of range"),
+    ("descriptor-size-huge", lambda t: {"--descriptor-size": 100000}, "--descriptor-size 100000 is out of range"),
+    ("descriptor-path-missing", lambda t: {"--descriptor-path": str(t / "sscd.pt")}, "sscd.pt: the file does not"),
+    ("zoo-file-missing", lambda t: {"--zoo": [str(t / "nope.toml")]}, "nope.toml: cannot read the zoo file"),
+    ("zoo-unknown-key", lambda t: {"--zoo": [str(a_zoo(t, '[models.x]\nsource = "x"\ncolour = "red"\n'))]},
+     "entry 'x' has unknown keys ['colour']"),
+    ("zoo-entry-folder-missing", lambda t: {"--zoo": [str(a_zoo(t, '[models.mine]\nsource = "gone"\n'))]},
+     "zoo entry 'mine': checkpoint folder"),
+    ("zoo-bad-format", lambda t: {"--zoo": [str(a_zoo(t, '[models.x]\nsource = "x"\nformat = "onnx"\n'))]},
+     "entry 'x' has format 'onnx'; valid formats: samenoise"),
+    ("zoo-bad-kernel", lambda t: {"--zoo": [str(a_zoo(t, '[models.x]\nsource = "x"\nkernel = "vpp"\n'))]},
+     "entry 'x' has kernel 'vpp'; valid kernels:"),
+    ("zoo-not-toml", lambda t: {"--zoo": [str(a_zoo(t, "[models.x\n"))]}, "cannot read the zoo file"),
+    ("models-unknown", lambda t: {"--models": "unet16-edm-m64,no-such-model"}, "unknown model names ['no-such-model']"),
+    ("models-names-absent-real-checkpoint",
+     lambda t: {"--zoo": [str(ROOT / "models" / "real.toml")], "--models": "edm-cifar10-uncond-vp"},
+     "zoo entry 'edm-cifar10-uncond-vp'"),
+    ("candidate-path-missing", lambda t: {"--candidate": str(t / "ckpt"), "--golden": [str(t / "g.npz")]},
+     "ckpt: no zoo entry of that name, and the path does not exist"),
+    ("candidate-not-a-checkpoint", lambda t: {"--candidate": str(t), "--golden": [str(t / "g.npz")]},
+     "not a suite checkpoint folder (it has no samenoise.json)"),
+    ("candidate-without-golden", lambda t: {"--candidate": "unet16-edm-m64"},
+     "needs both --candidate and --golden; got --candidate unet16-edm-m64"),
+    ("golden-without-candidate", lambda t: {"--golden": [str(t / "g.npz")]}, "needs both --candidate and --golden"),
+    ("update-golden-alone", lambda t: {"--update-golden": True}, "--update-golden needs --candidate MODEL and"),
+    ("golden-missing", lambda t: {"--candidate": "unet16-edm-m64", "--golden": [str(t / "g.npz")]},
+     "g.npz: the file does not exist (record it first with --update-golden)"),
+    ("golden-truncated", lambda t: {"--candidate": "unet16-edm-m64", "--golden": [str(a_golden(t))]},
+     "golden.npz cannot be read"),
+    ("golden-unwritable", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
+                                     "--golden": [str(a_file(t) / "g.npz")]}, "--golden"),
+]
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("options, says", [pytest.param(o, s, id=i) for i, o, s in OPTION_ROWS])
+def test_a_bad_option_stops_the_run_with_one_line_naming_it(tmp_path, options, says):
+    config = FakeConfig(**options(tmp_path))
+    before = listing(tmp_path)
+    with pytest.raises(pytest.UsageError) as err:
+        conftest._check_options(config)
+    message = str(err.value)
+    assert says in message and "\n" not in message, message
+    assert listing(tmp_path) == before  # nothing created, nothing half-written
+
+
+def test_the_catalogue_is_long(tmp_path):
+    assert len(OPTION_ROWS) + len(FILE_ROWS) >= 30
+
+
+def test_good_options_pass_and_create_nothing(tmp_path):
+    config = FakeConfig(**{"--cache-dir": str(tmp_path / "c"), "--report-dir": str(tmp_path / "r"),
+                           "--results": str(tmp_path / "x" / "r.json")})
+    conftest._check_options(config)
+    assert listing(tmp_path) == set()
+
+
+# --- files and records -------------------------------------------------------------------------------------
+
+def bank_without(tmp: Path, field: str, value=None) -> Path:
+    path = NoiseBank.draw(0, (3, 2, 2), n=3).save(tmp / "bank.npy")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    if value is None:
+        del meta[field]
+    else:
+        meta[field] = value
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path
+
+
+def truncated_checkpoint(tmp: Path) -> Path:
+    net, meta = load_checkpoint(EMBEDDED)
+    folder = save_checkpoint(tmp / "ckpt", net, meta)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return folder
+
+
+def config_not_json(tmp: Path) -> Path:
+    net, meta = load_checkpoint(EMBEDDED)
+    folder = save_checkpoint(tmp / "ckpt", net, meta)
+    (folder / "config.json").write_text("{not json")
+    return folder
+
+
+def results_with(tmp: Path, **change) -> Path:
+    record = {"id": "C2/a~b/dpm3@20: rp>=0.6", "claim": "C2", "part": "C2", "source": "s", "metric": "rp",
+              "value": 0.3, "n": 8, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "passed": False,
+              "outcome": "failed", "runs": [{"model": "a", "sampler": "dpm3", "nfe": 20}], "params": {},
+              "worst": [], "extra": {}}
+    path = tmp / "results.json"
+    text = json.dumps({"meta": {"format": RESULTS_FORMAT, "noises": 8}, "cases": [record | change]})
+    path.write_text(text.replace('"NAN"', "NaN"))
+    return path
+
+
+# (row id, call on a temporary folder, the error type, text the one-line error must contain)
+FILE_ROWS = [
+    ("bank-without-sha256", lambda t: NoiseBank.load(bank_without(t, "sha256")), NoiseBankError,
+     "bank.json: 'sha256' is missing; expected a 64-digit hex string"),
+    ("bank-ids-of-wrong-type", lambda t: NoiseBank.load(bank_without(t, "ids", "0,1,2")), NoiseBankError,
+     "bank.json: 'ids' is '0,1,2'; expected a list of integers"),
+    ("bank-missing", lambda t: NoiseBank.load(t / "none.npy"), NoiseBankError, "cannot read noise bank"),
+    ("checkpoint-truncated-safetensors", lambda t: load_checkpoint(truncated_checkpoint(t)), CheckpointError,
+     "diffusion_pytorch_model.safetensors cannot be read"),
+    ("checkpoint-config-not-json", lambda t: load_checkpoint(config_not_json(t)), CheckpointError,
+     "config.json cannot be read"),
+    ("results-passed-below-its-bar", lambda t: load_results(results_with(t, passed=True, outcome="passed")),
+     ResultsError, "value 0.3 >= 0.6 is False, but the record says outcome 'passed'"),
+    ("results-nan-value", lambda t: load_results(results_with(t, value="NAN")), ResultsError,
+     "'value' is nan, expected a finite number"),
+    ("results-unknown-op", lambda t: load_results(results_with(t, bar={"op": "=>", "value": 0.6, "source": "s"})),
+     ResultsError, "bar op '=>' is not one of"),
+    ("results-empty-run", lambda t: load_results(results_with(t, runs=[{}])), ResultsError,
+     "runs[0] 'model' is None, expected str"),
+    ("results-unknown-outcome", lambda t: load_results(results_with(t, outcome="maybe")), ResultsError,
+     "outcome 'maybe' is not one of failed, error, passed, skipped"),
+    ("results-error-without-reason", lambda t: load_results(results_with(t, outcome="error", value=None)),
+     ResultsError, "outcome 'error' needs a 'reason'"),
+    ("golden-truncated", lambda t: Golden.load(a_golden(t)), GoldenError, "golden.npz cannot be read"),
+]
+
+
+@pytest.mark.parametrize("call, error, says", [pytest.param(c, e, s, id=i) for i, c, e, s in FILE_ROWS])
+def test_a_bad_file_is_refused_with_one_line_naming_it(tmp_path, call, error, says):
+    with pytest.raises(error) as err:
+        call(tmp_path)
+    message = str(err.value)
+    assert says in message and "\n" not in message, message
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # no temporary file left behind
+
+
+def pytest_run(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--device", "cuda"], "--device cuda: torch"),
+    (["--descriptor", "nosuch"], "--descriptor 'nosuch' is unknown"),
+])
+def test_the_run_stops_before_collection_with_exit_code_4(tmp_path, args, says):
+    if args[1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda is valid here")
+    out = pytest_run("bench/test_controls.py", "--cache-dir", str(tmp_path / "c"), "--report-dir",
+                     str(tmp_path / "r"), *args)
+    assert out.returncode == 4 and says in out.stderr, out.stderr + out.stdout
+    assert "collected" not in out.stdout and not (tmp_path / "r").exists()

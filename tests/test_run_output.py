@@ -1,0 +1,69 @@
+"""What a run leaves: a record for every collected claim case (errors and skips too), its own folder with results
+and report, a pointer to the latest, the paths as its last lines, and the results kept when the folder fails."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from reports.schema import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(tmp_path, *args, env=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="0", **(env or {}))  # the suite must force it back to 1
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/claim_outcomes.py",
+                           "--cache-dir", str(tmp_path / "cache"), "--report-dir", str(tmp_path / "out"), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_every_collected_case_is_recorded_with_its_outcome_and_the_paths_come_last(tmp_path):
+    out = run(tmp_path)
+    assert out.returncode == 1, out.stdout[-3000:]
+    runs = sorted((tmp_path / "out" / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.endswith("-subset")
+    doc = load_results(runs[0] / "results.json")
+    outcomes = {c["id"].split("/")[1].split("-")[0]: (c["outcome"], c.get("reason", "")) for c in doc["cases"]}
+    assert outcomes == {"holds": ("passed", ""), "misses": ("failed", ""),
+                        "crashes": ("error", "call: RuntimeError: the sampler diverged at sigma 80"),
+                        "skips": ("skipped", "nothing to compare"),
+                        "breaks": ("error", "setup: RuntimeError: the store folder vanished during setup")}
+    page = (runs[0] / "index.html").read_text()
+    assert "5 claim cases: 1 failed, 2 error, 1 passed, 1 skipped" in page
+    assert (tmp_path / "out" / "latest").resolve() == runs[0].resolve()
+    assert runs[0].name in (tmp_path / "out" / "index.html").read_text()
+    last = out.stdout.strip().splitlines()[-3:]
+    assert last[0] == "samenoise: 5 claim cases: 1 failed, 2 error, 1 passed, 1 skipped"
+    assert last[1] == f"samenoise: results -> {runs[0] / 'results.json'}"
+    assert last[2].startswith(f"samenoise: report -> {runs[0] / 'index.html'}")
+    # worst-id values carry their unit
+    assert "worst noise ids (SSCD similarity): 3 (0.20), 5 (0.40)" in out.stdout
+
+
+def test_a_run_that_records_nothing_writes_nothing_and_leaves_earlier_runs_alone(tmp_path):
+    run(tmp_path)
+    before = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    out = run(tmp_path, "-k", "no_such_case")
+    assert out.returncode == 5
+    assert "samenoise: no claim case ran; no results or report written" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == before
+
+
+def test_results_survive_an_output_folder_that_fails_at_the_end(tmp_path):
+    out = run(tmp_path, env={"SAMENOISE_TEST_SABOTAGE": "1"})
+    line = next(l for l in out.stdout.splitlines() if "could not write the run's output" in l)
+    fallback = Path(line.split("results are saved to ")[1].split(" instead")[0])
+    try:
+        assert fallback.parent == Path(tempfile.gettempdir())
+        assert {c["outcome"] for c in json.loads(fallback.read_text())["cases"]} == {"passed", "failed", "error",
+                                                                                      "skipped"}
+    finally:
+        fallback.unlink(missing_ok=True)
+
+
+def test_no_temporary_files_or_locks_are_left(tmp_path):
+    run(tmp_path)
+    left = [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".lock"))]
+    assert not left
