@@ -207,15 +207,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     device = config.getoption("--device")
     has_gpu = torch.cuda.is_available() and device.startswith("cuda")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device: run on a GPU machine with --device cuda")
+    from fixtures.results import describe
+
     wanted = {m for m in (config.getoption("--models") or "").split(",") if m}
+    regression, recording = bool(config.getoption("--candidate")), config.getoption("--update-golden")
     keep, drop = [], []
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
-        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case = params.get("case")
         if wanted and case is not None and not set(case.models) <= wanted:
             drop.append(item)
+        elif "golden_file" in params and (not regression or ("golden_metric" in params) == recording):
+            drop.append(item)  # checkpoint regression runs only when asked for: recording or comparing
         else:
+            describe(item)  # every report of a claim case carries what the case is, errors and skips too
             keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -232,12 +239,6 @@ def _check_descriptor_files(config: pytest.Config) -> None:
         descriptor_weights(config.getoption("--descriptor"), config.getoption("--descriptor-path"))
     except FileNotFoundError as e:
         raise pytest.UsageError(f"--descriptor {config.getoption('--descriptor')}: {e}") from e
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    from fixtures.results import describe_setup
-
-    describe_setup(item)
 
 
 @pytest.hookimpl(hookwrapper=True)

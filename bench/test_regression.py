@@ -8,7 +8,6 @@ file, `rp` (descriptor embeddings, content) and `mae` (thumbnails, pixels), must
 --golden-mae (default 0.6 each, the paper's bars, Sec. 2.1); select one with -k, e.g. `-k "regression and rp"`."""
 from pathlib import Path
 
-import pytest
 import torch
 
 from cases import Bar, Case, Run
@@ -31,18 +30,16 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("golden_file", files, ids=[f"record/{f or '-'}" for f in files])
 
 
-def candidate_run(pytestconfig, measure, golden_file, recording: bool):
+def candidate_run(pytestconfig, measure):
+    """The candidate's model and run; conftest.py collects these cases only with --candidate and --golden, and
+    either the recording or the comparing ones (--update-golden)."""
     candidate = pytestconfig.getoption("--candidate")
-    if golden_file is None or candidate is None:
-        pytest.skip("checkpoint regression: pass --candidate MODEL --golden FILE (add --update-golden to record)")
-    if pytestconfig.getoption("--update-golden") != recording:
-        pytest.skip("--update-golden records the golden file; without it the candidate is checked against it")
     m = measure.model(candidate)
     return m, Run(candidate, m.entry.sampler, m.entry.nfe)
 
 
 def test_record_golden(golden_file, pytestconfig, measure, descriptor):
-    m, run = candidate_run(pytestconfig, measure, golden_file, recording=True)
+    m, run = candidate_run(pytestconfig, measure)
     bank = measure.bank(m.sample_shape, pytestconfig.getoption("--noises"))
     s = measure.sample(run, len(bank), bank=bank)
     Golden(model=m.entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid="edm", label=None,
@@ -51,7 +48,7 @@ def test_record_golden(golden_file, pytestconfig, measure, descriptor):
 
 
 def test_regression(golden_file, golden_metric, pytestconfig, measure, descriptor, claim):
-    m, run = candidate_run(pytestconfig, measure, golden_file, recording=False)
+    m, run = candidate_run(pytestconfig, measure)
     golden = Golden.load(golden_file)
     bank = measure.bank(m.sample_shape, len(golden.ids))
     golden.check_compatible(golden_file, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid="edm",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
-from models.atomic import atomic_write, file_lock, file_sha256  # noqa: F401 - file_sha256 re-exported
+from models.atomic import atomic_write, file_lock
 
 FORMAT = "samenoise-sample-store/2"
 

@@ -2,13 +2,12 @@
 figures drawn from the run's own data (results JSON + sample store). A figure whose data did not run says
 so instead of being drawn. Rebuild without rerunning anything:
 
-    python -m reports.build reports/out/results.json --cache-dir .cache/samenoise --out reports/out
+    python -m reports.build reports/out/latest/results.json --cache-dir .cache/samenoise --out DIR
 """
 from __future__ import annotations
 
 import argparse
 import html
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from cases import PARTS
 from models.atomic import atomic_write
 from models.store import SampleSet, SampleStore, StoreError
-from cases import PARTS
 from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 
 # one error type for whatever the report cannot use: a results file, a store entry, a golden file
@@ -343,7 +342,7 @@ class Report:
             values = "; ".join(f"{m} {min(v):.2g}" + (f"-{max(v):.2g}" if max(v) != min(v) else "")
                                for m, v in ranges.items())
             count = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "none collected"
-            kind = verdict.split()[0].replace("not", "notrun")
+            kind = {"holds": "holds", "fails": "fails", "not run": "notrun"}.get(verdict, "partly")
             rows.append(f"<tr class='{kind}'><td>{esc(title)}</td><td>{esc(verdict)}</td><td>{esc(count)}</td>"
                         f"<td>{esc(values)}</td><td>{esc(paper)}</td></tr>")
         return ("<table><tr><th>claim</th><th>verdict</th><th>cases</th><th>measured (range)</th>"
@@ -378,7 +377,7 @@ class Report:
         page = f"""<!doctype html><html><head><meta charset="utf-8"><title>samenoise report</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.failed td,tr.error td,tr.fails td{{background:#fdd}}
-tr.passed td,tr.holds td{{background:#efe}} tr.notrun td,tr.skipped td{{background:#eee}} summary{{cursor:pointer}}
+tr.passed td,tr.holds td{{background:#efe}} tr.partly td{{background:#ffd}} tr.notrun td,tr.skipped td{{background:#eee}} summary{{cursor:pointer}}
 img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 </style></head><body><h1>samenoise report</h1>
 <p>{len(self.records)} claim cases: {esc(counts or 'none')}. Figures open full size when clicked.</p>

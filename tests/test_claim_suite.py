@@ -116,3 +116,28 @@ def test_results_file_and_xdist_give_the_same_values(tmp_path):
         assert {"git_revision", "bank_hashes", "device", "versions", "descriptor", "run", "kind"} <= set(doc["meta"])
         values.append({c["id"]: (c["value"], c["n"], c["passed"]) for c in doc["cases"]})
     assert values[0] == values[1] and len(values[0]) == 2
+
+
+def failure_message(case, value=0.5, versus=0.4) -> str:
+    with pytest.raises(pytest.fail.Exception) as err:
+        check(FakeRequest(), case, Measured(value, 64), Measured(versus, 64))
+    return str(err.value)
+
+
+def test_direction_messages_tag_each_side_with_its_own_size_and_pairing():
+    rp_optimal = next(c for c in REGIMES if c.versus and "optimal-l2048" in c.models and c.metric == "rp")
+    message = failure_message(rp_optimal, 0.5, 0.4)
+    left, right = message.split(" >= ")
+    assert "[size=2048]" in left and "[size=64]" in right and "[size=2048]" not in right, message
+    layout = next(c for c in CONDITIONAL if c.metric == "layout_mae")
+    left, right = failure_message(layout, 40.0, 30.0).split(" >= ")
+    assert "[pairing=same noise, other label]" in left and "[pairing=other noise, same label]" in right
+
+
+def test_a_value_that_is_not_a_number_is_an_error_not_a_failure():
+    case = Case("C2", "Sec. 2.1", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "src"))
+    request = FakeRequest()
+    with pytest.raises(pytest.fail.Exception, match="not a finite number"):
+        check(request, case, Measured(float("nan"), 8))
+    record = dict(request.node.user_properties)["samenoise_case"]
+    assert record["outcome"] == "error" and record["value"] is None

@@ -69,7 +69,7 @@ def test_foreign_or_older_results_are_refused_with_the_file_name(tmp_path, fmt, 
                                                 ("bar", {"op": ">="}, "'bar' lacks ['value', 'source']")])
 def test_a_damaged_case_record_is_refused_naming_the_case_and_field(tmp_path, field, value, says):
     bad = write_results(tmp_path, [pair_case(["x", "y"], **{field: value})])
-    with pytest.raises(ReportError, match=re.escape(f"case 0 (C2/a~b/dpm3@20: rp>=0.6)") + ".*" + re.escape(says)):
+    with pytest.raises(ReportError, match=re.escape("case 0 (C2/a~b/dpm3@20: rp>=0.6)") + ".*" + re.escape(says)):
         load_results(bad)
     record = pair_case(["x", "y"])
     del record["n"]
@@ -94,7 +94,7 @@ def test_failing_cases_with_missing_samples_are_named_beside_the_drawn_ones(tmp_
 
 def test_a_failing_regression_case_is_drawn_beside_the_golden_thumbnails(tmp_path):
     from models.golden import Golden
-    from models.store import file_sha256
+    from models.atomic import file_sha256
 
     rng = np.random.default_rng(1)
     store = SampleStore(tmp_path / "cache")
@@ -133,3 +133,22 @@ def test_report_opens_in_headless_chromium_without_console_errors(tmp_path):
     assert shot.is_file() and not console, out.stderr[-2000:]
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.std() > 5  # the page rendered something
+
+
+def test_the_scorecard_says_per_claim_whether_it_holds_with_counts_and_the_paper_number(tmp_path):
+    results = make_run(tmp_path)
+    doc = json.loads(results.read_text())
+    holds = pair_case(doc["cases"][0]["extra"]["samples"], ident="C2/b~a/dpm3@20: rp>=0.6", value=0.8,
+                      passed=True, outcome="passed")
+    skipped = pair_case([], ident="real/x~y/dpm3@20: rp>=0.6", claim="real", part="real", value=None,
+                        outcome="skipped", reason="no zoo entry for x")
+    doc["cases"] += [holds, skipped]
+    doc["meta"]["versions"] = {"torch": "2.13.0", "diffusers": None}
+    results.write_text(json.dumps(doc))
+    page = build_report(results, tmp_path / "cache", tmp_path / "out").read_text()
+    card = page[page.index("<h2>Claims</h2>"):page.index("<h2>Run</h2>")]
+    assert ("<td>Unconditional models, same noise (Sec. 2)</td><td>holds in 1 of 2</td><td>1 failed, 1 passed</td>"
+            "<td>rp 0.25-0.8</td><td>RP 0.70 and MAE score 0.64") in card
+    assert "<td>Real checkpoints (App. A.1, A.2)</td><td>not run</td><td>1 skipped</td>" in card
+    assert "<td>torch 2.13.0, diffusers -</td>" in page and "None" not in page and "{" not in card
+    assert "no zoo entry for x" in page  # a skipped case shows its reason in the table

@@ -38,6 +38,7 @@ def test_every_collected_case_is_recorded_with_its_outcome_and_the_paths_come_la
     assert last[0] == "samenoise: 5 claim cases: 1 failed, 2 error, 1 passed, 1 skipped"
     assert last[1] == f"samenoise: results -> {runs[0] / 'results.json'}"
     assert last[2].startswith(f"samenoise: report -> {runs[0] / 'index.html'}")
+    assert "FAILED tests/claim_outcomes.py::test_the_hub_is_offline" not in out.stdout  # forced offline
     # worst-id values carry their unit
     assert "worst noise ids (SSCD similarity): 3 (0.20), 5 (0.40)" in out.stdout
 

@@ -2,12 +2,12 @@
 import importlib.util
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models.kernels import make_kernel
 from models.samplers import sample_euler
 from models.sampling import solve
 from models.training import TrainConfig, Trainer
@@ -253,3 +253,22 @@ def test_latent_entry_without_a_prompt_says_what_to_give(tmp_path):
     if importlib.util.find_spec("transformers") is None:
         with pytest.raises(ZooError, match="needs the `transformers` package"):
             load_denoiser(entry)
+
+
+def test_loading_an_embedded_checkpoint_logs_no_float32_warning():
+    """diffusers logs 'modules ... should be kept in float32' on every .to(dtype), even a no-op one; the suite's
+    loaders cast only where a parameter differs, so a run is not filled with it."""
+    import io
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    diffusers_logging.get_logger("diffusers").addHandler(handler)
+    try:
+        entry = read_zoo(Path(__file__).resolve().parents[1] / "models" / "embedded" / "zoo.toml")["unet16-edm-m64"]
+        load_denoiser(entry)
+    finally:
+        diffusers_logging.get_logger("diffusers").removeHandler(handler)
+    assert "kept in float32" not in buf.getvalue()
