@@ -69,10 +69,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if "huggingface_hub" in sys.modules:  # imported before this file set the variable: its constant is read once
         sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
     _check_options(config)
-    from hypothesis import settings  # the property tests keep no example database in the checkout
+    import tempfile
 
-    settings.register_profile("samenoise", database=None)
-    settings.load_profile("samenoise")
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    # the property tests keep their examples outside the checkout (the suite's tests write nothing into it)
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "samenoise-hypothesis")
     if not hasattr(config, "workerinput"):  # the controller (or the only process) writes the results and report
         from fixtures.results import ResultsWriter
         from models.atomic import sweep_stale
