@@ -8,6 +8,8 @@ on a machine without one; their reason says what to provide.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,13 +66,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
-    import sys
-
     if "huggingface_hub" in sys.modules:  # imported before this file set the variable: its constant is read once
         sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
     _check_options(config)
-    import tempfile
-
     from hypothesis.configuration import set_hypothesis_home_dir
 
     # the property tests keep their examples outside the checkout (the suite's tests write nothing into it)

@@ -12,7 +12,8 @@ CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6c", "rp_between", (Run(UNCOND_OF[c]), 
 # noise under two labels is closer than that of two noises under one label.
 LAYOUT = Bar("<", None, "Sec. 4, Fig. 6a / 20 / 21: the same noise under different labels keeps its layout and colours")
 CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6a", "layout_mae", (Run(c),), LAYOUT, versus=(Run(c),),
-                     params={"pool": 4, "pairing": "same noise, other label", "versus_pairing": "other noise, same label"},
+                     params={"pool": 4, "pairing": "same noise, other label",
+                             "versus_pairing": "other noise, same label"},
                      noises=COND_NOISES, title=f"{c}[same noise, other label]/dpm3@20",
                      rhs="layout_mae(other noise, same label)") for c in COND]
 

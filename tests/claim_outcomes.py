@@ -14,7 +14,8 @@ def make(name: str) -> Case:
     return Case("C2", "Sec. 2.1", "rp", (Run(f"{name}-a"), Run(f"{name}-b")), Bar(">=", 0.6, "a test bar"))
 
 
-HOLDS, MISSES, CRASHES, SKIPS, BREAKS = (make(n) for n in ("holds", "misses", "crashes", "skips", "breaks"))
+HOLDS, MISSES, CRASHES, SKIPS, BREAKS, FORGETS = (make(n) for n in ("holds", "misses", "crashes", "skips", "breaks",
+                                                                     "forgets"))
 
 
 @pytest.fixture
@@ -23,12 +24,14 @@ def store_of(request):
         raise RuntimeError("the store folder vanished during setup")
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in (HOLDS, MISSES, CRASHES, SKIPS, BREAKS)])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in (HOLDS, MISSES, CRASHES, SKIPS, BREAKS, FORGETS)])
 def test_outcome(case, store_of, claim, request):
     if case is CRASHES:
         raise RuntimeError("the sampler diverged at sigma 80")
     if case is SKIPS:
         pytest.skip("nothing to compare")
+    if case is FORGETS:
+        return  # a bench test that never checks its measurement must not pass as a result
     if os.environ.get("SAMENOISE_TEST_SABOTAGE") and case is MISSES:  # the output folder becomes a file mid-run
         out = Path(request.config.getoption("--report-dir"))
         shutil.rmtree(out, ignore_errors=True)

@@ -1,7 +1,21 @@
-"""Reference problems with closed-form answers, shared by the suite's own tests."""
+"""Reference problems with closed-form answers, and a pytest run in a subprocess, shared by the suite's own tests."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_run(*args, cwd=ROOT, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m pytest ARGS` from the checkout's root, offline, without pytest's cache folder."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1") | (env or {})
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 class GaussianData:

@@ -4,9 +4,6 @@ collection (conftest._check_options); two rows also run pytest for real to show 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ import conftest
 from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from models.golden import Golden, GoldenError
 from models.noise import NoiseBank, NoiseBankError
+from tests.helpers import pytest_run
 from reports.schema import RESULTS_FORMAT, ResultsError, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,12 +215,6 @@ def test_a_bad_file_is_refused_with_one_line_naming_it(tmp_path, call, error, sa
     message = str(err.value)
     assert says in message and "\n" not in message, message
     assert not [p for p in tmp_path.rglob("*.tmp")]  # no temporary file left behind
-
-
-def pytest_run(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("args, says", [

@@ -1,8 +1,5 @@
 """The claim suite's plumbing: case tables, option checks at collection, results file, xdist equivalence."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from cases.variants import CONDITIONAL, FINETUNE, INVERSE
 from fixtures.results import FAILED_AS, Measured, check
 from fixtures.zoo import SWEEP_NAME, optimal_size
 from models.zoo import read_zoo
+from tests.helpers import pytest_run
 from reports.schema import RESULTS_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,12 +75,6 @@ def test_a_failing_case_says_value_bar_pairs_claim_and_worst_ids():
                                      "worst noise ids (SSCD similarity): 12 (0.10), 7 (0.20)")
     record = dict(request.node.user_properties)["samenoise_case"]
     assert record["passed"] is False and record["n"] == 256 and record["runs"][0]["sampler"] == "dpm3"
-
-
-def pytest_run(*args, cwd=ROOT):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,22 +1,18 @@
 """What a run leaves: a record for every collected claim case (errors and skips too), its own folder with results
 and report, a pointer to the latest, the paths as its last lines, and the results kept when the folder fails."""
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from reports.schema import load_results
+from tests.helpers import pytest_run
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(tmp_path, *args, env=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="0", **(env or {}))  # the suite must force it back to 1
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/claim_outcomes.py",
-                           "--cache-dir", str(tmp_path / "cache"), "--report-dir", str(tmp_path / "out"), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return pytest_run("tests/claim_outcomes.py", "--cache-dir", str(tmp_path / "cache"), "--report-dir",
+                      str(tmp_path / "out"), *args, timeout=300,
+                      env={"HF_HUB_OFFLINE": "0"} | (env or {}))  # the suite must force it back to 1
 
 
 def test_every_collected_case_is_recorded_with_its_outcome_and_the_paths_come_last(tmp_path):
@@ -29,13 +25,14 @@ def test_every_collected_case_is_recorded_with_its_outcome_and_the_paths_come_la
     assert outcomes == {"holds": ("passed", ""), "misses": ("failed", ""),
                         "crashes": ("error", "call: RuntimeError: the sampler diverged at sigma 80"),
                         "skips": ("skipped", "nothing to compare"),
-                        "breaks": ("error", "setup: RuntimeError: the store folder vanished during setup")}
+                        "breaks": ("error", "setup: RuntimeError: the store folder vanished during setup"),
+                        "forgets": ("error", "the case ended without checking a measurement")}
     page = (runs[0] / "index.html").read_text()
-    assert "5 claim cases: 1 failed, 2 error, 1 passed, 1 skipped" in page
+    assert "6 claim cases: 1 failed, 3 error, 1 passed, 1 skipped" in page
     assert (tmp_path / "out" / "latest").resolve() == runs[0].resolve()
     assert runs[0].name in (tmp_path / "out" / "index.html").read_text()
     last = out.stdout.strip().splitlines()[-3:]
-    assert last[0] == "samenoise: 5 claim cases: 1 failed, 2 error, 1 passed, 1 skipped"
+    assert last[0] == "samenoise: 6 claim cases: 1 failed, 3 error, 1 passed, 1 skipped"
     assert last[1] == f"samenoise: results -> {runs[0] / 'results.json'}"
     assert last[2].startswith(f"samenoise: report -> {runs[0] / 'index.html'}")
     assert "FAILED tests/claim_outcomes.py::test_the_hub_is_offline" not in out.stdout  # forced offline
