@@ -5,8 +5,8 @@ Every objective is the same weighted denoising loss in sigma-space (Karras et al
 and objectives differ only in how sigma is drawn and weighted:
   - 'eps':  t ~ U[t_min, t_max] of the kernel (integer t for discrete DDPM), weight 1 / sigma^2,
             which is exactly ||eps_hat - n||^2 (Ho et al. 2020; Song et al. 2021);
-  - 'edm':  ln sigma ~ N(-1.2, 1.2^2) clipped to the kernel's range, weight (sigma^2 + sigma_data^2) /
-            (sigma sigma_data)^2 (Karras et al. 2022, Table 1).
+  - 'edm':  ln sigma ~ N(sigma_mean, sigma_std^2) (EDM's -1.2, 1.2) clipped to the kernel's range, weight
+            (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (Karras et al. 2022, Table 1).
 Partial fine-tuning trains only attention parameters (paper Sec. 4, Appendix G). Progressive
 distillation (Salimans & Ho 2022) trains a student whose one DDIM step matches two teacher steps.
 """
@@ -52,6 +52,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-4
+    warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (EDM's lr ramp-up)
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 500
@@ -60,6 +61,8 @@ class TrainConfig:
     distill_steps: int = 4  # student DDIM steps (the teacher takes twice as many)
     distill_grid: str = "edm"
     sigma_data: float = 0.5
+    sigma_mean: float = -1.2  # 'edm' objective: ln sigma ~ N(sigma_mean, sigma_std^2) (EDM's P_mean, P_std, Table 1)
+    sigma_std: float = 1.2
 
     def __post_init__(self):
         ARCHS[self.arch]
@@ -98,7 +101,7 @@ def draw_sigma(cfg: TrainConfig, kernel, n: int, g: torch.Generator) -> torch.Te
         else:
             t = kernel.t_min + (kernel.t_max - kernel.t_min) * torch.rand(n, generator=g, dtype=torch.float64)
         return kernel.sigma(t)
-    ln = -1.2 + 1.2 * torch.randn(n, generator=g, dtype=torch.float64)
+    ln = cfg.sigma_mean + cfg.sigma_std * torch.randn(n, generator=g, dtype=torch.float64)
     return torch.exp(ln).clamp(kernel.sigma_min, kernel.sigma_max)
 
 
@@ -202,6 +205,11 @@ class Trainer:
     def _ddim(x, s_from, s_to, denoised):
         return denoised + append_dims(s_to / s_from, x.ndim) * (x - denoised)
 
+    def lr(self, step: int) -> float:
+        """The learning rate of 0-based `step`: linear warm-up, then constant."""
+        warmup = self.cfg.warmup_steps
+        return self.cfg.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.cfg.lr
+
     @torch.no_grad()
     def _update_ema(self) -> None:
         for (name, p_ema), p in zip(self.ema.named_parameters(), self.net.parameters()):
@@ -216,6 +224,8 @@ class Trainer:
         started = time.perf_counter()
         try:
             while self.step < self.cfg.steps:
+                for group in self.opt.param_groups:
+                    group["lr"] = self.lr(self.step)
                 loss = self.loss()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()

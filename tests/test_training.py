@@ -121,3 +121,19 @@ def test_training_command_trains_from_a_toml_file(tmp_path):
     main([str(tmp_path / "c.toml"), str(tmp_path / "out"), "--float16"])
     net, meta = load_checkpoint(tmp_path / "out" / "model", dtype=torch.float32)
     assert meta["steps"] == 2 and len(meta["dataset_hash"]) == 64
+
+
+def test_warm_up_ramps_the_learning_rate_linearly_then_holds_it(tmp_path):
+    trainer = Trainer(tiny(lr=1e-3, warmup_steps=4), tmp_path)
+    assert [trainer.lr(s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert Trainer(tiny(lr=1e-3), tmp_path / "b").lr(0) == 1e-3  # no warm-up: the configured rate from step 0
+
+
+def test_the_sigma_draw_follows_the_configured_log_normal():
+    from models.kernels import make_kernel
+    from models.training import draw_sigma
+
+    cfg = tiny(kernel="edm", prediction="edm", objective="edm", time_input="log-sigma", sigma_mean=0.4,
+               sigma_std=0.5)
+    ln = torch.log(draw_sigma(cfg, make_kernel("edm"), 20000, torch.Generator().manual_seed(0)))
+    assert float(ln.mean()) == pytest.approx(0.4, abs=0.02) and float(ln.std()) == pytest.approx(0.5, abs=0.02)

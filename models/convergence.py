@@ -1,0 +1,109 @@
+"""Has a training run converged? Two numbers from its loss log and its config (paper Appendix G trains every model
+"to convergence"):
+
+- the slope of the loss per doubling of steps over the last 10% of the run: the least-squares slope of the per-step
+  loss against log2(step); near 0 when the loss has levelled off, negative while it still falls;
+- the gap to D*'s floor: the same objective (the same sigma draw and weight) evaluated with the optimal denoiser
+  D* of Theorem 1 on the run's own training set, by Monte Carlo. D* minimizes the empirical loss, so a model can
+  reach it only by memorizing; the gap says how far the model is from that.
+
+    python -m models.convergence RUN_OR_CHECKPOINT_FOLDER [...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from models.datasets import embedded_photos
+from models.denoisers import append_dims
+from models.kernels import make_kernel
+from models.optimal import OptimalDenoiser
+from models.training import TrainConfig, draw_sigma, loss_weight
+
+TAIL = 0.1  # the last 10% of the steps
+
+
+def slope_per_doubling(losses: list[float], tail: float = TAIL) -> float:
+    """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based)."""
+    n = len(losses)
+    start = max(1, int(n * (1 - tail)))
+    if n - start < 2:
+        raise ValueError(f"a slope needs at least 2 steps in the last {tail:.0%}, the log has {n} steps")
+    x = torch.log2(torch.arange(start + 1, n + 1, dtype=torch.float64))
+    y = torch.tensor(losses[start:], dtype=torch.float64)
+    x = x - x.mean()
+    return float((x * (y - y.mean())).sum() / (x * x).sum())
+
+
+@torch.no_grad()
+def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: int = 256) -> float:
+    """Monte Carlo of the run's objective with D* on its training set: E w(sigma) ||D*(y + sigma n; sigma) - y||^2,
+    with sigma drawn as the run draws it (unconditional D*; a conditional run's floor is at most this)."""
+    data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed).as_tensor()
+    D = OptimalDenoiser(data, dtype=torch.float64)
+    kernel = make_kernel(cfg.kernel)
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for start in range(0, samples, batch):
+        n = min(batch, samples - start)
+        y = data[torch.randint(0, len(data), (n,), generator=g)].double()
+        sigma = draw_sigma(cfg, kernel, n, g)
+        x = y + append_dims(sigma, y.ndim) * torch.randn(y.shape, generator=g, dtype=torch.float64)
+        w = append_dims(loss_weight(cfg.objective, sigma, cfg.sigma_data), y.ndim)
+        total += float((w * (D(x, sigma) - y) ** 2).mean(dim=tuple(range(1, y.ndim))).sum())
+    return total / samples
+
+
+@dataclass
+class Convergence:
+    name: str
+    steps: int
+    final_loss: float  # mean over the last 10% of the steps
+    slope_per_doubling: float
+    floor: float  # D*'s loss on the same objective and training set
+
+    @property
+    def gap(self) -> float:
+        """final loss / D*'s floor."""
+        return self.final_loss / self.floor if self.floor > 0 else math.nan
+
+
+def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
+    """From a training run folder (loss.jsonl, model/samenoise.json) or a checkpoint folder with its loss.jsonl."""
+    folder = Path(folder)
+    meta_path = next((p for p in (folder / "model" / "samenoise.json", folder / "samenoise.json") if p.is_file()), None)
+    log = folder / "loss.jsonl"
+    if meta_path is None or not log.is_file():
+        raise FileNotFoundError(f"{folder} holds no samenoise.json and loss.jsonl of a suite training run")
+    raw = json.loads(meta_path.read_text())["config"]
+    cfg = TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
+    losses = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    tail = losses[max(1, int(len(losses) * (1 - TAIL))):]
+    # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
+    floor = math.nan if cfg.distill_from else optimal_loss(cfg, samples)
+    return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m models.convergence", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="training run or checkpoint folders (with loss.jsonl)")
+    parser.add_argument("--samples", type=int, default=4096, help="Monte Carlo samples of D*'s loss (default 4096)")
+    args = parser.parse_args(argv)
+    print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor |")
+    print("|---|---|---|---|---|---|")
+    for folder in args.folders:
+        try:
+            c = convergence(folder, args.samples)
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"error: {e}\n")
+        print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {c.slope_per_doubling:+.4f} | {c.floor:.4f} | "
+              f"{c.gap:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
