@@ -42,7 +42,7 @@ def test_record_golden(golden_file, pytestconfig, measure, descriptor):
     m, run = candidate_run(pytestconfig, measure)
     bank = measure.bank(m.sample_shape, pytestconfig.getoption("--noises"))
     s = measure.sample(run, len(bank), bank=bank)
-    Golden(model=m.entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid="edm", label=None,
+    Golden(model=m.entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid, label=None,
            descriptor=descriptor.identity, ids=s.ids, embeddings=measure.embed(s.images).numpy(),
            thumbnails=thumbnails(s.images)).save(golden_file)
 
@@ -51,7 +51,7 @@ def test_regression(golden_file, golden_metric, pytestconfig, measure, descripto
     m, run = candidate_run(pytestconfig, measure)
     golden = Golden.load(golden_file)
     bank = measure.bank(m.sample_shape, len(golden.ids))
-    golden.check_compatible(golden_file, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid="edm",
+    golden.check_compatible(golden_file, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid,
                             label=None, descriptor=descriptor.identity)
     s = measure.sample(run, len(bank), bank=bank)
     ids, golden_ids = torch.from_numpy(s.ids), torch.from_numpy(golden.ids)

@@ -19,7 +19,9 @@ import torch
 
 from models.checkpoints import CheckpointError, cast, load_checkpoint
 from models.denoisers import NetworkDenoiser
+from models.grids import GRIDS
 from models.kernels import KERNELS, VPDiscrete, make_kernel
+from models.samplers import SAMPLERS
 
 FORMATS = ("samenoise", "diffusers", "diffusers-latent", "edm-pickle")
 
@@ -88,6 +90,10 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
         entry = ZooEntry(name=name, **table)
         if entry.format not in FORMATS:
             raise ZooError(f"{path}: entry {name!r} has format {entry.format!r}; valid formats: {', '.join(FORMATS)}")
+        for key, registry in (("grid", GRIDS), ("sampler", SAMPLERS)):
+            if getattr(entry, key) not in registry:
+                raise ZooError(f"{path}: entry {name!r} has {key} {getattr(entry, key)!r}; valid {key}s: "
+                               f"{', '.join(registry)}")
         if entry.kernel not in KERNELS:
             raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; valid kernels: {', '.join(sorted(KERNELS))}")
         local = (base or path.parent) / entry.source

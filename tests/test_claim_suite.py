@@ -133,3 +133,24 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_failure():
         check(request, case, Measured(float("nan"), 8))
     record = dict(request.node.user_properties)["samenoise_case"]
     assert record["outcome"] == "error" and record["value"] is None
+
+
+def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
+    """The sample store key and the solve use the entry's grid (EDM's for D* and entries that name none)."""
+    from fixtures.samples import Sampler
+    from fixtures.zoo import Model
+    from models.kernels import make_kernel
+    from models.noise import NoiseBank
+    from models.store import SampleStore
+    from models.zoo import ZooEntry
+    from tests.helpers import GaussianData
+
+    def model(grid):
+        entry = ZooEntry(name="g", source="-", kernel="edm", grid=grid, image_size=4)
+        return Model("g", GaussianData(), make_kernel("edm"), (3, 4, 4), f"fp-{grid}", entry=entry)
+
+    bank = NoiseBank.draw(0, (3, 4, 4), n=4)
+    sets = {grid: Sampler(lambda name, g=grid: model(g), SampleStore(tmp_path), "cpu")(Run("g", "euler", 4), bank)
+            for grid in ("edm", "uniform-t")}
+    assert sets["edm"].key["grid"] == "edm" and sets["uniform-t"].key["grid"] == "uniform-t"
+    assert not (sets["edm"].images == sets["uniform-t"].images).all()  # 4 Euler steps on other grids differ
