@@ -11,7 +11,7 @@ from fixtures.measure import IMAGE_SIZE, as_params
 from fixtures.results import Measured
 from fixtures.zoo import optimal_size
 from models.datasets import embedded_photos, to_uint8
-from models.sampling import invert, solve
+from models.generate import invert, solve
 from models.scores import MAE_THRESHOLD, MAEScore, mae_255
 
 

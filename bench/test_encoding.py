@@ -7,7 +7,7 @@ from cases.encoding import ANCHORS, GRID_RANGE, HYPERPLANE, MANIFOLD
 from fixtures.measure import as_params
 from fixtures.results import Measured
 from models.noise import NoiseBank
-from models.paths import hyperplane, slerp
+from models.interpolation import hyperplane, slerp
 from models.scores import SSCD_THRESHOLD, cosine, hyperplane_map, rp_manifold
 
 

@@ -12,7 +12,7 @@ from models.denoisers import wrap
 from models.kernels import make_kernel
 from models.optimal import OptimalDenoiser
 from models.samplers import SAMPLERS
-from models.sampling import solve
+from models.generate import solve
 from models.unet import build_unet
 
 BATCH = 16

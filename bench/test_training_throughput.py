@@ -10,7 +10,7 @@ import torch
 from fixtures.benchmarks import record
 from fixtures.devices import synchronize
 from models.noise import NoiseBank
-from models.sampling import generate
+from models.generate import generate
 from models.training import TrainConfig, Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "models" / "embedded" / "configs"

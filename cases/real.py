@@ -7,7 +7,6 @@ from models.scores import SSCD_THRESHOLD_LARGE
 REAL_ZOO = "models/real.toml"
 CIFAR = [("ddpm-cifar10-32", "edm-cifar10-uncond-vp"), ("edm-cifar10-uncond-vp", "edm-cifar10-uncond-ve"),
          ("ddpm-cifar10-32", "edm-cifar10-uncond-ve")]
-LARGE_BAR_SOURCE = "Appendix A.1-A.2: SSCD threshold 0.4 for ImageNet and Stable Diffusion"
 REAL = [Case("real", "Table 1, Appendix B (CIFAR-10)", "rp", (Run(a), Run(b)), score_bar(), marks=("weights",))
         for a, b in CIFAR]
 REAL += [Case("real", "Appendix A.1 (ImageNet 64)", "rp", (Run("edm-imagenet-64-cond"), Run("adm-imagenet-64-cond")),

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from models.datasets import embedded_photos
-from models.denoisers import append_dims
+from models.kernels import append_dims
 from models.kernels import make_kernel
 from models.optimal import OptimalDenoiser
 from models.training import TrainConfig, draw_sigma, loss_weight

@@ -12,13 +12,8 @@ from typing import Callable, Optional
 
 import torch
 
-from models.kernels import Kernel, as64, make_kernel
+from models.kernels import Kernel, append_dims, as64, make_kernel
 from models.registry import Registry
-
-
-def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Append trailing singleton dims so a (B,) coefficient broadcasts against a (B, ...) tensor."""
-    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
 def sigma_per_row(sigma, x: torch.Tensor) -> torch.Tensor:

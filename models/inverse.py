@@ -65,7 +65,7 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
 
 def dps_runner(kernel: Kernel, truth: torch.Tensor, keep: torch.Tensor, steps: int = DPS_STEPS, grid: str = "edm",
                xi: float = 1.0, order: int = 3):
-    """A `run` for models.sampling.generate: row r of a micro-batch observes keep * truth[r]."""
+    """A `run` for models.generate.generate: row r of a micro-batch observes keep * truth[r]."""
     sigmas = make_grid(grid, kernel, steps, append_zero=True)
 
     def run(D: Denoiser, x: torch.Tensor, label: Optional[torch.Tensor], rows: torch.Tensor) -> Sampled:

@@ -57,11 +57,11 @@ class Kernel:
 
     def to_sigma_space(self, x: torch.Tensor, t: Tensorish) -> torch.Tensor:
         """x_hat = x / s(t)."""
-        return x / _bcast(self.s(t), x)
+        return x / append_dims(self.s(t).to(x), x.ndim)
 
     def from_sigma_space(self, x_hat: torch.Tensor, t: Tensorish) -> torch.Tensor:
         """x = s(t) x_hat."""
-        return x_hat * _bcast(self.s(t), x_hat)
+        return x_hat * append_dims(self.s(t).to(x_hat), x_hat.ndim)
 
     def initial_state(self, eps: torch.Tensor) -> torch.Tensor:
         """sigma-space start of sampling from a bank noise: x_hat_T = prior_scale * eps / s(t_max)."""
@@ -75,10 +75,9 @@ class Kernel:
         return f"{type(self).__name__}(sigma in [{self.sigma_min:.4g}, {self.sigma_max:.4g}])"
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Scalar or per-sample (B,) coefficient, shaped to broadcast against `like` (B, ...)."""
-    v = v.to(device=like.device, dtype=like.dtype)
-    return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)) if v.ndim else v
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Append trailing singleton dims so a scalar or (B,) coefficient broadcasts against a (B, ...) tensor."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
 class _LinearBeta:

@@ -34,6 +34,13 @@ def draw_noise(seed: int, noise_id: int, shape: Sequence[int]) -> np.ndarray:
     return rng.standard_normal(tuple(shape), dtype=np.float32)
 
 
+def positions(have: Iterable[int], want: Iterable[int]) -> tuple[list[int], list[int]]:
+    """Where each wanted noise id sits among `have`, and the wanted ids that are not there."""
+    where = {int(i): k for k, i in enumerate(have)}
+    want = [int(i) for i in want]
+    return [where[i] for i in want if i in where], [i for i in want if i not in where]
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseBank:
     """eps (n, *shape) float32 on the CPU, its int64 ids, and the seed it was drawn from (None when loaded
@@ -81,13 +88,11 @@ class NoiseBank:
 
     def take(self, ids: Iterable[int]) -> torch.Tensor:
         """The noises with these ids, in this order."""
-        want = torch.as_tensor(list(ids), dtype=torch.int64)
-        pos = {int(i): k for k, i in enumerate(self.ids)}
-        missing = [int(i) for i in want if int(i) not in pos]
+        rows, missing = positions(self.ids.tolist(), ids)
         if missing:
             raise NoiseBankError(f"noise ids {missing[:10]} are not in this bank (ids {int(self.ids.min())}.."
                                  f"{int(self.ids.max())}, {len(self)} noises)")
-        return self.eps[[pos[int(i)] for i in want]]
+        return self.eps[rows]
 
     def check_shape(self, shape: Sequence[int], who: str = "the model") -> None:
         if tuple(shape) != self.shape:

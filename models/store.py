@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 from models.atomic import atomic_write, file_lock
+from models.noise import positions
 
 FORMAT = "samenoise-sample-store/2"
 
@@ -41,11 +42,10 @@ class SampleSet:
 
     def take(self, ids) -> np.ndarray:
         """Images for these noise ids, in this order."""
-        pos = {int(i): k for k, i in enumerate(self.ids)}
-        missing = [int(i) for i in ids if int(i) not in pos]
+        rows, missing = positions(self.ids.tolist(), ids)
         if missing:
             raise StoreError(f"noise ids {missing[:10]} are not in the sample set {self.key.get('model')}")
-        return self.images[[pos[int(i)] for i in ids]]
+        return self.images[rows]
 
 
 def key_hash(key: dict[str, Any]) -> str:

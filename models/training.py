@@ -25,9 +25,9 @@ import torch
 from models.atomic import atomic_write
 from models.checkpoints import load_checkpoint, save_checkpoint
 from models.datasets import embedded_photos
-from models.denoisers import NetworkDenoiser, append_dims
+from models.denoisers import NetworkDenoiser
 from models.grids import make_grid
-from models.kernels import make_kernel
+from models.kernels import append_dims, make_kernel
 from models.registry import Registry
 from models.unet import build_unet
 from models.uvit import UViT

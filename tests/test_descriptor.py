@@ -11,7 +11,7 @@ from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
 from models.registry import UnknownNameError
-from models.sampling import generate
+from models.generate import generate
 from models.scores import SSCD_THRESHOLD, RPScore, cosine
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.noise import NoiseBank
-from models.sampling import generate
+from models.generate import generate
 from models.zoo import load_denoiser, read_zoo
 
 ROOT = Path(__file__).resolve().parents[1] / "models" / "embedded"

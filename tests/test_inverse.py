@@ -7,7 +7,7 @@ from models.grids import make_grid
 from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
-from models.sampling import generate
+from models.generate import generate
 
 
 def test_masks_match_appendix_f_on_cifar_size():

@@ -6,7 +6,7 @@ from models.grids import make_grid
 from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
-from models.sampling import generate, invert, solve
+from models.generate import generate, invert, solve
 from tests.helpers import GaussianData
 
 

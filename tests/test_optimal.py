@@ -10,7 +10,7 @@ import torch
 from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
-from models.sampling import generate
+from models.generate import generate
 
 
 def reference(data, x, sigma):

@@ -12,7 +12,7 @@ from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
 from models.registry import UnknownNameError
 from models.samplers import SAMPLERS, sample_dpmpp, sample_euler
-from models.sampling import NonFiniteError, generate, solve
+from models.generate import NonFiniteError, generate, solve
 from tests.helpers import Counting, GaussianData, TinyEpsNet
 
 # Measured slopes of log(error) against log(steps) on this problem, N = 16..128, EDM grid:

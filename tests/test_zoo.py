@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.samplers import sample_euler
-from models.sampling import solve
+from models.generate import solve
 from models.training import TrainConfig, Trainer
 from models.checkpoints import save_checkpoint
 from models.unet import build_unet

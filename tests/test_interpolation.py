@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from models.paths import hyperplane, slerp
+from models.interpolation import hyperplane, slerp
 
 
 def test_slerp_endpoints_and_angle():
