@@ -2,10 +2,10 @@
 training procedure and sampler (Sec. 2, Fig. 3, Appendix B); and across NFE (Appendix A.4, Fig. 12)."""
 import pytest
 
-from cases.unconditional import C2, NFE
+from cases.catalog import of
 from fixtures.measure import as_params
 
 
-@pytest.mark.parametrize("case", as_params(C2 + NFE))
+@pytest.mark.parametrize("case", as_params(of("C2", "NFE")))
 def test_pair(case, measure, claim):
     claim(case, measure.pair(case, case.runs))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cases import Run
-from cases.regimes import REGIMES, SWEEP, THEOREM
+from cases.catalog import of
 from fixtures.measure import IMAGE_SIZE, as_params
 from fixtures.results import Measured
 from fixtures.zoo import optimal_size
@@ -43,7 +43,7 @@ def size_of(case, key="dataset"):
     return optimal_size(f"optimal-{ds}") if ds else None
 
 
-@pytest.mark.parametrize("case", as_params(REGIMES + SWEEP))
+@pytest.mark.parametrize("case", as_params(of("C3")))
 def test_regime(case, measure, claim):
     measured = measure_runs(measure, case, case.runs, size_of(case) or case.params.get("size"))
     versus = None
@@ -53,7 +53,7 @@ def test_regime(case, measure, claim):
     claim(case, measured, versus)
 
 
-@pytest.mark.parametrize("case", as_params(THEOREM))
+@pytest.mark.parametrize("case", as_params(of("theorem1")))
 def test_theorem1(case, measure, claim):
     run = case.runs[0]
     size = optimal_size(f"optimal-{case.params['dataset']}")

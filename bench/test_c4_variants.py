@@ -3,7 +3,7 @@ Appendix F) and partial fine-tuning (Fig. 8, Appendix G)."""
 import pytest
 import torch
 
-from cases.variants import CONDITIONAL, FINETUNE, INVERSE
+from cases.catalog import of
 from fixtures.measure import IMAGE_SIZE, as_params, sample_extra, worst_pairs
 from fixtures.results import Measured
 from models.datasets import embedded_photos
@@ -21,7 +21,7 @@ def class_samples(measure, case, run):
 
 
 
-@pytest.mark.parametrize("case", as_params(CONDITIONAL))
+@pytest.mark.parametrize("case", as_params(of("conditional")))
 def test_conditional(case, measure, claim):
     if case.metric == "rp_cond":
         a, b = (class_samples(measure, case, r) for r in case.runs)
@@ -65,7 +65,7 @@ def inpaint(measure, case, run, mask_name):
     return measure.sample(run, n, extra={"inverse": {"mask": mask_name, "truth": truth.hash}}, run_fn=run_fn)
 
 
-@pytest.mark.parametrize("case", as_params(INVERSE))
+@pytest.mark.parametrize("case", as_params(of("inverse")))
 def test_inverse(case, measure, claim):
     mask = case.params["mask"]
     measured = measure.rp(*(inpaint(measure, case, r, mask) for r in case.runs))
@@ -77,7 +77,7 @@ def test_inverse(case, measure, claim):
     claim(case, measured, versus)
 
 
-@pytest.mark.parametrize("case", as_params(FINETUNE))
+@pytest.mark.parametrize("case", as_params(of("finetune")))
 def test_finetune(case, measure, claim):
     if case.metric == "rp":
         claim(case, measure.pair(case, case.runs), measure.pair(case, case.versus))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cases.controls import CONTROLS
+from cases.catalog import of
 from fixtures.measure import as_params
 from models.noise import NoiseBank
 
@@ -16,7 +16,7 @@ def permuted(bank: NoiseBank) -> NoiseBank:
     return NoiseBank(flat[:, perm].reshape(bank.eps.shape).contiguous(), bank.ids, bank.seed)
 
 
-@pytest.mark.parametrize("case", as_params(CONTROLS))
+@pytest.mark.parametrize("case", as_params(of("control")))
 def test_control(case, measure, claim):
     ra, rb = case.runs
     n = measure.n(case)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from cases.encoding import ANCHORS, GRID_RANGE, HYPERPLANE, MANIFOLD
+from cases.catalog import of
+from cases.encoding import ANCHORS, GRID_RANGE
 from fixtures.measure import as_params
 from fixtures.results import Measured
 from models.noise import NoiseBank
@@ -23,7 +24,7 @@ def hyperplane_samples(measure, run, points: int):
     return anchors, grid
 
 
-@pytest.mark.parametrize("case", as_params(HYPERPLANE))
+@pytest.mark.parametrize("case", as_params(of("encoding")))
 def test_hyperplane(case, measure, claim):
     points = case.params["points"]
     maps = []
@@ -46,7 +47,7 @@ def test_hyperplane(case, measure, claim):
                                                    "similarity": [round(v, 3) for v in m.similarity.tolist()]}))
 
 
-@pytest.mark.parametrize("case", as_params(MANIFOLD))
+@pytest.mark.parametrize("case", as_params(of("manifold")))
 def test_manifold(case, measure, claim):
     paths, points = case.params["paths"], case.params["points"]
     alphas = torch.linspace(0, 1, points)

@@ -2,12 +2,13 @@
 in place (see README); skipped, with what to provide, when a model is absent."""
 import pytest
 
-from cases.real import REAL, REAL_ZOO
+from cases.catalog import of
+from cases.real import REAL_ZOO
 from fixtures.measure import as_params
 from models.scores import SSCD_THRESHOLD
 
 
-@pytest.mark.parametrize("case", as_params(REAL))
+@pytest.mark.parametrize("case", as_params(of("real")))
 def test_real_pair(case, measure, zoo, claim):
     missing = [m for m in case.models if m not in zoo]
     if missing:

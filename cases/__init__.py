@@ -13,6 +13,7 @@ Bars, each with its source (the paper's text is in ../shared/paper):
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -115,6 +116,13 @@ class Case:
                            else f"{self.metric}({self._side(self.versus)})")
         tag = f"{self.tag}/" if self.tag else ""
         return f"{self.claim}/{tag}{what}{extra}: {self.metric}{self.bar.op}{rhs}"
+
+    @property
+    def figure(self) -> str:
+        """The paper's figure this case measures: the first one its source names ('Fig. 2a' -> 'Fig. 2'), or ''.
+        The report draws each figure from the cases that name it."""
+        found = re.search(r"Fig\. (\d+)", self.source)
+        return f"Fig. {found[1]}" if found else ""
 
     @property
     def part(self) -> str:

@@ -85,14 +85,18 @@ class Report:
         self.figures.append((title, note if name else missing, name))
 
     # --- figures --------------------------------------------------------------------------------
-    def pair_cases(self, claim: str, metric: str):
-        return [c for c in self.cases if c["claim"] == claim and c["metric"] == metric and len(c["runs"]) == 2
+    def of_figure(self, *figures: str) -> list[dict]:
+        """The measured cases that name one of these paper figures (their record's `figure`)."""
+        return [c for c in self.cases if c["figure"] in figures]
+
+    def pair_cases(self, figure: str, metric: str):
+        return [c for c in self.of_figure(figure) if c["metric"] == metric and len(c["runs"]) == 2
                 and not c.get("versus_runs") and c["extra"].get("samples")]
 
     def fig_grids(self):
         """Figures 1 and 16: 8 x 8 grids from noise ids 0-63, model beside model."""
         seen, grids, short = set(), [], []
-        for c in self.pair_cases("C2", "rp"):
+        for c in self.pair_cases("Fig. 3", "rp"):
             for run, h in zip(c["runs"], c["extra"]["samples"]):
                 label = f"{run['model']} {run['sampler']}@{run['nfe']}"
                 if label not in seen:
@@ -121,37 +125,39 @@ class Report:
         """Figures 3, 14, 15: RP and MAE score matrices over every model pair of the run."""
         values = {m: {} for m in ("rp", "mae")}
         for metric in values:
-            for c in self.pair_cases("C2", metric):
+            for c in self.pair_cases("Fig. 3", metric):
                 a, b = (f"{r['model']}/{r['sampler']}@{r['nfe']}" for r in c["runs"])
                 values[metric][(a, b)] = values[metric][(b, a)] = c["value"]
         names = sorted({a for a, _ in values["rp"]} | {a for a, _ in values["mae"]})
         if len(names) < 2:
             return None
         plt = _plt()
-        fig, axes = plt.subplots(1, 2, figsize=(2 * (2 + 0.55 * len(names)), 2 + 0.55 * len(names)))
+        side = 2 + 0.45 * len(names)
+        # one matrix above the other, each as wide as the page, both labelled: readable without enlarging
+        fig, axes = plt.subplots(2, 1, figsize=(side, 2 * side + 1))
         for ax, metric in zip(axes, ("rp", "mae")):
             m = np.full((len(names), len(names)), np.nan)
             for i, a in enumerate(names):
                 for j, b in enumerate(names):
                     m[i, j] = 1.0 if a == b else values[metric].get((a, b), np.nan)
             im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(names)), names if metric == "rp" else [], fontsize=6)  # same order in both
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(names)), names, fontsize=7)
             for i in range(len(names)):
                 for j in range(len(names)):
                     if not np.isnan(m[i, j]):
-                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
                                 color="k" if m[i, j] > 0.6 else "w")
-            ax.set_title({"rp": "RP score", "mae": "MAE score"}[metric] + " (blank: pair not run)", fontsize=8)
-        fig.colorbar(im, ax=axes, shrink=0.6)
+            ax.set_title({"rp": "RP score", "mae": "MAE score"}[metric] + " (blank: pair not run)", fontsize=9)
+            fig.colorbar(im, ax=ax, shrink=0.8)
         return self.save(fig, "matrices.png")
 
     def fig_regimes(self):
         """Figures 2, 5, 8: RP between models, RP with D* and GL against the training-set size."""
         series = defaultdict(dict)  # (panel, line) -> {size: value}; a case's own side is measured at its size
-        for c in self.cases:
+        for c in self.of_figure("Fig. 2", "Fig. 5"):
             size = c["params"].get("size")
-            if c["claim"] != "C3" or size is None:
+            if size is None:
                 continue
             models = [r["model"] for r in c["runs"]]
             if c["metric"] == "gl":
@@ -182,7 +188,7 @@ class Report:
 
     def fig_hyperplane(self):
         """Figure 4: each model's map from the noise hyperplane to its nearest anchor image."""
-        cases = [c for c in self.cases if c["claim"] == "encoding" and c["metric"] == "neighbours"]
+        cases = [c for c in self.of_figure("Fig. 4") if "map" in c["extra"]]
         if not cases:
             return None
         plt = _plt()
@@ -202,7 +208,7 @@ class Report:
 
     def fig_nfe(self):
         """Figure 12: the same noises across NFE."""
-        cases = sorted((c for c in self.cases if c["claim"] == "NFE"), key=lambda c: c["runs"][0]["nfe"])
+        cases = sorted(self.of_figure("Fig. 12"), key=lambda c: c["runs"][0]["nfe"])
         if not cases:
             return None
         rows = [(f"{c['runs'][0]['sampler']}@{c['runs'][0]['nfe']}", self.samples.get(c["extra"]["samples"][0]))
@@ -223,7 +229,7 @@ class Report:
         from models.datasets import embedded_photos
         from models.inverse import make_mask
 
-        cases = [c for c in self.cases if c["claim"] == "C4" and c["params"].get("mask") and not c.get("versus_runs")]
+        cases = [c for c in self.of_figure("Fig. 7") if c["params"].get("mask") and not c.get("versus_runs")]
         if not cases:
             return None
         plt = _plt()
@@ -243,7 +249,7 @@ class Report:
 
     def fig_conditional(self):
         """Figures 6, 20, 21: one noise under every label, for each conditional model."""
-        cases = [c for c in self.cases if c["metric"] == "rp_cond"]
+        cases = [c for c in self.of_figure("Fig. 6") if c["metric"] == "rp_cond"]
         if not cases:
             return None
         c = cases[0]

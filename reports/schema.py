@@ -21,7 +21,7 @@ MEASURED = ("passed", "failed")
 
 NUMBER = (int, float)
 # what a reader needs from each case record, with the types it needs (checked before anything is drawn)
-CASE_FIELDS = {"id": str, "claim": str, "part": str, "source": str, "metric": str, "n": int, "bar": dict,
+CASE_FIELDS = {"id": str, "claim": str, "part": str, "figure": str, "source": str, "metric": str, "n": int, "bar": dict,
                "passed": bool, "outcome": str, "runs": list, "params": dict, "worst": list, "extra": dict}
 RUN_FIELDS = {"model": str, "sampler": str, "nfe": int}
 

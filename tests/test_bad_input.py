@@ -175,7 +175,8 @@ def config_not_json(tmp: Path) -> Path:
 
 
 def results_with(tmp: Path, **change) -> Path:
-    record = {"id": "C2/a~b/dpm3@20: rp>=0.6", "claim": "C2", "part": "C2", "source": "s", "metric": "rp",
+    record = {"id": "C2/a~b/dpm3@20: rp>=0.6", "claim": "C2", "part": "C2", "figure": "Fig. 3", "source": "s",
+              "metric": "rp",
               "value": 0.3, "n": 8, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "passed": False,
               "outcome": "failed", "runs": [{"model": "a", "sampler": "dpm3", "nfe": 20}], "params": {},
               "worst": [], "extra": {}}

@@ -5,12 +5,9 @@ from pathlib import Path
 import pytest
 
 from cases import OPS, Bar, Case, Run
-from cases.controls import CONTROLS
-from cases.encoding import HYPERPLANE, MANIFOLD
-from cases.real import REAL
-from cases.regimes import REGIMES, SWEEP, THEOREM
-from cases.unconditional import C2, NFE
-from cases.variants import CONDITIONAL, FINETUNE, INVERSE
+from cases.catalog import ALL, of
+from cases.regimes import REGIMES
+from cases.variants import CONDITIONAL
 from fixtures.results import FAILED_AS, Measured, check
 from fixtures.zoo import SWEEP_NAME, optimal_size
 from models.zoo import read_zoo
@@ -18,7 +15,6 @@ from tests.helpers import pytest_run
 from reports.schema import RESULTS_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = C2 + NFE + HYPERPLANE + MANIFOLD + REGIMES + SWEEP + THEOREM + CONDITIONAL + INVERSE + FINETUNE + CONTROLS + REAL
 EMBEDDED = read_zoo(ROOT / "models" / "embedded" / "zoo.toml")
 
 
@@ -154,3 +150,14 @@ def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
             for grid in ("edm", "uniform-t")}
     assert sets["edm"].key["grid"] == "edm" and sets["uniform-t"].key["grid"] == "uniform-t"
     assert not (sets["edm"].images == sets["uniform-t"].images).all()  # 4 Euler steps on other grids differ
+
+
+def test_every_part_of_the_paper_has_cases_and_the_report_finds_its_figures_by_case_data():
+    from cases import PARTS
+
+    assert {c.part for c in ALL} == set(PARTS) - {"regression"}  # regression cases come from golden files
+    with pytest.raises(ValueError, match="unknown parts \\['C5'\\]; valid parts: C2, NFE"):
+        of("C5")
+    drawn = {"Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5", "Fig. 6", "Fig. 7", "Fig. 12"}  # reports/build.py
+    assert drawn <= {c.figure for c in ALL}
+    assert {c.figure for c in of("C2")} == {"Fig. 3"} and {c.figure for c in of("NFE")} == {"Fig. 12"}

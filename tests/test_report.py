@@ -12,7 +12,7 @@ from reports.schema import RESULTS_FORMAT
 
 
 def pair_case(hashes, ident="C2/a~b/dpm3@20: rp>=0.6", **kw):
-    return {"id": ident, "claim": "C2", "part": "C2", "source": "Sec. 2.1", "metric": "rp", "value": 0.25,
+    return {"id": ident, "claim": "C2", "part": "C2", "figure": "Fig. 3", "source": "Sec. 2.1", "metric": "rp", "value": 0.25,
             "n": 64, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "versus": None, "passed": False,
             "models": ["a", "b"], "runs": [{"model": m, "sampler": "dpm3", "nfe": 20} for m in "ab"],
             "versus_runs": [], "params": {}, "worst": [[3, 0.1], [5, 0.2]], "extra": {"samples": hashes},
@@ -104,7 +104,7 @@ def test_a_failing_regression_case_is_drawn_beside_the_golden_thumbnails(tmp_pat
                     ids=np.arange(16), embeddings=rng.normal(size=(16, 8)).astype(np.float32),
                     thumbnails=np.full((16, 16, 16, 3), 200, np.uint8)).save(tmp_path / "ref.npz")
     case = pair_case([key_hash(key)], ident="regression/golden file ref.npz: rp>=0.6", claim="regression",
-                     part="regression",
+                     part="regression", figure="",
                      extra={"samples": [key_hash(key)], "golden": {"path": str(golden),
                                                                    "sha256": file_sha256(golden)}})
     out = tmp_path / "out"
