@@ -9,7 +9,7 @@ from cases import Run
 from cases.catalog import of
 from fixtures.measure import IMAGE_SIZE, as_params
 from fixtures.results import Measured
-from fixtures.zoo import optimal_size
+from cases.names import DATASETS, optimal
 from models.datasets import embedded_photos, to_uint8
 from models.generate import invert, solve
 from models.scores import MAE_THRESHOLD, MAEScore, mae_255
@@ -21,7 +21,7 @@ def measure_runs(measure, case, runs, size=None):
     if case.metric == "gl":
         return measure.gl(measure.sample(runs[0], measure.n(case)), size)
     if case.metric == "rp_optimal":  # D* on the same training set as the model
-        return measure.pair(case, (runs[0], Run(f"optimal-n{size}")), "rp")
+        return measure.pair(case, (runs[0], Run(optimal(size))), "rp")
     if case.metric == "loss":
         return final_loss(measure, runs[0], case.params["last_steps"])
     raise ValueError(f"unknown metric {case.metric!r} in a C3 case")
@@ -40,7 +40,7 @@ def final_loss(measure, run, last: int) -> Measured:
 
 def size_of(case, key="dataset"):
     ds = case.params.get(key)
-    return optimal_size(f"optimal-{ds}") if ds else None
+    return DATASETS[ds] if ds else None
 
 
 @pytest.mark.parametrize("case", as_params(of("C3")))
@@ -56,7 +56,7 @@ def test_regime(case, measure, claim):
 @pytest.mark.parametrize("case", as_params(of("theorem1")))
 def test_theorem1(case, measure, claim):
     run = case.runs[0]
-    size = optimal_size(f"optimal-{case.params['dataset']}")
+    size = DATASETS[case.params["dataset"]]
     train = torch.from_numpy(embedded_photos(size, size=IMAGE_SIZE).images)
     if case.metric == "in_training_set":
         s = measure.sample(run, measure.n(case))

@@ -11,9 +11,3 @@ UNCOND_OF = {"unet16-edm-cond-m64": "unet16-edm-m64", "uvit-edm-cond-m64": "uvit
 # the same architecture, data and budget retrained with seed 1 (initialization, batch order, training noise)
 RESEEDED = {"unet16-edm-m64": "unet16-edm-m64-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1"}
 FINETUNED, SCRATCH = "unet32-edm-ft-m64", "unet32-edm-m64"  # attention-only fine-tune of unet32-edm-l2048
-DATASETS = {"m64": 64, "l2048": 2048}  # embedded thumbnails, 16x16, dataset_seed 0 (nested: m64 is the first 64)
-
-
-def optimal(dataset: str) -> str:
-    """The pseudo-entry of the optimal denoiser D* (Theorem 1) on an embedded training set, e.g. 'optimal-m64'."""
-    return f"optimal-{dataset}"

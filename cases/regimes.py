@@ -1,6 +1,7 @@
 """C3, the two regimes (Sec. 3, Fig. 2, 5, 13), and Theorem 1 (Sec. 3, Appendix D)."""
 from cases import Bar, Case, Run, score_bar
-from cases.embedded import DATASETS, L2048, M64, optimal
+from cases.embedded import L2048, M64
+from cases.names import DATASETS, optimal, sweep
 
 SOURCE = "Sec. 3, Fig. 2"
 FIG5 = "Sec. 3, Fig. 5"
@@ -43,11 +44,11 @@ FALLS = Bar("<=", None, "Sec. 3, Fig. 5: RP with D* falls as the training set gr
 RISES = Bar(">=", None, "Sec. 3, Fig. 2b: GL rises as the training set grows")
 SWEEP = []
 for k, n in enumerate(SWEEP_SIZES):
-    runs = tuple(Run(f"{m}-n{n}") for m in SWEEP_MODELS)
+    runs = tuple(Run(sweep(m, n)) for m in SWEEP_MODELS)
     SWEEP.append(Case("C3", SOURCE + "a", "rp", runs, score_bar(), params={"size": n}, marks=("slow",)))
     prev = SWEEP_SIZES[k - 1] if k else None
     for m, r in zip(SWEEP_MODELS, runs):
-        before = {"versus": (Run(f"{m}-n{prev}"),), "params": {"size": n, "versus_size": prev}} if prev else {}
+        before = {"versus": (Run(sweep(m, prev)),), "params": {"size": n, "versus_size": prev}} if prev else {}
         if n <= 128:  # the memorization end of Fig. 5
             SWEEP.append(Case("C3", FIG5, "rp_optimal", (r,), score_bar(), params={"size": n}, marks=("slow",)))
         else:

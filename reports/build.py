@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cases import PARTS
+from cases.names import parse
 from models.atomic import atomic_write
 from models.store import SampleSet, SampleStore, StoreError
 from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
@@ -162,7 +163,7 @@ class Report:
             models = [r["model"] for r in c["runs"]]
             if c["metric"] == "gl":
                 series[("GL", models[0].rsplit("-", 1)[0])][size] = c["value"]
-            elif any(m.startswith("optimal") for m in models) or c["metric"] == "rp_optimal":
+            elif any(getattr(parse(m), "kind", "") == "optimal" for m in models) or c["metric"] == "rp_optimal":
                 series[("RP with D*", models[0].rsplit("-", 1)[0])][size] = c["value"]
             elif c["metric"] == "rp":
                 series[("RP", "~".join(m.rsplit("-", 1)[0] for m in models))][size] = c["value"]

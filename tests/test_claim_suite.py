@@ -9,7 +9,7 @@ from cases.catalog import ALL, of
 from cases.regimes import REGIMES
 from cases.variants import CONDITIONAL
 from fixtures.results import FAILED_AS, Measured, check
-from fixtures.zoo import SWEEP_NAME, optimal_size
+from cases.names import parse
 from models.zoo import read_zoo
 from tests.helpers import pytest_run
 from reports.schema import RESULTS_FORMAT
@@ -41,7 +41,7 @@ def test_cases_name_only_models_the_suite_can_provide():
         if c.claim == "real":
             continue
         for m in c.models:
-            assert m in EMBEDDED or optimal_size(m) or SWEEP_NAME.match(m), (c.id, m)
+            assert m in EMBEDDED or parse(m) is not None, (c.id, m)
 
 
 def test_bar_directions():
@@ -161,3 +161,11 @@ def test_every_part_of_the_paper_has_cases_and_the_report_finds_its_figures_by_c
     drawn = {"Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5", "Fig. 6", "Fig. 7", "Fig. 12"}  # reports/build.py
     assert drawn <= {c.figure for c in ALL}
     assert {c.figure for c in of("C2")} == {"Fig. 3"} and {c.figure for c in of("NFE")} == {"Fig. 12"}
+
+
+def test_built_in_model_names_are_built_and_parsed_in_one_place():
+    from cases.names import Builtin, optimal, sweep
+
+    assert parse(optimal("m64")) == Builtin("optimal", 64) and parse(optimal(128)) == Builtin("optimal", 128)
+    assert parse(sweep("unet16-edm", 256)) == Builtin("sweep", 256, "unet16-edm")
+    assert parse("unet16-edm-m64") is None and parse("optimal-x") is None and parse("optimal-n0") is None
