@@ -13,6 +13,7 @@ distillation (Salimans & Ho 2022) trains a student whose one DDIM step matches t
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from typing import Any, Optional
 
 import torch
 
-from models.atomic import atomic_write
+from models.atomic import atomic_write, file_lock
 from models.checkpoints import load_checkpoint, save_checkpoint
 from models.datasets import embedded_photos
 from models.denoisers import NetworkDenoiser
@@ -248,6 +249,19 @@ class Trainer:
 
 def train(cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu", dtype: Optional[torch.dtype] = None) -> Path:
     return Trainer(cfg, out, device).run(dtype)
+
+
+def train_once(raw: dict[str, Any], root: str | os.PathLike, name: str, device: str = "cpu") -> Path:
+    """Train the config `raw` (TrainConfig's fields) once into `root/<name>-<config digest>/` and return its model
+    folder; a later call with the same config finds it there, and processes asking at once wait on one lock while
+    the first trains (so the slow sweep trains each model once, also under pytest-xdist)."""
+    cfg = TrainConfig(**raw)
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+    out = Path(root) / f"{name}-{digest}"
+    with file_lock(Path(root) / "locks" / f"{name}-{digest}.lock"):
+        if not (out / "model" / "samenoise.json").is_file():
+            train(cfg, out, device)
+    return out / "model"
 
 
 

@@ -137,3 +137,18 @@ def test_the_sigma_draw_follows_the_configured_log_normal():
                sigma_std=0.5)
     ln = torch.log(draw_sigma(cfg, make_kernel("edm"), 20000, torch.Generator().manual_seed(0)))
     assert float(ln.mean()) == pytest.approx(0.4, abs=0.02) and float(ln.std()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_train_once_trains_a_config_once_and_finds_it_again(tmp_path):
+    from dataclasses import asdict
+
+    from models.training import train_once
+
+    raw = {k: v for k, v in asdict(tiny(steps=5)).items() if v is not None}
+    first = train_once(raw, tmp_path, "tiny-n8")
+    log = first.parent / "loss.jsonl"
+    lines = log.read_text()
+    again = train_once(raw, tmp_path, "tiny-n8")
+    assert again == first and log.read_text() == lines  # not trained twice
+    assert train_once(raw | {"steps": 6}, tmp_path, "tiny-n8") != first  # another config, another folder
+    assert not list(tmp_path.rglob("*.lock"))
