@@ -17,7 +17,7 @@ import torch
 
 from models.grids import make_grid
 from models.kernels import Kernel
-from models.samplers import DPMSolverPP, Denoiser, Sampled
+from models.samplers import Denoiser, DPMHistory, Sampled, dpmpp_step
 
 # Appendix F: centred square masks covering 25% ("easy", 16x16 of 32x32) and 61% ("hard", 25x25) of the image.
 MASK_FRACTIONS = {"easy": 0.25, "hard": 0.61}
@@ -46,7 +46,7 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
         keep: torch.Tensor, label=None, xi: float = 1.0, order: int = 3) -> Sampled:
     """Deterministic DPS with DPM-Solver++ (paper Algorithm 1, xi_i = xi): x is the sigma-space state at
     sigmas[0], `observed` = keep * truth in the model's data range. Returns the last x0_hat."""
-    solver = DPMSolverPP(order)
+    history = DPMHistory()
     keep = keep.to(x)
     observed = observed.to(x)
     s_of = lambda sigma: kernel.s_of_sigma(torch.as_tensor(sigma, dtype=torch.float64)).to(x)
@@ -57,7 +57,7 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
             denoised = D(xg, s, label)
             residual = ((observed - keep * denoised) ** 2).sum()  # rows are independent: one grad serves all
             grad, = torch.autograd.grad(residual, xg)
-        x = solver.step(x.detach(), s, t, denoised.detach())
+        x, history = dpmpp_step(x.detach(), s, t, denoised.detach(), history, order)
         if t > 0:  # the last step returns x0_hat itself (Algorithm 1, line 7)
             x = x - xi * grad / (s_of(s) * s_of(t))
     return Sampled(x.detach(), len(sigmas) - 1)

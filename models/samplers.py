@@ -55,57 +55,56 @@ def sample_heun(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None) 
     return Sampled(x, nfe)
 
 
-class DPMSolverPP:
-    """DPM-Solver++ multistep of order 1, 2 or 3 (Lu et al. 2022b, Algorithm 2, data prediction), one step
-    at a time so that a caller can act between steps (deterministic DPS, models/inverse.py).
+@dataclass(frozen=True)
+class DPMHistory:
+    """What DPM-Solver++ carries from step to step: earlier D evaluations and step lengths, most recent first."""
+
+    denoised: tuple[torch.Tensor, ...] = ()
+    hs: tuple[torch.Tensor, ...] = ()
+
+
+def dpmpp_step(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, denoised: torch.Tensor, history: DPMHistory,
+               order: int = 2) -> tuple[torch.Tensor, DPMHistory]:
+    """One step of DPM-Solver++ multistep of order 1, 2 or 3 (Lu et al. 2022b, Algorithm 2, data prediction):
+    the state at sigma t from the state x at sigma s, its D(x; s) and the history of earlier steps; returns the
+    new state and the history the next step needs. One step at a time, so that a caller can act between steps
+    (deterministic DPS, models/inverse.py).
 
     In sigma-space (alpha = 1, lambda = -log sigma, h = lambda_t - lambda_s), the exact solution
     x_t = (sigma_t / sigma_s) x_s + sigma_t int e^lambda x0(lambda) dlambda is integrated with a
     Taylor expansion of x0 in lambda whose derivatives come from earlier D evaluations. The first
     steps use the orders the history allows; a step to sigma = 0 returns D (lambda = inf).
     """
-
-    def __init__(self, order: int = 2):
-        if order not in (1, 2, 3):
-            raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
-        self.order = order
-        self.hist: list[torch.Tensor] = []  # most recent D first
-        self.hs: list[torch.Tensor] = []  # most recent step length first
-
-    def step(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
-        """The state at sigma t from the state x at sigma s and its D(x; s)."""
-        hist, hs = self.hist, self.hs
-        hist.insert(0, denoised)
-        del hist[self.order:]
-        if t == 0:
-            return hist[0]
-        h = torch.log(s) - torch.log(t)
-        k = len(hist)
-        phi1 = torch.expm1(-h)  # e^{-h} - 1
-        x = (t / s) * x - phi1 * hist[0]
-        if k >= 2:
-            phi2 = phi1 / h + 1  # h phi2 = int_0^h e^{tau - h} tau dtau
-            d1_0 = (hist[0] - hist[1]) * (h / hs[0])  # ~ h x0'
-            if k == 2:
-                x = x + phi2 * d1_0
-            else:
-                phi3 = phi2 / h - 0.5  # -h^2 phi3 = int_0^h e^{tau - h} tau^2 / 2 dtau
-                d1_1 = (hist[1] - hist[2]) * (h / hs[1])
-                r0, r1 = hs[0] / h, hs[1] / h
-                d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))  # ~ h x0'
-                d2 = (d1_0 - d1_1) * (2 / (r0 + r1))  # ~ h^2 x0''
-                x = x + phi2 * d1 - phi3 * d2
-        hs.insert(0, h)
-        del hs[2:]
-        return x
+    if order not in (1, 2, 3):
+        raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
+    hist, hs = (denoised,) + history.denoised[:order - 1], history.hs
+    if t == 0:
+        return hist[0], DPMHistory(hist, hs)
+    h = torch.log(s) - torch.log(t)
+    k = len(hist)
+    phi1 = torch.expm1(-h)  # e^{-h} - 1
+    x = (t / s) * x - phi1 * hist[0]
+    if k >= 2:
+        phi2 = phi1 / h + 1  # h phi2 = int_0^h e^{tau - h} tau dtau
+        d1_0 = (hist[0] - hist[1]) * (h / hs[0])  # ~ h x0'
+        if k == 2:
+            x = x + phi2 * d1_0
+        else:
+            phi3 = phi2 / h - 0.5  # -h^2 phi3 = int_0^h e^{tau - h} tau^2 / 2 dtau
+            d1_1 = (hist[1] - hist[2]) * (h / hs[1])
+            r0, r1 = hs[0] / h, hs[1] / h
+            d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))  # ~ h x0'
+            d2 = (d1_0 - d1_1) * (2 / (r0 + r1))  # ~ h^2 x0''
+            x = x + phi2 * d1 - phi3 * d2
+    return x, DPMHistory(hist, ((h,) + hs)[:2])
 
 
 @torch.no_grad()
 def sample_dpmpp(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None, order: int = 2) -> Sampled:
-    """DPM-Solver++ multistep of order 1, 2 or 3 over the whole grid (see DPMSolverPP)."""
-    solver = DPMSolverPP(order)
+    """DPM-Solver++ multistep of order 1, 2 or 3 over the whole grid (see dpmpp_step)."""
+    history = DPMHistory()
     for i in range(len(sigmas) - 1):
-        x = solver.step(x, sigmas[i], sigmas[i + 1], D(x, sigmas[i], label))
+        x, history = dpmpp_step(x, sigmas[i], sigmas[i + 1], D(x, sigmas[i], label), history, order)
     return Sampled(x, len(sigmas) - 1)
 
 
