@@ -98,10 +98,9 @@ class _LinearBeta:
         return (torch.sqrt(self.beta_min**2 + 2 * self.beta_d * u) - self.beta_min) / self.beta_d
 
 
-class VP(Kernel):
-    """Continuous VP SDE: s = exp(-u/2), sigma = sqrt(e^u - 1) (Karras et al. 2022, Table 1)."""
-
-    name = "vp"
+class _LinearBetaKernel(Kernel):
+    """VP and sub-VP share the linear beta schedule, t in [t_min, 1] and the mean s = exp(-u/2); they differ
+    only in sigma(t) and its inverse."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0):
         self.beta = _LinearBeta(beta_min, beta_max)
@@ -109,6 +108,12 @@ class VP(Kernel):
 
     def s(self, t):
         return torch.exp(-0.5 * self.beta.u(t))
+
+
+class VP(_LinearBetaKernel):
+    """Continuous VP SDE: s = exp(-u/2), sigma = sqrt(e^u - 1) (Karras et al. 2022, Table 1)."""
+
+    name = "vp"
 
     def sigma(self, t):
         return torch.sqrt(torch.expm1(self.beta.u(t)))
@@ -117,20 +122,13 @@ class VP(Kernel):
         return self.beta.t_of_u(torch.log1p(as64(sigma) ** 2))
 
 
-class SubVP(Kernel):
+class SubVP(_LinearBetaKernel):
     """sub-VP SDE: same mean as VP, std 1 - e^{-u} = (VP std)^2 (Song et al. 2021, Eq. 29).
 
     s sigma = 1 - e^{-u} with s = e^{-u/2} gives sigma = 2 sinh(u / 2).
     """
 
     name = "subvp"
-
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0):
-        self.beta = _LinearBeta(beta_min, beta_max)
-        self.t_min, self.t_max = t_min, t_max
-
-    def s(self, t):
-        return torch.exp(-0.5 * self.beta.u(t))
 
     def sigma(self, t):
         return 2 * torch.sinh(0.5 * self.beta.u(t))
