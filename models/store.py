@@ -108,7 +108,8 @@ class SampleStore:
         images = np.ascontiguousarray(images, dtype=np.uint8)
         ids = np.asarray(ids, dtype=np.int64)
         if images.ndim != 4 or len(images) != len(ids):
-            raise StoreError(f"a sample set needs (n, H, W, C) uint8 images and n ids, got {images.shape}, {len(ids)} ids")
+            raise StoreError(f"a sample set needs (n, H, W, C) uint8 images and n ids, got {images.shape}, "
+                             f"{len(ids)} ids")
         canonical = json.dumps(key, sort_keys=True, default=str)
         buf = io.BytesIO()
         np.savez(buf, images=images, ids=ids, nfe=np.int64(nfe), key=np.array(canonical), format=np.array(FORMAT),

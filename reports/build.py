@@ -215,7 +215,8 @@ class Report:
         rows = [(f"{c['runs'][0]['sampler']}@{c['runs'][0]['nfe']}", self.samples.get(c["extra"]["samples"][0]))
                 for c in cases]
         last = cases[-1]
-        rows.append((f"{last['runs'][1]['sampler']}@{last['runs'][1]['nfe']}", self.samples.get(last["extra"]["samples"][1])))
+        ref = last["runs"][1]
+        rows.append((f"{ref['sampler']}@{ref['nfe']}", self.samples.get(last["extra"]["samples"][1])))
         plt = _plt()
         fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.1 * len(rows)), squeeze=False)
         for ax, (label, s) in zip(axes[:, 0], rows):
@@ -376,7 +377,8 @@ class Report:
 
     def write_html(self) -> Path:
         esc = html.escape
-        figs = "".join(f"<h3>{esc(t)}</h3>" + (f"<a href='{esc(n)}'><img src='{esc(n)}' alt='{esc(t)}'></a>" if n else "")
+        image = "<a href='{0}'><img src='{0}' alt='{1}'></a>"
+        figs = "".join(f"<h3>{esc(t)}</h3>" + (image.format(esc(n), esc(t)) if n else "")
                        + (f"<p class='none'>{esc(cap)}</p>" if cap else "") for t, cap, n in self.figures)
         metadata = "".join(f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_format(v))}</td></tr>"
                            for k, v in self.doc["meta"].items())
@@ -384,7 +386,8 @@ class Report:
         page = f"""<!doctype html><html><head><meta charset="utf-8"><title>samenoise report</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.failed td,tr.error td,tr.fails td{{background:#fdd}}
-tr.passed td,tr.holds td{{background:#efe}} tr.partly td{{background:#ffd}} tr.notrun td,tr.skipped td{{background:#eee}} summary{{cursor:pointer}}
+tr.passed td,tr.holds td{{background:#efe}} tr.partly td{{background:#ffd}} tr.notrun td,tr.skipped td{{background:#eee}}
+summary{{cursor:pointer}}
 img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 </style></head><body><h1>samenoise report</h1>
 <p>{len(self.records)} claim cases: {esc(counts or 'none')}. Figures open full size when clicked.</p>
