@@ -2,7 +2,7 @@
 figures drawn from the run's own data (results JSON + sample store). A figure whose data did not run says
 so instead of being drawn. Rebuild without rerunning anything:
 
-    python -m reports.build reports/out/latest/results.json --cache-dir .cache/samenoise --out DIR
+    python -m reports.build reports/out/latest/results.json --cache-dir .cache/samenoise [--out DIR]
 """
 from __future__ import annotations
 
@@ -441,10 +441,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("results", help="a results JSON written by `pytest bench`")
     parser.add_argument("--cache-dir", default=".cache/samenoise", help="the run's sample store")
-    parser.add_argument("--out", default="reports/out", help="folder for index.html and the PNG figures")
+    parser.add_argument("--out", default=None,
+                        help="folder for index.html and the PNG figures (default: the results file's own folder)")
     args = parser.parse_args(argv)
     try:
-        print(build_report(args.results, args.cache_dir, args.out))
+        print(build_report(args.results, args.cache_dir, args.out or Path(args.results).parent))
     except ReportError as e:
         parser.exit(2, f"error: {e}\n")
 

@@ -152,3 +152,14 @@ def test_the_scorecard_says_per_claim_whether_it_holds_with_counts_and_the_paper
     assert "<td>Real checkpoints (App. A.1, A.2)</td><td>not run</td><td>1 skipped</td>" in card
     assert "<td>torch 2.13.0, diffusers -</td>" in page and "None" not in page and "{" not in card
     assert "no zoo entry for x" in page  # a skipped case shows its reason in the table
+
+
+def test_the_rebuild_command_writes_beside_its_results_file_by_default(tmp_path, capsys):
+    from reports.build import main
+
+    results = make_run(tmp_path)
+    main([str(results), "--cache-dir", str(tmp_path / "cache")])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "index.html")
+    with pytest.raises(SystemExit) as err:
+        main([str(tmp_path / "missing.json")])
+    assert err.value.code == 2 and "missing.json: cannot read the results file" in capsys.readouterr().err
