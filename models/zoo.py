@@ -13,7 +13,7 @@ import pickle
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -21,10 +21,8 @@ from models.checkpoints import CheckpointError, cast, load_checkpoint
 from models.denoisers import NetworkDenoiser
 from models.grids import GRIDS
 from models.kernels import KERNELS, VPDiscrete, make_kernel
+from models.registry import Registry
 from models.samplers import SAMPLERS
-
-FORMATS = ("samenoise", "diffusers", "diffusers-latent", "edm-pickle")
-
 
 class ZooError(ValueError):
     """A zoo file or entry that cannot be used; the message names the entry and the problem."""
@@ -89,7 +87,8 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
             raise ZooError(f"{path}: entry {name!r} has no source")
         entry = ZooEntry(name=name, **table)
         if entry.format not in FORMATS:
-            raise ZooError(f"{path}: entry {name!r} has format {entry.format!r}; valid formats: {', '.join(FORMATS)}")
+            raise ZooError(f"{path}: entry {name!r} has format {entry.format!r}; valid formats: "
+                           f"{', '.join(FORMATS)}")
         for key, registry in (("grid", GRIDS), ("sampler", SAMPLERS)):
             if getattr(entry, key) not in registry:
                 raise ZooError(f"{path}: entry {name!r} has {key} {getattr(entry, key)!r}; valid {key}s: "
@@ -97,7 +96,7 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
         if entry.kernel not in KERNELS:
             raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; valid kernels: {', '.join(sorted(KERNELS))}")
         local = (base or path.parent) / entry.source
-        if not entry.format.startswith("diffusers") or local.exists():
+        if not FORMATS[entry.format].hub or local.exists():  # a hub id stays as it is
             entry = ZooEntry(**{**entry.__dict__, "source": str(local)})
         if entry.prompt_embeddings:
             entry = ZooEntry(**{**entry.__dict__, "prompt_embeddings": str((base or path.parent) / entry.prompt_embeddings)})
@@ -108,13 +107,19 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
 def load_denoiser(entry: ZooEntry, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
                   ) -> NetworkDenoiser:
     """The entry's network under the denoiser contract, checked against the entry."""
-    if entry.format == "diffusers-latent":
-        return _load_latent(entry, device, dtype)
-    loader = {"samenoise": _load_samenoise, "diffusers": _load_diffusers, "edm-pickle": _load_edm_pickle}[entry.format]
-    net, kernel, prediction, time_input, time_scale = loader(entry)
-    classes = _check_network(entry, net)
-    return NetworkDenoiser(cast(net, device, dtype).eval(), kernel, prediction, time_input=time_input,
-                           time_scale=time_scale, sample_shape=entry.sample_shape, num_classes=classes)
+    return FORMATS[entry.format].load(entry, device, dtype)
+
+
+def _network(load_network: Callable[[ZooEntry], tuple]) -> Callable[..., NetworkDenoiser]:
+    """A format's loader from a function returning (network, kernel, prediction, time input, time scale)."""
+
+    def load(entry: ZooEntry, device, dtype) -> NetworkDenoiser:
+        net, kernel, prediction, time_input, time_scale = load_network(entry)
+        classes = _check_network(entry, net)
+        return NetworkDenoiser(cast(net, device, dtype).eval(), kernel, prediction, time_input=time_input,
+                               time_scale=time_scale, sample_shape=entry.sample_shape, num_classes=classes)
+
+    return load
 
 
 def _mismatch(entry: ZooEntry, what: str, entry_value, checkpoint_value) -> ZooError:
@@ -125,17 +130,21 @@ def _mismatch(entry: ZooEntry, what: str, entry_value, checkpoint_value) -> ZooE
 def check_available(entry: ZooEntry) -> None:
     """Raise Unavailable, saying what to provide, when the entry's checkpoint or the code it needs is not here.
     Cheap: nothing is loaded (hub ids are looked up in the local cache only)."""
-    if entry.format == "samenoise" and not Path(entry.source).is_dir():
+    FORMATS[entry.format].available(entry)
+
+
+def _folder_available(entry: ZooEntry) -> None:
+    if not Path(entry.source).is_dir():
         raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist")
-    if entry.format == "edm-pickle":
-        missing = [m for m in ("dnnlib", "torch_utils") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise Unavailable(f"zoo entry {entry.name!r}: cannot unpickle {entry.source}: {', '.join(missing)} not "
-                              f"importable. " + EDM_HELP)
-        if not Path(entry.source).is_file():
-            raise Unavailable(f"zoo entry {entry.name!r}: EDM pickle {entry.source} does not exist")
-    if entry.format.startswith("diffusers"):
-        _local_or_hub(entry)
+
+
+def _edm_pickle_available(entry: ZooEntry) -> None:
+    missing = [m for m in ("dnnlib", "torch_utils") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise Unavailable(f"zoo entry {entry.name!r}: cannot unpickle {entry.source}: {', '.join(missing)} not "
+                          f"importable. " + EDM_HELP)
+    if not Path(entry.source).is_file():
+        raise Unavailable(f"zoo entry {entry.name!r}: EDM pickle {entry.source} does not exist")
 
 
 def _load_samenoise(entry: ZooEntry):
@@ -329,3 +338,21 @@ def _check_network(entry: ZooEntry, net: torch.nn.Module) -> Optional[int]:
     if entry.conditional and entry.num_classes not in (None, classes):
         raise _mismatch(entry, "num_classes", entry.num_classes, classes)
     return int(classes) if classes else None
+
+
+@dataclass(frozen=True)
+class Format:
+    """A checkpoint format: whether an entry's files (and the code they need) are here, and how it loads."""
+
+    available: Callable[[ZooEntry], Any]  # raises Unavailable, saying what to provide
+    load: Callable[..., NetworkDenoiser]  # (entry, device, dtype) -> the checked denoiser
+    hub: bool = False  # its source may be a hub id, read from the local hub cache
+
+
+# A new format is one entry here (plus its test).
+FORMATS: Registry[Format] = Registry("format", {
+    "samenoise": Format(_folder_available, _network(_load_samenoise)),
+    "diffusers": Format(_local_or_hub, _network(_load_diffusers), hub=True),
+    "diffusers-latent": Format(_local_or_hub, _load_latent, hub=True),
+    "edm-pickle": Format(_edm_pickle_available, _network(_load_edm_pickle)),
+})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.kernels import make_kernel
 from models.samplers import sample_euler
 from models.generate import solve
 from models.training import TrainConfig, Trainer
@@ -272,3 +273,28 @@ def test_loading_an_embedded_checkpoint_logs_no_float32_warning():
     finally:
         diffusers_logging.get_logger("diffusers").removeHandler(handler)
     assert "kept in float32" not in buf.getvalue()
+
+
+def test_a_new_checkpoint_format_is_one_registry_entry(tmp_path, monkeypatch):
+    """Reading, the availability check and loading all go through models.zoo.FORMATS."""
+    import models.zoo as zoo
+    from models.registry import Registry
+    from tests.helpers import TinyEpsNet
+
+    def available(entry):
+        if not Path(entry.source).is_file():
+            raise zoo.Unavailable(f"zoo entry {entry.name!r}: {entry.source} is missing")
+
+    def load(entry, device, dtype):
+        return zoo.NetworkDenoiser(TinyEpsNet(), make_kernel("vp"), "eps", time_input="t", time_scale=999.0,
+                                   sample_shape=entry.sample_shape)
+
+    monkeypatch.setattr(zoo, "FORMATS", Registry("format", dict(zoo.FORMATS) | {"toy": zoo.Format(available, load)}))
+    (tmp_path / "w.bin").write_bytes(b"")
+    entries = read_zoo(write_zoo(tmp_path, '[models.t]\nsource = "w.bin"\nformat = "toy"\nimage_size = 8\n'))
+    zoo.check_available(entries["t"])
+    D = load_denoiser(entries["t"])
+    assert D(torch.zeros(2, 3, 8, 8), torch.tensor(1.0)).shape == (2, 3, 8, 8)
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(zoo.Unavailable, match="w.bin is missing"):
+        zoo.check_available(entries["t"])
