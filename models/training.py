@@ -6,15 +6,20 @@ and objectives differ only in how sigma is drawn and weighted:
   - 'eps':  t ~ U[t_min, t_max] of the kernel (integer t for discrete DDPM), weight 1 / sigma^2,
             which is exactly ||eps_hat - n||^2 (Ho et al. 2020; Song et al. 2021);
   - 'edm':  ln sigma ~ N(sigma_mean, sigma_std^2) (EDM's -1.2, 1.2) clipped to the kernel's range, weight
-            (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (Karras et al. 2022, Table 1).
+            (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (Karras et al. 2022, Table 1);
+  - 've':   ln sigma ~ U[ln sigma_min, ln sigma_max] of the kernel, weight 1 / sigma^2: Song et al. (2021)'s
+            sigma^2-weighted score matching, sigma^2 ||s_hat - grad log p||^2 with s = (D - x) / sigma^2.
 Partial fine-tuning trains only attention parameters (paper Sec. 4, Appendix G). Progressive
-distillation (Salimans & Ho 2022) trains a student whose one DDIM step matches two teacher steps.
+distillation (Salimans & Ho 2022) trains a student whose one DDIM step matches two teacher steps;
+consistency distillation (Song et al. 2023, Algorithm 2) trains a one-step student f(x, sigma) to agree
+with its slowly moving copy across one Heun step of the teacher's ODE.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,7 +39,8 @@ from models.unet import build_unet
 from models.uvit import UViT
 
 ARCHS = Registry("architecture", {"unet": build_unet, "uvit": UViT})
-OBJECTIVES = ("eps", "edm")
+OBJECTIVES = ("eps", "edm", "ve")
+DISTILL_METHODS = ("progressive", "consistency")
 
 
 @dataclass
@@ -61,6 +67,9 @@ class TrainConfig:
     distill_from: Optional[str] = None  # progressive distillation from this teacher checkpoint
     distill_steps: int = 4  # student DDIM steps (the teacher takes twice as many)
     distill_grid: str = "edm"
+    distill_method: str = "progressive"  # progressive | consistency
+    cd_steps: int = 18  # consistency distillation: N noise levels of the Karras grid (Song et al. 2023, CIFAR-10: 18)
+    cd_target_decay: float = 0.95  # consistency distillation: target network EMA mu (Song et al. 2023, CIFAR-10: 0.95)
     sigma_data: float = 0.5
     sigma_mean: float = -1.2  # 'edm' objective: ln sigma ~ N(sigma_mean, sigma_std^2) (EDM's P_mean, P_std, Table 1)
     sigma_std: float = 1.2
@@ -71,6 +80,10 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
         if self.finetune_from and self.distill_from:
             raise ValueError("give at most one of finetune_from and distill_from")
+        if self.distill_method not in DISTILL_METHODS:
+            raise ValueError(f"unknown distill_method {self.distill_method!r}; valid methods: {', '.join(DISTILL_METHODS)}")
+        if self.distill_from and self.distill_method == "consistency" and self.prediction != "cm":
+            raise ValueError(f"consistency distillation needs prediction 'cm' (f(x, sigma_min) = x), got {self.prediction!r}")
         if self.distill_from and self.prediction == "eps":
             # D = x - sigma eps_hat must hit an x0 target at sigma_max: the gradient grows as sigma^2 and
             # training diverges; Salimans & Ho (2022, Sec. 4) distill x0- or v-parameterized students.
@@ -102,12 +115,15 @@ def draw_sigma(cfg: TrainConfig, kernel, n: int, g: torch.Generator) -> torch.Te
         else:
             t = kernel.t_min + (kernel.t_max - kernel.t_min) * torch.rand(n, generator=g, dtype=torch.float64)
         return kernel.sigma(t)
+    if cfg.objective == "ve":
+        lo, hi = math.log(kernel.sigma_min), math.log(kernel.sigma_max)
+        return torch.exp(lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64))
     ln = cfg.sigma_mean + cfg.sigma_std * torch.randn(n, generator=g, dtype=torch.float64)
     return torch.exp(ln).clamp(kernel.sigma_min, kernel.sigma_max)
 
 
 def loss_weight(objective: str, sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    if objective == "eps":
+    if objective in ("eps", "ve"):
         return 1 / sigma**2
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
@@ -123,11 +139,13 @@ class Trainer:
         self.images = data.as_tensor().to(self.device)
         self.labels = torch.from_numpy(data.labels).to(self.device) if cfg.conditional else None
         num_classes = len(data.classes) if cfg.conditional else None
-        self.teacher = None
+        self.teacher = self.target = None
         if cfg.finetune_from or cfg.distill_from:
-            self.net, _ = load_checkpoint(cfg.finetune_from or cfg.distill_from)
+            self.net, meta = load_checkpoint(cfg.finetune_from or cfg.distill_from)
             if cfg.distill_from:
-                self.teacher = wrap_for(cfg, copy.deepcopy(self.net).to(self.device).eval())
+                # the teacher keeps its own parameterization; the student starts from its weights
+                self.teacher = wrap_for(meta.get("config", asdict(cfg)) if cfg.distill_method == "consistency" else cfg,
+                                        copy.deepcopy(self.net).to(self.device).eval())
         else:
             torch.manual_seed(cfg.seed)  # parameter initialization only; data and noise use self.gen
             self.net = _build(cfg, num_classes)
@@ -139,6 +157,8 @@ class Trainer:
         if not self.trainable:
             raise ValueError("nothing to train: no parameter requires a gradient")
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        if cfg.distill_method == "consistency" and cfg.distill_from:
+            self.target = wrap_for(cfg, copy.deepcopy(self.net).to(self.device).eval().requires_grad_(False))
         self.opt = torch.optim.Adam(self.trainable, lr=cfg.lr)
         self.D = wrap_for(cfg, self.net)
         self.kernel = self.D.kernel
@@ -156,6 +176,8 @@ class Trainer:
             raise ValueError(f"{path} was written by another training config; use a new output folder")
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
+        if self.target is not None:
+            self.target.net.load_state_dict(state["target"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
         self.step = state["step"]
@@ -163,6 +185,8 @@ class Trainer:
     def _save_state(self) -> None:
         state = dict(config=asdict(self.cfg), net=self.net.state_dict(), ema=self.ema.state_dict(),
                      opt=self.opt.state_dict(), gen=self.gen.get_state(), step=self.step)
+        if self.target is not None:
+            state["target"] = self.target.net.state_dict()
         atomic_write(self.out / "train_state.pt", lambda f: torch.save(state, f))
 
     # --- one step ---------------------------------------------------------------------------------
@@ -174,6 +198,8 @@ class Trainer:
 
     def loss(self) -> torch.Tensor:
         y, label = self._batch()
+        if self.target is not None:
+            return self._consistency_loss(y, label)
         if self.teacher is not None:
             return self._distill_loss(y, label)
         sigma = draw_sigma(self.cfg, self.kernel, len(y), self.gen)
@@ -201,6 +227,28 @@ class Trainer:
             target = (xb - ratio * xa) / (1 - ratio)
         w = append_dims(loss_weight("edm", sa, self.cfg.sigma_data), y.ndim)
         return (w * (self.D(xa, sa, label) - target) ** 2).mean().float()
+
+    def _consistency_loss(self, y, label) -> torch.Tensor:
+        """||f(x_hi, sigma_hi) - f_target(x_lo, sigma_lo)||^2, where x_hi = y + sigma_hi n and x_lo is one Heun step
+        of the teacher's ODE from sigma_hi down to the next level of an N-level Karras grid (Song et al. 2023,
+        Algorithm 2, with the squared L2 distance and lambda = 1)."""
+        grid = make_grid("edm", self.kernel, self.cfg.cd_steps, append_zero=False).to(self.device)
+        i = torch.randint(0, self.cfg.cd_steps - 1, (len(y),), generator=self.gen).to(self.device)
+        hi, lo = grid[i], grid[i + 1]
+        noise = torch.randn(y.shape, generator=self.gen).to(self.device).double()
+        x_hi = y.double() + append_dims(hi, y.ndim) * noise
+        with torch.no_grad():
+            d_hi = (x_hi - self.teacher(x_hi, hi, label)) / append_dims(hi, y.ndim)
+            x_euler = x_hi + append_dims(lo - hi, y.ndim) * d_hi
+            d_lo = (x_euler - self.teacher(x_euler, lo, label)) / append_dims(lo, y.ndim)
+            x_lo = x_hi + append_dims(lo - hi, y.ndim) * (d_hi + d_lo) / 2
+            target = self.target(x_lo, lo, label)
+        return ((self.D(x_hi, hi, label) - target) ** 2).mean().float()
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        for p_t, p in zip(self.target.net.parameters(), self.net.parameters()):
+            p_t.lerp_(p.detach(), 1 - self.cfg.cd_target_decay)
 
     @staticmethod
     def _ddim(x, s_from, s_to, denoised):
@@ -232,6 +280,8 @@ class Trainer:
                 loss.backward()
                 self.opt.step()
                 self._update_ema()
+                if self.target is not None:
+                    self._update_target()
                 self.step += 1
                 log.write(json.dumps({"step": self.step, "loss": loss.item()}) + "\n")
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:

@@ -1,5 +1,6 @@
 """Training: loss goes down, resume is exact, fine-tuning freezes all but attention, checkpoints round-trip."""
 import json
+import math
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ def losses(folder):
 @pytest.mark.parametrize("arch, kernel, prediction, objective, time_input", [
     ("unet", "vp", "eps", "eps", "t"), ("uvit", "vp", "eps", "eps", "t"), ("unet", "subvp", "eps", "eps", "t"),
     ("unet", "vp-discrete", "eps", "eps", "discrete"), ("unet", "ve", "edm", "edm", "log-sigma"),
-    ("unet", "edm", "edm", "edm", "log-sigma")])
+    ("unet", "edm", "edm", "edm", "log-sigma"), ("unet", "ve", "eps", "ve", "log-sigma")])
 def test_short_training_lowers_the_loss(tmp_path, arch, kernel, prediction, objective, time_input):
     cfg = tiny(arch, kernel=kernel, prediction=prediction, objective=objective, time_input=time_input,
                time_scale=1.0 if time_input != "t" else 999.0, steps=40)
@@ -94,6 +95,45 @@ def test_progressive_distillation_runs_and_lowers_its_loss(tmp_path):
     assert sum(got[-10:]) < sum(got[:10])
 
 
+def test_consistency_distillation_trains_a_one_step_student(tmp_path):
+    from models.samplers import SAMPLERS
+
+    teacher = train(tiny(steps=20, **EDM), tmp_path / "teacher")
+    cd = dict(EDM, prediction="cm", distill_from=str(teacher), distill_method="consistency", cd_steps=6)
+    trainer = Trainer(tiny(steps=40, **cd), tmp_path / "student")
+    assert trainer.teacher.prediction == "edm" and trainer.D.prediction == "cm"  # each keeps its parameterization
+    student = trainer.run()
+    got = losses(tmp_path / "student")
+    assert len(got) == 40 and all(map(math.isfinite, got)) and sum(got[-10:]) < sum(got[:10])
+    net, meta = load_checkpoint(student)
+    D = wrap_for(meta["config"], net)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(D(x, D.kernel.sigma_min), x)  # f(x, sigma_min) = x (Song et al. 2023, Eq. 3)
+    sigmas = torch.tensor([D.kernel.sigma_max, 0.0], dtype=torch.float64)
+    assert SAMPLERS["consistency"].fn(D, x * D.kernel.sigma_max, sigmas).x.shape == x.shape
+
+
+def test_consistency_distillation_resumes_its_target_network(tmp_path):
+    teacher = train(tiny(steps=5, **EDM), tmp_path / "teacher")
+    cd = dict(EDM, prediction="cm", distill_from=str(teacher), distill_method="consistency", cd_steps=6)
+    train(tiny(steps=10, **cd), tmp_path / "straight")
+    train(tiny(steps=5, **cd), tmp_path / "resumed")
+    state = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)
+    assert "target" in state
+    state["config"]["steps"] = 10
+    torch.save(state, tmp_path / "resumed" / "train_state.pt")
+    train(tiny(steps=10, **cd), tmp_path / "resumed")
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(distill_method="progresive"), "unknown distill_method 'progresive'; valid methods: progressive, consistency"),
+    (dict(EDM, distill_from="t", distill_method="consistency"), "consistency distillation needs prediction 'cm'")])
+def test_bad_distillation_settings_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**bad)
+
+
 def test_distilling_an_eps_student_is_refused():
     with pytest.raises(ValueError, match="progressive distillation needs prediction 'edm', 'x0' or 'v'"):
         tiny(distill_from="teacher")
@@ -137,6 +177,21 @@ def test_the_sigma_draw_follows_the_configured_log_normal():
                sigma_std=0.5)
     ln = torch.log(draw_sigma(cfg, make_kernel("edm"), 20000, torch.Generator().manual_seed(0)))
     assert float(ln.mean()) == pytest.approx(0.4, abs=0.02) and float(ln.std()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_the_ve_objective_draws_sigma_log_uniformly_over_the_kernel_range():
+    from models.kernels import make_kernel
+    from models.training import draw_sigma, loss_weight
+
+    kernel = make_kernel("ve")
+    cfg = tiny(kernel="ve", prediction="eps", objective="ve", time_input="log-sigma", time_scale=1.0)
+    ln = torch.log(draw_sigma(cfg, kernel, 20000, torch.Generator().manual_seed(0)))
+    lo, hi = math.log(kernel.sigma_min), math.log(kernel.sigma_max)
+    assert lo <= float(ln.min()) and float(ln.max()) <= hi
+    assert float(ln.mean()) == pytest.approx((lo + hi) / 2, abs=0.05)  # uniform in ln sigma: mean at the centre
+    assert float(ln.std()) == pytest.approx((hi - lo) / math.sqrt(12), abs=0.05)
+    sigma = torch.tensor([0.5, 2.0], dtype=torch.float64)  # sigma^2-weighted score matching = ||D - y||^2 / sigma^2
+    torch.testing.assert_close(loss_weight("ve", sigma, 0.5), 1 / sigma**2)
 
 
 def test_train_once_trains_a_config_once_and_finds_it_again(tmp_path):
