@@ -44,7 +44,7 @@ def slope_per_doubling(losses: list[float], tail: float = TAIL) -> float:
 def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: int = 256) -> float:
     """Monte Carlo of the run's objective with D* on its training set: E w(sigma) ||D*(y + sigma n; sigma) - y||^2,
     with sigma drawn as the run draws it (unconditional D*; a conditional run's floor is at most this)."""
-    data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed).as_tensor()
+    data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
     D = OptimalDenoiser(data, dtype=torch.float64)
     kernel = make_kernel(cfg.kernel)
     g = torch.Generator().manual_seed(seed)

@@ -47,6 +47,10 @@ class ImageSet:
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket",
           "motorcycle", "china", "flower")
+# Photos that share nothing with PHOTOS (the grey ones are repeated into RGB): a pretraining set disjoint from every
+# training set drawn from PHOTOS, as the paper pretrains on CIFAR-100 and fine-tunes on CIFAR-10 (Appendix G).
+OTHER_PHOTOS = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "cell", "colorwheel", "page")
+PHOTO_SETS = {"color": PHOTOS, "other": OTHER_PHOTOS}
 
 
 @lru_cache(maxsize=None)
@@ -60,9 +64,10 @@ def load_photo(name: str) -> np.ndarray:
 
     if name == "motorcycle":
         return skimage.data.stereo_motorcycle()[0]
-    if name not in PHOTOS:
-        raise ValueError(f"unknown photo {name!r}; valid photos: {', '.join(PHOTOS)}")
-    return getattr(skimage.data, name)()
+    if name not in PHOTOS + OTHER_PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; valid photos: {', '.join(PHOTOS + OTHER_PHOTOS)}")
+    photo = getattr(skimage.data, name)()
+    return np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo[..., :3]
 
 
 def thumbnail(photo: np.ndarray, size: int, rng: np.random.Generator, min_frac: float, max_frac: float) -> np.ndarray:
@@ -75,19 +80,27 @@ def thumbnail(photo: np.ndarray, size: int, rng: np.random.Generator, min_frac: 
     return small.round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
 
 
-def embedded_photos(n: int, size: int = 32, seed: int = 0, photos: Sequence[str] = PHOTOS,
-                    min_frac: float = 0.25, max_frac: float = 0.6) -> ImageSet:
-    """n CIFAR-like thumbnails; thumbnail i comes from photo i mod len(photos) (its label) with a crop
-    drawn from its own stream seeded by [seed, i], so the sets are nested: the first 2^k of any
-    larger set are the set of size 2^k."""
+def embedded_photos(n: int, size: int = 32, seed: int = 0, photos: Sequence[str] | str = PHOTOS,
+                    min_frac: float = 0.25, max_frac: float = 0.6, per_class: int = 1) -> ImageSet:
+    """n CIFAR-like thumbnails; thumbnail i comes from photo i mod len(photos) with a crop drawn from its
+    own stream seeded by [seed, i], so the sets are nested: the first 2^k of any larger set are the set of
+    size 2^k. Its label is the photo's group: `per_class` consecutive photos form one class (1: a class per
+    photo). `photos` is a sequence of photo names or a key of PHOTO_SETS."""
+    if isinstance(photos, str):
+        if photos not in PHOTO_SETS:
+            raise ValueError(f"unknown photo set {photos!r}; valid sets: {', '.join(PHOTO_SETS)}")
+        photos = PHOTO_SETS[photos]
     if n < 1 or size < 4:
         raise ValueError(f"need n >= 1 and size >= 4, got n={n}, size={size}")
+    if per_class < 1 or len(photos) % per_class:
+        raise ValueError(f"per_class must divide the {len(photos)} photos into equal classes, got {per_class}")
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    labels = np.arange(n, dtype=np.int64) % len(photos)
+    photo_of = np.arange(n, dtype=np.int64) % len(photos)
     for i in range(n):
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), i])))
-        images[i] = thumbnail(load_photo(photos[labels[i]]), size, rng, min_frac, max_frac)
-    return ImageSet(images, labels, tuple(photos))
+        images[i] = thumbnail(load_photo(photos[photo_of[i]]), size, rng, min_frac, max_frac)
+    classes = tuple("+".join(photos[c:c + per_class]) for c in range(0, len(photos), per_class))
+    return ImageSet(images, photo_of // per_class, classes)
 
 
 # --- real data ------------------------------------------------------------------------------------

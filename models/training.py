@@ -55,6 +55,8 @@ class TrainConfig:
     image_size: int = 16
     dataset_size: int = 64
     dataset_seed: int = 0
+    photos: str = "color"  # the photo pool of the thumbnails (models.datasets.PHOTO_SETS)
+    photos_per_class: int = 1  # conditional models: consecutive photos grouped into one class
     conditional: bool = False
     steps: int = 2000
     batch_size: int = 64
@@ -134,7 +136,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out: str | os.PathLike, device: str | torch.device = "cpu"):
         self.cfg, self.out, self.device = cfg, Path(out), torch.device(device)
-        data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed)
+        data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos,
+                               per_class=cfg.photos_per_class)
         self.dataset_hash = data.hash
         self.images = data.as_tensor().to(self.device)
         self.labels = torch.from_numpy(data.labels).to(self.device) if cfg.conditional else None

@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from models.datasets import (PHOTOS, DatasetFormatError, ImageSet, embedded_photos, load_cifar, load_folder,
-                             load_npz, save_npz, to_uint8)
+from models.datasets import (OTHER_PHOTOS, PHOTOS, DatasetFormatError, ImageSet, embedded_photos, load_cifar,
+                             load_folder, load_npz, save_npz, to_uint8)
 
 
 def test_embedded_photos_are_deterministic_nested_and_labelled():
@@ -17,6 +17,41 @@ def test_embedded_photos_are_deterministic_nested_and_labelled():
     assert embedded_photos(64, size=16, seed=4).hash != big.hash
     assert big.labels.tolist()[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0] and big.classes == PHOTOS
     assert embedded_photos(4, size=32).images.shape == (4, 32, 32, 3)
+
+
+def test_classes_can_group_several_photos():
+    one = embedded_photos(40, size=8)
+    grouped = embedded_photos(40, size=8, per_class=2)
+    assert np.array_equal(grouped.images, one.images)  # the same thumbnails, only the labels differ
+    assert grouped.labels.tolist() == (one.labels // 2).tolist()
+    assert grouped.classes == ("astronaut+chelsea", "coffee+hubble_deep_field", "immunohistochemistry+retina",
+                               "rocket+motorcycle", "china+flower")
+    assert all(len(np.unique(one.labels[grouped.labels == c])) == 2 for c in range(5))  # two photos in each class
+
+
+def test_the_other_photo_pool_is_disjoint_and_rgb():
+    assert not set(OTHER_PHOTOS) & set(PHOTOS)
+    other = embedded_photos(20, size=8, photos="other")
+    assert other.images.shape == (20, 8, 8, 3) and other.classes == OTHER_PHOTOS
+    color = embedded_photos(20, size=8)
+    assert not any((a == b).all() for a in other.images for b in color.images)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(photos="grey"), "unknown photo set 'grey'; valid sets: color, other"),
+    (dict(per_class=3), "per_class must divide the 10 photos into equal classes, got 3")])
+def test_bad_photo_groupings_are_named(kw, message):
+    with pytest.raises(ValueError, match=message):
+        embedded_photos(4, size=8, **kw)
+
+
+def test_the_default_thumbnails_are_those_the_embedded_zoo_was_trained_on():
+    import json
+    from pathlib import Path
+
+    meta = json.loads((Path(__file__).parents[1] / "models/embedded/unet16-edm-m64/samenoise.json").read_text())
+    cfg = meta["config"]
+    assert embedded_photos(cfg["dataset_size"], size=cfg["image_size"]).hash == meta["dataset_hash"]
 
 
 def test_to_uint8_inverts_as_tensor():
