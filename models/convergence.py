@@ -6,8 +6,11 @@
 - the gap to D*'s floor: the same objective (the same sigma draw and weight) evaluated with the optimal denoiser
   D* of Theorem 1 on the run's own training set, by Monte Carlo. D* minimizes the empirical loss, so a model can
   reach it only by memorizing; the gap says how far the model is from that.
+- with --bins, where on the noise axis the gap sits: the model's and D*'s denoising error
+  E ||D(y + sigma n; sigma) - y||^2 / sigma^2 (the eps error, whatever the objective) at the centre of
+  each decade of sigma.
 
-    python -m models.convergence RUN_OR_CHECKPOINT_FOLDER [...]
+    python -m models.convergence RUN_OR_CHECKPOINT_FOLDER [...] [--bins]
 """
 from __future__ import annotations
 
@@ -59,6 +62,33 @@ def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: in
     return total / samples
 
 
+SIGMA_BINS = (0.01, 0.1, 1.0, 10.0, 100.0)  # decade edges; each bin is measured at its geometric centre
+
+
+@torch.no_grad()
+def error_per_sigma(cfg: TrainConfig, D, edges=SIGMA_BINS, samples: int = 512, seed: int = 0,
+                    batch: int = 128) -> dict[str, float]:
+    """E ||D(y + sigma n; sigma) - y||^2 / sigma^2 over the run's training images at sigma = the geometric centre of
+    each bin that lies inside the kernel's range, keyed by the bin ('0.1-1')."""
+    data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
+    kernel = make_kernel(cfg.kernel)
+    out = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi <= kernel.sigma_min or lo >= kernel.sigma_max:
+            continue
+        sigma = math.sqrt(lo * hi)
+        g = torch.Generator().manual_seed(seed)
+        total = 0.0
+        for start in range(0, samples, batch):
+            n = min(batch, samples - start)
+            y = data[torch.randint(0, len(data), (n,), generator=g)].double()
+            x = y + sigma * torch.randn(y.shape, generator=g, dtype=torch.float64)
+            total += float(((D(x, torch.full((n,), sigma, dtype=torch.float64)) - y) ** 2).mean(
+                dim=tuple(range(1, y.ndim))).sum()) / sigma**2
+        out[f"{lo:g}-{hi:g}"] = total / samples
+    return out
+
+
 @dataclass
 class Convergence:
     name: str
@@ -89,10 +119,28 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor)
 
 
+def print_bins(folder: str | Path) -> None:
+    """The model's and D*'s eps error per sigma decade, as a table."""
+    from models.checkpoints import load_checkpoint
+    from models.training import wrap_for
+
+    folder = Path(folder)
+    model = folder / "model" if (folder / "model" / "samenoise.json").is_file() else folder
+    net, meta = load_checkpoint(model)
+    raw = meta["config"]
+    cfg = TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
+    data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos)
+    mine = error_per_sigma(cfg, wrap_for(raw, net.double()))
+    floor = error_per_sigma(cfg, OptimalDenoiser(data.as_tensor(), dtype=torch.float64))
+    print(f"{folder.name}: eps error per sigma bin, model / D*: " + ", ".join(
+        f"{k}: {mine[k]:.4f} / {floor[k]:.4f}" for k in mine))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.convergence", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="training run or checkpoint folders (with loss.jsonl)")
     parser.add_argument("--samples", type=int, default=4096, help="Monte Carlo samples of D*'s loss (default 4096)")
+    parser.add_argument("--bins", action="store_true", help="also print the eps error per sigma decade, model and D*")
     args = parser.parse_args(argv)
     print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor |")
     print("|---|---|---|---|---|---|")
@@ -103,6 +151,8 @@ def main(argv=None) -> None:
             parser.exit(2, f"error: {e}\n")
         print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {c.slope_per_doubling:+.4f} | {c.floor:.4f} | "
               f"{c.gap:.1f} |")
+    for folder in args.folders if args.bins else ():
+        print_bins(folder)
 
 
 if __name__ == "__main__":

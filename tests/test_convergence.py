@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import torch
 
 from models.convergence import optimal_loss, slope_per_doubling
 from models.training import TrainConfig
@@ -29,3 +30,19 @@ def test_the_floor_of_one_training_image_is_zero_and_grows_with_the_set():
     assert optimal_loss(edm_config(1), samples=256) == pytest.approx(0.0, abs=1e-12)
     small, large = optimal_loss(edm_config(4), samples=1024), optimal_loss(edm_config(64), samples=1024)
     assert 0 < small < large
+
+
+def test_the_error_per_sigma_bin_puts_d_star_below_any_other_denoiser():
+    from models.convergence import SIGMA_BINS, error_per_sigma
+    from models.datasets import embedded_photos
+    from models.optimal import OptimalDenoiser
+    from models.training import TrainConfig
+
+    cfg = TrainConfig(kernel="edm", prediction="edm", objective="edm", time_input="log-sigma", time_scale=1.0,
+                      image_size=8, dataset_size=8)
+    optimal = error_per_sigma(cfg, OptimalDenoiser(embedded_photos(8, size=8).as_tensor(), dtype=torch.float64),
+                              samples=64)
+    zero = error_per_sigma(cfg, lambda x, sigma: torch.zeros_like(x), samples=64)  # D = 0: error ||y||^2 / sigma^2
+    assert list(optimal) == [f"{lo:g}-{hi:g}" for lo, hi in zip(SIGMA_BINS[:-1], SIGMA_BINS[1:])]  # EDM: 0.002-80
+    assert all(optimal[k] < zero[k] for k in optimal)  # D* minimizes the denoising error at every sigma
+    assert optimal["0.01-0.1"] < 1e-6  # at low noise D* returns the training image itself (Theorem 1)
