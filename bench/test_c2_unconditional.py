@@ -8,4 +8,4 @@ from fixtures.measure import as_params
 
 @pytest.mark.parametrize("case", as_params(of("C2", "NFE")))
 def test_pair(case, measure, claim):
-    claim(case, measure.pair(case, case.runs))
+    claim(case, *measure.case(case))

@@ -5,7 +5,6 @@ import pytest
 from cases.catalog import of
 from cases.real import REAL_ZOO
 from fixtures.measure import as_params
-from models.scores import SSCD_THRESHOLD
 from models.zoo import Unavailable
 
 
@@ -17,5 +16,4 @@ def test_real_pair(case, measure, zoo, claim):
                 if any(m.startswith("adm-") for m in missing) else "")
         raise Unavailable(f"no zoo entry for {', '.join(missing)}: pass --zoo {REAL_ZOO} (or your own zoo file) "
                           f"with the checkpoints in place{need}")
-    a, b = (measure.sample(r, measure.n(case)) for r in case.runs)
-    claim(case, measure.rp(a, b, threshold=case.params.get("threshold", SSCD_THRESHOLD)))
+    claim(case, *measure.case(case))

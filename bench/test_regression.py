@@ -6,26 +6,16 @@
 The candidate is sampled with its entry's sampler and NFE on the golden file's noises. Two cases per golden
 file, `rp` (descriptor embeddings, content) and `mae` (thumbnails, pixels), must reach --golden-rp and
 --golden-mae (default 0.6 each, the paper's bars, Sec. 2.1); select one with -k, e.g. `-k "regression and rp"`."""
-from pathlib import Path
-
-import torch
-
-from cases import Bar, Case, Run
-from fixtures.measure import sample_extra, worst_pairs
-from fixtures.results import Measured
+from cases.regression import GOLDEN_BARS, item_id, regression_case
+from cases import Run
 from models.golden import Golden, thumbnails
-from models.scores import MAEScore, RPScore
-from models.atomic import file_sha256
-
-BARS = {"rp": ("--golden-rp", "--golden-rp (default 0.6, the RP bar, Sec. 2.1)"),
-        "mae": ("--golden-mae", "--golden-mae (default 0.6, the MAE score bar, Sec. 2.1)")}
 
 
 def pytest_generate_tests(metafunc):
     files = metafunc.config.getoption("--golden") or [None]
     if "golden_metric" in metafunc.fixturenames:
-        metafunc.parametrize("golden_file, golden_metric", [(f, m) for f in files for m in BARS],
-                             ids=[f"regression/{f or '-'}/{m}" for f in files for m in BARS])
+        metafunc.parametrize("golden_file, golden_metric", [(f, m) for f in files for m in GOLDEN_BARS],
+                             ids=[item_id(f, m) for f in files for m in GOLDEN_BARS])
     elif "golden_file" in metafunc.fixturenames:
         metafunc.parametrize("golden_file", files, ids=[f"record/{f or '-'}" for f in files])
 
@@ -47,24 +37,9 @@ def test_record_golden(golden_file, pytestconfig, measure, descriptor):
            thumbnails=thumbnails(s.images)).save(golden_file)
 
 
-def test_regression(golden_file, golden_metric, pytestconfig, measure, descriptor, claim):
-    m, run = candidate_run(pytestconfig, measure)
+def test_regression(golden_file, golden_metric, pytestconfig, measure, claim):
+    _, run = candidate_run(pytestconfig, measure)
     golden = Golden.load(golden_file)
-    bank = measure.bank(m.sample_shape, len(golden.ids))
-    golden.check_compatible(golden_file, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid,
-                            label=None, descriptor=descriptor.identity)
-    s = measure.sample(run, len(bank), bank=bank)
-    ids, golden_ids = torch.from_numpy(s.ids), torch.from_numpy(golden.ids)
-    if golden_metric == "rp":
-        metric = RPScore()
-        metric.update(measure.embed(s.images), torch.from_numpy(golden.embeddings).float(), ids, golden_ids)
-    else:
-        metric = MAEScore()
-        metric.update(torch.from_numpy(thumbnails(s.images)), torch.from_numpy(golden.thumbnails), ids, golden_ids)
-    option, source = BARS[golden_metric]
-    case = Case("regression", f"golden file {golden_file}", golden_metric,
-                (run, Run(f"golden:{golden.model}", golden.sampler, golden.nfe)),
-                Bar(">=", pytestconfig.getoption(option), source))
-    # the report draws a failing case's worst pairs from the candidate's stored samples and the golden thumbnails
-    extra = sample_extra(s) | {"golden": {"path": str(Path(golden_file).resolve()), "sha256": file_sha256(golden_file)}}
-    claim(case, Measured(float(metric.compute()), len(ids), worst_pairs(metric.pairs()), extra))
+    case = regression_case(golden_file, golden_metric, pytestconfig.getoption(GOLDEN_BARS[golden_metric][0]), run,
+                           Run(f"golden:{golden.model}", golden.sampler, golden.nfe))
+    claim(case, *measure.case(case))

@@ -64,7 +64,8 @@ for k, n in enumerate(SWEEP_SIZES):
 # maps back to it.
 THEOREM_NOISES = 16
 THEOREM = [Case("theorem1", "Sec. 3, Theorem 1", "in_training_set", (Run(optimal(ds)),),
-                Bar("==", 1.0, "Theorem 1: every sample of D* is a training image (MAE < 15 to its nearest one, Sec. 2.1)"),
+                Bar("==", 1.0, "Theorem 1: every sample of D* is a training image (MAE < 15 to its nearest one, "
+                               "Sec. 2.1)"),
                 params={"dataset": ds}) for ds in DATASETS]
 THEOREM += [Case("theorem1", "Sec. 3, Theorem 1 (f^-1)", "roundtrip", (Run(m, "heun", 99),),
                  Bar("==", 1.0, "Theorem 1: f(f^-1(y)) = y; every round trip within MAE 15 (Sec. 2.1)") if m.startswith(

@@ -155,7 +155,8 @@ def load_npz(path: str | Path) -> ImageSet:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DatasetFormatError(f"{path}: 'samples' is {images.dtype} {images.shape}; expected {NPZ_LAYOUT}")
     if labels is not None and labels.shape != (len(images),):
-        raise DatasetFormatError(f"{path}: 'labels' has shape {labels.shape} for {len(images)} samples; expected {NPZ_LAYOUT}")
+        raise DatasetFormatError(f"{path}: 'labels' has shape {labels.shape} for {len(images)} samples; "
+                                 f"expected {NPZ_LAYOUT}")
     return ImageSet(images, labels)
 
 
@@ -180,7 +181,8 @@ def load_folder(folder: str | Path) -> ImageSet:
         raise DatasetFormatError(f"{folder}: not a folder; expected {FOLDER_LAYOUT}")
     exts = {".png", ".jpg", ".jpeg", ".bmp"}
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    entries = ([(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir()) if p.suffix.lower() in exts]
+    entries = ([(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir())
+                if p.suffix.lower() in exts]
                if classes else [(p, None) for p in sorted(folder.iterdir()) if p.suffix.lower() in exts])
     if not entries:
         raise DatasetFormatError(f"{folder}: no images found; expected {FOLDER_LAYOUT}")

@@ -70,10 +70,10 @@ class Golden:
         thumbs = np.asarray(self.thumbnails, dtype=np.uint8)
         header = self.header()
         buf = io.BytesIO()
+        packed = np.concatenate([q.view(np.uint8), scale.view(np.uint8)], 1)
         np.savez_compressed(buf, ids=ids, embeddings=q, scale=scale, thumbnails=thumbs,
                             header=np.array(json.dumps(header)),
-                            sha256=np.array(self._digest(header, ids, np.concatenate([q.view(np.uint8),
-                                                                                     scale.view(np.uint8)], 1), thumbs)))
+                            sha256=np.array(self._digest(header, ids, packed, thumbs)))
         return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
     @classmethod
@@ -98,4 +98,5 @@ class Golden:
         for key in MATCHED:
             if key in run and run[key] != getattr(self, key):
                 raise GoldenError(f"golden file {path} was made with {key} {getattr(self, key)!r}, this run uses "
-                                  f"{run[key]!r}; record a new golden file (--update-golden) or run with the same {key}")
+                                  f"{run[key]!r}; record a new golden file (--update-golden) or run with the "
+                                  f"same {key}")

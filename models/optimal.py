@@ -52,7 +52,8 @@ class OptimalDenoiser:
             groups = [(int(c), (label == c).nonzero().reshape(-1)) for c in label.unique()]
         for c, rows in groups:
             if c not in self._sets:
-                raise ValueError(f"label {c} has no training images; labels present: {sorted(k for k in self._sets if k is not None)}")
+                present = sorted(k for k in self._sets if k is not None)
+                raise ValueError(f"label {c} has no training images; labels present: {present}")
             for start in range(0, len(rows), self.batch_size):
                 r = rows[start:start + self.batch_size]
                 out[r] = self._denoise(self._sets[c], flat[r], sigma[r]).to(out.dtype)

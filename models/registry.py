@@ -14,7 +14,7 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T], Mapping[str, T]):
-    """A read-only mapping whose failed lookups name the bad key and every valid one."""
+    """A mapping whose failed lookups name the bad key and every valid one; entries are added, never replaced."""
 
     def __init__(self, kind: str, entries: Mapping[str, T]):
         self.kind = kind
@@ -26,6 +26,13 @@ class Registry(Generic[T], Mapping[str, T]):
         except KeyError:
             valid = ", ".join(sorted(self._entries))
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}") from None
+
+    def add(self, name: str, entry: T) -> T:
+        """Register one more entry (a new metric, loader, ...); a name already taken is refused."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = entry
+        return entry
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from models.kernels import append_dims
 from models.registry import Registry
 
 Denoiser = Callable[..., torch.Tensor]
@@ -29,12 +30,35 @@ def _d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Te
     return (x - denoised) / sigma
 
 
+def _rows(x: torch.Tensor, *sigmas):
+    """Sigmas as given when scalars; one per row of x, broadcastable, when vectors."""
+    return tuple(append_dims(s, x.ndim) if torch.as_tensor(s).ndim else s for s in sigmas)
+
+
+def euler_step(x: torch.Tensor, s_from: torch.Tensor, s_to: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """One Euler step of the ODE from s_from to s_to; in sigma-space exactly a DDIM step with eta = 0 (Karras et al.
+    2022, Sec. 3). Sigmas are scalars or one per row."""
+    s_from, s_to = _rows(x, s_from, s_to)
+    return x + (s_to - s_from) * _d(x, s_from, denoised)
+
+
+def heun_step(D: Denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, label=None) -> torch.Tensor:
+    """One step of Heun's method from s to t (Karras et al. 2022, Algorithm 2, S_churn = 0): an Euler step, then the
+    trapezoidal correction unless t is 0. Sigmas are scalars or one per row."""
+    s_, t_ = _rows(x, s, t)
+    d = _d(x, s_, D(x, s, label))
+    x_next = x + (t_ - s_) * d
+    if bool((torch.as_tensor(t) != 0).all()):
+        d_next = _d(x_next, t_, D(x_next, t, label))
+        x_next = x + (t_ - s_) * 0.5 * (d + d_next)
+    return x_next
+
+
 @torch.no_grad()
 def sample_euler(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None) -> Sampled:
-    """Euler's method; in sigma-space this is exactly DDIM with eta = 0 (Karras et al. 2022, Sec. 3)."""
+    """Euler's method, i.e. DDIM with eta = 0."""
     for i in range(len(sigmas) - 1):
-        denoised = D(x, sigmas[i], label)
-        x = x + (sigmas[i + 1] - sigmas[i]) * _d(x, sigmas[i], denoised)
+        x = euler_step(x, sigmas[i], sigmas[i + 1], D(x, sigmas[i], label))
     return Sampled(x, len(sigmas) - 1)
 
 
@@ -43,15 +67,8 @@ def sample_heun(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label=None) 
     """Heun's 2nd-order method, Algorithm 2 of Karras et al. (2022) with S_churn = 0."""
     nfe = 0
     for i in range(len(sigmas) - 1):
-        s, t = sigmas[i], sigmas[i + 1]
-        d = _d(x, s, D(x, s, label))
-        x_next = x + (t - s) * d
-        nfe += 1
-        if t != 0:  # Apply 2nd order correction.
-            d_next = _d(x_next, t, D(x_next, t, label))
-            x_next = x + (t - s) * 0.5 * (d + d_next)
-            nfe += 1
-        x = x_next
+        x = heun_step(D, x, sigmas[i], sigmas[i + 1], label)
+        nfe += 1 if sigmas[i + 1] == 0 else 2
     return Sampled(x, nfe)
 
 

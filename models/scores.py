@@ -77,7 +77,8 @@ class _PerPairScore(Metric):
         if (isinstance(self.values, list) and not self.values) or dim_zero_cat(self.values).numel() == 0:
             raise ValueError(f"{type(self).__name__}: no pairs were given; a score over an empty set is undefined")
         labels = dim_zero_cat(self.labels)
-        return PairValues(dim_zero_cat(self.ids), dim_zero_cat(self.values), None if bool((labels < 0).all()) else labels)
+        return PairValues(dim_zero_cat(self.ids), dim_zero_cat(self.values),
+                          None if bool((labels < 0).all()) else labels)
 
     def compute(self) -> torch.Tensor:
         v = self._collected().values
@@ -168,8 +169,30 @@ def rp_manifold(emb1: torch.Tensor, emb2: torch.Tensor, threshold: float = SSCD_
     """RP along interpolation paths (paper Appendix A.3): emb1, emb2 are (paths, points, d) for two models
     at the same slerp noises; returns P(M_SSCD > threshold) at each point along the path, (points,)."""
     if emb1.shape != emb2.shape or emb1.ndim != 3:
-        raise ValueError(f"need two (paths, points, d) embeddings of one shape, got {tuple(emb1.shape)}, {tuple(emb2.shape)}")
+        raise ValueError(f"need two (paths, points, d) embeddings of one shape, got {tuple(emb1.shape)}, "
+                         f"{tuple(emb2.shape)}")
     return (cosine(emb1, emb2) > threshold).float().mean(0)
+
+
+def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """Per image, the pixel MAE (0-255) to its nearest training image: (n, H, W, C) uint8 against (N, H, W, C) uint8.
+    A sample is a copy of a training image when this is below MAE_THRESHOLD (Sec. 2.1; Theorem 1's D*)."""
+    return torch.stack([mae_255(img[None].expand_as(train), train).min() for img in images])
+
+
+def colour_layout(images: torch.Tensor, pool: int) -> torch.Tensor:
+    """The pool x pool mean colours (0-255, rounded) of (n, H, W, C) uint8 images: their low-level layout, which a
+    label change keeps (Sec. 4, Fig. 6a)."""
+    side = images.shape[1] // pool
+    x = images.permute(0, 3, 1, 2).double()
+    return torch.nn.functional.avg_pool2d(x, side).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def neighbour_similarity(grid_emb: torch.Tensor) -> torch.Tensor:
+    """SSCD similarity of every horizontally and vertically adjacent pair of a (points, points, d) embedding grid
+    (Sec. 2.2: 'closeby noises create images with very high similarities')."""
+    return torch.cat([cosine(grid_emb[:, 1:], grid_emb[:, :-1]).reshape(-1),
+                      cosine(grid_emb[1:], grid_emb[:-1]).reshape(-1)])
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from models.denoisers import NetworkDenoiser
 from models.grids import make_grid
 from models.kernels import append_dims, make_kernel
 from models.registry import Registry
+from models.samplers import euler_step, heun_step
 from models.unet import build_unet
 from models.uvit import UViT
 
@@ -83,9 +84,11 @@ class TrainConfig:
         if self.finetune_from and self.distill_from:
             raise ValueError("give at most one of finetune_from and distill_from")
         if self.distill_method not in DISTILL_METHODS:
-            raise ValueError(f"unknown distill_method {self.distill_method!r}; valid methods: {', '.join(DISTILL_METHODS)}")
+            raise ValueError(f"unknown distill_method {self.distill_method!r}; valid methods: "
+                             f"{', '.join(DISTILL_METHODS)}")
         if self.distill_from and self.distill_method == "consistency" and self.prediction != "cm":
-            raise ValueError(f"consistency distillation needs prediction 'cm' (f(x, sigma_min) = x), got {self.prediction!r}")
+            raise ValueError(f"consistency distillation needs prediction 'cm' (f(x, sigma_min) = x), "
+                             f"got {self.prediction!r}")
         if self.distill_from and self.prediction == "eps":
             # D = x - sigma eps_hat must hit an x0 target at sigma_max: the gradient grows as sigma^2 and
             # training diverges; Salimans & Ho (2022, Sec. 4) distill x0- or v-parameterized students.
@@ -223,9 +226,9 @@ class Trainer:
         xa = y.double() + append_dims(sa, y.ndim) * noise
         with torch.no_grad():
             sm = torch.where(sb > 0, torch.sqrt(sa * sb.clamp_min(1e-30)), sb)
-            xm = self._ddim(xa, sa, sm, self.teacher(xa, sa, label))
-            xb = torch.where(append_dims(sb > 0, y.ndim), self._ddim(xm, sm, sb, self.teacher(xm, sm.clamp_min(
-                self.kernel.sigma_min), label)), xm)
+            xm = euler_step(xa, sa, sm, self.teacher(xa, sa, label))
+            to_b = euler_step(xm, sm, sb, self.teacher(xm, sm.clamp_min(self.kernel.sigma_min), label))
+            xb = torch.where(append_dims(sb > 0, y.ndim), to_b, xm)
             ratio = append_dims(sb / sa, y.ndim)
             target = (xb - ratio * xa) / (1 - ratio)
         w = append_dims(loss_weight("edm", sa, self.cfg.sigma_data), y.ndim)
@@ -241,10 +244,7 @@ class Trainer:
         noise = torch.randn(y.shape, generator=self.gen).to(self.device).double()
         x_hi = y.double() + append_dims(hi, y.ndim) * noise
         with torch.no_grad():
-            d_hi = (x_hi - self.teacher(x_hi, hi, label)) / append_dims(hi, y.ndim)
-            x_euler = x_hi + append_dims(lo - hi, y.ndim) * d_hi
-            d_lo = (x_euler - self.teacher(x_euler, lo, label)) / append_dims(lo, y.ndim)
-            x_lo = x_hi + append_dims(lo - hi, y.ndim) * (d_hi + d_lo) / 2
+            x_lo = heun_step(self.teacher, x_hi, hi, lo, label)
             target = self.target(x_lo, lo, label)
         return ((self.D(x_hi, hi, label) - target) ** 2).mean().float()
 
@@ -252,10 +252,6 @@ class Trainer:
     def _update_target(self) -> None:
         for p_t, p in zip(self.target.net.parameters(), self.net.parameters()):
             p_t.lerp_(p.detach(), 1 - self.cfg.cd_target_decay)
-
-    @staticmethod
-    def _ddim(x, s_from, s_to, denoised):
-        return denoised + append_dims(s_to / s_from, x.ndim) * (x - denoised)
 
     def lr(self, step: int) -> float:
         """The learning rate of 0-based `step`: linear warm-up, then constant."""

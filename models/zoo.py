@@ -82,7 +82,8 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
     for name, table in doc.get("models", {}).items():
         unknown = set(table) - set(ENTRY_KEYS)
         if unknown:
-            raise ZooError(f"{path}: entry {name!r} has unknown keys {sorted(unknown)}; valid keys: {', '.join(ENTRY_KEYS)}")
+            raise ZooError(f"{path}: entry {name!r} has unknown keys {sorted(unknown)}; "
+                           f"valid keys: {', '.join(ENTRY_KEYS)}")
         if "source" not in table:
             raise ZooError(f"{path}: entry {name!r} has no source")
         entry = ZooEntry(name=name, **table)
@@ -94,12 +95,14 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
                 raise ZooError(f"{path}: entry {name!r} has {key} {getattr(entry, key)!r}; valid {key}s: "
                                f"{', '.join(registry)}")
         if entry.kernel not in KERNELS:
-            raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; valid kernels: {', '.join(sorted(KERNELS))}")
+            raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; "
+                           f"valid kernels: {', '.join(sorted(KERNELS))}")
         local = (base or path.parent) / entry.source
         if not FORMATS[entry.format].hub or local.exists():  # a hub id stays as it is
             entry = ZooEntry(**{**entry.__dict__, "source": str(local)})
         if entry.prompt_embeddings:
-            entry = ZooEntry(**{**entry.__dict__, "prompt_embeddings": str((base or path.parent) / entry.prompt_embeddings)})
+            prompts = str((base or path.parent) / entry.prompt_embeddings)
+            entry = ZooEntry(**{**entry.__dict__, "prompt_embeddings": prompts})
         entries[name] = entry
     return entries
 
@@ -198,9 +201,10 @@ def _local_or_hub(entry: ZooEntry) -> Path:
 
         return Path(snapshot_download(entry.source))
     except (OSError, ValueError) as e:
-        raise Unavailable(f"zoo entry {entry.name!r}: checkpoint {entry.source!r} is not available offline ({type(e).__name__}). "
-                       f"Download it once where the hub is reachable (huggingface-cli download {entry.source} "
-                       f"--local-dir DIR) and set the entry's source to DIR.") from e
+        raise Unavailable(f"zoo entry {entry.name!r}: checkpoint {entry.source!r} is not available offline "
+                          f"({type(e).__name__}). "
+                          f"Download it once where the hub is reachable (huggingface-cli download {entry.source} "
+                          f"--local-dir DIR) and set the entry's source to DIR.") from e
 
 
 class TextConditioned(torch.nn.Module):
@@ -288,7 +292,8 @@ def _load_diffusers(entry: ZooEntry):
     try:
         net = UNet2DModel.from_pretrained(str(local), subfolder="unet" if (local / "unet").is_dir() else None)
     except (OSError, ValueError) as e:
-        raise ZooError(f"zoo entry {entry.name!r}: cannot read a UNet2DModel from {local} ({type(e).__name__}: {e})") from e
+        raise ZooError(f"zoo entry {entry.name!r}: cannot read a UNet2DModel from {local} "
+                       f"({type(e).__name__}: {e})") from e
     sched_path = next((p for p in (local / "scheduler" / "scheduler_config.json", local / "scheduler_config.json")
                        if p.is_file()), None)
     sched = json.loads(sched_path.read_text()) if sched_path else {}

@@ -239,7 +239,7 @@ class Report:
         for ax, c in zip(axes[:, 0], cases):
             a, b = (self.samples.get(h) for h in c["extra"]["samples"])
             size = a.images.shape[1]
-            truth = embedded_photos(8, size=size, seed=1).images  # bench/test_c4_variants.py INVERSE_TRUTH_SEED
+            truth = embedded_photos(8, size=size, seed=self.doc["meta"]["constants"]["inverse_truth_seed"]).images
             keep = make_mask(c["params"]["mask"], size)[0, 0].numpy()[..., None]
             observed = (truth * keep + 127 * (1 - keep)).astype(np.uint8)
             rows = [np.concatenate(list(r), axis=1) for r in (observed, truth, a.take(range(8)), b.take(range(8)))]
@@ -386,7 +386,8 @@ class Report:
         page = f"""<!doctype html><html><head><meta charset="utf-8"><title>samenoise report</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.failed td,tr.error td,tr.fails td{{background:#fdd}}
-tr.passed td,tr.holds td{{background:#efe}} tr.partly td{{background:#ffd}} tr.notrun td,tr.skipped td{{background:#eee}}
+tr.passed td,tr.holds td{{background:#efe}} tr.partly td{{background:#ffd}}
+tr.notrun td,tr.skipped td{{background:#eee}}
 summary{{cursor:pointer}}
 img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 </style></head><body><h1>samenoise report</h1>

@@ -15,7 +15,7 @@ from typing import Any
 
 from cases import OPS
 
-RESULTS_FORMAT = "samenoise-results/2"
+RESULTS_FORMAT = "samenoise-results/3"  # 3: meta.constants (seeds, grid range)
 OUTCOMES = ("failed", "error", "passed", "skipped")  # also the report's order: what needs a look first
 MEASURED = ("passed", "failed")
 
@@ -24,6 +24,7 @@ NUMBER = (int, float)
 CASE_FIELDS = {"id": str, "claim": str, "part": str, "figure": str, "source": str, "metric": str, "n": int, "bar": dict,
                "passed": bool, "outcome": str, "runs": list, "params": dict, "worst": list, "extra": dict}
 RUN_FIELDS = {"model": str, "sampler": str, "nfe": int}
+CONSTANT_FIELDS = ("bank_seed", "inverse_truth_seed", "permutation_seed")  # meta.constants, for the report
 
 
 class ResultsError(ValueError):
@@ -98,6 +99,10 @@ def check_results(doc: Any, path: str | os.PathLike) -> dict[str, Any]:
         raise ResultsError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} ({kind})")
     if not _is(meta.get("noises"), int):
         raise ResultsError(f"{path}: meta has no integer 'noises'")
+    constants = meta.get("constants")
+    missing = [k for k in CONSTANT_FIELDS if not isinstance(constants, dict) or not _is(constants.get(k), int)]
+    if missing:
+        raise ResultsError(f"{path}: meta.constants lacks the integers {missing}")
     if not isinstance(doc.get("cases"), list):
         raise ResultsError(f"{path}: no 'cases' list")
     for k, case in enumerate(doc["cases"]):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import conftest
+from fixtures.measure import CONSTANTS
 from models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from models.golden import Golden, GoldenError
 from models.noise import NoiseBank, NoiseBankError
@@ -181,7 +182,8 @@ def results_with(tmp: Path, **change) -> Path:
               "outcome": "failed", "runs": [{"model": "a", "sampler": "dpm3", "nfe": 20}], "params": {},
               "worst": [], "extra": {}}
     path = tmp / "results.json"
-    text = json.dumps({"meta": {"format": RESULTS_FORMAT, "noises": 8}, "cases": [record | change]})
+    text = json.dumps({"meta": {"format": RESULTS_FORMAT, "noises": 8, "constants": CONSTANTS},
+                       "cases": [record | change]})
     path.write_text(text.replace('"NAN"', "NaN"))
     return path
 

@@ -105,7 +105,8 @@ def test_npz_round_trip(tmp_path):
 
 def test_npz_errors(tmp_path):
     np.savez(tmp_path / "bad.npz", samples=np.zeros((2, 3, 8, 8), dtype=np.uint8))
-    with pytest.raises(DatasetFormatError, match=r"'samples' is uint8 \(2, 3, 8, 8\); expected an .npz with key 'samples'"):
+    expected = r"'samples' is uint8 \(2, 3, 8, 8\); expected an .npz with key 'samples'"
+    with pytest.raises(DatasetFormatError, match=expected):
         load_npz(tmp_path / "bad.npz")
     np.savez(tmp_path / "nokey.npz", images=np.zeros((2, 8, 8, 3), dtype=np.uint8))
     with pytest.raises(DatasetFormatError, match="nokey.npz: cannot read"):

@@ -17,7 +17,8 @@ INVERSION_TOL = {"euler": 3e-2, "heun": 1e-3, "dpm2": 1e-3, "dpm3": 5e-5}
 
 @pytest.mark.parametrize("sampler", sorted(INVERSION_TOL))
 def test_inversion_matches_the_closed_form_flow(sampler):
-    """On Gaussian data the ODE map is known: f^-1(x) = (mu + sqrt((c^2 + s_max^2)/(c^2 + s_min^2)) (x - mu)) / s_max."""
+    """On Gaussian data the ODE map is known:
+    f^-1(x) = (mu + sqrt((c^2 + s_max^2)/(c^2 + s_min^2)) (x - mu)) / s_max."""
     data, kernel = GaussianData(), make_kernel("edm")
     x0 = data.mu + data.c * torch.randn(8, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     eps = invert(data, x0, kernel, sampler, steps=200).x

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtures.measure import CONSTANTS
 from models.store import SampleStore, key_hash
 from reports.build import ReportError, build_report, load_results
 from reports.schema import RESULTS_FORMAT
 
 
 def pair_case(hashes, ident="C2/a~b/dpm3@20: rp>=0.6", **kw):
-    return {"id": ident, "claim": "C2", "part": "C2", "figure": "Fig. 3", "source": "Sec. 2.1", "metric": "rp", "value": 0.25,
+    return {"id": ident, "claim": "C2", "part": "C2", "figure": "Fig. 3", "source": "Sec. 2.1", "metric": "rp",
+            "value": 0.25,
             "n": 64, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "versus": None, "passed": False,
             "models": ["a", "b"], "runs": [{"model": m, "sampler": "dpm3", "nfe": 20} for m in "ab"],
             "versus_runs": [], "params": {}, "worst": [[3, 0.1], [5, 0.2]], "extra": {"samples": hashes},
@@ -21,7 +23,7 @@ def pair_case(hashes, ident="C2/a~b/dpm3@20: rp>=0.6", **kw):
 
 def write_results(tmp_path, cases, fmt=RESULTS_FORMAT):
     results = tmp_path / "results.json"
-    results.write_text(json.dumps({"meta": {"format": fmt, "noises": 64}, "cases": cases}))
+    results.write_text(json.dumps({"meta": {"format": fmt, "noises": 64, "constants": CONSTANTS}, "cases": cases}))
     return results
 
 

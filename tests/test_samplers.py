@@ -67,7 +67,8 @@ def test_ddim_is_euler_is_dpm1():
     net = TinyEpsNet()
     D = wrap(net, kernel, "eps", time_input="discrete")
     timesteps = list(range(999, -1, -111))  # 999, 888, ..., 0
-    sigmas = torch.cat([kernel.sigma(torch.tensor(timesteps, dtype=torch.float64)), torch.zeros(1, dtype=torch.float64)])
+    sigmas = torch.cat([kernel.sigma(torch.tensor(timesteps, dtype=torch.float64)),
+                        torch.zeros(1, dtype=torch.float64)])
     eps = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     ref = ddim_reference(net, kernel, timesteps, eps)
     euler = sample_euler(D, kernel.initial_state(eps), sigmas).x
@@ -155,5 +156,6 @@ def test_nan_output_stops_sampling_with_the_noise_ids():
 
 def test_noise_bank_shape_must_match_the_model():
     bank = NoiseBank.draw(0, (3, 16, 16), n=2)
-    with pytest.raises(ValueError, match=r"noise bank shape \(3, 16, 16\) does not match the model's sample shape \(3, 8, 8\)"):
+    expected = r"noise bank shape \(3, 16, 16\) does not match the model's sample shape \(3, 8, 8\)"
+    with pytest.raises(ValueError, match=expected):
         generate(_models()["network"], make_kernel("vp"), bank)

@@ -73,7 +73,8 @@ def test_gl_is_one_minus_the_memorized_fraction():
 
 def test_rp_between_takes_the_best_class():
     unc = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    cond = torch.tensor([[[0.0, 1.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]])  # class 1 matches noise 0, class 0 noise 1
+    # class 1 matches noise 0, class 0 noise 1
+    cond = torch.tensor([[[0.0, 1.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]])
     m = RPBetweenScore()
     m.update(unc, [5, 6], cond, [5, 6])
     assert float(m.compute()) == 1.0

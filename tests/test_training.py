@@ -60,7 +60,8 @@ def test_finetune_trains_only_attention(tmp_path, arch):
     tuned = train(tiny(arch, steps=10, finetune_from=str(base), dataset_seed=1), tmp_path / "tuned")
     before, _ = load_checkpoint(base)
     after, _ = load_checkpoint(tuned)
-    changed = {n for (n, p), q in zip(before.state_dict().items(), after.state_dict().values()) if not torch.equal(p, q)}
+    changed = {n for (n, p), q in zip(before.state_dict().items(), after.state_dict().values())
+               if not torch.equal(p, q)}
     attention = {n for n in before.state_dict() if is_attention(n)}
     assert attention and changed and changed <= attention  # every non-attention parameter is bit-identical
 

@@ -29,7 +29,8 @@ def test_unknown_keys_are_refused_with_the_valid_ones(tmp_path):
         source = "x"
         kernal = "vp"
     """)
-    with pytest.raises(ZooError, match=r"entry 'unet-vp-eps' has unknown keys \['kernal'\]; valid keys: source, format"):
+    expected = r"entry 'unet-vp-eps' has unknown keys \['kernal'\]; valid keys: source, format"
+    with pytest.raises(ZooError, match=expected):
         read_zoo(path)
     with pytest.raises(ZooError, match="valid kernels: edm, subvp, ve, vp, vp-discrete"):
         read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nkernel = "vpp"\n'))
@@ -106,7 +107,8 @@ def test_diffusers_format_matches_ddim_pipeline(tmp_path):
 def test_diffusers_kernel_mismatch_is_refused(tmp_path):
     from diffusers import DDIMPipeline, DDIMScheduler
 
-    DDIMPipeline(unet=build_unet(image_size=8, base_channels=8), scheduler=DDIMScheduler()).save_pretrained(tmp_path / "p")
+    pipe = DDIMPipeline(unet=build_unet(image_size=8, base_channels=8), scheduler=DDIMScheduler())
+    pipe.save_pretrained(tmp_path / "p")
     with pytest.raises(ZooError, match=r"kernel is 'vp' in the entry but 'vp-discrete \(scheduler DDIMScheduler\)'"):
         load_denoiser(ZooEntry(name="x", source=str(tmp_path / "p"), format="diffusers", kernel="vp", image_size=8))
 
@@ -180,7 +182,8 @@ def test_consistency_model_matches_diffusers_one_step_pipeline(tmp_path):
     pipe = ConsistencyModelPipeline.from_pretrained(tmp_path / "cm")
     eps = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(3))
     labels = torch.tensor([1, 2])
-    ref = pipe(batch_size=2, class_labels=labels, num_inference_steps=1, latents=eps.clone(),  # scaled by sigma_max inside
+    # the latents are scaled by sigma_max inside the pipeline
+    ref = pipe(batch_size=2, class_labels=labels, num_inference_steps=1, latents=eps.clone(),
                output_type="np").images
     entry = ZooEntry(name="cd-tiny", source=str(tmp_path / "cm"), format="diffusers", kernel="edm", prediction="cm",
                      time_input="log-sigma", time_scale=1000.0, sampler="consistency", nfe=1, image_size=8,

@@ -1,0 +1,27 @@
+"""Checkpoint regression (bench/test_regression.py): the case a golden file and a metric stand for. The candidate is
+compared with the samples the golden file recorded, on the same noises; its bar comes from the command line."""
+from __future__ import annotations
+
+from typing import Optional
+
+from cases import Bar, Case, Run
+
+# case metric -> (the option holding its bar, the bar's source)
+GOLDEN_BARS = {"golden_rp": ("--golden-rp", "--golden-rp (default 0.6, the RP bar, Sec. 2.1)"),
+               "golden_mae": ("--golden-mae", "--golden-mae (default 0.6, the MAE score bar, Sec. 2.1)")}
+
+
+def regression_case(golden_file: str, metric: str, bar: float, candidate: Optional[Run] = None,
+                    golden: Optional[Run] = None) -> Case:
+    """The regression case of one golden file and metric; its runs (the candidate's, the golden file's) are known
+    once the candidate is loaded, and empty before."""
+    if metric not in GOLDEN_BARS:
+        raise ValueError(f"unknown regression metric {metric!r}; valid metrics: {', '.join(GOLDEN_BARS)}")
+    runs = (candidate, golden) if candidate and golden else ()
+    return Case("regression", f"golden file {golden_file}", metric, runs, Bar(">=", bar, GOLDEN_BARS[metric][1]),
+                params={"golden": str(golden_file)})
+
+
+def item_id(golden_file: Optional[str], metric: str) -> str:
+    """The test id of a regression item: `regression/<file>/rp` (selected with -k "regression and rp")."""
+    return f"regression/{golden_file or '-'}/{metric.removeprefix('golden_')}"

@@ -1,0 +1,46 @@
+"""The metric registry: every case names a registered metric, lookups name the valid metrics, and a metric added
+in a module of its own is measured, checked and recorded like the suite's own."""
+import pytest
+
+from cases.catalog import ALL
+from cases.regression import GOLDEN_BARS
+from fixtures.metrics import METRICS, Metric, Side
+from models.registry import UnknownNameError
+from reports.schema import load_results
+from tests.helpers import pytest_run
+
+
+def test_every_case_names_a_registered_metric_with_a_label():
+    used = {c.metric for c in ALL} | set(GOLDEN_BARS)
+    assert used <= set(METRICS), sorted(used - set(METRICS))
+    assert all(METRICS[m].label for m in used)
+
+
+def test_an_unknown_metric_names_the_valid_ones():
+    with pytest.raises(UnknownNameError, match=r"unknown metric 'rq'; valid metrics: agreement, gl, "):
+        METRICS["rq"]
+
+
+def test_a_metric_name_is_registered_once():
+    with pytest.raises(ValueError, match="metric 'rp' is already registered"):
+        METRICS.add("rp", Metric("RP again", "", lambda *a: None))
+
+
+def test_the_versus_side_takes_its_own_params_over_the_case_params():
+    from cases import Bar, Case, Run
+
+    case = Case("C3", "s", "gl", (Run("a"),), Bar("<", None, "s"), versus=(Run("b"),),
+                params={"size": 64, "dataset": "m64", "versus_dataset": "l2048", "mask": "easy"})
+    assert Side.of(case).size == 64 and Side.of(case, versus=True).size == 2048
+    assert Side.of(case, versus=True).runs == (Run("b"),) and Side.of(case, versus=True).params["mask"] == "easy"
+
+
+def test_a_metric_added_in_its_own_module_is_measured_and_recorded(tmp_path):
+    out = pytest_run("tests/toy_metric_cases.py", "--noises", "4", "--cache-dir", str(tmp_path / "cache"),
+                     "--report-dir", str(tmp_path / "out"), timeout=600)
+    assert out.returncode == 1, out.stdout[-3000:]  # its bar cannot be met: the case fails with the metric's label
+    assert "toy mean level(" in out.stdout and "worst noise ids (mean pixel value, 0-255)" in out.stdout
+    run, = (tmp_path / "out" / "runs").iterdir()
+    record, = load_results(run / "results.json")["cases"]
+    assert record["metric"] == "toy_mean_level" and record["outcome"] == "failed" and record["n"] == 4
+    assert 0 < record["value"] < 255 and len(record["worst"]) == 4
