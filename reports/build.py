@@ -25,7 +25,7 @@ from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 ReportError = ResultsError
 
 
-class Samples:
+class StoredSets:
     """Store entries by the key hashes the results name."""
 
     def __init__(self, cache_dir: Path):
@@ -61,7 +61,7 @@ def _grid(images: np.ndarray, side: int = 8) -> np.ndarray:
 
 
 class Report:
-    def __init__(self, doc: dict[str, Any], samples: Samples, out: Path):
+    def __init__(self, doc: dict[str, Any], samples: StoredSets, out: Path):
         self.doc, self.samples, self.out = doc, samples, Path(out)
         self.records = doc["cases"]  # every collected case, errors and skips included
         self.cases = [c for c in self.records if c["outcome"] in MEASURED]  # the ones with a value to draw
@@ -435,7 +435,7 @@ def write_runs_index(root: str | os.PathLike) -> Path:
 
 
 def build_report(results: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    return Report(load_results(results), Samples(Path(cache_dir)), Path(out)).build()
+    return Report(load_results(results), StoredSets(Path(cache_dir)), Path(out)).build()
 
 
 def main(argv=None) -> None:

@@ -133,7 +133,7 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_failure():
 
 def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
     """The sample store key and the solve use the entry's grid (EDM's for D* and entries that name none)."""
-    from fixtures.samples import Sampler
+    from fixtures.samples import SampleSource
     from fixtures.zoo import Model
     from models.kernels import make_kernel
     from models.noise import NoiseBank
@@ -146,8 +146,9 @@ def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
         return Model("g", GaussianData(), make_kernel("edm"), (3, 4, 4), f"fp-{grid}", entry=entry)
 
     bank = NoiseBank.draw(0, (3, 4, 4), n=4)
-    sets = {grid: Sampler(lambda name, g=grid: model(g), SampleStore(tmp_path), "cpu")(Run("g", "euler", 4), bank)
-            for grid in ("edm", "uniform-t")}
+    sources = {grid: SampleSource(lambda name, g=grid: model(g), SampleStore(tmp_path), "cpu")
+               for grid in ("edm", "uniform-t")}
+    sets = {grid: source(Run("g", "euler", 4), bank) for grid, source in sources.items()}
     assert sets["edm"].key["grid"] == "edm" and sets["uniform-t"].key["grid"] == "uniform-t"
     assert not (sets["edm"].images == sets["uniform-t"].images).all()  # 4 Euler steps on other grids differ
 
