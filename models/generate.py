@@ -8,7 +8,6 @@ So noises always run in micro-batches of exactly `micro_batch` rows, the last on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -51,13 +50,6 @@ def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun
     return solve(D, kernel.initial_state(eps), kernel, sampler, nfe, grid=grid, label=label).x
 
 
-@dataclass(frozen=True)
-class Generated:
-    x: torch.Tensor  # (n, *shape) float64 in the model's data range, on the CPU
-    ids: torch.Tensor
-    nfe: int  # evaluations per noise
-
-
 class _FiniteChecked:
     """Stops sampling at the first NaN/Inf output and names the noise ids of the rows affected."""
 
@@ -77,7 +69,7 @@ class _FiniteChecked:
 def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequence[int]] = None,
              sampler: str = "dpm3", nfe: int = 20, grid: str = "edm", label: Optional[int] = None,
              micro_batch: int = 16, device: str | torch.device = "cpu",
-             run: Optional[Callable[..., Sampled]] = None, **grid_range) -> Generated:
+             run: Optional[Callable[..., Sampled]] = None, **grid_range) -> Sampled:
     """Sample the bank's noises `ids` (default all) with one model; the result for a noise does not
     depend on which other ids are asked for, or in what batch size. `run(D, x, label, rows)`, when
     given, replaces the ODE solve (e.g. posterior sampling); `rows` are the positions in `ids` of the
@@ -103,4 +95,4 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
             out = run(checked, x, lab, rows)
         outs.append(out.x[:n].detach().cpu())
         nfe_used = out.nfe
-    return Generated(torch.cat(outs), torch.tensor(ids, dtype=torch.int64), nfe_used)
+    return Sampled(torch.cat(outs), nfe_used, torch.tensor(ids, dtype=torch.int64))

@@ -21,8 +21,11 @@ Denoiser = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True)
 class Sampled:
+    """A batch of samples in float: a solver's end state, or generate()'s images with the bank ids they came from."""
+
     x: torch.Tensor
-    nfe: int  # denoiser evaluations actually made
+    nfe: int  # denoiser evaluations actually made (per noise)
+    ids: Optional[torch.Tensor] = None  # the bank noise ids of x's rows, when known
 
 
 def _d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
