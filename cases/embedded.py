@@ -3,11 +3,14 @@ m64: trained on 64 thumbnails (memorization regime); l2048: on 2,048 (generaliza
 
 M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")  # EDM kernel and preconditioning (x0 / EDM loss)
 L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
-# the kernel and prediction axis, one UNet width: EDM x0, VP eps, sub-VP eps, VE x0 (VE noise is sigma_max-scaled)
-KERNELS_M64 = ("unet16-edm-m64", "unet16-vp-eps-m64", "unet16-subvp-eps-m64", "unet16-ve-edm-m64")
-TEACHER, STUDENT = "unet16-ve-edm-m64", "unet16-ve-edm-distill-m64"  # progressive distillation, 4 student steps
+# the kernel and prediction axis, one UNet width, each with its own objective and preconditioning: EDM, VP eps,
+# sub-VP eps, VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled)
+KERNELS_M64 = ("unet16-edm-m64", "unet16-vp-eps-m64", "unet16-subvp-eps-m64", "unet16-ve-m64")
+TEACHER, STUDENT = "unet16-edm-m64", "unet16-edm-distill-m64"  # progressive distillation, 4 student steps
+CONSISTENCY = "unet16-edm-cd-m64"  # consistency distillation of TEACHER, sampled in one step (NFE 1)
 COND = ("unet16-edm-cond-m64", "uvit-edm-cond-m64")
 UNCOND_OF = {"unet16-edm-cond-m64": "unet16-edm-m64", "uvit-edm-cond-m64": "uvit-edm-m64"}
 # the same architecture, data and budget retrained with seed 1 (initialization, batch order, training noise)
 RESEEDED = {"unet16-edm-m64": "unet16-edm-m64-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1"}
-FINETUNED, SCRATCH = "unet32-edm-ft-m64", "unet32-edm-m64"  # attention-only fine-tune of unet32-edm-l2048
+# attention-only fine-tune of a model pretrained on other photos (Appendix G), and the same UNet from scratch
+FINETUNED, SCRATCH = "unet32-edm-ft-m64", "unet32-edm-m64"

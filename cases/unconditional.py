@@ -2,14 +2,14 @@
 from itertools import combinations
 
 from cases import Case, Run, score_bar
-from cases.embedded import KERNELS_M64, L2048, M64, RESEEDED, STUDENT, TEACHER
+from cases.embedded import CONSISTENCY, KERNELS_M64, L2048, M64, RESEEDED, STUDENT, TEACHER
 
 KERNEL_AXIS = set(KERNELS_M64[1:])  # the models that differ from the rest in kernel and prediction
 
 SOURCE = "Sec. 2.1, Fig. 3, Appendix B (Fig. 14, 15)"
 
 # Every pair within a regime: architecture (UNet vs U-ViT, two UNet widths), kernel and prediction/loss
-# (VP eps, sub-VP eps, VE with sigma_max-scaled noise and EDM x0 loss).
+# (VP eps, sub-VP eps, VE with sigma_max-scaled noise and its own loss).
 PAIRS = tuple(dict.fromkeys(p for group in (M64 + KERNELS_M64[1:], L2048) for p in combinations(group, 2)))
 
 C2 = [Case("C2", SOURCE, metric, (Run(a), Run(b)), score_bar(), tag="kernel" if {a, b} & KERNEL_AXIS else "arch")
@@ -18,6 +18,10 @@ C2 = [Case("C2", SOURCE, metric, (Run(a), Run(b)), score_bar(), tag="kernel" if 
 # Training procedure: from scratch (DPM-Solver, NFE 20) vs progressively distilled (its own 4-step DDIM).
 C2 += [Case("C2", SOURCE + ", Table 1 (distilled)", metric, (Run(TEACHER), Run(STUDENT, "ddim", 4)), score_bar(),
            tag="distill") for metric in ("rp", "mae")]
+# Consistency distillation (Table 1's CD row): the one-step student against its teacher and against a model trained
+# independently (another architecture, the same data).
+C2 += [Case("C2", SOURCE + ", Table 1 (consistency)", metric, (Run(other), Run(CONSISTENCY, "consistency", 1)),
+            score_bar(), tag="distill") for other in (TEACHER, M64[1]) for metric in ("rp", "mae")]
 
 # Training seed: the same architecture and data retrained from another seed, in each regime.
 C2 += [Case("C2", SOURCE + "; Sec. 1 (regardless of weight initialization)", metric, (Run(a), Run(b)), score_bar(),
