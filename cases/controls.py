@@ -1,7 +1,7 @@
 """Controls (Appendix A.2, C): the scores must be able to fail. A control passes when its RP is below the
 claims' own bar: pairs that do not share a noise space are not reproducible."""
 from cases import Case, Run, score_bar
-from cases.embedded import L2048, M64
+from cases.embedded import L2048, M64, VAES
 
 CONTROL_SOURCE = "Appendix C, Fig. 17: generators without a shared noise space show no reproducibility"
 CONTROLS = [
@@ -13,4 +13,8 @@ CONTROLS = [
          params={"pairing": "permuted"}, title=f"{L2048[1]}~{L2048[2]}[permuted noise]/dpm3@20"),
     Case("control", CONTROL_SOURCE, "rp", (Run(M64[1]), Run(M64[1])), score_bar("<"),
          params={"pairing": "permuted"}, title=f"{M64[1]}~{M64[1]}[permuted noise]/dpm3@20"),
+    # Appendix C: generators that are not diffusion models (two VAEs of different architectures, the same data, the
+    # same latent noise) do not reproduce each other
+    Case("control", "Appendix C, Fig. 17: other generative models (VAE, GAN) are not reproducible", "rp",
+         tuple(Run(m, "consistency", 1) for m in VAES), score_bar("<"), tag="vae"),
 ]

@@ -31,7 +31,12 @@ def build_network(config: dict[str, Any]) -> torch.nn.Module:
         from models.uvit import UViT
 
         return UViT(**{k: v for k, v in config.items() if not k.startswith("_")})
-    raise CheckpointError(f"unknown network class {kind!r} in config.json; valid: UNet2DModel, UViT")
+    from models.vae import VAES
+
+    if kind in VAES:
+        return VAES[kind](**{k: v for k, v in config.items() if not k.startswith("_")})
+    raise CheckpointError(f"unknown network class {kind!r} in config.json; valid: UNet2DModel, UViT, "
+                          f"{', '.join(VAES)}")
 
 
 def network_config(net: torch.nn.Module) -> dict[str, Any]:

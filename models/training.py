@@ -38,9 +38,11 @@ from models.registry import Registry
 from models.samplers import euler_step, heun_step
 from models.unet import build_unet
 from models.uvit import UViT
+from models.vae import ConvVAE, MLPVAE, NoiseDecoder
 
-ARCHS = Registry("architecture", {"unet": build_unet, "uvit": UViT})
-OBJECTIVES = ("eps", "edm", "ve")
+ARCHS = Registry("architecture", {"unet": build_unet, "uvit": UViT, "vae-conv": ConvVAE, "vae-mlp": MLPVAE})
+VAE_ARCHS = ("vae-conv", "vae-mlp")  # trained with the 'elbo' objective, sampled as one-step maps from the noise
+OBJECTIVES = ("eps", "edm", "ve", "elbo")
 DISTILL_METHODS = ("progressive", "consistency")
 
 
@@ -76,6 +78,7 @@ class TrainConfig:
     sigma_data: float = 0.5
     sigma_mean: float = -1.2  # 'edm' objective: ln sigma ~ N(sigma_mean, sigma_std^2) (EDM's P_mean, P_std, Table 1)
     sigma_std: float = 1.2
+    pixel_std: float = 0.1  # 'elbo' objective: the std of the VAE's Gaussian likelihood, in [-1, 1] pixel units
 
     def __post_init__(self):
         ARCHS[self.arch]
@@ -83,6 +86,9 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
         if self.finetune_from and self.distill_from:
             raise ValueError("give at most one of finetune_from and distill_from")
+        if (self.arch in VAE_ARCHS) != (self.objective == "elbo"):
+            raise ValueError(f"the 'elbo' objective trains exactly the VAE architectures {', '.join(VAE_ARCHS)}; "
+                             f"got arch {self.arch!r} with objective {self.objective!r}")
         if self.distill_method not in DISTILL_METHODS:
             raise ValueError(f"unknown distill_method {self.distill_method!r}; valid methods: "
                              f"{', '.join(DISTILL_METHODS)}")
@@ -101,12 +107,16 @@ def is_attention(name: str) -> bool:
 
 
 def _build(cfg: TrainConfig, num_classes: Optional[int]) -> torch.nn.Module:
+    if cfg.arch in VAE_ARCHS:
+        return ARCHS[cfg.arch](image_size=cfg.image_size, **cfg.arch_options)
     options = dict(image_size=cfg.image_size, num_classes=num_classes) | cfg.arch_options
     return ARCHS[cfg.arch](**options)
 
 
-def wrap_for(cfg: TrainConfig | dict, net: torch.nn.Module) -> NetworkDenoiser:
+def wrap_for(cfg: TrainConfig | dict, net: torch.nn.Module) -> NetworkDenoiser | NoiseDecoder:
     c = cfg if isinstance(cfg, dict) else asdict(cfg)
+    if c.get("objective") == "elbo":
+        return NoiseDecoder(net, c["kernel"])
     num_classes = getattr(net, "config", {}).get("num_class_embeds") or getattr(net, "config", {}).get("num_classes")
     return NetworkDenoiser(net, make_kernel(c["kernel"]), c["prediction"], time_input=c["time_input"],
                            time_scale=c["time_scale"], sigma_data=c["sigma_data"],
@@ -204,6 +214,9 @@ class Trainer:
 
     def loss(self) -> torch.Tensor:
         y, label = self._batch()
+        if self.cfg.objective == "elbo":
+            noise = torch.randn((len(y), self.net.latent), generator=self.gen).to(self.device)
+            return self.net.elbo_loss(y, noise, self.cfg.pixel_std)
         if self.target is not None:
             return self._consistency_loss(y, label)
         if self.teacher is not None:

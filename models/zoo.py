@@ -354,10 +354,22 @@ class Format:
     hub: bool = False  # its source may be a hub id, read from the local hub cache
 
 
+def _load_generator(entry: ZooEntry, device, dtype):
+    """A suite-trained VAE (models/vae.py) as a one-step map from the bank's noise (sampler 'consistency', NFE 1)."""
+    from models.vae import VAE, NoiseDecoder
+
+    net = _load_samenoise(entry)[0]
+    if not isinstance(net, VAE):
+        raise ZooError(f"zoo entry {entry.name!r}: format 'samenoise-generator' needs a VAE checkpoint, "
+                       f"{entry.source} holds a {type(net).__name__}")
+    return NoiseDecoder(cast(net, device, dtype).eval(), entry.kernel, entry.sample_shape)
+
+
 # A new format is one entry here (plus its test).
 FORMATS: Registry[Format] = Registry("format", {
     "samenoise": Format(_folder_available, _network(_load_samenoise)),
     "diffusers": Format(_local_or_hub, _network(_load_diffusers), hub=True),
     "diffusers-latent": Format(_local_or_hub, _load_latent, hub=True),
     "edm-pickle": Format(_edm_pickle_available, _network(_load_edm_pickle)),
+    "samenoise-generator": Format(_folder_available, _load_generator),
 })

@@ -1,0 +1,57 @@
+"""The Appendix C generators: two VAEs trained by the suite's training loop and sampled from the bank's noise."""
+import pytest
+import torch
+
+from models.checkpoints import load_checkpoint
+from models.noise import NoiseBank
+from models.generate import generate
+from models.training import TrainConfig, train, wrap_for
+from models.zoo import ZooEntry, ZooError, load_denoiser
+
+VAE = dict(objective="elbo", kernel="edm", prediction="generator", time_input="t", time_scale=1.0, image_size=8,
+           dataset_size=8, batch_size=8, steps=40, lr=1e-3, checkpoint_every=20)
+OPTIONS = {"vae-conv": {"latent": 6, "channels": 8}, "vae-mlp": {"latent": 6, "hidden": 32}}
+
+
+def entry(folder, name="g", **kw):
+    return ZooEntry(name=name, source=str(folder), format="samenoise-generator", kernel="edm", prediction="generator",
+                    time_input="t", sampler="consistency", nfe=1, image_size=8, **kw)
+
+
+@pytest.mark.parametrize("arch", ["vae-conv", "vae-mlp"])
+def test_a_vae_trains_and_samples_the_decoded_noise(tmp_path, arch):
+    model = train(TrainConfig(arch=arch, arch_options=OPTIONS[arch], **VAE), tmp_path)
+    losses = [float(line.split('"loss": ')[1].rstrip("}\n")) for line in open(tmp_path / "loss.jsonl")]
+    assert sum(losses[-10:]) < sum(losses[:10])  # the negative ELBO falls
+    D = load_denoiser(entry(model))
+    bank = NoiseBank.draw(0, (3, 8, 8), n=3)
+    out = generate(D, D.kernel, bank, sampler="consistency", nfe=1, micro_batch=4)
+    net, _ = load_checkpoint(model)
+    expected = net.decode(bank.eps.flatten(1)[:, :6].float()).double()  # z = the first `latent` noise coordinates
+    torch.testing.assert_close(out.x, expected, rtol=1e-5, atol=1e-5)
+    assert out.nfe == 1 and out.x.abs().max() <= 1
+
+
+def test_the_decoder_is_the_same_function_whatever_sigma_max_scales_the_noise(tmp_path):
+    model = train(TrainConfig(arch="vae-mlp", arch_options=OPTIONS["vae-mlp"], **VAE | {"steps": 2}), tmp_path)
+    net, meta = load_checkpoint(model)
+    D = wrap_for(meta["config"], net)
+    eps = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(D(80 * eps, 80.0), D(50 * eps, 50.0))
+    with pytest.raises(ValueError, match="a VAE generator is unconditional"):
+        D(eps, 1.0, torch.tensor([0, 1]))
+
+
+def test_a_diffusion_checkpoint_under_the_generator_format_is_refused(tmp_path):
+    model = train(TrainConfig(kernel="edm", prediction="edm", objective="edm", time_input="log-sigma", time_scale=1.0,
+                              arch_options={"base_channels": 8}, image_size=8, dataset_size=8, batch_size=8, steps=1),
+                  tmp_path)
+    with pytest.raises(ZooError, match="format 'samenoise-generator' needs a VAE checkpoint"):
+        load_denoiser(ZooEntry(name="g", source=str(model), format="samenoise-generator", kernel="edm",
+                               prediction="edm", time_input="log-sigma", image_size=8))
+
+
+@pytest.mark.parametrize("arch, objective", [("unet", "elbo"), ("vae-conv", "edm")])
+def test_the_elbo_objective_goes_with_the_vae_architectures_only(arch, objective):
+    with pytest.raises(ValueError, match="the 'elbo' objective trains exactly the VAE architectures"):
+        TrainConfig(arch=arch, objective=objective)
