@@ -115,11 +115,12 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     losses = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
     tail = losses[max(1, int(len(losses) * (1 - TAIL))):]
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
-    floor = math.nan if cfg.distill_from else optimal_loss(cfg, samples)
+    # nor has a VAE's ELBO: it is not a denoising loss
+    floor = math.nan if cfg.distill_from or cfg.objective == "elbo" else optimal_loss(cfg, samples)
     return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor)
 
 
-def print_bins(folder: str | Path) -> None:
+def print_bins(folder: str | Path, samples: int = 512) -> None:
     """The model's and D*'s eps error per sigma decade, as a table."""
     from models.checkpoints import load_checkpoint
     from models.training import wrap_for
@@ -130,8 +131,8 @@ def print_bins(folder: str | Path) -> None:
     raw = meta["config"]
     cfg = TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos)
-    mine = error_per_sigma(cfg, wrap_for(raw, net.double()))
-    floor = error_per_sigma(cfg, OptimalDenoiser(data.as_tensor(), dtype=torch.float64))
+    mine = error_per_sigma(cfg, wrap_for(raw, net.double()), samples=samples)
+    floor = error_per_sigma(cfg, OptimalDenoiser(data.as_tensor(), dtype=torch.float64), samples=samples)
     print(f"{folder.name}: eps error per sigma bin, model / D*: " + ", ".join(
         f"{k}: {mine[k]:.4f} / {floor[k]:.4f}" for k in mine))
 
@@ -152,7 +153,7 @@ def main(argv=None) -> None:
         print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {c.slope_per_doubling:+.4f} | {c.floor:.4f} | "
               f"{c.gap:.1f} |")
     for folder in args.folders if args.bins else ():
-        print_bins(folder)
+        print_bins(folder, args.samples)
 
 
 if __name__ == "__main__":

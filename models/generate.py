@@ -43,9 +43,9 @@ def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler"
 
 def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun", nfe: int = 99, grid: str = "edm",
               label=None) -> torch.Tensor:
-    """f(f^-1(y)): invert the images y to their noises with Heun over the same number of steps the sampler takes
-    (Heun spends 2 steps - 1 evaluations), then sample them back (Theorem 1)."""
-    steps = (nfe + 1) // 2
+    """f(f^-1(y)): invert the images y to their noises with Heun over as many steps as the sampler takes for `nfe`
+    (for Heun itself: 2 steps - 1 evaluations), then sample them back (Theorem 1)."""
+    steps = SAMPLERS[sampler].steps(sampler, nfe)
     eps = invert(D, y, kernel, "heun", steps=steps, grid=grid, label=label).x
     return solve(D, kernel.initial_state(eps), kernel, sampler, nfe, grid=grid, label=label).x
 

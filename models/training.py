@@ -78,7 +78,9 @@ class TrainConfig:
     sigma_data: float = 0.5
     sigma_mean: float = -1.2  # 'edm' objective: ln sigma ~ N(sigma_mean, sigma_std^2) (EDM's P_mean, P_std, Table 1)
     sigma_std: float = 1.2
-    pixel_std: float = 0.1  # 'elbo' objective: the std of the VAE's Gaussian likelihood, in [-1, 1] pixel units
+    # 'elbo' objective: the std of the VAE's Gaussian likelihood in [-1, 1] units; 0.1 is 12.75 on 0-255, inside the
+    # paper's MAE threshold of 15 for "the same image" (Sec. 2.1)
+    pixel_std: float = 0.1
 
     def __post_init__(self):
         ARCHS[self.arch]
@@ -86,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
         if self.finetune_from and self.distill_from:
             raise ValueError("give at most one of finetune_from and distill_from")
+        if self.arch in VAE_ARCHS and self.conditional:
+            raise ValueError(f"the VAE architectures ({', '.join(VAE_ARCHS)}) are unconditional; got conditional = true")
         if (self.arch in VAE_ARCHS) != (self.objective == "elbo"):
             raise ValueError(f"the 'elbo' objective trains exactly the VAE architectures {', '.join(VAE_ARCHS)}; "
                              f"got arch {self.arch!r} with objective {self.objective!r}")
@@ -124,6 +128,8 @@ def wrap_for(cfg: TrainConfig | dict, net: torch.nn.Module) -> NetworkDenoiser |
 
 
 def draw_sigma(cfg: TrainConfig, kernel, n: int, g: torch.Generator) -> torch.Tensor:
+    if cfg.objective not in ("eps", "edm", "ve"):
+        raise ValueError(f"objective {cfg.objective!r} draws no noise level; sigma draws exist for eps, edm and ve")
     if cfg.objective == "eps":
         if cfg.kernel == "vp-discrete":
             t = torch.randint(0, int(kernel.t_max) + 1, (n,), generator=g).double()

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from models.kernels import make_kernel
+from models.kernels import Kernel, make_kernel
 
 
 class VAE(nn.Module):
@@ -83,8 +83,8 @@ class NoiseDecoder:
 
     prediction = "generator"
 
-    def __init__(self, vae: VAE, kernel: str = "edm", sample_shape: Optional[tuple[int, int, int]] = None):
-        self.net, self.kernel = vae, make_kernel(kernel)
+    def __init__(self, vae: VAE, kernel: Kernel | str = "edm", sample_shape: Optional[tuple[int, int, int]] = None):
+        self.net, self.kernel = vae, make_kernel(kernel) if isinstance(kernel, str) else kernel
         size = vae.config["image_size"]
         self.sample_shape = sample_shape or (3, size, size)
         self.num_classes = None

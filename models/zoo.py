@@ -358,11 +358,11 @@ def _load_generator(entry: ZooEntry, device, dtype):
     """A suite-trained VAE (models/vae.py) as a one-step map from the bank's noise (sampler 'consistency', NFE 1)."""
     from models.vae import VAE, NoiseDecoder
 
-    net = _load_samenoise(entry)[0]
+    net, kernel = _load_samenoise(entry)[:2]
     if not isinstance(net, VAE):
         raise ZooError(f"zoo entry {entry.name!r}: format 'samenoise-generator' needs a VAE checkpoint, "
                        f"{entry.source} holds a {type(net).__name__}")
-    return NoiseDecoder(cast(net, device, dtype).eval(), entry.kernel, entry.sample_shape)
+    return NoiseDecoder(cast(net, device, dtype).eval(), kernel, entry.sample_shape)
 
 
 # A new format is one entry here (plus its test).

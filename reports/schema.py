@@ -24,7 +24,7 @@ NUMBER = (int, float)
 CASE_FIELDS = {"id": str, "claim": str, "part": str, "figure": str, "source": str, "metric": str, "n": int, "bar": dict,
                "passed": bool, "outcome": str, "runs": list, "params": dict, "worst": list, "extra": dict}
 RUN_FIELDS = {"model": str, "sampler": str, "nfe": int}
-CONSTANT_FIELDS = ("bank_seed", "inverse_truth_seed", "permutation_seed")  # meta.constants, for the report
+CONSTANT_FIELDS = ("bank_seed", "inverse_truth_seed", "permutation_seed")  # meta.constants: the seeds of the sets
 
 
 class ResultsError(ValueError):

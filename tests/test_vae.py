@@ -55,3 +55,18 @@ def test_a_diffusion_checkpoint_under_the_generator_format_is_refused(tmp_path):
 def test_the_elbo_objective_goes_with_the_vae_architectures_only(arch, objective):
     with pytest.raises(ValueError, match="the 'elbo' objective trains exactly the VAE architectures"):
         TrainConfig(arch=arch, objective=objective)
+
+
+def test_a_conditional_vae_is_refused():
+    with pytest.raises(ValueError, match="the VAE architectures .* are unconditional; got conditional = true"):
+        TrainConfig(arch="vae-mlp", objective="elbo", conditional=True)
+
+
+def test_a_vae_run_has_no_denoising_floor(tmp_path):
+    import math
+
+    from models.convergence import convergence
+
+    train(TrainConfig(arch="vae-mlp", arch_options=OPTIONS["vae-mlp"], **VAE | {"steps": 20}), tmp_path)
+    c = convergence(tmp_path)
+    assert c.steps == 20 and math.isnan(c.floor)  # an ELBO is not a denoising loss: no D* to compare with
