@@ -181,6 +181,8 @@ class Trainer:
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         if cfg.distill_method == "consistency" and cfg.distill_from:
             self.target = wrap_for(cfg, copy.deepcopy(self.net).to(self.device).eval().requires_grad_(False))
+            # the N noise levels of consistency distillation: the Karras grid (Song et al. 2023, Sec. 3)
+            self._cd_grid = make_grid("edm", make_kernel(cfg.kernel), cfg.cd_steps, append_zero=False).to(self.device)
         self.opt = torch.optim.Adam(self.trainable, lr=cfg.lr)
         self.D = wrap_for(cfg, self.net)
         self.kernel = self.D.kernel
@@ -257,7 +259,7 @@ class Trainer:
         """||f(x_hi, sigma_hi) - f_target(x_lo, sigma_lo)||^2, where x_hi = y + sigma_hi n and x_lo is one Heun step
         of the teacher's ODE from sigma_hi down to the next level of an N-level Karras grid (Song et al. 2023,
         Algorithm 2, with the squared L2 distance and lambda = 1)."""
-        grid = make_grid("edm", self.kernel, self.cfg.cd_steps, append_zero=False).to(self.device)
+        grid = self._cd_grid
         i = torch.randint(0, self.cfg.cd_steps - 1, (len(y),), generator=self.gen).to(self.device)
         hi, lo = grid[i], grid[i + 1]
         noise = torch.randn(y.shape, generator=self.gen).to(self.device).double()
