@@ -26,6 +26,10 @@ REGIMES += [Case("C3", FIG5, "rp", (Run(large), Run(optimal("l2048"))),
                  Bar("<", None, "Sec. 3, Fig. 5: RP with D* falls from the memorization to the generalization regime"),
                  versus=(Run(small), Run(optimal("m64"))), params={"size": 2048, "versus_size": 64})
             for small, large in zip(M64, L2048)]
+# Fig. 5, the capacity axis: at the same training-set size a larger network is closer to D* (more memorization).
+CAPACITY = Bar(">", None, "Sec. 3, Fig. 5: a larger network reproduces D* more at the same training-set size")
+REGIMES += [Case("C3", FIG5, "rp", (Run(M64[1]), Run(optimal("m64"))), CAPACITY, versus=(Run(M64[0]), Run(optimal("m64"))),
+                 params={"size": 64}, tag="capacity")]
 
 # Fig. 13 (Appendix A.5): the final training loss is lower in the memorization regime (mean of the last 200 steps).
 LOSS_STEPS = 200
@@ -40,12 +44,21 @@ SWEEP_SIZES = (64, 128, 256, 512, 1024, 2048)
 SWEEP_MODELS = ("unet16-edm", "unet32-edm")
 GL_LOW_BAR = Bar("<=", 0.4, "Sec. 3, Fig. 2b: GL near 0 in the memorization regime; the suite's bar is 1 - 0.6 "
                             "(at least 60% of samples memorized)")
-FALLS = Bar("<=", None, "Sec. 3, Fig. 5: RP with D* falls as the training set grows")
-RISES = Bar(">=", None, "Sec. 3, Fig. 2b: GL rises as the training set grows")
+FALLS = Bar("<", None, "Sec. 3, Fig. 5: RP with D* falls as the training set grows")
+RISES = Bar(">", None, "Sec. 3, Fig. 2b: GL rises as the training set grows")
+DIP_SIZE = 256  # Fig. 2a's dip sits between the regimes; 256 is the sweep's size nearest the log-midpoint (362) below
+DIPS = Bar("<", None, "Sec. 3, Fig. 2a: RP between models dips between the regimes and recovers at both ends")
 SWEEP = []
 for k, n in enumerate(SWEEP_SIZES):
     runs = tuple(Run(sweep(m, n)) for m in SWEEP_MODELS)
-    SWEEP.append(Case("C3", SOURCE + "a", "rp", runs, score_bar(), params={"size": n}, marks=("slow",)))
+    if n in (SWEEP_SIZES[0], SWEEP_SIZES[-1]):  # Fig. 2a: high RP at both ends of the size axis
+        SWEEP.append(Case("C3", SOURCE + "a", "rp", runs, score_bar(), params={"size": n}, marks=("slow",)))
+    if n == DIP_SIZE:  # the dip: lower than at either end
+        SWEEP += [Case("C3", SOURCE + "a", "rp", runs, DIPS, versus=tuple(Run(sweep(m, end)) for m in SWEEP_MODELS),
+                       params={"size": n, "versus_size": end}, marks=("slow",), tag="dip") for end in
+                  (SWEEP_SIZES[0], SWEEP_SIZES[-1])]
+        SWEEP.append(Case("C3", FIG5, "rp_optimal", runs[1:], CAPACITY, versus=runs[:1], params={"size": n},
+                          marks=("slow",), tag="capacity"))
     prev = SWEEP_SIZES[k - 1] if k else None
     for m, r in zip(SWEEP_MODELS, runs):
         before = {"versus": (Run(sweep(m, prev)),), "params": {"size": n, "versus_size": prev}} if prev else {}

@@ -32,6 +32,12 @@ SAMPLER_RUNS = (Run("unet32-edm-l2048", "dpm3", 20), Run("unet32-edm-l2048", "he
                 Run("unet32-edm-l2048", "ddim", 50))
 C2 += [Case("C2", SOURCE + ", Table 1 (sampler)", metric, (a, b), score_bar(), tag="sampler")
        for a, b in combinations(SAMPLER_RUNS, 2) for metric in ("rp", "mae")]
+# Architecture and sampler at once (Fig. 3 pairs e.g. EDM under Heun with DDPM under DDIM): two models of the
+# generalization regime, each under its own sampler.
+MIXED_RUNS = ((Run(L2048[0], "heun", 35), Run(L2048[1], "ddim", 50)), (Run(L2048[1], "dpm3", 20),
+                                                                       Run(L2048[2], "heun", 35)))
+C2 += [Case("C2", SOURCE + ", Table 1 (architecture and sampler)", metric, pair, score_bar(), tag="arch-sampler")
+       for pair in MIXED_RUNS for metric in ("rp", "mae")]
 
 # Appendix A.4: one model (Heun, as EDMv1 in Fig. 12) from NFE 9 to 159; each against NFE 159.
 NFE_MODEL, NFE_REFERENCE = "unet16-edm-l2048", 159

@@ -81,9 +81,14 @@ class _PerPairScore(Metric):
                           None if bool((labels < 0).all()) else labels)
 
     def compute(self) -> torch.Tensor:
-        v = self._collected().values
-        hit = v > self.threshold if self.above else v < self.threshold
-        return hit.float().mean()
+        return self.units().values.mean()
+
+    def units(self) -> PairValues:
+        """Per-pair 0/1 values in the order given, whose mean is `compute()`: the unit of a 95% interval and of a
+        paired test between two scores over the same noises."""
+        got = self._collected()
+        hit = got.values > self.threshold if self.above else got.values < self.threshold
+        return PairValues(got.ids, hit.float(), got.labels)
 
     def pairs(self) -> PairValues:
         """Per-pair values, worst first (lowest similarity, or highest MAE)."""
@@ -137,8 +142,10 @@ class GLScore(_PerPairScore):
         self._add(best, ids)
         self.nearest_idx.append(idx)
 
-    def compute(self) -> torch.Tensor:
-        return 1 - super().compute()
+    def units(self) -> PairValues:
+        """1 for a sample with no training image above the threshold, else 0."""
+        got = super().units()
+        return PairValues(got.ids, 1 - got.values)
 
     def pairs(self) -> PairValues:
         """Per-sample max similarity to the training set, most memorized first."""
@@ -205,6 +212,12 @@ class HyperplaneMap:
     def agreement(self, other: "HyperplaneMap") -> float:
         """Fraction of grid points whose nearest anchor is the same in both maps."""
         return float((self.nearest == other.nearest).float().mean())
+
+    def kappa(self, other: "HyperplaneMap") -> float:
+        """Cohen's kappa of the two maps: their agreement beyond what their anchor shares give by chance."""
+        from models.stats import cohen_kappa
+
+        return cohen_kappa(self.nearest, other.nearest, classes=3)
 
 
 def hyperplane_map(anchor_emb: torch.Tensor, grid_emb: torch.Tensor) -> HyperplaneMap:

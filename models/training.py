@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,6 +44,7 @@ ARCHS = Registry("architecture", {"unet": build_unet, "uvit": UViT, "vae-conv": 
 VAE_ARCHS = ("vae-conv", "vae-mlp")  # trained with the 'elbo' objective, sampled as one-step maps from the noise
 OBJECTIVES = ("eps", "edm", "ve", "elbo")
 DISTILL_METHODS = ("progressive", "consistency")
+LR_DECAYS = ("none", "cosine")
 
 
 @dataclass
@@ -65,6 +66,9 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-4
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (EDM's lr ramp-up)
+    # 'cosine': after the warm-up, the learning rate falls as a half cosine to 0 at the last step (Loshchilov &
+    # Hutter 2017, SGDR without restarts); 'none': constant
+    lr_decay: str = "none"
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 500
@@ -86,6 +90,8 @@ class TrainConfig:
         ARCHS[self.arch]
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"unknown lr_decay {self.lr_decay!r}; valid: {', '.join(LR_DECAYS)}")
         if self.finetune_from and self.distill_from:
             raise ValueError("give at most one of finetune_from and distill_from")
         if self.arch in VAE_ARCHS and self.conditional:
@@ -196,7 +202,9 @@ class Trainer:
         if not path.is_file():
             return
         state = torch.load(path, map_location=self.device, weights_only=False)
-        if state["config"] != asdict(self.cfg):
+        # a field added after the state was written reads as its default
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        if {**defaults, **state["config"]} != asdict(self.cfg):
             raise ValueError(f"{path} was written by another training config; use a new output folder")
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
@@ -275,9 +283,14 @@ class Trainer:
             p_t.lerp_(p.detach(), 1 - self.cfg.cd_target_decay)
 
     def lr(self, step: int) -> float:
-        """The learning rate of 0-based `step`: linear warm-up, then constant."""
+        """The learning rate of 0-based `step`: linear warm-up, then constant or a half cosine to 0 (`lr_decay`)."""
         warmup = self.cfg.warmup_steps
-        return self.cfg.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.cfg.lr
+        if warmup > 0 and step < warmup:
+            return self.cfg.lr * (step + 1) / warmup
+        if self.cfg.lr_decay == "cosine":
+            span = max(1, self.cfg.steps - warmup)
+            return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+        return self.cfg.lr
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -3,7 +3,8 @@
 
 A results file is `{"meta": {...}, "cases": [record, ...]}`. Every collected claim case has one record; its
 `outcome` is `passed` or `failed` (a value measured against its bar) or `error` or `skipped` (no value; `reason`
-says why). A record's outcome must follow from its value and the bar it carries.
+says why). A measured record carries its decision (cases/decision.py): the 95% interval of its value, its control's
+interval and, for a direction case, its paired test; its outcome must follow from them and the bar it carries.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cases import OPS
+from cases import OPS, Bar
+from cases.decision import Interval
 
-RESULTS_FORMAT = "samenoise-results/3"  # 3: meta.constants (seeds, grid range)
+RESULTS_FORMAT = "samenoise-results/4"  # 3: meta.constants (seeds, grid range); 4: decisions (interval, control)
 OUTCOMES = ("failed", "error", "passed", "skipped")  # also the report's order: what needs a look first
 MEASURED = ("passed", "failed")
 
@@ -72,16 +74,34 @@ def check_record(case: Any, where: str) -> None:
     value = case.get("value")
     if not _number(value):
         raise ResultsError(f"{where}: 'value' is {value!r}, expected a finite number for outcome {outcome!r}")
-    rhs = bar["value"]
-    if rhs is None:
+    if bar["value"] is None:
         versus = case.get("versus")
-        rhs = versus.get("value") if isinstance(versus, dict) else None
-        if not _number(rhs):
-            raise ResultsError(f"{where}: the bar compares with another measurement, but 'versus' value is {rhs!r}")
-    holds = bool(OPS[bar["op"]](value, rhs))
+        if not _number(versus.get("value") if isinstance(versus, dict) else None):
+            raise ResultsError(f"{where}: the bar compares with another measurement, but 'versus' has no value")
+    holds = decision_holds(case.get("decision"), bar, where)
     if holds != (outcome == "passed") or case["passed"] != holds:
-        raise ResultsError(f"{where}: value {value:.4g} {bar['op']} {rhs:.4g} is {holds}, but the record says "
+        raise ResultsError(f"{where}: its decision says {'holds' if holds else 'does not hold'}, but the record says "
                            f"outcome {outcome!r}, passed {case['passed']}")
+
+
+def decision_holds(decision: Any, bar: dict, where: str) -> bool:
+    """Whether a recorded decision holds, recomputed from its interval, control and test (cases/decision.py)."""
+    if not isinstance(decision, dict) or not isinstance(decision.get("interval"), list) or \
+            len(decision["interval"]) != 3 or not all(_number(v) for v in decision["interval"][:2]):
+        raise ResultsError(f"{where}: a measured case needs a 'decision' with an 'interval' [lo, hi, method]")
+    if bar["value"] is None:
+        test = decision.get("test")
+        if not isinstance(test, dict) or not isinstance(test.get("holds"), bool) or test.get("direction") != bar["op"]:
+            raise ResultsError(f"{where}: a direction case needs a 'test' for {bar['op']} with 'holds'")
+        return test["holds"]
+    b = Bar(bar["op"], bar["value"], bar["source"])
+    holds = Interval(*decision["interval"]).side(b) == "pass"
+    control = decision.get("control")
+    if control is not None:
+        if not isinstance(control, dict) or not isinstance(control.get("interval"), list):
+            raise ResultsError(f"{where}: 'control' needs an 'interval'")
+        holds = holds and Interval(*control["interval"]).side(b) == "fail"
+    return holds
 
 
 def check_results(doc: Any, path: str | os.PathLike) -> dict[str, Any]:

@@ -63,3 +63,11 @@ class Counting:
     def __call__(self, x, sigma, label=None):
         self.calls += 1
         return self.D(x, sigma, label)
+
+
+def proportion(value: float, n: int, worst=(), first: int = 0):
+    """A measured proportion: round(value * n) of n per-noise 0/1 values (noise ids first..first + n - 1) are 1."""
+    from fixtures.results import Measured
+
+    k = round(value * n)
+    return Measured(k / n, n, list(worst), keys=list(range(first, first + n)), units=[1.0] * k + [0.0] * (n - k))

@@ -180,7 +180,7 @@ def results_with(tmp: Path, **change) -> Path:
               "metric": "rp",
               "value": 0.3, "n": 8, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "passed": False,
               "outcome": "failed", "runs": [{"model": "a", "sampler": "dpm3", "nfe": 20}], "params": {},
-              "worst": [], "extra": {}}
+              "worst": [], "extra": {}, "decision": {"interval": [0.1, 0.5, "Wilson"], "control": None}}
     path = tmp / "results.json"
     text = json.dumps({"meta": {"format": RESULTS_FORMAT, "noises": 8, "constants": CONSTANTS},
                        "cases": [record | change]})
@@ -200,7 +200,7 @@ FILE_ROWS = [
     ("checkpoint-config-not-json", lambda t: load_checkpoint(config_not_json(t)), CheckpointError,
      "config.json cannot be read"),
     ("results-passed-below-its-bar", lambda t: load_results(results_with(t, passed=True, outcome="passed")),
-     ResultsError, "value 0.3 >= 0.6 is False, but the record says outcome 'passed'"),
+     ResultsError, "its decision says does not hold, but the record says outcome 'passed'"),
     ("results-nan-value", lambda t: load_results(results_with(t, value="NAN")), ResultsError,
      "'value' is nan, expected a finite number"),
     ("results-unknown-op", lambda t: load_results(results_with(t, bar={"op": "=>", "value": 0.6, "source": "s"})),

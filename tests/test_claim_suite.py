@@ -8,10 +8,10 @@ from cases import OPS, Bar, Case, Run
 from cases.catalog import ALL, of
 from cases.regimes import REGIMES
 from cases.variants import CONDITIONAL
-from fixtures.results import FAILED_AS, Measured, check
+from fixtures.results import Measured, check
 from cases.names import parse
 from models.zoo import read_zoo
-from tests.helpers import pytest_run
+from tests.helpers import proportion, pytest_run
 from reports.schema import RESULTS_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,6 @@ def test_cases_name_only_models_the_suite_can_provide():
 def test_bar_directions():
     assert Bar(">=", 0.6, "s").holds(0.6) and not Bar(">=", 0.6, "s").holds(0.59)
     assert Bar("<", None, "s").holds(0.1, 0.2) and not Bar("<", None, "s").holds(0.2, 0.2)
-    assert set(FAILED_AS) == set(OPS)
     with pytest.raises(ValueError, match="unknown comparison '=>'"):
         Bar("=>", 0.6, "s")
 
@@ -66,9 +65,11 @@ def test_a_failing_case_says_value_bar_pairs_claim_and_worst_ids():
     case = Case("C2", "Sec. 2.1, Fig. 3", "rp", (Run("unet-vp-eps"), Run("uvit-vp-eps")), Bar(">=", 0.6, "src"))
     request = FakeRequest()
     with pytest.raises(pytest.fail.Exception) as err:
-        check(request, case, Measured(0.41, 256, [(12, 0.1), (7, 0.2)]))
-    assert str(err.value).startswith("RP(unet-vp-eps, uvit-vp-eps) = 0.41 < 0.6 over 256 noises [C2 Sec. 2.1, Fig. 3]; "
-                                     "worst noise ids (SSCD similarity): 12 (0.10), 7 (0.20)")
+        check(request, case, proportion(0.41, 256, [(12, 0.1), (7, 0.2)]))
+    assert str(err.value).startswith(
+        "RP(unet-vp-eps, uvit-vp-eps) = 0.41, bar >= 0.6 (point value fails) over 256 noises: the 95% interval "
+        "[0.352, 0.471] (Wilson) lies wholly on the failing side of >= 0.6 [C2 Sec. 2.1, Fig. 3]; "
+        "worst noise ids (SSCD similarity): 12 (0.10), 7 (0.20)"), str(err.value)
     record = dict(request.node.user_properties)["samenoise_case"]
     assert record["passed"] is False and record["n"] == 256 and record["runs"][0]["sampler"] == "dpm3"
 
@@ -108,17 +109,17 @@ def test_results_file_and_xdist_give_the_same_values(tmp_path):
 
 def failure_message(case, value=0.5, versus=0.4) -> str:
     with pytest.raises(pytest.fail.Exception) as err:
-        check(FakeRequest(), case, Measured(value, 64), Measured(versus, 64))
+        check(FakeRequest(), case, proportion(value, 64), proportion(versus, 64))
     return str(err.value)
 
 
 def test_direction_messages_tag_each_side_with_its_own_size_and_pairing():
     rp_optimal = next(c for c in REGIMES if c.versus and "optimal-l2048" in c.models and c.metric == "rp")
     message = failure_message(rp_optimal, 0.5, 0.4)
-    left, right = message.split(" >= ")
+    left, right = message.split(", bar ")
     assert "[size=2048]" in left and "[size=64]" in right and "[size=2048]" not in right, message
     layout = next(c for c in CONDITIONAL if c.metric == "layout_mae")
-    left, right = failure_message(layout, 40.0, 30.0).split(" >= ")
+    left, right = failure_message(layout, 0.9, 0.3).split(", bar ")
     assert "[pairing=same noise, other label]" in left and "[pairing=other noise, same label]" in right
 
 
@@ -126,7 +127,7 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_failure():
     case = Case("C2", "Sec. 2.1", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "src"))
     request = FakeRequest()
     with pytest.raises(pytest.fail.Exception, match="not a finite number"):
-        check(request, case, Measured(float("nan"), 8))
+        check(request, case, Measured(float("nan"), 8, keys=[0], units=[float("nan")]))
     record = dict(request.node.user_properties)["samenoise_case"]
     assert record["outcome"] == "error" and record["value"] is None
 

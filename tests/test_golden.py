@@ -82,7 +82,9 @@ def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
             p.add_(torch.randn_like(p) * p.std().nan_to_num(0) * 0.5)
     broken = save_checkpoint(tmp_path / "perturbed", net, meta)
     out = run_regression(tmp_path, broken)
-    assert out.returncode == 1 and "< 0.6 over 16 noises [regression golden file" in out.stdout
+    assert out.returncode == 1 and "bar >= 0.6 (point value fails) over 16 noises" in out.stdout
+    assert "lies wholly on the failing side of >= 0.6; control 0 " in out.stdout
+    assert "caught [regression golden file" in out.stdout
     assert "worst noise ids" in out.stdout and outcomes(tmp_path)["rp"][0] is False
     # a golden file recorded under another sampler is refused, naming the mismatch
     zoo = tmp_path / "zoo.toml"

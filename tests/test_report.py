@@ -18,7 +18,16 @@ def pair_case(hashes, ident="C2/a~b/dpm3@20: rp>=0.6", **kw):
             "n": 64, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "versus": None, "passed": False,
             "models": ["a", "b"], "runs": [{"model": m, "sampler": "dpm3", "nfe": 20} for m in "ab"],
             "versus_runs": [], "params": {}, "worst": [[3, 0.1], [5, 0.2]], "extra": {"samples": hashes},
-            "outcome": "failed", "seconds": 1.0} | kw
+            "outcome": "failed", "seconds": 1.0} | kw | {"decision": decision_of(kw.get("value", 0.25))}
+
+
+def decision_of(value):
+    """A recorded decision around `value`: a 95% interval of +/- 0.1 and a control caught at 0."""
+    if value is None:
+        return None
+    return {"holds": value - 0.1 > 0.6, "interval": [value - 0.1, value + 0.1, "Wilson"], "reason": "test",
+            "control": {"value": 0.0, "interval": [0.0, 0.05, "Wilson"], "side": "fail", "caught": True},
+            "test": None, "noises_to_decide": None}
 
 
 def write_results(tmp_path, cases, fmt=RESULTS_FORMAT):

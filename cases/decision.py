@@ -1,0 +1,139 @@
+"""The statistical decision of a claim case, from the per-noise values of its measurements (models/stats.py has the
+intervals and tests, with their sources).
+
+- A threshold case (a bar with a value) holds when the whole 95% interval of its measured value lies strictly on
+  the bar's side, and, where the case has a same-run control, the control's interval lies strictly on the other
+  side: the measurement clears the bar and the same measurement without a shared noise does not. When the interval
+  straddles the bar, the decision says so and how many noises would decide it at the same proportion.
+- A direction case (a bar against another measurement) holds when a paired test over the noise ids both sides
+  share finds the claimed direction at the 5% level: the exact McNemar test for 0/1 values, else a paired bootstrap
+  interval of the mean difference that excludes 0 (an unpaired bootstrap when the sides share no ids). Ties never
+  hold.
+- An `==` bar is an exact claim of a closed form (Theorem 1): it holds when every value meets it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Sequence
+
+from cases import Bar
+from models import stats
+
+UPPER = (">=", ">")  # bars the value must clear from above; "<=", "<" from below
+
+
+@dataclass(frozen=True)
+class Interval:
+    lo: float
+    hi: float
+    method: str  # Wilson, bootstrap, exact, or what the metric computed it with
+
+    def side(self, bar: Bar) -> str:
+        """'pass' when wholly on the passing side of a threshold bar, 'fail' when wholly on the failing side, else
+        'straddles'."""
+        if bar.op == "==":
+            return "pass" if self.lo == self.hi == bar.value else "fail"
+        above, below = self.lo > bar.value, self.hi < bar.value
+        if bar.op in UPPER:
+            return "pass" if above else ("fail" if below else "straddles")
+        return "pass" if below else ("fail" if above else "straddles")
+
+
+def interval_of(units: Sequence[float], given: Optional[Sequence] = None, exact: bool = False) -> Interval:
+    """The 95% interval of the mean of `units` (or the one a metric `given` as (lo, hi, method)); for an exact claim,
+    the range of the values themselves."""
+    if given is not None:
+        return Interval(float(given[0]), float(given[1]), str(given[2]))
+    if exact:
+        return Interval(float(min(units)), float(max(units)), "exact")
+    return Interval(*stats.interval(units))
+
+
+@dataclass(frozen=True)
+class Decision:
+    holds: bool
+    interval: Interval
+    reason: str  # one line: why it holds or not
+    control: Optional[dict[str, Any]] = None  # {value, interval, side, caught}
+    test: Optional[dict[str, Any]] = None  # direction cases: {name, statistic, p or interval, direction}
+    noises_to_decide: Optional[int] = None
+
+    def record(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["interval"] = [self.interval.lo, self.interval.hi, self.interval.method]
+        return out
+
+
+def _fmt(iv: Interval) -> str:
+    return f"[{iv.lo:.3f}, {iv.hi:.3f}] ({iv.method})"
+
+
+def decide_threshold(bar: Bar, value: float, iv: Interval, n: int, control: Optional[tuple[float, Interval]] = None
+                     ) -> Decision:
+    side = iv.side(bar)
+    holds = side == "pass"
+    needed = None
+    if side == "pass":
+        reason = f"the 95% interval {_fmt(iv)} lies wholly {bar.op} {bar.value:g}"
+    elif side == "fail":
+        reason = f"the 95% interval {_fmt(iv)} lies wholly on the failing side of {bar.op} {bar.value:g}"
+    else:
+        needed = stats.noises_to_decide(value, bar.value) if iv.method == "Wilson" else None
+        reason = (f"the 95% interval {_fmt(iv)} straddles the bar {bar.value:g}: {n} noises cannot decide it"
+                  + (f"; about {needed} noises would at the same proportion" if needed else ""))
+    ctrl = None
+    if control is not None:
+        c_value, c_iv = control
+        c_side = c_iv.side(bar)
+        caught = c_side == "fail"
+        ctrl = {"value": c_value, "interval": [c_iv.lo, c_iv.hi, c_iv.method], "side": c_side, "caught": caught}
+        if holds and not caught:
+            holds = False
+            reason = (f"the control (no shared noise) is not caught: {c_value:.3g}, interval {_fmt(c_iv)} "
+                      f"{'also clears' if c_side == 'pass' else 'straddles'} the bar {bar.op} {bar.value:g}")
+        else:
+            reason += f"; control {c_value:.3g} {_fmt(c_iv)} {'caught' if caught else 'not caught'}"
+    return Decision(holds, iv, reason, ctrl, None, needed)
+
+
+def _paired(keys_a: Sequence, keys_b: Sequence) -> bool:
+    return len(keys_a) == len(keys_b) and set(keys_a) == set(keys_b)
+
+
+def decide_direction(bar: Bar, a: tuple[Sequence, Sequence[float]], b: tuple[Sequence, Sequence[float]],
+                     iv: Interval) -> Decision:
+    """`a` and `b` are (keys, per-noise values) of the measurement and of the right-hand side."""
+    if bar.op == "==":
+        raise ValueError("a direction case needs one of >=, >, <=, <; '==' compares with a fixed value")
+    (keys_a, va), (keys_b, vb) = a, b
+    want_greater = bar.op in UPPER
+    mean_a, mean_b = sum(va) / len(va), sum(vb) / len(vb)
+    if _paired(keys_a, keys_b):
+        by_key = dict(zip(keys_b, vb))
+        pairs = [(x, by_key[k]) for k, x in zip(keys_a, va)]
+        if stats.is_binary(va) and stats.is_binary(vb):
+            b10 = sum(1 for x, y in pairs if x > y)
+            b01 = sum(1 for x, y in pairs if x < y)
+            p = stats.mcnemar_exact(b10, b01)
+            right_way = b10 > b01 if want_greater else b01 > b10
+            holds = right_way and p < stats.ALPHA
+            test = {"name": "exact McNemar", "discordant": [b10, b01], "p": p, "pairs": len(pairs)}
+            reason = (f"{mean_a:.3g} vs {mean_b:.3g} over {len(pairs)} paired noises: discordant {b10} / {b01}, "
+                      f"exact McNemar p = {p:.3g}")
+        else:
+            lo, hi = stats.paired_bootstrap([x - y for x, y in pairs])
+            holds = lo > 0 if want_greater else hi < 0
+            test = {"name": "paired bootstrap", "difference": [lo, hi], "pairs": len(pairs)}
+            reason = (f"{mean_a:.3g} vs {mean_b:.3g} over {len(pairs)} paired noises: 95% interval of the "
+                      f"difference [{lo:.3g}, {hi:.3g}]")
+    else:
+        lo, hi = stats.unpaired_bootstrap(va, vb)
+        holds = lo > 0 if want_greater else hi < 0
+        test = {"name": "unpaired bootstrap", "difference": [lo, hi], "sizes": [len(va), len(vb)]}
+        reason = (f"{mean_a:.3g} vs {mean_b:.3g} (no shared noise ids): 95% interval of the difference "
+                  f"[{lo:.3g}, {hi:.3g}]")
+    reason += ("; the claimed direction holds at the 5% level" if holds
+               else f"; the claimed direction ({bar.op}) is not shown at the 5% level")
+    test["direction"] = bar.op
+    test["holds"] = holds
+    return Decision(holds, iv, reason, None, test)

@@ -1,0 +1,39 @@
+"""Every claim kind has a deliberately broken input under which its case fails, while the same case holds, with its
+control caught, on sound input (tests/mutation_cases.py runs them in a pytest of its own)."""
+import pytest
+
+from cases import PARTS
+from reports.schema import load_results
+from tests.helpers import pytest_run
+from tests.mutation_cases import ROWS
+
+# Parts without a mutation row, and why: the real-weight cases need published checkpoints; checkpoint regression is
+# mutated in tests/test_golden.py (perturbed weights fail the golden file); the controls part holds negative claims,
+# whose failing input is a pair that shares its noise (tests/test_claim_suite.py runs the controls on such pairs).
+ELSEWHERE = {"real", "regression", "control"}
+
+
+def test_every_claim_kind_has_a_mutation():
+    kinds = {kind for _, kind, *_ in ROWS}
+    assert set(PARTS) - ELSEWHERE - {"finetune"} <= kinds, sorted(set(PARTS) - ELSEWHERE - kinds)
+    assert "direction" in kinds  # the fine-tune part's cases are direction cases, as C3's are
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mutations")
+    out = pytest_run("tests/mutation_cases.py", "--noises", "32", "--cache-dir", str(tmp / "cache"),
+                     "--report-dir", str(tmp / "out"), "--results", str(tmp / "results.json"), timeout=900)
+    assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
+    records = load_results(tmp / "results.json")["cases"]
+    return {r["nodeid"].split("[")[-1].rstrip("]"): r for r in records}, out.stdout
+
+
+@pytest.mark.parametrize("row", [r[0] for r in ROWS])
+def test_the_sound_case_holds_and_the_mutated_one_fails(outcomes, row):
+    records, stdout = outcomes
+    sound, mutated = records[f"{row}-sound"], records[f"{row}-mutated"]
+    assert sound["outcome"] == "passed", (sound["value"], sound.get("decision"), stdout[-2000:])
+    control = sound["decision"].get("control")
+    assert control is None or control["caught"], control
+    assert mutated["outcome"] == "failed", (mutated["value"], mutated.get("decision"))

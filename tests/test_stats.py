@@ -1,0 +1,128 @@
+"""The statistics of claim decisions (models/stats.py, cases/decision.py) against known values, and the decision
+rules: intervals wholly past the bar, controls that must be caught, paired tests, ties that never hold."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from cases import Bar
+from cases.decision import Interval, decide_direction, decide_threshold, interval_of
+from models import stats
+
+BAR = Bar(">=", 0.6, "a test bar")
+
+
+def test_wilson_matches_a_reference_implementation():
+    # scipy.stats.binomtest(105, 256).proportion_ci(method="wilson") = (0.3516648037328092, 0.47130417046871464)
+    lo, hi = stats.wilson(105, 256)
+    assert lo == pytest.approx(0.3516648037328092, abs=1e-12) and hi == pytest.approx(0.47130417046871464, abs=1e-12)
+    # all successes: the lower bound is n / (n + z^2) (closed form of the Wilson bound at p = 1)
+    assert stats.wilson(128, 128)[0] == pytest.approx(128 / (128 + stats.Z ** 2)) and stats.wilson(128, 128)[1] == 1
+
+
+@given(st.integers(1, 2000), st.data())
+@settings(max_examples=200, deadline=None)
+def test_wilson_contains_the_point_and_shrinks_with_n(n, data):
+    k = data.draw(st.integers(0, n))
+    lo, hi = stats.wilson(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1
+    lo4, hi4 = stats.wilson(4 * k, 4 * n)
+    assert hi4 - lo4 < hi - lo
+
+
+def test_mcnemar_exact_matches_the_binomial_test():
+    # scipy.stats.binomtest(3, 15).pvalue = 0.03515625 (two-sided, p = 1/2)
+    assert stats.mcnemar_exact(3, 12) == pytest.approx(0.03515625) == stats.mcnemar_exact(12, 3)
+    assert stats.mcnemar_exact(0, 0) == 1.0 and stats.mcnemar_exact(5, 5) == 1.0
+
+
+def test_cohen_kappa_of_a_textbook_table():
+    # 50 items: yes/yes 20, yes/no 5, no/yes 10, no/no 15: p_o = 0.7, p_e = 0.5, kappa = 0.4 (Cohen 1960's formula)
+    a = torch.tensor([1] * 25 + [0] * 25)
+    b = torch.tensor([1] * 20 + [0] * 5 + [1] * 10 + [0] * 15)
+    assert stats.cohen_kappa(a, b) == pytest.approx(0.4)
+    assert stats.cohen_kappa(a, a) == 1.0
+    # a map that agrees only as chance does: independent labels with the same shares give kappa near 0
+    g = torch.Generator().manual_seed(0)
+    assert abs(stats.cohen_kappa(torch.randint(3, (20000,), generator=g), torch.randint(3, (20000,), generator=g))) < 0.02
+
+
+def test_bootstrap_interval_covers_the_mean_and_is_reproducible():
+    values = torch.linspace(0, 10, 200).tolist()
+    lo, hi = stats.bootstrap_mean(values)
+    assert lo < 5 < hi and (lo, hi) == stats.bootstrap_mean(values)
+    # the half-width is about 1.96 standard errors (sd 2.9 / sqrt(200) = 0.205)
+    assert (hi - lo) / 2 == pytest.approx(1.96 * torch.tensor(values).std().item() / math.sqrt(200), rel=0.15)
+
+
+def test_noises_to_decide_is_the_first_n_whose_wilson_interval_clears_the_bar():
+    n = stats.noises_to_decide(0.65, 0.6)
+    assert stats.wilson(0.65 * n, n)[0] > 0.6 >= stats.wilson(0.65 * (n - 1), n - 1)[0]
+    assert stats.noises_to_decide(0.6, 0.6) is None
+
+
+def ones(k, n):
+    return [1.0] * k + [0.0] * (n - k)
+
+
+def test_a_threshold_case_holds_only_when_the_whole_interval_clears_the_bar():
+    n = 128
+    clear = decide_threshold(BAR, 0.8, interval_of(ones(102, n)), n)
+    straddle = decide_threshold(BAR, 0.65, interval_of(ones(83, n)), n)
+    below = decide_threshold(BAR, 0.3, interval_of(ones(38, n)), n)
+    assert clear.holds and not straddle.holds and not below.holds
+    assert "straddles the bar 0.6" in straddle.reason and straddle.noises_to_decide > n
+    assert "wholly on the failing side" in below.reason
+
+
+def test_a_control_that_is_not_caught_makes_the_case_fail():
+    n = 128
+    iv = interval_of(ones(120, n))
+    caught = decide_threshold(BAR, 120 / n, iv, n, (0.0, interval_of(ones(0, n))))
+    uncaught = decide_threshold(BAR, 120 / n, iv, n, (0.9, interval_of(ones(115, n))))
+    straddling = decide_threshold(BAR, 120 / n, iv, n, (0.6, interval_of(ones(77, n))))
+    assert caught.holds and caught.control["caught"]
+    assert not uncaught.holds and "also clears" in uncaught.reason
+    assert not straddling.holds and "straddles" in straddling.reason
+
+
+def test_an_exact_claim_holds_only_when_every_value_meets_it():
+    bar = Bar("==", 1.0, "closed form")
+    assert decide_threshold(bar, 1.0, interval_of(ones(64, 64), exact=True), 64).holds
+    assert not decide_threshold(bar, 63 / 64, interval_of(ones(63, 64), exact=True), 64).holds
+
+
+def paired(values):
+    return list(range(len(values))), values
+
+
+def test_direction_cases_use_a_paired_test_and_ties_never_hold():
+    n = 128
+    better, worse = ones(100, n), ones(60, n)
+    greater = Bar(">", None, "src")
+    assert decide_direction(greater, paired(better), paired(worse), Interval(0, 1, "x")).holds
+    assert not decide_direction(greater, paired(worse), paired(better), Interval(0, 1, "x")).holds
+    tie = decide_direction(Bar(">=", None, "src"), paired(better), paired(better), Interval(0, 1, "x"))
+    assert not tie.holds and tie.test["discordant"] == [0, 0]
+    # a small difference over few discordant pairs is not shown at the 5% level
+    close = decide_direction(greater, paired(ones(66, n)), paired(ones(62, n)), Interval(0, 1, "x"))
+    assert not close.holds and close.test["p"] > 0.05
+    # non-binary values: a paired bootstrap of the difference
+    a, b = torch.linspace(0, 1, n).tolist(), (torch.linspace(0, 1, n) + 0.1).tolist()
+    assert decide_direction(Bar("<", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).test["name"] == \
+        "paired bootstrap"
+    assert decide_direction(Bar("<", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).holds
+    # sides that share no noise ids: an unpaired bootstrap
+    other = (list(range(n, 2 * n)), b)
+    assert decide_direction(Bar("<", None, "src"), paired(a), other, Interval(0, 1, "x")).test["name"] == \
+        "unpaired bootstrap"
+
+
+def test_bad_input_is_refused_with_the_valid_range():
+    with pytest.raises(ValueError, match="successes must lie in \\[0, n = 4\\], got 5"):
+        stats.wilson(5, 4)
+    with pytest.raises(ValueError, match="at least one value, got n = 0"):
+        stats.wilson(0, 0)
+    with pytest.raises(ValueError, match="needs one of >=, >, <=, <"):
+        decide_direction(Bar("==", None, "s"), paired([1.0]), paired([0.0]), Interval(0, 1, "x"))
