@@ -28,7 +28,8 @@ REGIMES += [Case("C3", FIG5, "rp", (Run(large), Run(optimal("l2048"))),
             for small, large in zip(M64, L2048)]
 # Fig. 5, the capacity axis: at the same training-set size a larger network is closer to D* (more memorization).
 CAPACITY = Bar(">", None, "Sec. 3, Fig. 5: a larger network reproduces D* more at the same training-set size")
-REGIMES += [Case("C3", FIG5, "rp", (Run(M64[1]), Run(optimal("m64"))), CAPACITY, versus=(Run(M64[0]), Run(optimal("m64"))),
+REGIMES += [Case("C3", FIG5, "rp", (Run(M64[1]), Run(optimal("m64"))), CAPACITY,
+                 versus=(Run(M64[0]), Run(optimal("m64"))),
                  params={"size": 64}, tag="capacity")]
 
 # Fig. 13 (Appendix A.5): the final training loss is lower in the memorization regime (mean of the last 200 steps).

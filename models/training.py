@@ -95,7 +95,8 @@ class TrainConfig:
         if self.finetune_from and self.distill_from:
             raise ValueError("give at most one of finetune_from and distill_from")
         if self.arch in VAE_ARCHS and self.conditional:
-            raise ValueError(f"the VAE architectures ({', '.join(VAE_ARCHS)}) are unconditional; got conditional = true")
+            raise ValueError(f"the VAE architectures ({', '.join(VAE_ARCHS)}) are unconditional; "
+                             f"got conditional = true")
         if (self.arch in VAE_ARCHS) != (self.objective == "elbo"):
             raise ValueError(f"the 'elbo' objective trains exactly the VAE architectures {', '.join(VAE_ARCHS)}; "
                              f"got arch {self.arch!r} with objective {self.objective!r}")

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from cases import PARTS
+from cases import PAPER_VALUES, PARTS
 from cases.names import parse
 from models.atomic import atomic_write
 from models.store import SampleSet, SampleStore, StoreError
@@ -326,7 +326,41 @@ class Report:
         self.add("Inpainting by deterministic DPS (Fig. 7)", self.fig_inverse, "no inverse-problem case ran")
         self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran")
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
+        for part, (title, _) in PARTS.items():
+            self.add(f"Forest plot: {title}", lambda part=part: self.fig_forest(part),
+                     "no case of this part was measured")
         return self.write_html()
+
+    def fig_forest(self, part: str):
+        """Per case of a part: the value with its 95% interval, the control's (grey), the bar (red) or the right-hand
+        side of a direction case (hollow), and the paper's number where it gives one (dotted)."""
+        rows = [c for c in self.cases if c["part"] == part and isinstance(c.get("decision"), dict)]
+        if not rows:
+            return None
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
+        for y, c in enumerate(rows):
+            lo, hi, _ = c["decision"]["interval"]
+            colour = "tab:green" if c["outcome"] == "passed" else "tab:red"
+            ax.plot([lo, hi], [y, y], color=colour, lw=2)
+            ax.plot([c["value"]], [y], "o", color=colour, ms=4)
+            control = c["decision"].get("control")
+            if control:
+                clo, chi = control["interval"][:2]
+                ax.plot([clo, chi], [y - 0.25, y - 0.25], color="grey", lw=1)
+                ax.plot([control["value"]], [y - 0.25], "x", color="grey", ms=4)
+            if c["bar"]["value"] is not None:
+                ax.plot([c["bar"]["value"]] * 2, [y - 0.4, y + 0.4], color="red", lw=1)
+            elif isinstance((c.get("versus") or {}).get("value"), (int, float)):
+                ax.plot([c["versus"]["value"]], [y], "o", mfc="none", color="black", ms=5)
+            paper = PAPER_VALUES.get((c["part"], c["metric"]))
+            if paper is not None:
+                ax.plot([paper] * 2, [y - 0.4, y + 0.4], ":", color="black", lw=1)
+        ax.set_yticks(range(len(rows)), [c["id"][:90] for c in rows], fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel("value with 95% interval (colour: outcome); grey x: control; red: bar; hollow: right-hand side; "
+                      "dotted: the paper", fontsize=7)
+        return self.save(fig, f"forest-{part}.png")
 
     def scorecard(self) -> str:
         """One row per part of the paper: holds / fails / not run, counts, measured range and the paper's number."""
@@ -368,11 +402,14 @@ class Report:
             bad = sum(c["outcome"] in ("failed", "error") for c in group)
             rows = "".join(
                 f"<tr class='{c['outcome']}'><td>{esc(c['outcome'])}</td><td>{esc(c['id'])}</td>"
-                f"<td>{esc(c['source'])}</td><td>{esc(_value(c))}</td><td>{esc(_bar(c))}</td><td>{c['n']}</td>"
+                f"<td>{esc(c['source'])}</td><td>{esc(_value(c))}</td><td>{esc(_interval(c))}</td>"
+                f"<td>{esc(_control(c))}</td><td>{esc(_bar(c))}</td><td>{c['n']}</td>"
+                f"<td>{esc((c.get('decision') or {}).get('reason', ''))}</td>"
                 f"<td>{esc(c['bar']['source'])}</td></tr>" for c in group)
             out.append(f"<details><summary>{esc(title)}: {len(group)} cases, {bad} failed or in error</summary>"
-                       f"<table><tr><th>outcome</th><th>case</th><th>paper</th><th>measured</th><th>bar</th>"
-                       f"<th>pairs</th><th>bar source</th></tr>{rows}</table></details>")
+                       f"<table><tr><th>outcome</th><th>case</th><th>paper</th><th>measured</th>"
+                       f"<th>95% interval</th><th>control</th><th>bar</th><th>pairs</th><th>decision</th>"
+                       f"<th>bar source</th></tr>{rows}</table></details>")
         return "".join(out)
 
     def write_html(self) -> Path:
@@ -399,6 +436,19 @@ img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 
 def _value(c: dict) -> str:
     return f"{c['value']:.3g}" if c["outcome"] in MEASURED else c.get("reason", "")
+
+
+def _interval(c: dict) -> str:
+    d = c.get("decision") or {}
+    return f"[{d['interval'][0]:.3f}, {d['interval'][1]:.3f}] {d['interval'][2]}" if d.get("interval") else ""
+
+
+def _control(c: dict) -> str:
+    ctrl = (c.get("decision") or {}).get("control")
+    if not ctrl:
+        return ""
+    lo, hi = ctrl["interval"][:2]
+    return f"{ctrl['value']:.3g} [{lo:.3f}, {hi:.3f}] {'caught' if ctrl['caught'] else 'NOT caught'}"
 
 
 def _bar(c: dict) -> str:

@@ -1,9 +1,9 @@
 """Mutation cases, run by tests/test_mutations.py in a pytest of its own (no test_ prefix: `pytest tests` does not
 collect it). Each row is a claim case that holds on sound input and one deliberately broken input: one side's noise
 space permuted, a model's "weights" replaced (D* on photos it never saw: the closed form's weights are its training
-set), a conditional model's labels shifted, or a DPS observation swapped for another. The sound case must hold with
-its control caught; the mutated case must fail. The sound models are D* (the closed form: fast and exact) and,
-where a claim needs networks, the embedded zoo's.
+set), a conditional model's labels shifted, a DPS observation swapped for another, or noise ids off by one. The
+sound case must hold with its control caught; the mutated case must fail. The sound models are D* (the closed
+form: fast and exact) and, where a claim needs networks, the embedded zoo's.
 
 Test ids: `<row>-sound` and `<row>-mutated`; tests/test_mutations.py reads the outcomes from the results file.
 """
@@ -19,6 +19,7 @@ from fixtures.measure import Measure, permuted_bank
 from fixtures.samples import SampleSource
 from fixtures.zoo import Model
 from models.datasets import embedded_photos
+from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
 
 SIZE = 64
@@ -51,6 +52,10 @@ ROWS = [
      "labels shifted", COND_RUNS[1]),
     ("inverse", "inverse", Case("C4", "Fig. 7", "rp", DPS, score_bar(), params={"mask": "easy"}, noises=32),
      "observation swapped", DPS[1]),
+    # a control (a negative claim): pairs of other noise ids score low, unless the ids are off by one (the bug a
+    # control must catch: the shifted pairs then share their noise)
+    ("control", "control", Case("control", "Sec. 2.1", "rp", (DSTAR, DSTAR_B), score_bar("<"),
+                                params={"pairing": "shifted"}), "noise ids off by one", DSTAR_B),
 ]
 
 
@@ -72,6 +77,10 @@ class Mutant(Measure):
     def sample(self, run, n, label=None, bank=None, extra=None, run_fn=None):
         if run == self.target and self.mutation == "noise permuted":
             bank, extra = permuted_bank(bank or self.bank_for(run, n)), (extra or {}) | {"mutation": self.mutation}
+        if run == self.target and self.mutation == "noise ids off by one":  # id j gets the noise of id j - 1
+            bank = bank or self.bank_for(run, n)
+            bank = NoiseBank(bank.eps.roll(1, 0), bank.ids, bank.seed)
+            extra = (extra or {}) | {"mutation": self.mutation}
         if run == self.target and self.mutation == "labels shifted" and label is not None:
             label = (label + 1) % self.model(run.model).num_classes
         return super().sample(run, n, label, bank, extra, run_fn)

@@ -8,9 +8,8 @@ from tests.helpers import pytest_run
 from tests.mutation_cases import ROWS
 
 # Parts without a mutation row, and why: the real-weight cases need published checkpoints; checkpoint regression is
-# mutated in tests/test_golden.py (perturbed weights fail the golden file); the controls part holds negative claims,
-# whose failing input is a pair that shares its noise (tests/test_claim_suite.py runs the controls on such pairs).
-ELSEWHERE = {"real", "regression", "control"}
+# mutated in tests/test_golden.py (perturbed weights fail the golden file).
+ELSEWHERE = {"real", "regression"}
 
 
 def test_every_claim_kind_has_a_mutation():

@@ -53,7 +53,9 @@ def test_report_is_built_with_figures_that_decode_and_are_not_blank(tmp_path):
     text = page.read_text()
     assert "C2/a~b/dpm3@20: rp&gt;=0.6" in text and "no C3 case ran" in text
     pngs = re.findall(r"src='([^']+)'", text)  # every image the page links
-    assert pngs == ["grids.png", "matrices.png", "worst.png"]
+    assert pngs == ["grids.png", "matrices.png", "worst.png", "forest-C2.png"]
+    # each case shows its 95% interval, its control and why it holds or not
+    assert "[0.150, 0.350] Wilson" in text and "0 [0.000, 0.050] caught" in text
     for name in pngs:
         img = np.asarray(Image.open(tmp_path / "out" / name).convert("L"))
         assert img.std() > 5, name  # not a blank canvas

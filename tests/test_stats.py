@@ -45,7 +45,8 @@ def test_cohen_kappa_of_a_textbook_table():
     assert stats.cohen_kappa(a, a) == 1.0
     # a map that agrees only as chance does: independent labels with the same shares give kappa near 0
     g = torch.Generator().manual_seed(0)
-    assert abs(stats.cohen_kappa(torch.randint(3, (20000,), generator=g), torch.randint(3, (20000,), generator=g))) < 0.02
+    a, b = torch.randint(3, (20000,), generator=g), torch.randint(3, (20000,), generator=g)
+    assert abs(stats.cohen_kappa(a, b)) < 0.02
 
 
 def test_bootstrap_interval_covers_the_mean_and_is_reproducible():
@@ -126,3 +127,23 @@ def test_bad_input_is_refused_with_the_valid_range():
         stats.wilson(0, 0)
     with pytest.raises(ValueError, match="needs one of >=, >, <=, <"):
         decide_direction(Bar("==", None, "s"), paired([1.0]), paired([0.0]), Interval(0, 1, "x"))
+
+
+def test_rp_checks_the_ids_of_both_sides_and_a_control_pairs_other_noises():
+    import numpy as np
+
+    from fixtures.measure import Measure
+    from models.scores import PairingError
+    from models.store import SampleSet
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    embed = lambda x: torch.from_numpy(np.asarray(x, dtype=np.float32).reshape(len(x), -1) - 127.5)  # centred pixels
+    m = Measure(None, None, None, embed, 4)
+    a = SampleSet(images, np.arange(4), 20, {"model": "a"})
+    same = m.rp(a, SampleSet(images.copy(), np.arange(4), 20, {"model": "b"}))
+    assert same.value == 1.0 and same.keys == [0, 1, 2, 3]
+    with pytest.raises(PairingError, match="only in the first set \\[3\\], only in the second \\[4\\]"):
+        m.rp(a, SampleSet(images, np.array([0, 1, 2, 4]), 20, {"model": "b"}))
+    shifted = m.rp(a, SampleSet(images.copy(), np.arange(4), 20, {"model": "b"}), shift=1)
+    assert shifted.value < 1.0 and shifted.keys == [0, 1, 2, 3]  # image i against image i + 1, keyed by i

@@ -170,6 +170,25 @@ def test_warm_up_ramps_the_learning_rate_linearly_then_holds_it(tmp_path):
     assert Trainer(tiny(lr=1e-3), tmp_path / "b").lr(0) == 1e-3  # no warm-up: the configured rate from step 0
 
 
+def test_cosine_decay_falls_from_the_rate_to_zero_after_the_warm_up(tmp_path):
+    trainer = Trainer(tiny(lr=1e-3, warmup_steps=2, steps=10, lr_decay="cosine"), tmp_path)
+    rates = [trainer.lr(s) for s in range(10)]
+    # warm-up 5e-4, 1e-3; then 0.5 (1 + cos(pi k / 8)) 1e-3 for k = 0..7
+    assert rates[:3] == pytest.approx([5e-4, 1e-3, 1e-3]) and rates[6] == pytest.approx(5e-4)
+    assert all(a > b for a, b in zip(rates[2:], rates[3:])) and rates[-1] > 0
+    with pytest.raises(ValueError, match="unknown lr_decay 'step'; valid: none, cosine"):
+        tiny(lr_decay="step")
+
+
+def test_a_state_written_before_a_field_existed_resumes_with_its_default(tmp_path):
+    trainer = Trainer(tiny(steps=2), tmp_path)
+    trainer.run()
+    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    del state["config"]["lr_decay"]
+    torch.save(state, tmp_path / "train_state.pt")
+    assert Trainer(tiny(steps=2), tmp_path).step == 2
+
+
 def test_the_sigma_draw_follows_the_configured_log_normal():
     from models.kernels import make_kernel
     from models.training import draw_sigma
