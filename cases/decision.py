@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
-from cases import Bar
+from cases import SCORE_BAR, Bar
 from models import stats
 
 UPPER = (">=", ">")  # bars the value must clear from above; "<=", "<" from below
@@ -27,6 +27,14 @@ class Interval:
     lo: float
     hi: float
     method: str  # Wilson, bootstrap, exact, or what the metric computed it with
+
+    def caught(self, bar: Bar) -> bool:
+        """A control is caught when its interval lies wholly on the failing side of the bar; for an exact `==` bar
+        (every value meets it), when its interval lies wholly below the score bar 0.6: a control that misses an exact
+        claim by one value is no evidence."""
+        if bar.op == "==":
+            return self.hi < SCORE_BAR
+        return self.side(bar) == "fail"
 
     def side(self, bar: Bar) -> str:
         """'pass' when wholly on the passing side of a threshold bar, 'fail' when wholly on the failing side, else
@@ -39,14 +47,22 @@ class Interval:
         return "pass" if below else ("fail" if above else "straddles")
 
 
-def interval_of(units: Sequence[float], given: Optional[Sequence] = None, exact: bool = False) -> Interval:
+def clusters_of(keys: Sequence) -> Optional[list]:
+    """The noise (or path) each unit belongs to, where keys are "<noise>/<label>" or "<path>/<point>"; else None."""
+    if not keys or not all(isinstance(k, str) and "/" in k for k in keys):
+        return None
+    return [k.split("/")[0] for k in keys]
+
+
+def interval_of(units: Sequence[float], given: Optional[Sequence] = None, exact: bool = False,
+                keys: Optional[Sequence] = None) -> Interval:
     """The 95% interval of the mean of `units` (or the one a metric `given` as (lo, hi, method)); for an exact claim,
-    the range of the values themselves."""
+    the range of the values themselves; units that share a noise are resampled together."""
     if given is not None:
         return Interval(float(given[0]), float(given[1]), str(given[2]))
     if exact:
         return Interval(float(min(units)), float(max(units)), "exact")
-    return Interval(*stats.interval(units))
+    return Interval(*stats.interval(units, clusters_of(keys or [])))
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ def decide_threshold(bar: Bar, value: float, iv: Interval, n: int, control: Opti
     if control is not None:
         c_value, c_iv = control
         c_side = c_iv.side(bar)
-        caught = c_side == "fail"
+        caught = c_iv.caught(bar)
         ctrl = {"value": c_value, "interval": [c_iv.lo, c_iv.hi, c_iv.method], "side": c_side, "caught": caught}
         if holds and not caught:
             holds = False
@@ -108,10 +124,18 @@ def decide_direction(bar: Bar, a: tuple[Sequence, Sequence[float]], b: tuple[Seq
     (keys_a, va), (keys_b, vb) = a, b
     want_greater = bar.op in UPPER
     mean_a, mean_b = sum(va) / len(va), sum(vb) / len(vb)
+    clusters = clusters_of(keys_a)
     if _paired(keys_a, keys_b):
         by_key = dict(zip(keys_b, vb))
         pairs = [(x, by_key[k]) for k, x in zip(keys_a, va)]
-        if stats.is_binary(va) and stats.is_binary(vb):
+        if clusters is not None:  # several units per noise: resample noises, not units
+            lo, hi = stats.cluster_bootstrap_mean([x - y for x, y in pairs], clusters)
+            holds = lo > 0 if want_greater else hi < 0
+            test = {"name": "paired bootstrap over noises", "difference": [lo, hi], "pairs": len(pairs),
+                    "noises": len(set(clusters))}
+            reason = (f"{mean_a:.3g} vs {mean_b:.3g} over {len(set(clusters))} paired noises ({len(pairs)} pairs): "
+                      f"95% interval of the difference [{lo:.3g}, {hi:.3g}]")
+        elif stats.is_binary(va) and stats.is_binary(vb):
             b10 = sum(1 for x, y in pairs if x > y)
             b01 = sum(1 for x, y in pairs if x < y)
             p = stats.mcnemar_exact(b10, b01)

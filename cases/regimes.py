@@ -27,7 +27,8 @@ REGIMES += [Case("C3", FIG5, "rp", (Run(large), Run(optimal("l2048"))),
                  versus=(Run(small), Run(optimal("m64"))), params={"size": 2048, "versus_size": 64})
             for small, large in zip(M64, L2048)]
 # Fig. 5, the capacity axis: at the same training-set size a larger network is closer to D* (more memorization).
-CAPACITY = Bar(">", None, "Sec. 3, Fig. 5: a larger network reproduces D* more at the same training-set size")
+CAPACITY = Bar(">", None, "Sec. 3, Fig. 5: 'diffusion model could converge to the theoretical solution when the "
+                          "model capacity is large enough'; a larger network reproduces D* more at the same size")
 REGIMES += [Case("C3", FIG5, "rp", (Run(M64[1]), Run(optimal("m64"))), CAPACITY,
                  versus=(Run(M64[0]), Run(optimal("m64"))),
                  params={"size": 64}, tag="capacity")]

@@ -31,7 +31,9 @@ for mask in ("easy", "hard"):
 for pair in (WITHIN, ACROSS):
     INVERSE.append(Case("C4", "Appendix F, Fig. 25", "rp", tuple(Run(m, "dps", 34) for m in pair),
                         Bar("<", None, "Appendix F, Fig. 25: hard inpainting is less reproducible than easy"),
-                        versus=tuple(Run(m, "dps", 34) for m in pair), params={"mask": "hard", "versus_mask": "easy"},
+                        versus=tuple(Run(m, "dps", 34) for m in pair),
+                        # both sides scored on the easy square, which both masks hide: one region, two masks
+                        params={"mask": "hard", "versus_mask": "easy", "score_mask": "easy"},
                         noises=INVERSE_NOISES, rhs="rp([mask=easy])"))
 # Fig. 22 (Appendix F): the result depends on the observation; the same noise under another observation (noise i
 # with y_(i+1)) gives another image in the unobserved square.

@@ -56,9 +56,27 @@ def bootstrap_mean(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES
     return lo, hi
 
 
-def interval(values: Sequence[float]) -> tuple[float, float, str]:
-    """The 95% interval of the mean of per-noise values: Wilson when they are all 0 or 1, else the bootstrap."""
+def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resamples: int = BOOTSTRAP_RESAMPLES,
+                           seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """The percentile bootstrap 95% interval of the mean of `values`, resampling whole clusters (the values of one
+    noise under several labels, or the points of one path, are not independent; Davison & Hinkley 1997, Sec. 3.8)."""
+    groups: dict = {}
+    for v, c in zip(values, clusters):
+        groups.setdefault(c, []).append(float(v))
+    sums = torch.tensor([sum(g) for g in groups.values()], dtype=torch.float64)
+    sizes = torch.tensor([len(g) for g in groups.values()], dtype=torch.float64)
+    idx = torch.randint(len(sums), (resamples, len(sums)), generator=torch.Generator().manual_seed(seed))
+    means = sums[idx].sum(1) / sizes[idx].sum(1)
+    lo, hi = torch.quantile(means, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
+def interval(values: Sequence[float], clusters: Optional[Sequence] = None) -> tuple[float, float, str]:
+    """The 95% interval of the mean of per-noise values: Wilson when they are all 0 or 1, else the bootstrap; a
+    cluster bootstrap when `clusters` groups several values per noise."""
     values = list(values)
+    if clusters is not None and len(set(clusters)) < len(values):
+        return (*cluster_bootstrap_mean(values, clusters), "bootstrap over noises")
     if is_binary(values):
         return (*wilson(sum(values), len(values)), "Wilson")
     return (*bootstrap_mean(values), "bootstrap")

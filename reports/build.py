@@ -334,7 +334,8 @@ class Report:
     def fig_forest(self, part: str):
         """Per case of a part: the value with its 95% interval, the control's (grey), the bar (red) or the right-hand
         side of a direction case (hollow), and the paper's number where it gives one (dotted)."""
-        rows = [c for c in self.cases if c["part"] == part and isinstance(c.get("decision"), dict)]
+        rows = [c for c in self.cases if c["part"] == part and isinstance(c.get("decision"), dict)
+                and c["metric"] not in OFF_SCALE]
         if not rows:
             return None
         plt = _plt()
@@ -359,7 +360,7 @@ class Report:
         ax.set_yticks(range(len(rows)), [c["id"][:90] for c in rows], fontsize=6)
         ax.invert_yaxis()
         ax.set_xlabel("value with 95% interval (colour: outcome); grey x: control; red: bar; hollow: right-hand side; "
-                      "dotted: the paper", fontsize=7)
+                      "dotted: the paper's least similar pair", fontsize=7)
         return self.save(fig, f"forest-{part}.png")
 
     def scorecard(self) -> str:
@@ -436,6 +437,9 @@ img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 
 def _value(c: dict) -> str:
     return f"{c['value']:.3g}" if c["outcome"] in MEASURED else c.get("reason", "")
+
+
+OFF_SCALE = ("loss", "layout_mae")  # not on the 0-1 axis of the forest plots; the case tables list them
 
 
 def _interval(c: dict) -> str:

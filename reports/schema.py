@@ -16,6 +16,7 @@ from typing import Any
 
 from cases import OPS, Bar
 from cases.decision import Interval
+from models.stats import ALPHA, mcnemar_exact
 
 RESULTS_FORMAT = "samenoise-results/4"  # 3: meta.constants (seeds, grid range); 4: decisions (interval, control)
 OUTCOMES = ("failed", "error", "passed", "skipped")  # also the report's order: what needs a look first
@@ -93,14 +94,32 @@ def decision_holds(decision: Any, bar: dict, where: str) -> bool:
         test = decision.get("test")
         if not isinstance(test, dict) or not isinstance(test.get("holds"), bool) or test.get("direction") != bar["op"]:
             raise ResultsError(f"{where}: a direction case needs a 'test' for {bar['op']} with 'holds'")
-        return test["holds"]
+        return direction_holds(test, bar["op"], where)
     b = Bar(bar["op"], bar["value"], bar["source"])
     holds = Interval(*decision["interval"]).side(b) == "pass"
     control = decision.get("control")
     if control is not None:
         if not isinstance(control, dict) or not isinstance(control.get("interval"), list):
             raise ResultsError(f"{where}: 'control' needs an 'interval'")
-        holds = holds and Interval(*control["interval"]).side(b) == "fail"
+        holds = holds and Interval(*control["interval"]).caught(b)
+    return holds
+
+
+def direction_holds(test: dict, op: str, where: str) -> bool:
+    """A direction test's verdict recomputed from what it recorded: McNemar's discordant counts, or the interval
+    of the difference; refused when the recorded 'holds' disagrees."""
+    greater = op in (">=", ">")
+    if isinstance(test.get("discordant"), list) and len(test["discordant"]) == 2:
+        b10, b01 = test["discordant"]
+        holds = (b10 > b01 if greater else b01 > b10) and mcnemar_exact(b10, b01) < ALPHA
+    elif isinstance(test.get("difference"), list) and len(test["difference"]) == 2 and \
+            all(_number(v) for v in test["difference"]):
+        lo, hi = test["difference"]
+        holds = lo > 0 if greater else hi < 0
+    else:
+        raise ResultsError(f"{where}: a direction test needs 'discordant' counts or a 'difference' interval")
+    if holds != test["holds"]:
+        raise ResultsError(f"{where}: its test records holds {test['holds']}, but its figures say {holds}")
     return holds
 
 

@@ -147,3 +147,29 @@ def test_rp_checks_the_ids_of_both_sides_and_a_control_pairs_other_noises():
         m.rp(a, SampleSet(images, np.array([0, 1, 2, 4]), 20, {"model": "b"}))
     shifted = m.rp(a, SampleSet(images.copy(), np.arange(4), 20, {"model": "b"}), shift=1)
     assert shifted.value < 1.0 and shifted.keys == [0, 1, 2, 3]  # image i against image i + 1, keyed by i
+
+
+def test_units_that_share_a_noise_are_resampled_together():
+    # 32 noises x 5 labels: each noise's five values are equal, so the information is that of 32 values, not 160
+    values = [float(i % 2) for i in range(32) for _ in range(5)]
+    keys = [f"{i}/{c}" for i in range(32) for c in range(5)]
+    clustered = interval_of(values, keys=keys)
+    flat = interval_of(values)
+    assert clustered.method == "bootstrap over noises" and flat.method == "Wilson"
+    assert clustered.hi - clustered.lo > 1.8 * (flat.hi - flat.lo)  # about sqrt(5) wider
+
+
+def test_an_exact_claims_control_is_caught_only_when_its_interval_excludes_the_bar():
+    bar = Bar("==", 1.0, "closed form")
+    assert interval_of(ones(0, 64)).caught(bar) and interval_of(ones(20, 64)).caught(bar)
+    assert not interval_of(ones(63, 64)).caught(bar) and not interval_of(ones(38, 64)).caught(bar)
+
+
+def test_the_schema_recomputes_a_direction_test_from_its_figures():
+    from reports.schema import ResultsError, direction_holds
+
+    assert direction_holds({"discordant": [12, 3], "holds": True}, ">", "here")
+    assert not direction_holds({"discordant": [9, 3], "holds": False}, ">", "here")  # p = 0.146
+    with pytest.raises(ResultsError, match="records holds True, but its figures say False"):
+        direction_holds({"discordant": [9, 3], "holds": True}, ">", "here")
+    assert direction_holds({"difference": [-0.3, -0.1], "holds": True}, "<", "here")
