@@ -348,8 +348,6 @@ def train_once(raw: dict[str, Any], root: str | os.PathLike, name: str, device: 
     return out / "model"
 
 
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     """python -m models.training CONFIG.toml OUT_DIR [--device cpu] [--float16]: train one zoo model."""
     import argparse

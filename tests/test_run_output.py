@@ -8,7 +8,6 @@ from reports.schema import load_results
 from tests.helpers import pytest_run
 
 
-
 def run(tmp_path, *args, env=None):
     return pytest_run("tests/claim_outcomes.py", "--cache-dir", str(tmp_path / "cache"), "--report-dir",
                       str(tmp_path / "out"), *args, timeout=300,
