@@ -145,7 +145,7 @@ def decide_direction(bar: Bar, a: tuple[Sequence, Sequence[float]], b: tuple[Seq
             reason = (f"{mean_a:.3g} vs {mean_b:.3g} over {len(pairs)} paired noises: discordant {b10} / {b01}, "
                       f"exact McNemar p = {p:.3g}")
         else:
-            lo, hi = stats.paired_bootstrap([x - y for x, y in pairs])
+            lo, hi = stats.bootstrap_mean([x - y for x, y in pairs])
             holds = lo > 0 if want_greater else hi < 0
             test = {"name": "paired bootstrap", "difference": [lo, hi], "pairs": len(pairs)}
             reason = (f"{mean_a:.3g} vs {mean_b:.3g} over {len(pairs)} paired noises: 95% interval of the "

@@ -41,6 +41,12 @@ def wilson(k: float, n: int, z: float = Z) -> tuple[float, float]:
     return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
+def _percentiles(replicates: torch.Tensor) -> tuple[float, float]:
+    """The percentile bootstrap 95% interval from bootstrap replicates of a statistic."""
+    lo, hi = torch.quantile(replicates, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
 def is_binary(values: Sequence[float]) -> bool:
     return all(v in (0.0, 1.0) for v in values)
 
@@ -52,8 +58,7 @@ def bootstrap_mean(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES
     _check_n(0, len(v))
     idx = torch.randint(len(v), (resamples, len(v)), generator=torch.Generator().manual_seed(seed))
     means = v[idx].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
-    return lo, hi
+    return _percentiles(means)
 
 
 def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -67,8 +72,7 @@ def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resample
     sizes = torch.tensor([len(g) for g in groups.values()], dtype=torch.float64)
     idx = torch.randint(len(sums), (resamples, len(sums)), generator=torch.Generator().manual_seed(seed))
     means = sums[idx].sum(1) / sizes[idx].sum(1)
-    lo, hi = torch.quantile(means, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
-    return lo, hi
+    return _percentiles(means)
 
 
 def interval(values: Sequence[float], clusters: Optional[Sequence] = None) -> tuple[float, float, str]:
@@ -91,12 +95,6 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_bootstrap(diffs: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
-                     seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """The 95% percentile bootstrap interval of the mean paired difference (resampling noise ids)."""
-    return bootstrap_mean(diffs, resamples, seed)
-
-
 def unpaired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
                        seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """The 95% percentile bootstrap interval of mean(a) - mean(b), each side resampled on its own."""
@@ -105,8 +103,7 @@ def unpaired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 
     g = torch.Generator().manual_seed(seed)
     da = va[torch.randint(len(va), (resamples, len(va)), generator=g)].mean(1)
     db = vb[torch.randint(len(vb), (resamples, len(vb)), generator=g)].mean(1)
-    lo, hi = torch.quantile(da - db, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
-    return lo, hi
+    return _percentiles(da - db)
 
 
 def noises_to_decide(p: float, bar: float, z: float = Z, limit: int = 10 ** 7) -> Optional[int]:
@@ -152,5 +149,4 @@ def bootstrap_kappa(a: torch.Tensor, b: torch.Tensor, classes: Optional[int] = N
     k = classes or int(max(a.max(), b.max())) + 1
     idx = torch.randint(len(a), (resamples, len(a)), generator=torch.Generator().manual_seed(seed))
     kappas = torch.tensor([cohen_kappa(a[i], b[i], k) for i in idx], dtype=torch.float64)
-    lo, hi = torch.quantile(kappas, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
-    return lo, hi
+    return _percentiles(kappas)
