@@ -36,6 +36,12 @@ MARKERS = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("samenoise")
     group.addoption("--device", default="cpu", help="torch device for sampling (cpu, cuda, cuda:1, ...)")
+    group.addoption("--workers", type=int, default=None,
+                    help="threads that share each model's micro-batches, one core each (default: torch's thread "
+                         "count, i.e. the cores or OMP_NUM_THREADS; 1 samples on one thread as before; CPU only)")
+    group.addoption("--compile", action="store_true",
+                    help="torch.compile the networks (a long run's speed-up; 15-30 s per model to compile; samples "
+                         "differ from eager in the low bits, so they are stored under their own key)")
     group.addoption("--descriptor", default="sscd-int8",
                     help="similarity descriptor: sscd-int8 (offline default), sscd-mixup, sscd-large")
     group.addoption("--descriptor-path", default=None, help="weights file of the descriptor (TorchScript SSCD)")
@@ -90,6 +96,8 @@ def _check_options(config: pytest.Config) -> None:
     opt, usage = config.getoption, pytest.UsageError
     if opt("--noises") < 1:
         raise usage(f"--noises must be at least 1, got {opt('--noises')}")
+    if opt("--workers") is not None and not 1 <= opt("--workers") <= 256:
+        raise usage(f"--workers must be between 1 and 256 threads, got {opt('--workers')}")
     for name in ("--golden-rp", "--golden-mae"):
         if not 0 <= opt(name) <= 1:
             raise usage(f"{name} is a score bar between 0 and 1, got {opt(name)}")

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
+from models.fast import Runner
 from models.kernels import Kernel, append_dims, as64, make_kernel
 from models.registry import Registry
 
@@ -104,6 +105,13 @@ class NetworkDenoiser:
         self.time_scale, self.sigma_data = time_scale, sigma_data
         self.sample_shape = sample_shape
         self.num_classes = num_classes
+        self.runner = Runner(net, "eager")  # see use(); gradients always run the module itself
+
+    def use(self, runner: str) -> "NetworkDenoiser":
+        """Call the network through `runner` ('eager', 'traced', 'compiled'; models/fast.py) when no gradient
+        is needed. Only for networks whose weights no longer change: a trace keeps the weights it was made with."""
+        self.runner = Runner(self.net, runner)
+        return self
 
     def _param(self) -> Optional[torch.Tensor]:
         return next(self.net.parameters(), None)
@@ -126,8 +134,7 @@ class NetworkDenoiser:
         args = (net_in.to(device, dtype), c_noise.to(device, dtype if self.time_input != "discrete" else torch.long))
         if label is not None:
             args += (label.to(device),)
-        out = self.net(*args)
-        out = getattr(out, "sample", out)  # diffusers models return an output object
+        out = self.runner(*args)
         return self._to_x0(x, sigma, alpha, sigma_std, out.to(x), self.sigma_data)
 
 

@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from models.fast import parallel_map
 from models.grids import make_grid
 from models.kernels import Kernel
 from models.noise import NoiseBank
@@ -24,10 +25,12 @@ class NonFiniteError(FloatingPointError):
 
 def solve(D: Denoiser, x: torch.Tensor, kernel: Kernel, sampler: str = "dpm3", nfe: int = 20,
           grid: str = "edm", label=None, **grid_range) -> Sampled:
-    """Sample from the sigma-space state x at the grid's sigma_max with at most `nfe` evaluations."""
+    """Sample from the sigma-space state x at the grid's sigma_max with at most `nfe` evaluations. The grid stays on
+    the CPU: its 0-d entries act as scalars on any device, and the samplers' tests on them (the last step, sigma = 0)
+    never wait for a GPU."""
     spec = SAMPLERS[sampler]
     sigmas = make_grid(grid, kernel, spec.steps(sampler, nfe), append_zero=True, **grid_range)
-    return spec.fn(D, x, sigmas.to(x.device), label)
+    return spec.fn(D, x, sigmas, label)
 
 
 def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler", steps: int = 100,
@@ -37,7 +40,7 @@ def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler"
     if sampler == "consistency":
         raise ValueError("the one-step consistency sampler has no inverse ODE; use euler, heun or dpm1-3")
     sigmas = make_grid(grid, kernel, steps + 1, append_zero=False, **grid_range).flip(0)
-    out = SAMPLERS[sampler].fn(D, x0.to(torch.float64), sigmas.to(x0.device), label)
+    out = SAMPLERS[sampler].fn(D, x0.to(torch.float64), sigmas, label)
     return Sampled(kernel.noise_of_state(out.x), out.nfe)
 
 
@@ -51,36 +54,51 @@ def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun
 
 
 class _FiniteChecked:
-    """Stops sampling at the first NaN/Inf output and names the noise ids of the rows affected."""
+    """Records the rows whose denoiser output is NaN/Inf, on the device (no host synchronisation per step);
+    `check()` after the micro-batch raises naming their noise ids and the first sigma at which each went bad."""
 
     def __init__(self, D: Denoiser, ids: Sequence[int]):
         self.D, self.ids = D, list(ids)
+        self.first_bad: Optional[torch.Tensor] = None  # per row: the first sigma with a NaN/Inf output, else 0
 
     def __call__(self, x, sigma, label=None):
         out = self.D(x, sigma, label)
         bad = ~torch.isfinite(out.reshape(len(out), -1)).all(1)
-        bad_ids = [self.ids[i] for i in bad.nonzero().reshape(-1).tolist() if i < len(self.ids)]
-        if bad_ids:
-            raise NonFiniteError(f"denoiser returned NaN/Inf at sigma={float(torch.as_tensor(sigma).max()):.4g} "
-                                 f"for noise ids {bad_ids}")
+        sigma_rows = torch.as_tensor(sigma, dtype=torch.float64, device=out.device).expand(len(out))
+        if self.first_bad is None:
+            self.first_bad = torch.zeros(len(out), dtype=torch.float64, device=out.device)
+        self.first_bad = torch.where(bad & (self.first_bad == 0), sigma_rows, self.first_bad)
         return out
+
+    def check(self) -> None:
+        if self.first_bad is None:
+            return
+        rows = (self.first_bad[:len(self.ids)] != 0).nonzero().reshape(-1).tolist()
+        if rows:
+            sigmas = self.first_bad[rows].tolist()
+            raise NonFiniteError(f"denoiser returned NaN/Inf at sigma={max(sigmas):.4g} for noise ids "
+                                 f"{[self.ids[i] for i in rows]}")
 
 
 def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequence[int]] = None,
              sampler: str = "dpm3", nfe: int = 20, grid: str = "edm", label: Optional[int] = None,
              micro_batch: int = 16, device: str | torch.device = "cpu",
-             run: Optional[Callable[..., Sampled]] = None, **grid_range) -> Sampled:
+             run: Optional[Callable[..., Sampled]] = None, workers: int = 1, **grid_range) -> Sampled:
     """Sample the bank's noises `ids` (default all) with one model; the result for a noise does not
     depend on which other ids are asked for, or in what batch size. `run(D, x, label, rows)`, when
     given, replaces the ODE solve (e.g. posterior sampling); `rows` are the positions in `ids` of the
-    micro-batch's rows, -1 for padding."""
+    micro-batch's rows, -1 for padding. On the CPU, `workers` threads share the micro-batches, one
+    intra-op thread each (models/fast.py); on a GPU the micro-batches run one after the other."""
     shape = getattr(D, "sample_shape", None)
     if shape is not None:
         bank.check_shape(shape)
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be at least 1, got {micro_batch}")
     ids = bank.ids.tolist() if ids is None else [int(i) for i in ids]
     eps = bank.take(ids)
-    outs, nfe_used = [], 0
-    for start in range(0, len(ids), micro_batch):
+    device = torch.device(device)
+
+    def one(start: int) -> Sampled:
         chunk = eps[start:start + micro_batch]
         n = len(chunk)
         if n < micro_batch:
@@ -93,6 +111,10 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
         else:
             rows = torch.cat([torch.arange(start, start + n), torch.full((micro_batch - n,), -1)])
             out = run(checked, x, lab, rows)
-        outs.append(out.x[:n].detach().cpu())
-        nfe_used = out.nfe
-    return Sampled(torch.cat(outs), nfe_used, torch.tensor(ids, dtype=torch.int64))
+        checked.check()
+        return Sampled(out.x[:n].detach().cpu(), out.nfe)
+
+    outs = parallel_map(one, range(0, len(ids), micro_batch), workers if device.type == "cpu" else 1)
+    nfe_used = outs[-1].nfe if outs else 0
+    return Sampled(torch.cat([o.x for o in outs]) if outs else eps.to(torch.float64)[:0], nfe_used,
+                   torch.tensor(ids, dtype=torch.int64))

@@ -72,6 +72,6 @@ def dps_runner(kernel: Kernel, truth: torch.Tensor, keep: torch.Tensor, steps: i
         obs = torch.zeros_like(x)
         real = rows >= 0
         obs[real] = (keep * truth[rows[real]].to(torch.float64)).to(x)
-        return dps(D, x, kernel, sigmas.to(x.device), obs, keep, label, xi, order)
+        return dps(D, x, kernel, sigmas, obs, keep, label, xi, order)
 
     return run

@@ -1,0 +1,117 @@
+"""Faster network calls for sampling, and sampling on every core.
+
+`Runner` puts a network behind one of three ways of calling it:
+
+- "eager": the module itself.
+- "traced": one frozen TorchScript trace per input signature (shapes, dtypes, device). A trace is kept only when it
+  returns bit for bit what the module returns on the input it was traced with; otherwise that signature stays eager
+  (and the reason is kept in `refused`). A kept trace runs the same kernels in the same order, so it changes no
+  output and is not part of the sample store's key.
+- "compiled": `torch.compile` of the module, with CUDA graphs on a GPU (outputs differ from eager in the low bits,
+  so the sample store keys it separately; it takes tens of seconds per model and shape to compile on 2 cores).
+
+Gradients always go through the module itself (posterior sampling and training need them).
+
+`parallel_map` runs micro-batches on `workers` threads with one intra-op thread each, and with one intra-op thread
+when there is a single worker too: a sample is then the same on any number of workers and cores, and the worker
+count is not part of the key (tests/test_fast.py). A traced network releases the GIL for the whole forward, so
+small networks, which use two intra-op threads poorly, run on both cores.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
+
+import torch
+
+RUNNERS = ("eager", "traced", "compiled")
+T, R = TypeVar("T"), TypeVar("R")
+
+
+def _unwrap(out):
+    """A diffusers output object or the dict a trace returns for it -> the tensor."""
+    if isinstance(out, dict):
+        return out["sample"]
+    return getattr(out, "sample", out)
+
+
+def _signature(args: tuple) -> tuple:
+    return tuple((tuple(a.shape), a.dtype, str(a.device)) for a in args)
+
+
+class Runner:
+    """Calls `net(*args)` in the way `mode` names; returns a tensor (diffusers' output objects unwrapped)."""
+
+    def __init__(self, net: torch.nn.Module, mode: str = "traced"):
+        if mode not in RUNNERS:
+            raise ValueError(f"network runner {mode!r} is unknown; valid: {', '.join(RUNNERS)}")
+        self.net, self.mode = net, mode
+        self._traces: dict[tuple, Optional[torch.jit.ScriptModule]] = {}
+        self.refused: dict[tuple, str] = {}  # signature -> why it runs eager
+        self._lock = threading.Lock()
+        self._compiled = None
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        if self.mode == "eager" or torch.is_grad_enabled():
+            return _unwrap(self.net(*args))
+        if self.mode == "compiled":
+            with self._lock:
+                if self._compiled is None:  # on a GPU with CUDA graphs: one launch per forward, no per-kernel cost
+                    mode = "reduce-overhead" if next(self.net.parameters()).is_cuda else None
+                    self._compiled = torch.compile(self.net, dynamic=False, mode=mode)
+            return _unwrap(self._compiled(*args))
+        key = _signature(args)
+        with self._lock:  # one trace per signature, even when two workers ask for it at once
+            if key not in self._traces:
+                self._traces[key] = self._trace(key, args)
+        trace = self._traces[key]
+        return _unwrap(self.net(*args)) if trace is None else _unwrap(trace(*args))
+
+    def _trace(self, key: tuple, args: tuple) -> Optional[torch.jit.ScriptModule]:
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings: shape checks baked into this signature's trace
+                trace = torch.jit.freeze(torch.jit.trace(self.net.eval(), args, strict=False, check_trace=False))
+                got, want = _unwrap(trace(*args)), _unwrap(self.net(*args))
+        except Exception as e:  # a network TorchScript cannot trace: it runs eager, as before
+            self.refused[key] = f"{type(e).__name__}: {e}"
+            return None
+        if not torch.equal(got, want):
+            self.refused[key] = f"trace differs from the module by {float((got - want).abs().max()):.3g}"
+            return None
+        return trace
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to n (process-wide) for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1) -> list[R]:
+    """[fn(item) for item in items] on `workers` threads (in order; the first exception is raised), each item with
+    one intra-op thread, whatever `workers` is: so that the result cannot depend on the worker count or on the
+    machine's cores (oneDNN's convolutions split work by thread count: on the embedded UNet-16 at 8 rows a batch, one
+    and two intra-op threads give outputs that differ in the low bits)."""
+    items = list(items)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    with intra_op_threads(1):
+        if workers == 1 or len(items) < 2:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+
+def default_workers() -> int:
+    """One worker per core torch would use (its intra-op thread count: the cores, or OMP_NUM_THREADS)."""
+    return max(1, torch.get_num_threads())

@@ -1,0 +1,126 @@
+"""The fast paths change no sample: frozen traces return what the module returns, and sampling on two worker
+threads gives bit for bit what one thread gives, on the embedded zoo's architectures and D*."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fixtures.zoo import EMBEDDED_ZOO
+from models.datasets import embedded_photos
+from models.fast import Runner, intra_op_threads, parallel_map
+from models.generate import generate
+from models.kernels import make_kernel
+from models.noise import NoiseBank
+from models.optimal import OptimalDenoiser
+from models.zoo import load_denoiser, read_zoo
+
+ARCHS = ("unet16-edm-m64", "uvit-edm-m64", "unet16-edm-cond-m64")  # both network classes, with and without labels
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return read_zoo(EMBEDDED_ZOO)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_traced_and_threaded_sampling_equal_eager_bit_for_bit(zoo, name):
+    eager = load_denoiser(zoo[name])
+    fast = load_denoiser(zoo[name]).use("traced")
+    bank = NoiseBank.draw(0, eager.sample_shape, n=20)  # a padded last micro-batch too; at 8 rows a batch, one and
+    # two intra-op threads would give UNet-16 outputs that differ in the low bits (models/fast.py)
+    label = 3 if eager.num_classes else None
+    want = generate(eager, eager.kernel, bank, nfe=6, micro_batch=8, label=label).x
+    got = generate(fast, fast.kernel, bank, nfe=6, micro_batch=8, label=label, workers=2).x
+    assert torch.equal(got, want)
+    assert fast.runner._traces and not fast.runner.refused  # the trace was made and kept, not silently skipped
+
+
+def test_optimal_denoiser_on_two_workers_equals_one():
+    D = OptimalDenoiser(embedded_photos(64, size=16).as_tensor())
+    bank = NoiseBank.draw(0, (3, 16, 16), n=12)
+    one = generate(D, make_kernel("edm"), bank, nfe=8, micro_batch=4).x
+    assert torch.equal(generate(D, make_kernel("edm"), bank, nfe=8, micro_batch=4, workers=2).x, one)
+
+
+class _Drifting(torch.nn.Module):
+    """Returns a different output on every call: a trace cannot reproduce it, so the runner must refuse it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, t):
+        self.calls += 1
+        return x * self.calls
+
+
+def test_a_trace_that_differs_from_the_module_is_refused():
+    runner = Runner(_Drifting(), "traced")
+    with torch.no_grad():
+        runner(torch.ones(2, 3), torch.zeros(2))
+    (why,) = runner.refused.values()
+    assert "differs from the module" in why and not any(runner._traces.values())
+
+
+def test_gradients_go_through_the_module(zoo):
+    D = load_denoiser(zoo["unet16-edm-m64"]).use("traced")
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    D(x, torch.tensor(1.0)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and not D.runner._traces
+
+
+def test_parallel_map_keeps_order_restores_threads_and_raises():
+    before = torch.get_num_threads()
+    for workers in (1, 2):  # one intra-op thread per item either way
+        assert parallel_map(lambda i: (i, torch.get_num_threads()), range(5), workers) == [(i, 1) for i in range(5)]
+        assert torch.get_num_threads() == before
+
+    def boom(i):
+        if i == 3:
+            raise KeyError("row 3")
+        return i
+
+    with pytest.raises(KeyError, match="row 3"):
+        parallel_map(boom, range(6), workers=2)
+    assert torch.get_num_threads() == before
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad, match", [("jit", "network runner 'jit' is unknown; valid: eager, traced, compiled")])
+def test_bad_runner_and_workers_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        Runner(torch.nn.Identity(), bad)
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        parallel_map(str, [1, 2], workers=0)
+    with pytest.raises(ValueError, match="micro_batch must be at least 1, got 0"):
+        generate(OptimalDenoiser(torch.zeros(2, 3)), make_kernel("edm"), NoiseBank.draw(0, (3,), n=2), micro_batch=0)
+
+
+class _Bank:
+    hash = "h"
+
+    def __len__(self):
+        return 1
+
+
+def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
+    """torch.compile changes the low bits (so --compile samples are stored under their own key), not the result."""
+    from fixtures.samples import SampleSource
+    from models.store import SampleStore
+
+    eager = load_denoiser(zoo["unet16-edm-m64"])
+    compiled = load_denoiser(zoo["unet16-edm-m64"]).use("compiled")
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    assert torch.allclose(compiled(x, torch.tensor(2.0)), eager(x, torch.tensor(2.0)), rtol=0, atol=1e-5)
+
+    keys = []
+    store = SampleStore(tmp_path)
+    store.get_or_make = lambda key, make: keys.append(key)
+    model = lambda name: SimpleNamespace(fingerprint="f", grid="edm", D=compiled)  # noqa: E731
+    for runner in ("traced", "compiled"):
+        SampleSource(model, store, "cpu", runner=runner)(SimpleNamespace(model="m", sampler="dpm3", nfe=2), _Bank())
+    assert "runner" not in keys[0] and keys[1]["runner"] == "compiled"
