@@ -5,8 +5,9 @@
 - "eager": the module itself.
 - "traced": one frozen TorchScript trace per input signature (shapes, dtypes, device). A trace is kept only when it
   returns bit for bit what the module returns on the input it was traced with; otherwise that signature stays eager
-  (and the reason is kept in `refused`). A kept trace runs the same kernels in the same order, so it changes no
-  output and is not part of the sample store's key.
+  (and the reason is kept in `refused`). A kept trace is the module's own graph with its weights inlined, checked
+  to give the module's output, so it is not part of the sample store's key (tests/test_fast.py samples the
+  embedded architectures both ways and compares them bit for bit).
 - "compiled": `torch.compile` of the module, with CUDA graphs on a GPU (outputs differ from eager in the low bits,
   so the sample store keys it separately; it takes tens of seconds per model and shape to compile on 2 cores).
 

@@ -40,12 +40,16 @@ class SampleSet:
     nfe: int
     key: dict[str, Any]
 
-    def take(self, ids) -> np.ndarray:
-        """Images for these noise ids, in this order."""
+    def rows(self, ids) -> list[int]:
+        """The rows of these noise ids, in this order."""
         rows, missing = positions(self.ids.tolist(), ids)
         if missing:
             raise StoreError(f"noise ids {missing[:10]} are not in the sample set {self.key.get('model')}")
-        return self.images[rows]
+        return rows
+
+    def take(self, ids) -> np.ndarray:
+        """Images for these noise ids, in this order."""
+        return self.images[self.rows(ids)]
 
 
 def key_hash(key: dict[str, Any]) -> str:

@@ -70,6 +70,7 @@ def a_zoo(tmp: Path, body: str) -> Path:
 OPTION_ROWS = [
     ("noises-zero", lambda t: {"--noises": 0}, "--noises must be at least 1, got 0"),
     ("noises-negative", lambda t: {"--noises": -5}, "got -5"),
+    ("workers-zero", lambda t: {"--workers": 0}, "--workers must be between 1 and 256 threads, got 0"),
     ("golden-rp-above-1", lambda t: {"--golden-rp": 1.5}, "--golden-rp is a score bar between 0 and 1, got 1.5"),
     ("golden-mae-below-0", lambda t: {"--golden-mae": -0.1}, "--golden-mae is a score bar between 0 and 1, got -0.1"),
     ("cache-dir-under-a-file", lambda t: {"--cache-dir": str(a_file(t) / "cache")}, "--cache-dir"),
