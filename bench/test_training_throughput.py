@@ -40,18 +40,19 @@ def test_training_step_throughput(benchmark, tmp_path, device, name):
 
 
 @pytest.mark.parametrize("name", ARCHS)
-def test_sampling_throughput(benchmark, tmp_path, device, name):
+def test_sampling_throughput(benchmark, tmp_path, device, workers, runner, name):
+    """The suite's sampling path: the network traced (or compiled), the micro-batches on `workers` threads."""
     trainer = Trainer(config(name), tmp_path, device)
-    D = trainer.D
     trainer.net.eval()
+    D = trainer.D.use(runner)  # the weights no longer change
     bank = NoiseBank.draw(0, (3, 16, 16), n=BATCH)
 
     def run():
-        out = generate(D, D.kernel, bank, sampler="dpm3", nfe=20, device=device)
+        out = generate(D, D.kernel, bank, sampler="dpm3", nfe=20, device=device, workers=workers)
         synchronize(device)
         return out
 
-    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
-    benchmark.extra_info.update(batch=BATCH, nfe=20, sampler="dpm3", threads=torch.get_num_threads(),
+    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=1)  # the warm-up makes the traces
+    benchmark.extra_info.update(batch=BATCH, nfe=20, sampler="dpm3", workers=workers, runner=runner,
                                 device=str(device))
     record(benchmark, images_per_s=lambda t: BATCH / t)

@@ -148,6 +148,12 @@ def test_rp_checks_the_ids_of_both_sides_and_a_control_pairs_other_noises():
     shifted = m.rp(a, SampleSet(images.copy(), np.arange(4), 20, {"model": "b"}), shift=1)
     assert shifted.value < 1.0 and shifted.keys == [0, 1, 2, 3]  # image i against image i + 1, keyed by i
 
+    seen = []  # the control embeds the stored sets as they are (cached once), never a re-ordered copy of one
+    m.embed = lambda x: (seen.append(np.asarray(x).copy()), embed(x))[1]
+    b = SampleSet(images[::-1].copy(), np.arange(4)[::-1].copy(), 20, {"model": "b"})  # stored in another order
+    assert m.rp(a, b, shift=1).value == shifted.value
+    assert len(seen) == 2 and all(any(np.array_equal(x, s.images) for s in (a, b)) for x in seen)
+
 
 def test_units_that_share_a_noise_are_resampled_together():
     # 32 noises x 5 labels: each noise's five values are equal, so the information is that of 32 values, not 160
