@@ -38,10 +38,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--device", default="cpu", help="torch device for sampling (cpu, cuda, cuda:1, ...)")
     group.addoption("--workers", type=int, default=None,
                     help="threads that share each model's micro-batches, one core each (default: torch's thread "
-                         "count, i.e. the cores or OMP_NUM_THREADS; 1 samples on one core; CPU only; samples do not depend on it)")
+                         "count, i.e. the cores or OMP_NUM_THREADS; 1 samples on one core; CPU only; samples do not "
+                         "depend on it)")
     group.addoption("--compile", action="store_true",
-                    help="torch.compile the networks (for long runs: compiling takes tens of seconds per model; samples "
-                         "differ from eager in the low bits, so they are stored under their own key)")
+                    help="torch.compile the networks (for long GPU runs: compiling takes tens of seconds per model; "
+                         "one worker; samples differ from eager in the low bits and are stored under their own key)")
     group.addoption("--descriptor", default="sscd-int8",
                     help="similarity descriptor: sscd-int8 (offline default), sscd-mixup, sscd-large")
     group.addoption("--descriptor-path", default=None, help="weights file of the descriptor (TorchScript SSCD)")

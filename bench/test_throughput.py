@@ -13,7 +13,7 @@ from typing import Optional
 import pytest
 import torch
 
-from fixtures.benchmarks import interleaved, ratio, record, seconds, spread
+from fixtures.benchmarks import interleaved, ratio, record, spread
 from fixtures.devices import synchronize
 from fixtures.samples import MICRO_BATCH
 from fixtures.zoo import EMBEDDED_ZOO

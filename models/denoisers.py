@@ -18,7 +18,12 @@ from models.registry import Registry
 
 
 def sigma_per_row(sigma, x: torch.Tensor) -> torch.Tensor:
-    return as64(sigma).to(x.device).expand(x.shape[0]) if as64(sigma).ndim == 0 else as64(sigma).to(x.device)
+    """sigma as one float64 value per row of x, on x's device. A scalar (a Python number or a 0-d CPU tensor, as the
+    samplers' grids are) is written there by a fill, without a host-to-device copy that would wait for the GPU."""
+    sigma = as64(sigma)
+    if sigma.ndim == 0 and sigma.device.type == "cpu":
+        return torch.full((x.shape[0],), float(sigma), dtype=torch.float64, device=x.device)
+    return sigma.to(x.device).expand(x.shape[0]) if sigma.ndim == 0 else sigma.to(x.device)
 
 
 # --- time inputs: what the network receives as its noise level (c_noise) -------------------------

@@ -4,12 +4,15 @@
 
 - "eager": the module itself.
 - "traced": one frozen TorchScript trace per input signature (shapes, dtypes, device). A trace is kept only when it
-  returns bit for bit what the module returns on the input it was traced with; otherwise that signature stays eager
-  (and the reason is kept in `refused`). A kept trace is the module's own graph with its weights inlined, checked
+  returns bit for bit what the module returns on the input it was traced with and on the next CHECKED_CALLS calls;
+  otherwise that signature runs eager from then on (and the reason is kept in `refused`). A network whose forward
+  branches on input values (not shapes) cannot be traced faithfully; these checks catch it only if the branch turns
+  within those calls. A kept trace is the module's own graph with its weights inlined, checked
   to give the module's output, so it is not part of the sample store's key (tests/test_fast.py samples the
   embedded architectures both ways and compares them bit for bit).
 - "compiled": `torch.compile` of the module, with CUDA graphs on a GPU (outputs differ from eager in the low bits,
-  so the sample store keys it separately; it takes tens of seconds per model and shape to compile on 2 cores).
+  so the sample store keys it separately; it takes tens of seconds per model and shape to compile on 2 cores). Calls
+  take turns (a compiled module is not thread-safe), so the suite runs it on one worker.
 
 Gradients always go through the module itself (posterior sampling and training need them).
 
@@ -28,6 +31,8 @@ from typing import Callable, Iterable, Iterator, Optional, TypeVar
 import torch
 
 RUNNERS = ("eager", "traced", "compiled")
+CHECKED_CALLS = 3  # a trace's first calls are compared with the module too: TorchScript's profiling executor swaps in
+# its optimized graph (fusions, on a GPU) after the first call, and that graph must give the module's output as well
 T, R = TypeVar("T"), TypeVar("R")
 
 
@@ -51,6 +56,7 @@ class Runner:
         self.net, self.mode = net, mode
         self._traces: dict[tuple, Optional[torch.jit.ScriptModule]] = {}
         self.refused: dict[tuple, str] = {}  # signature -> why it runs eager
+        self._checks: dict[tuple, int] = {}  # signature -> calls still compared with the module
         self._lock = threading.Lock()
         self._compiled = None
 
@@ -58,25 +64,40 @@ class Runner:
         if self.mode == "eager" or torch.is_grad_enabled():
             return _unwrap(self.net(*args))
         if self.mode == "compiled":
-            with self._lock:
+            with self._lock:  # a compiled module is not safe to call from two threads: calls take turns
                 if self._compiled is None:  # on a GPU with CUDA graphs: one launch per forward, no per-kernel cost
                     mode = "reduce-overhead" if next(self.net.parameters()).is_cuda else None
                     self._compiled = torch.compile(self.net, dynamic=False, mode=mode)
-            return _unwrap(self._compiled(*args))
+                return _unwrap(self._compiled(*args))
         key = _signature(args)
         with self._lock:  # one trace per signature, even when two workers ask for it at once
             if key not in self._traces:
                 self._traces[key] = self._trace(key, args)
-        trace = self._traces[key]
-        return _unwrap(self.net(*args)) if trace is None else _unwrap(trace(*args))
+                self._checks[key] = CHECKED_CALLS
+            trace, check = self._traces[key], self._checks.get(key, 0) > 0
+            if check:
+                self._checks[key] -= 1
+        if trace is None:
+            return _unwrap(self.net(*args))
+        out = _unwrap(trace(*args))
+        if check and not torch.equal(out, want := _unwrap(self.net(*args))):
+            with self._lock:
+                self._traces[key] = None
+                self.refused[key] = f"trace differs from the module by {float((out - want).abs().max()):.3g} on a " \
+                                    f"later call"
+            return want
+        return out
 
     def _trace(self, key: tuple, args: tuple) -> Optional[torch.jit.ScriptModule]:
         import warnings
 
+        if self.net.training:  # freezing needs eval mode, and sampling a network in training mode is a mistake
+            self.refused[key] = "the module is in training mode (call .eval() before sampling)"
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings: shape checks baked into this signature's trace
-                trace = torch.jit.freeze(torch.jit.trace(self.net.eval(), args, strict=False, check_trace=False))
+                trace = torch.jit.freeze(torch.jit.trace(self.net, args, strict=False, check_trace=False))
                 got, want = _unwrap(trace(*args)), _unwrap(self.net(*args))
         except Exception as e:  # a network TorchScript cannot trace: it runs eager, as before
             self.refused[key] = f"{type(e).__name__}: {e}"

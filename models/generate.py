@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from models.denoisers import sigma_per_row
 from models.fast import parallel_map
 from models.grids import make_grid
 from models.kernels import Kernel
@@ -55,7 +56,7 @@ def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun
 
 class _FiniteChecked:
     """Records the rows whose denoiser output is NaN/Inf, on the device (no host synchronisation per step);
-    `check()` after the micro-batch raises naming their noise ids and the first sigma at which each went bad."""
+    `check()` after the micro-batch raises naming their noise ids and, for each, the first sigma it went bad at."""
 
     def __init__(self, D: Denoiser, ids: Sequence[int]):
         self.D, self.ids = D, list(ids)
@@ -64,7 +65,7 @@ class _FiniteChecked:
     def __call__(self, x, sigma, label=None):
         out = self.D(x, sigma, label)
         bad = ~torch.isfinite(out.reshape(len(out), -1)).all(1)
-        sigma_rows = torch.as_tensor(sigma, dtype=torch.float64, device=out.device).expand(len(out))
+        sigma_rows = sigma_per_row(sigma, out)
         if self.first_bad is None:
             self.first_bad = torch.zeros(len(out), dtype=torch.float64, device=out.device)
         self.first_bad = torch.where(bad & (self.first_bad == 0), sigma_rows, self.first_bad)
@@ -75,9 +76,9 @@ class _FiniteChecked:
             return
         rows = (self.first_bad[:len(self.ids)] != 0).nonzero().reshape(-1).tolist()
         if rows:
-            sigmas = self.first_bad[rows].tolist()
-            raise NonFiniteError(f"denoiser returned NaN/Inf at sigma={max(sigmas):.4g} for noise ids "
-                                 f"{[self.ids[i] for i in rows]}")
+            sigmas = [f"{v:.4g}" for v in self.first_bad[rows].tolist()]
+            raise NonFiniteError(f"denoiser returned NaN/Inf for noise ids {[self.ids[i] for i in rows]} (first at "
+                                 f"sigma {', '.join(sigmas)})")
 
 
 def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequence[int]] = None,

@@ -49,7 +49,7 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
     history = DPMHistory()
     keep = keep.to(x)
     observed = observed.to(x)
-    s_of = lambda sigma: kernel.s_of_sigma(torch.as_tensor(sigma, dtype=torch.float64)).to(x)
+    s_of = lambda sigma: float(kernel.s_of_sigma(torch.as_tensor(sigma, dtype=torch.float64)))  # CPU grid: no sync
     for i in range(len(sigmas) - 1):
         s, t = sigmas[i], sigmas[i + 1]
         xg = x.detach().requires_grad_(True)

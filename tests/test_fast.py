@@ -57,11 +57,34 @@ class _Drifting(torch.nn.Module):
 
 
 def test_a_trace_that_differs_from_the_module_is_refused():
-    runner = Runner(_Drifting(), "traced")
+    runner = Runner(_Drifting().eval(), "traced")
     with torch.no_grad():
         runner(torch.ones(2, 3), torch.zeros(2))
     (why,) = runner.refused.values()
     assert "differs from the module" in why and not any(runner._traces.values())
+
+
+class _Turning(torch.nn.Module):
+    """Agrees with its trace for its first calls, then turns (a branch on state the trace baked in)."""
+
+    def __init__(self, turn_at: int):
+        super().__init__()
+        self.calls, self.turn_at = 0, turn_at
+
+    def forward(self, x, t):
+        self.calls += 1
+        return x * (2.0 if self.calls >= self.turn_at else 1.0)
+
+
+def test_a_trace_that_turns_on_a_checked_call_is_dropped_for_the_module():
+    net = _Turning(turn_at=4).eval()  # call 1 traces, call 2 checks the trace, calls 3-5 are the checked calls
+    runner = Runner(net, "traced")
+    x = torch.ones(2, 3)
+    with torch.no_grad():
+        outs = [runner(x, torch.zeros(2)) for _ in range(3)]
+    assert [float(o[0, 0]) for o in outs] == [1.0, 2.0, 2.0]  # the module's own output once they differ
+    (why,) = runner.refused.values()
+    assert "on a later call" in why and not any(runner._traces.values())
 
 
 def test_gradients_go_through_the_module(zoo):
@@ -115,7 +138,9 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
     eager = load_denoiser(zoo["unet16-edm-m64"])
     compiled = load_denoiser(zoo["unet16-edm-m64"]).use("compiled")
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
-    assert torch.allclose(compiled(x, torch.tensor(2.0)), eager(x, torch.tensor(2.0)), rtol=0, atol=1e-5)
+    with torch.no_grad():  # with gradients on, the runner calls the module itself
+        got, want = compiled(x, torch.tensor(2.0)), eager(x, torch.tensor(2.0))
+    assert compiled.runner._compiled is not None and torch.allclose(got, want, rtol=0, atol=1e-5)
 
     keys = []
     store = SampleStore(tmp_path)
