@@ -42,7 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "depend on it)")
     group.addoption("--compile", action="store_true",
                     help="torch.compile the networks (for long GPU runs: compiling takes tens of seconds per model; "
-                         "one worker; samples differ from eager in the low bits and are stored under their own key)")
+                         "its calls take turns; samples differ from eager in the low bits and are stored under their "
+                         "own key)")
     group.addoption("--descriptor", default="sscd-int8",
                     help="similarity descriptor: sscd-int8 (offline default), sscd-mixup, sscd-large")
     group.addoption("--descriptor-path", default=None, help="weights file of the descriptor (TorchScript SSCD)")

@@ -11,8 +11,8 @@
   to give the module's output, so it is not part of the sample store's key (tests/test_fast.py samples the
   embedded architectures both ways and compares them bit for bit).
 - "compiled": `torch.compile` of the module, with CUDA graphs on a GPU (outputs differ from eager in the low bits,
-  so the sample store keys it separately; it takes tens of seconds per model and shape to compile on 2 cores). Calls
-  take turns (a compiled module is not thread-safe), so the suite runs it on one worker.
+  so the sample store keys it separately; it takes tens of seconds per model and shape to compile on 2 cores). Its
+  calls take turns (a compiled module is not thread-safe), so extra workers do not speed it up.
 
 Gradients always go through the module itself (posterior sampling and training need them).
 
@@ -41,6 +41,10 @@ def _unwrap(out):
     if isinstance(out, dict):
         return out["sample"]
     return getattr(out, "sample", out)
+
+
+def _differs(got: torch.Tensor, want: torch.Tensor) -> str:
+    return f"trace differs from the module by {float((got - want).abs().max()):.3g}"
 
 
 def _signature(args: tuple) -> tuple:
@@ -83,8 +87,7 @@ class Runner:
         if check and not torch.equal(out, want := _unwrap(self.net(*args))):
             with self._lock:
                 self._traces[key] = None
-                self.refused[key] = f"trace differs from the module by {float((out - want).abs().max()):.3g} on a " \
-                                    f"later call"
+                self.refused[key] = _differs(out, want) + " on a later call"
             return want
         return out
 
@@ -103,7 +106,7 @@ class Runner:
             self.refused[key] = f"{type(e).__name__}: {e}"
             return None
         if not torch.equal(got, want):
-            self.refused[key] = f"trace differs from the module by {float((got - want).abs().max()):.3g}"
+            self.refused[key] = _differs(got, want)
             return None
         return trace
 

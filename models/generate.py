@@ -46,12 +46,39 @@ def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler"
 
 
 def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun", nfe: int = 99, grid: str = "edm",
-              label=None) -> torch.Tensor:
+              label=None, micro_batch: Optional[int] = None, device: str | torch.device = "cpu",
+              workers: int = 1) -> torch.Tensor:
     """f(f^-1(y)): invert the images y to their noises with Heun over as many steps as the sampler takes for `nfe`
-    (for Heun itself: 2 steps - 1 evaluations), then sample them back (Theorem 1)."""
-    steps = SAMPLERS[sampler].steps(sampler, nfe)
-    eps = invert(D, y, kernel, "heun", steps=steps, grid=grid, label=label).x
-    return solve(D, kernel.initial_state(eps), kernel, sampler, nfe, grid=grid, label=label).x
+    (for Heun itself: 2 steps - 1 evaluations), then sample them back (Theorem 1). With `micro_batch`, y runs in
+    micro-batches of that many rows on `device` and `workers`, as `generate` runs noises; the result is on the CPU."""
+
+    def one(y: torch.Tensor) -> torch.Tensor:
+        steps = SAMPLERS[sampler].steps(sampler, nfe)
+        eps = invert(D, y, kernel, "heun", steps=steps, grid=grid, label=label).x
+        return solve(D, kernel.initial_state(eps), kernel, sampler, nfe, grid=grid, label=label).x
+
+    if micro_batch is None:
+        return one(y)
+    return torch.cat(_in_micro_batches(lambda chunk, start: one(chunk.to(device)).cpu(), y, micro_batch,
+                                       torch.device(device), workers))
+
+
+def _in_micro_batches(fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, micro_batch: int,
+                      device: torch.device, workers: int) -> list[torch.Tensor]:
+    """fn(chunk, start) on x's rows in micro-batches of exactly `micro_batch` rows (the last padded with zeros), on
+    `workers` threads on a CPU (one intra-op thread each, models/fast.py) and one after the other on a GPU; each
+    result is cut back to its chunk's real rows."""
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be at least 1, got {micro_batch}")
+
+    def one(start: int) -> torch.Tensor:
+        chunk = x[start:start + micro_batch]
+        n = len(chunk)
+        if n < micro_batch:
+            chunk = torch.cat([chunk, chunk.new_zeros((micro_batch - n,) + chunk.shape[1:])])
+        return fn(chunk, start)[:n]
+
+    return parallel_map(one, range(0, len(x), micro_batch), workers if device.type == "cpu" else 1)
 
 
 class _FiniteChecked:
@@ -93,17 +120,13 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
     shape = getattr(D, "sample_shape", None)
     if shape is not None:
         bank.check_shape(shape)
-    if micro_batch < 1:
-        raise ValueError(f"micro_batch must be at least 1, got {micro_batch}")
     ids = bank.ids.tolist() if ids is None else [int(i) for i in ids]
     eps = bank.take(ids)
     device = torch.device(device)
+    nfe_used = []
 
-    def one(start: int) -> Sampled:
-        chunk = eps[start:start + micro_batch]
-        n = len(chunk)
-        if n < micro_batch:
-            chunk = torch.cat([chunk, chunk.new_zeros((micro_batch - n,) + chunk.shape[1:])])
+    def one(chunk: torch.Tensor, start: int) -> torch.Tensor:
+        n = min(micro_batch, len(ids) - start)
         x = kernel.initial_state(chunk.to(device=device, dtype=torch.float64))
         lab = None if label is None else torch.full((micro_batch,), int(label), device=device)
         checked = _FiniteChecked(D, ids[start:start + n])
@@ -113,9 +136,9 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
             rows = torch.cat([torch.arange(start, start + n), torch.full((micro_batch - n,), -1)])
             out = run(checked, x, lab, rows)
         checked.check()
-        return Sampled(out.x[:n].detach().cpu(), out.nfe)
+        nfe_used.append(out.nfe)
+        return out.x.detach().cpu()
 
-    outs = parallel_map(one, range(0, len(ids), micro_batch), workers if device.type == "cpu" else 1)
-    nfe_used = outs[-1].nfe if outs else 0
-    return Sampled(torch.cat([o.x for o in outs]) if outs else eps.to(torch.float64)[:0], nfe_used,
+    outs = _in_micro_batches(one, eps, micro_batch, device, workers)
+    return Sampled(torch.cat(outs) if outs else eps.to(torch.float64)[:0], nfe_used[-1] if nfe_used else 0,
                    torch.tensor(ids, dtype=torch.int64))
