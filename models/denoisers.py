@@ -49,8 +49,15 @@ def _time_sigma(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.Tens
     return sigma * scale
 
 
+def _time_reversed_discrete(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.Tensor:
+    """NCSN's noise-level index, 0 at the largest sigma: round((1 - t) * scale) with scale = N - 1 (score-SDE's
+    discrete VE models, Song et al. 2021, whose networks look their sigma up in a descending table)."""
+    return torch.round((1 - kernel.t(sigma)) * scale)
+
+
 TIME_INPUTS = Registry("time input", {"t": _time_t, "discrete": _time_discrete, "log-sigma": _time_log_sigma,
-                                      "sigma": _time_sigma})
+                                      "sigma": _time_sigma, "reversed-discrete": _time_reversed_discrete})
+INTEGER_TIME_INPUTS = ("discrete", "reversed-discrete")  # passed to the network as int64
 
 
 # --- predictions: how the network output becomes x0_hat -----------------------------------------
@@ -70,6 +77,12 @@ def _x0_from_v(x, sigma, alpha, sigma_std, out, sigma_data):
     return (alpha * x_t - sigma_std * out) / (alpha**2 + sigma_std**2)
 
 
+def _x0_from_score(x, sigma, alpha, sigma_std, out, sigma_data):
+    # a score network's output is grad log p_t(x_t); x_t = alpha x0 + sigma_std eps gives score = -eps / sigma_std
+    # and so x0 = x_hat - sigma eps = x_hat + alpha sigma^2 score (score-SDE's VE models, Song et al. 2021)
+    return x + alpha * sigma**2 * out
+
+
 def _x0_from_edm(x, sigma, alpha, sigma_std, out, sigma_data):
     c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
     c_out = sigma * sigma_data / torch.sqrt(sigma**2 + sigma_data**2)
@@ -84,17 +97,18 @@ def _x0_from_cm(x, sigma, alpha, sigma_std, out, sigma_data, sigma_min=0.002):
 
 
 PREDICTIONS = Registry("prediction type", {"eps": _x0_from_eps, "x0": _x0_from_x0, "v": _x0_from_v,
-                                           "edm": _x0_from_edm, "cm": _x0_from_cm})
+                                           "score": _x0_from_score, "edm": _x0_from_edm, "cm": _x0_from_cm})
 PRECONDITIONED = ("edm", "cm")  # networks that take c_in x_hat = x_hat / sqrt(sigma^2 + sigma_data^2)
 
 
 class NetworkDenoiser:
     """A network under the denoiser contract.
 
-    `prediction` is what the network outputs ('eps', 'x0', 'v', or 'edm' for EDM's F with
+    `prediction` is what the network outputs ('eps', 'x0', 'v', 'score', or 'edm' for EDM's F with
     c_skip/c_out/c_in preconditioning); `time_input` is what it takes as its noise level ('t',
-    'discrete', 'log-sigma'), multiplied by `time_scale`. Non-EDM networks take x_t = s x_hat;
-    EDM networks take c_in x_hat. Arithmetic is float64; the network runs in its own dtype.
+    'discrete', 'log-sigma', 'sigma', 'reversed-discrete'), multiplied by `time_scale`. Non-EDM
+    networks take x_t = s x_hat; EDM networks take c_in x_hat. Arithmetic is float64; the network
+    runs in its own dtype.
     """
 
     def __init__(self, net: torch.nn.Module, kernel: Kernel | str, prediction: str = "eps",
@@ -136,7 +150,8 @@ class NetworkDenoiser:
         c_noise = self._c_noise(self.kernel, flat, self.time_scale)
         p = self._param()
         dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, x.device)
-        args = (net_in.to(device, dtype), c_noise.to(device, dtype if self.time_input != "discrete" else torch.long))
+        time_dtype = torch.long if self.time_input in INTEGER_TIME_INPUTS else dtype
+        args = (net_in.to(device, dtype), c_noise.to(device, time_dtype))
         if label is not None:
             args += (label.to(device),)
         out = self.runner(*args)

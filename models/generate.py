@@ -109,26 +109,34 @@ class _FiniteChecked:
 
 
 def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequence[int]] = None,
-             sampler: str = "dpm3", nfe: int = 20, grid: str = "edm", label: Optional[int] = None,
+             sampler: str = "dpm3", nfe: int = 20, grid: str = "edm", label: Optional[int | torch.Tensor] = None,
              micro_batch: int = 16, device: str | torch.device = "cpu",
              run: Optional[Callable[..., Sampled]] = None, workers: int = 1, **grid_range) -> Sampled:
     """Sample the bank's noises `ids` (default all) with one model; the result for a noise does not
-    depend on which other ids are asked for, or in what batch size. `run(D, x, label, rows)`, when
-    given, replaces the ODE solve (e.g. posterior sampling); `rows` are the positions in `ids` of the
-    micro-batch's rows, -1 for padding. On the CPU, `workers` threads share the micro-batches, one
-    intra-op thread each (models/fast.py); on a GPU the micro-batches run one after the other."""
+    depend on which other ids are asked for, or in what batch size. `label`: one class for every noise,
+    or a tensor of one class per id. `run(D, x, label, rows)`, when given, replaces the ODE solve (e.g.
+    posterior sampling); `rows` are the positions in `ids` of the micro-batch's rows, -1 for padding. On the
+    CPU, `workers` threads share the micro-batches, one intra-op thread each (models/fast.py); on a GPU the
+    micro-batches run one after the other."""
     shape = getattr(D, "sample_shape", None)
     if shape is not None:
         bank.check_shape(shape)
     ids = bank.ids.tolist() if ids is None else [int(i) for i in ids]
     eps = bank.take(ids)
     device = torch.device(device)
+    labels = None if label is None else torch.as_tensor(label, dtype=torch.int64)
+    if labels is not None and labels.ndim == 0:
+        labels = labels.expand(len(ids))
+    if labels is not None and labels.shape != (len(ids),):
+        raise ValueError(f"label must be one class or one per noise id ({len(ids)}), got shape {tuple(labels.shape)}")
     nfe_used = []
 
     def one(chunk: torch.Tensor, start: int) -> torch.Tensor:
         n = min(micro_batch, len(ids) - start)
         x = kernel.initial_state(chunk.to(device=device, dtype=torch.float64))
-        lab = None if label is None else torch.full((micro_batch,), int(label), device=device)
+        lab = None if label is None else labels[start:start + micro_batch].to(device)
+        if lab is not None and len(lab) < micro_batch:  # padding rows take class 0
+            lab = torch.cat([lab, lab.new_zeros(micro_batch - len(lab))])
         checked = _FiniteChecked(D, ids[start:start + n])
         if run is None:
             out = solve(checked, x, kernel, sampler, nfe, grid, lab, **grid_range)

@@ -55,6 +55,9 @@ class ZooEntry:
     # latent text-to-image models (format "diffusers-latent"): image_size and channels describe the latents
     prompt: str = ""  # encoded with the checkpoint's text_encoder/ and tokenizer/ (needs `transformers`)
     prompt_embeddings: str = ""  # or a .npy/.pt file of precomputed (1, tokens, dim) text embeddings
+    # checkpoints built by their authors' code (models/published.py)
+    flags: dict[str, Any] = field(default_factory=dict)  # ADM: the model_and_diffusion flags it was trained with
+    config: str = ""  # score-SDE: its config file, relative to the score_sde_pytorch checkout
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -314,15 +317,35 @@ EDM_HELP = ("EDM pickles need NVlabs' `dnnlib` and `torch_utils` packages import
             "https://github.com/NVlabs/edm and add its root to PYTHONPATH (e.g. PYTHONPATH=/path/to/edm pytest ...)")
 
 
+class OneHotLabels(torch.nn.Module):
+    """An EDM network with classes called with class indices: EDM's preconditioners take one-hot label rows."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+        self.img_resolution, self.img_channels, self.label_dim = net.img_resolution, net.img_channels, net.label_dim
+
+    def forward(self, x, sigma, label=None):
+        one_hot = None if label is None else torch.nn.functional.one_hot(label, self.label_dim).to(x.dtype)
+        return self.net(x, sigma, one_hot)
+
+
 def _load_edm_pickle(entry: ZooEntry):
-    """EDM's pickles hold {'ema': EDMPrecond}, whose forward(x, sigma, class_labels) returns D directly."""
+    """EDM's pickles hold {'ema': EDMPrecond} (or VPPrecond, VEPrecond, iDDPMPrecond for its baselines: score-SDE's
+    and ADM's networks converted), whose forward(x, sigma, class_labels) returns D directly. As EDM's own sampler
+    does (generate.py in NVlabs/edm), the step grid keeps within the network's sigma_min..sigma_max."""
     check_available(entry)
     with open(entry.source, "rb") as f:
         net = pickle.load(f)["ema"]
     if entry.kernel != "edm" or entry.prediction != "x0" or entry.time_input != "sigma":
         raise ZooError(f"zoo entry {entry.name!r}: EDM pickles are denoisers in sigma-space; the entry must say "
                        f"kernel = 'edm', prediction = 'x0', time_input = 'sigma'")
-    return net, make_kernel("edm", **entry.kernel_options), "x0", "sigma", 1.0
+    options = {"sigma_min": 0.002, "sigma_max": 80.0} | entry.kernel_options  # EDM's defaults (Karras et al. 2022)
+    options["sigma_min"] = max(options["sigma_min"], float(getattr(net, "sigma_min", 0.0)))
+    options["sigma_max"] = min(options["sigma_max"], float(getattr(net, "sigma_max", float("inf"))))
+    if getattr(net, "label_dim", 0):
+        net = OneHotLabels(net)
+    return net, make_kernel("edm", **options), "x0", "sigma", 1.0
 
 
 def _check_network(entry: ZooEntry, net: torch.nn.Module) -> Optional[int]:
@@ -365,11 +388,26 @@ def _load_generator(entry: ZooEntry, device, dtype):
     return NoiseDecoder(cast(net, device, dtype).eval(), kernel, entry.sample_shape)
 
 
+def _published(name: str) -> Callable:
+    """A function of models/published.py (the loaders that need their authors' code), imported when first called:
+    that module builds on this one."""
+
+    def call(*args):
+        from models import published
+
+        return getattr(published, name)(*args)
+
+    return call
+
+
 # A new format is one entry here (plus its test).
 FORMATS: Registry[Format] = Registry("format", {
     "samenoise": Format(_folder_available, _network(_load_samenoise)),
     "diffusers": Format(_local_or_hub, _network(_load_diffusers), hub=True),
     "diffusers-latent": Format(_local_or_hub, _load_latent, hub=True),
     "edm-pickle": Format(_edm_pickle_available, _network(_load_edm_pickle)),
+    "guided-diffusion": Format(_published("adm_available"), _network(_published("load_adm"))),
+    "improved-diffusion": Format(_published("adm_available"), _network(_published("load_adm"))),
+    "score-sde": Format(_published("score_sde_available"), _network(_published("load_score_sde"))),
     "samenoise-generator": Format(_folder_available, _load_generator),
 })

@@ -78,9 +78,9 @@ def test_label_given_to_an_unconditional_denoiser_is_refused():
 
 
 def test_unknown_prediction_and_time_input_list_valid_names():
-    with pytest.raises(UnknownNameError, match="valid prediction types: cm, edm, eps, v, x0"):
-        wrap(TinyEpsNet(), "vp", "score")
-    with pytest.raises(UnknownNameError, match="valid time inputs: discrete, log-sigma, sigma, t"):
+    with pytest.raises(UnknownNameError, match="valid prediction types: cm, edm, eps, score, v, x0"):
+        wrap(TinyEpsNet(), "vp", "scor")
+    with pytest.raises(UnknownNameError, match="valid time inputs: discrete, log-sigma, reversed-discrete, sigma, t"):
         wrap(TinyEpsNet(), "vp", "eps", time_input="frac")
 
 
@@ -96,3 +96,27 @@ def test_consistency_prediction_is_the_identity_at_sigma_min():
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     assert torch.allclose(D(x, torch.tensor(0.002, dtype=torch.float64)), x)
     assert not torch.allclose(D(x, torch.tensor(1.0, dtype=torch.float64)), x)
+
+
+class _GaussianScore(torch.nn.Module):
+    """The exact score of x_t for data N(mu, c^2 I) under a VP kernel: x_t ~ N(s mu, s^2 (c^2 + sigma^2) I)."""
+
+    def __init__(self, kernel, mu: float = 0.3, c: float = 0.5):
+        super().__init__()
+        self.kernel, self.mu, self.c = kernel, mu, c
+
+    def forward(self, x_t, t):
+        sigma = self.kernel.sigma(t.double()).reshape(-1, 1, 1, 1)
+        s = self.kernel.s(t.double()).reshape(-1, 1, 1, 1)
+        return (-(x_t.double() - s * self.mu) / (s**2 * (self.c**2 + sigma**2))).float()
+
+
+def test_a_score_network_gives_the_closed_form_denoiser():
+    """prediction 'score': x0 = x_hat + s sigma^2 score equals D(x; sigma) = mu + c^2 / (c^2 + sigma^2) (x - mu)."""
+    from tests.helpers import GaussianData
+
+    kernel = make_kernel("vp")
+    D = wrap(_GaussianScore(kernel), kernel, "score", time_input="t")
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    for sigma in (0.05, 1.0, 20.0):
+        assert torch.allclose(D(x, sigma), GaussianData()(x, sigma), rtol=1e-5, atol=1e-5)  # float32 network

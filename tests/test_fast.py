@@ -149,3 +149,17 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
     for runner in ("traced", "compiled"):
         SampleSource(model, store, "cpu", runner=runner)(SimpleNamespace(model="m", sampler="dpm3", nfe=2), _Bank())
     assert "runner" not in keys[0] and keys[1]["runner"] == "compiled"
+
+
+def test_one_label_per_noise_gives_each_noise_what_its_own_label_gives(zoo):
+    """Per-noise classes (Appendix A.1's random labels) reach each noise's own rows, across micro-batches."""
+    D = load_denoiser(zoo["unet16-edm-cond-m64"]).use("traced")
+    bank = NoiseBank.draw(0, D.sample_shape, n=10)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    mixed = generate(D, D.kernel, bank, nfe=4, micro_batch=4, label=labels, workers=2).x
+    for c in range(4):
+        rows = (labels == c).nonzero().reshape(-1)
+        alone = generate(D, D.kernel, bank, ids=bank.ids[rows].tolist(), nfe=4, micro_batch=4, label=c).x
+        assert torch.equal(mixed[rows], alone)
+    with pytest.raises(ValueError, match=r"one class or one per noise id \(10\), got shape \(3,\)"):
+        generate(D, D.kernel, bank, nfe=4, label=torch.tensor([0, 1, 2]))

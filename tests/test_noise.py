@@ -85,3 +85,13 @@ def test_the_hash_covers_the_seed():
     bank = NoiseBank.draw(0, (3, 2, 2), n=4)
     relabelled = NoiseBank(bank.eps.clone(), bank.ids.clone(), seed=1)  # the same numbers under another seed
     assert relabelled.hash != bank.hash and NoiseBank(bank.eps, bank.ids, seed=0).hash == bank.hash
+
+
+def test_noise_labels_are_per_id_and_independent_of_the_others():
+    from models.noise import noise_labels
+
+    all_ = noise_labels(1, range(200), 10)
+    assert torch.equal(noise_labels(1, [150, 3], 10), all_[[150, 3]])
+    assert set(all_.tolist()) == set(range(10)) and not torch.equal(noise_labels(2, range(200), 10), all_)
+    with pytest.raises(ValueError, match=r"random labels need a conditional model .* num_classes=None"):
+        noise_labels(1, [0], None)

@@ -1,0 +1,291 @@
+"""Loaders for published checkpoints that only their authors' code can build: OpenAI's ADM (guided-diffusion and
+improved-diffusion state dicts, Dhariwal & Nichol 2021; Nichol & Dhariwal 2021) and Song et al.'s score-SDE
+(score_sde_pytorch checkpoints: DDPM, DDPM++, DDPM++ deep, NCSN++ under VP, sub-VP and VE, Song et al. 2021).
+
+Their code comes from a local checkout on PYTHONPATH, as EDM pickles need NVlabs' packages; nothing is downloaded.
+Both formats run that code and unpickle the checkpoint: load them only from paths you name. Each loader maps the
+checkpoint onto the denoiser contract (models/denoisers.py): a kernel, what the network predicts and what it takes as
+its time input, and refuses, before any sampling, an entry that disagrees with what the checkpoint shows.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from models.kernels import VE, VP, Kernel, SubVP, VPDiscrete, make_kernel
+from models.zoo import Unavailable, ZooEntry, ZooError, _mismatch
+
+# --- ADM: guided-diffusion / improved-diffusion -------------------------------------------------------------------
+
+ADM_CODE = {"guided-diffusion": ("guided_diffusion", "https://github.com/openai/guided-diffusion"),
+            "improved-diffusion": ("improved_diffusion", "https://github.com/openai/improved-diffusion")}
+# flags that only shape the authors' own sampling or loss, not the network or its noise levels
+ADM_SAMPLING_FLAGS = ("timestep_respacing", "use_kl", "rescale_learned_sigmas", "sigma_small")
+
+
+def adm_available(entry: ZooEntry) -> None:
+    package, repo = ADM_CODE[entry.format]
+    if importlib.util.find_spec(package) is None:
+        raise Unavailable(f"zoo entry {entry.name!r}: {entry.format} checkpoints need OpenAI's `{package}` package "
+                          f"importable: clone {repo} and add its root to PYTHONPATH")
+    if not Path(entry.source).is_file():
+        raise Unavailable(f"zoo entry {entry.name!r}: {entry.format} checkpoint {entry.source} does not exist")
+
+
+def adm_betas(schedule: str, steps: int) -> torch.Tensor:
+    """ADM's named beta schedules (Nichol & Dhariwal 2021, Sec. 3.2): 'linear' is DDPM's 1e-4..0.02 for 1000 steps,
+    rescaled by 1000 / steps; 'cosine' is alpha_bar(t) = cos^2((t + 0.008) / 1.008 * pi / 2) (their Eq. 17), each beta
+    capped at 0.999."""
+    if schedule == "linear":
+        scale = 1000 / steps
+        return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
+    if schedule == "cosine":
+        def alpha_bar(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return torch.tensor([min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), 0.999) for i in range(steps)],
+                            dtype=torch.float64)
+    raise ZooError(f"ADM noise_schedule {schedule!r} is not supported; supported: linear, cosine")
+
+
+class ADMNetwork(torch.nn.Module):
+    """ADM's UNetModel called as net(x_t, n[, y]) with the integer timestep n. With `rescale_timesteps` the network
+    was trained on n * 1000 / steps; with `learn_sigma` it outputs 2C channels, of which the first C are the eps (or
+    x0) prediction and the rest the variance interpolation, which a deterministic sampler does not use."""
+
+    def __init__(self, unet: torch.nn.Module, channels: int, learn_sigma: bool, time_factor: float,
+                 config: dict[str, Any]):
+        super().__init__()
+        self.unet, self.channels, self.learn_sigma, self.time_factor = unet, channels, learn_sigma, time_factor
+        self.config = config  # image size, channels and classes for the zoo's checks
+
+    def forward(self, x, t, y=None):
+        if self.time_factor != 1:
+            t = t.to(x.dtype) * self.time_factor
+        out = self.unet(x, t, y)
+        return out[:, :self.channels] if self.learn_sigma else out
+
+
+def _read_state(entry: ZooEntry) -> dict[str, Any]:
+    """A checkpoint of tensors, dicts, lists and numbers, read without running pickled code."""
+    try:
+        return torch.load(entry.source, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ZooError(f"zoo entry {entry.name!r}: cannot read the {entry.format} checkpoint {entry.source} "
+                       f"({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def _load_weights(entry: ZooEntry, net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load `state` into `net`, refusing missing or extra keys and shape mismatches by name."""
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # size mismatches
+        raise ZooError(f"zoo entry {entry.name!r}: the checkpoint {entry.source} does not fit the network its "
+                       f"entry describes: {str(e)[:600]}") from e
+    if missing or unexpected:
+        raise ZooError(f"zoo entry {entry.name!r}: the checkpoint {entry.source} does not fit the network its entry "
+                       f"describes: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+
+
+def _adm_shown(entry: ZooEntry, state: dict[str, torch.Tensor], channels: int) -> dict[str, Any]:
+    """The flags a UNetModel state dict shows by itself."""
+    for key in ("input_blocks.0.0.weight", "out.2.weight"):
+        if key not in state:
+            raise ZooError(f"zoo entry {entry.name!r}: {entry.source} is not an ADM UNetModel state dict (no key "
+                           f"{key!r})")
+    return {"learn_sigma": state["out.2.weight"].shape[0] == 2 * channels,
+            "class_cond": "label_emb.weight" in state,
+            "num_channels": state["input_blocks.0.0.weight"].shape[0]}
+
+
+def load_adm(entry: ZooEntry):
+    """An ADM state dict (e.g. guided-diffusion's 64x64_diffusion.pt) built with the entry's `flags`, the
+    model_and_diffusion flags it was trained with; unset flags take the package's own defaults. The noise levels are
+    the discrete chain of its noise_schedule and diffusion_steps; the network takes the integer timestep."""
+    adm_available(entry)
+    package = ADM_CODE[entry.format][0]
+    script_util = importlib.import_module(f"{package}.script_util")
+    defaults = script_util.model_and_diffusion_defaults()
+    unknown = sorted(set(entry.flags) - set(defaults) - set(ADM_SAMPLING_FLAGS))
+    if unknown:
+        raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not {package} flags; valid flags: "
+                       f"{', '.join(sorted(defaults))}")
+    flags = defaults | entry.flags
+    state = _read_state(entry)
+    for flag, shown in _adm_shown(entry, state, entry.channels).items():
+        if flags[flag] != shown:
+            raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {flags[flag]!r} in the entry but the checkpoint "
+                           f"{entry.source} was built with {flag} = {shown!r}")
+    prediction = "x0" if flags.get("predict_xstart") else "eps"
+    for field_, want in (("kernel", "vp-discrete"), ("prediction", prediction), ("time_input", "discrete")):
+        if getattr(entry, field_) != want:
+            raise _mismatch(entry, field_, getattr(entry, field_), want)
+    params = inspect.signature(script_util.create_model).parameters
+    args = {k: flags[k] for k in params if k in flags}
+    if "use_fp16" in args:
+        args["use_fp16"] = False  # the stored weights are float32; the suite casts the network to its own dtype
+    unet = script_util.create_model(**args)
+    _load_weights(entry, unet, state)
+    steps = int(flags["diffusion_steps"])
+    classes = state["label_emb.weight"].shape[0] if "label_emb.weight" in state else None
+    config = {"image_size": flags["image_size"], "in_channels": entry.channels, "num_classes": classes}
+    net = ADMNetwork(unet, entry.channels, bool(flags["learn_sigma"]),
+                     1000 / steps if flags.get("rescale_timesteps") else 1.0, config)
+    return net, VPDiscrete(betas=adm_betas(flags["noise_schedule"], steps)), prediction, "discrete", 1.0
+
+
+# --- score-SDE: score_sde_pytorch ---------------------------------------------------------------------------------
+
+SCORE_SDE_HELP = ("score-SDE checkpoints need Song et al.'s code: clone "
+                  "https://github.com/yang-song/score_sde_pytorch, add its root to PYTHONPATH, and pip install "
+                  "ml_collections (its configs use it)")
+# score_sde_pytorch's network package is also called `models`; it is imported under this name instead
+SCORE_SDE_PACKAGE = "score_sde_models"
+SCORE_SDE_MODULES = {"ncsn": "ncsnv2", "ncsnv2_deeper": "ncsnv2", "ncsnv2_deepest": "ncsnv2"}  # else module = name
+
+
+def _score_sde_root() -> Optional[Path]:
+    """The score_sde_pytorch checkout on sys.path: the entry that holds sde_lib.py and models/utils.py."""
+    for p in sys.path:
+        root = Path(p or ".")
+        if (root / "sde_lib.py").is_file() and (root / "models" / "utils.py").is_file():
+            return root
+    return None
+
+
+def score_sde_available(entry: ZooEntry) -> None:
+    root = _score_sde_root()
+    if root is None:
+        raise Unavailable(f"zoo entry {entry.name!r}: no score_sde_pytorch checkout on PYTHONPATH. " + SCORE_SDE_HELP)
+    if not entry.config:
+        raise ZooError(f"zoo entry {entry.name!r}: a score-sde entry needs `config`, its checkpoint's config file "
+                       f"relative to the score_sde_pytorch checkout (e.g. configs/vp/cifar10_ddpmpp_continuous.py)")
+    if not (root / entry.config).is_file():
+        raise Unavailable(f"zoo entry {entry.name!r}: config {entry.config} is not in the checkout {root}")
+    if not Path(entry.source).is_file():
+        raise Unavailable(f"zoo entry {entry.name!r}: score-sde checkpoint {entry.source} does not exist")
+
+
+def score_sde_module(root: Path, module: str):
+    """`module` of score_sde_pytorch's `models` package, imported as score_sde_models.<module>."""
+    if SCORE_SDE_PACKAGE not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(SCORE_SDE_PACKAGE, None, is_package=True)
+        spec.submodule_search_locations = [str(root / "models")]
+        sys.modules[SCORE_SDE_PACKAGE] = importlib.util.module_from_spec(spec)
+    return importlib.import_module(f"{SCORE_SDE_PACKAGE}.{module}")
+
+
+def _score_sde_config(entry: ZooEntry, root: Path):
+    path = root / entry.config
+    spec = importlib.util.spec_from_file_location("score_sde_config_" + re.sub(r"\W", "_", entry.config), path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ModuleNotFoundError as e:
+        raise Unavailable(f"zoo entry {entry.name!r}: config {entry.config} needs `{e.name}`. " + SCORE_SDE_HELP) from e
+    return module.get_config()
+
+
+def score_sde_kernel(config) -> tuple[str, Kernel, str, str, float]:
+    """(kernel name, kernel, prediction, time input, time scale) of a score-SDE config, in the suite's [-1, 1] data.
+
+    As score_sde_pytorch's get_score_fn (models/utils.py) reads its networks: a VP or sub-VP network outputs eps
+    (score = -output / std) and takes 999 t (continuous) or the fractional step index t (N - 1) of DDPM's chain
+    (discrete); a VE network outputs the score and takes sigma (continuous) or NCSN's index round((1 - t)(N - 1)),
+    0 at sigma_max (discrete). A VE model trained on [0, 1] data (data.centered = False) is the same model in [-1, 1]
+    with every sigma doubled (ScoreSDENetwork maps the data)."""
+    sde, continuous, m = config.training.sde.lower(), bool(config.training.continuous), config.model
+    n = int(m.num_scales)
+    if sde in ("vpsde", "subvpsde") and not config.data.centered:
+        raise ZooError(f"score-SDE config: data.centered = False under {sde} is not supported (the suite's data lie in "
+                       f"[-1, 1]; VP and sub-VP noise does not rescale with the data)")
+    if sde == "vpsde" and continuous:
+        return "vp", VP(m.beta_min, m.beta_max), "eps", "t", 999.0
+    if sde == "vpsde":  # the VP SDE's discretisation: DDPM's betas beta_min / N .. beta_max / N
+        return "vp-discrete", VPDiscrete(beta_start=m.beta_min / n, beta_end=m.beta_max / n,
+                                         num_train_timesteps=n), "eps", "t", 1.0
+    if sde == "subvpsde":  # always 999 t, continuous or not (get_score_fn)
+        return "subvp", SubVP(m.beta_min, m.beta_max), "eps", "t", 999.0
+    if sde == "vesde":
+        scale = 1.0 if config.data.centered else 2.0
+        kernel = VE(scale * m.sigma_min, scale * m.sigma_max)
+        return ("ve", kernel, "score", "sigma", 1 / scale) if continuous else \
+            ("ve", kernel, "score", "reversed-discrete", float(n - 1))
+    raise ZooError(f"score-SDE config: training.sde {config.training.sde!r} is not supported; supported: vpsde, "
+                   f"subvpsde, vesde")
+
+
+class ScoreSDENetwork(torch.nn.Module):
+    """A score_sde_pytorch network called as net(x_t, label) on the suite's [-1, 1] data. A network trained on [0, 1]
+    data (data.centered = False, VE only) sees (x_t + 1) / 2, and its score, a gradient in [0, 1] coordinates, is
+    halved into [-1, 1] coordinates."""
+
+    def __init__(self, model: torch.nn.Module, centered: bool, config: dict[str, Any]):
+        super().__init__()
+        self.model, self.centered, self.config = model, centered, config
+
+    def forward(self, x, label):
+        if self.centered:
+            return self.model(x, label)
+        return self.model((x + 1) / 2, label) / 2
+
+
+def _ema_weights(entry: ZooEntry, net: torch.nn.Module, ema: dict[str, Any]) -> None:
+    """Copy the checkpoint's EMA weights (its ExponentialMovingAverage's shadow_params, one per trainable parameter
+    in order) into `net`, as score_sde_pytorch samples with them."""
+    shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
+    params = [p for p in net.parameters() if p.requires_grad]
+    if shadow is None or len(shadow) != len(params):
+        raise ZooError(f"zoo entry {entry.name!r}: the checkpoint's EMA holds "
+                       f"{'no shadow_params' if shadow is None else f'{len(shadow)} tensors'}, the network has "
+                       f"{len(params)} trainable parameters")
+    with torch.no_grad():
+        for i, (s, p) in enumerate(zip(shadow, params)):
+            if s.shape != p.shape:
+                raise ZooError(f"zoo entry {entry.name!r}: EMA tensor {i} has shape {tuple(s.shape)}, its parameter "
+                               f"{tuple(p.shape)}")
+            p.copy_(s)
+
+
+def load_score_sde(entry: ZooEntry):
+    """A score_sde_pytorch checkpoint ({'model', 'ema', 'optimizer', 'step'}, as its save_checkpoint writes) with its
+    config file: the network its config names, with the EMA weights, mapped by `score_sde_kernel`."""
+    score_sde_available(entry)
+    root = _score_sde_root()
+    config = _score_sde_config(entry, root)
+    name, kernel, prediction, time_input, time_scale = score_sde_kernel(config)
+    if entry.kernel != name:
+        raise _mismatch(entry, "kernel", entry.kernel, f"{name} (training.sde = {config.training.sde}, continuous = "
+                                                       f"{bool(config.training.continuous)})")
+    if entry.prediction != prediction:
+        raise _mismatch(entry, "prediction", entry.prediction, prediction)
+    if entry.kernel_options:  # stated options must give the checkpoint's own noise levels
+        try:
+            stated = make_kernel(name, **entry.kernel_options)
+        except TypeError as e:
+            raise ZooError(f"zoo entry {entry.name!r}: kernel_options {entry.kernel_options} ({e})") from e
+        for end in ("sigma_min", "sigma_max"):
+            if not math.isclose(getattr(stated, end), getattr(kernel, end), rel_tol=1e-9):
+                raise _mismatch(entry, f"the kernel's {end} (from kernel_options)", getattr(stated, end),
+                                getattr(kernel, end))
+    model_name = config.model.name
+    utils = score_sde_module(root, "utils")
+    score_sde_module(root, SCORE_SDE_MODULES.get(model_name, model_name))  # registers the network class
+    model = utils.get_model(model_name)(config)
+    state = _read_state(entry)
+    if not {"model", "ema"} <= set(state):
+        raise ZooError(f"zoo entry {entry.name!r}: {entry.source} is not a score_sde_pytorch checkpoint (keys "
+                       f"{sorted(state)[:6]}; expected model, ema, optimizer, step)")
+    _load_weights(entry, model, {k.removeprefix("module."): v for k, v in state["model"].items()})
+    _ema_weights(entry, model, state["ema"])
+    data = {"image_size": config.data.image_size, "in_channels": config.data.num_channels}
+    return ScoreSDENetwork(model, bool(config.data.centered), data), kernel, prediction, time_input, time_scale

@@ -1,0 +1,420 @@
+"""The ADM and score-SDE loaders (models/published.py) and the EDM pickle's baselines, on tiny stand-ins of their
+authors' code written here: the same package layout, key names, flags and checkpoint layout, a much smaller network.
+Each is loaded through the registry, sampled, and compared with a direct call of the stand-in through the score
+convention of its authors' code (parity within 1e-5: the same float32 network calls, float64 arithmetic)."""
+import importlib
+import math
+import pickle
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from models.generate import solve
+from models.grids import make_grid
+from models.published import adm_betas, score_sde_module
+from models.samplers import sample_euler
+from models.zoo import Unavailable, ZooEntry, ZooError, check_available, load_denoiser
+
+PARITY = 1e-5  # the same float32 network calls on both sides; only float64 step arithmetic may differ
+
+
+def forget(*prefixes: str) -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] in prefixes]:
+        del sys.modules[name]
+
+
+# --- ADM ------------------------------------------------------------------------------------------------------------
+
+ADM_SCRIPT_UTIL = '''
+import torch
+from torch import nn
+
+NUM_CLASSES = 5
+
+
+def model_and_diffusion_defaults():
+    return dict(image_size=8, num_channels=8, num_res_blocks=1, attention_resolutions="16,8", class_cond=False,
+                use_fp16=False, learn_sigma=False, diffusion_steps=1000, noise_schedule="linear",
+                timestep_respacing="", use_kl=False, predict_xstart=False, rescale_timesteps=False,
+                rescale_learned_sigmas=False)
+
+
+def create_model(image_size, num_channels, num_res_blocks, learn_sigma=False, class_cond=False,
+                 attention_resolutions="16", use_fp16=False):
+    return UNetModel(num_channels, 6 if learn_sigma else 3, NUM_CLASSES if class_cond else None)
+
+
+class UNetModel(nn.Module):
+    """ADM's key names (time_embed, input_blocks, label_emb, out) around a one-convolution network."""
+
+    def __init__(self, ch, out_channels, num_classes):
+        super().__init__()
+        self.ch = ch
+        self.time_embed = nn.Sequential(nn.Linear(ch, ch), nn.SiLU(), nn.Linear(ch, ch))
+        self.input_blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(3, ch, 3, padding=1))])
+        if num_classes:
+            self.label_emb = nn.Embedding(num_classes, ch)
+        self.out = nn.Sequential(nn.GroupNorm(2, ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
+
+    def forward(self, x, timesteps, y=None):
+        half = self.ch // 2
+        freqs = torch.exp(-torch.arange(half, dtype=torch.float32) * (9.21 / half))
+        args = timesteps[:, None].float() * freqs[None]
+        emb = self.time_embed(torch.cat([torch.cos(args), torch.sin(args)], dim=1))
+        if y is not None:
+            emb = emb + self.label_emb(y)
+        return self.out(self.input_blocks[0](x) + emb[:, :, None, None])
+'''
+
+
+@pytest.fixture
+def adm_code(tmp_path, monkeypatch):
+    """write(package) puts a stand-in of OpenAI's package on sys.path and returns its script_util."""
+    def write(package: str):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "script_util.py").write_text(ADM_SCRIPT_UTIL)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        return importlib.import_module(f"{package}.script_util")
+
+    yield write
+    forget("guided_diffusion", "improved_diffusion")
+
+
+def save_adm(script_util, path, **flags):
+    torch.manual_seed(0)
+    args = script_util.model_and_diffusion_defaults() | flags
+    unet = script_util.create_model(args["image_size"], args["num_channels"], args["num_res_blocks"],
+                                    learn_sigma=args["learn_sigma"], class_cond=args["class_cond"])
+    torch.save(unet.state_dict(), path)
+    return unet.eval()
+
+
+def adm_entry(tmp_path, fmt="guided-diffusion", **fields):
+    return ZooEntry(**{"name": "adm-tiny", "source": str(tmp_path / "adm.pt"), "format": fmt,
+                       "kernel": "vp-discrete", "prediction": "eps", "time_input": "discrete", "image_size": 8,
+                       "sampler": "euler", "nfe": 6} | fields)
+
+
+@pytest.mark.parametrize("steps", [1000, 4000])
+@pytest.mark.parametrize("schedule, diffusers_name", [("linear", "linear"), ("cosine", "squaredcos_cap_v2")])
+def test_adm_betas_match_diffusers_schedules(steps, schedule, diffusers_name):
+    """The same named schedules as diffusers' DDPMScheduler (linear rescaled to `steps`, the capped cosine);
+    diffusers computes them in float32."""
+    from diffusers import DDPMScheduler
+
+    scale = 1000 / steps
+    ref = DDPMScheduler(num_train_timesteps=steps, beta_schedule=diffusers_name, beta_start=1e-4 * scale,
+                        beta_end=0.02 * scale).betas.double()
+    assert torch.allclose(adm_betas(schedule, steps), ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fmt, package, flags", [
+    ("guided-diffusion", "guided_diffusion", {"learn_sigma": True, "class_cond": True, "noise_schedule": "cosine",
+                                              "diffusion_steps": 4000}),
+    ("improved-diffusion", "improved_diffusion", {"rescale_timesteps": True, "noise_schedule": "cosine",
+                                                  "diffusion_steps": 4000}),
+    ("guided-diffusion", "guided_diffusion", {}),
+])
+def test_adm_checkpoint_samples_like_its_network_called_directly(tmp_path, adm_code, fmt, package, flags):
+    script_util = adm_code(package)
+    unet = save_adm(script_util, tmp_path / "adm.pt", **flags)
+    conditional = flags.get("class_cond", False)
+    D = load_denoiser(adm_entry(tmp_path, fmt, conditional=conditional, flags=flags))
+    steps = flags.get("diffusion_steps", 1000)
+    log_sigmas = 0.5 * torch.log(1 / torch.cumprod(1 - adm_betas(flags.get("noise_schedule", "linear"), steps), 0) - 1)
+    factor = 1000 / steps if flags.get("rescale_timesteps") else 1
+
+    def direct(x, sigma, label=None):
+        """ADM's eps-network at the step n nearest sigma in log sigma, on x_t = x_hat / sqrt(1 + sigma^2)."""
+        sigma = float(sigma)
+        n = int(torch.argmin((log_sigmas - math.log(sigma)).abs()))
+        t = torch.full((len(x),), n * factor, dtype=torch.float32 if factor != 1 else torch.long)
+        with torch.no_grad():
+            eps = unet((x / math.sqrt(1 + sigma**2)).float(), t, label)[:, :3].double()
+        return x - sigma * eps
+
+    eps = torch.randn((3, 3, 8, 8), generator=torch.Generator().manual_seed(1)).double()
+    labels = torch.tensor([0, 3, 4]) if conditional else None
+    x = D.kernel.initial_state(eps)
+    with torch.no_grad():
+        ours = solve(D, x, D.kernel, "euler", 6, label=labels).x
+    ref = sample_euler(direct, x, make_grid("edm", D.kernel, 6), labels).x
+    assert (ours - ref).abs().max() < PARITY
+    assert D.kernel.num_train_timesteps == steps
+
+
+def test_adm_flags_that_disagree_with_the_checkpoint_are_refused_by_name(tmp_path, adm_code):
+    script_util = adm_code("guided_diffusion")
+    save_adm(script_util, tmp_path / "adm.pt", learn_sigma=True, class_cond=True)
+    with pytest.raises(ZooError, match=r"flag learn_sigma is False in the entry but the checkpoint .* was built with "
+                                       r"learn_sigma = True"):
+        load_denoiser(adm_entry(tmp_path, conditional=True, flags={"class_cond": True}))
+    with pytest.raises(ZooError, match=r"flag class_cond is False in the entry .* class_cond = True"):
+        load_denoiser(adm_entry(tmp_path, flags={"learn_sigma": True}))
+    with pytest.raises(ZooError, match=r"flag num_channels is 16 in the entry .* num_channels = 8"):
+        load_denoiser(adm_entry(tmp_path, conditional=True, flags={"learn_sigma": True, "class_cond": True,
+                                                                   "num_channels": 16}))
+    with pytest.raises(ZooError, match=r"flags \['num_chanels'\] are not guided_diffusion flags; valid flags: "):
+        load_denoiser(adm_entry(tmp_path, flags={"num_chanels": 8}))
+    ok = {"learn_sigma": True, "class_cond": True}
+    with pytest.raises(ZooError, match=r"marked unconditional but its network takes 5 classes"):
+        load_denoiser(adm_entry(tmp_path, flags=ok))
+    with pytest.raises(ZooError, match=r"image_size is 16 in the entry but 8"):
+        load_denoiser(adm_entry(tmp_path, conditional=True, image_size=16, flags=ok))
+    with pytest.raises(ZooError, match=r"prediction is 'eps' in the entry but 'x0'"):
+        load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"predict_xstart": True}))
+    with pytest.raises(ZooError, match=r"noise_schedule 'sqrt' is not supported; supported: linear, cosine"):
+        load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"noise_schedule": "sqrt"}))
+    assert load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok)).num_classes == 5
+
+
+def test_adm_without_its_package_says_what_to_provide(tmp_path):
+    entry = adm_entry(tmp_path)
+    with pytest.raises(Unavailable, match=r"need OpenAI's `guided_diffusion` package importable: clone "
+                                          r"https://github.com/openai/guided-diffusion"):
+        check_available(entry)
+    with pytest.raises(Unavailable, match=r"`improved_diffusion`.*github.com/openai/improved-diffusion"):
+        load_denoiser(adm_entry(tmp_path, "improved-diffusion"))
+
+
+# --- score-SDE ------------------------------------------------------------------------------------------------------
+
+SCORE_SDE_UTILS = '''
+import sde_lib  # as score_sde_pytorch's models/utils.py: the checkout's root must be importable
+
+_MODELS = {}
+
+
+def register_model(cls=None, *, name=None):
+    def _register(cls):
+        _MODELS[name or cls.__name__] = cls
+        return cls
+    return _register if cls is None else _register(cls)
+
+
+def get_model(name):
+    return _MODELS[name]
+'''
+
+SCORE_SDE_NET = '''
+import math
+
+import torch
+from torch import nn
+
+from . import utils
+
+
+@utils.register_model(name="ddpm")
+class DDPM(nn.Module):
+    """score_sde_pytorch's conventions in one convolution: [0, 1] inputs when data.centered is False, a descending
+    sigma table for discrete VE labels, and the output divided by sigma under model.scale_by_sigma."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        m = config.model
+        self.register_buffer("sigmas", torch.exp(torch.linspace(math.log(m.sigma_max), math.log(m.sigma_min),
+                                                                m.num_scales)))
+        c = config.data.num_channels
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.temb = nn.Linear(1, c)
+
+    def forward(self, x, labels):
+        if not self.config.data.centered:
+            x = 2 * x - 1
+        h = torch.tanh(self.conv(x)) + self.temb(torch.log1p(labels.float())[:, None])[:, :, None, None]
+        if self.config.model.scale_by_sigma:
+            used = labels.float() if self.config.training.continuous else self.sigmas[labels.long()]
+            h = h / used[:, None, None, None]
+        return h
+'''
+
+SCORE_SDE_CONFIG = '''
+from types import SimpleNamespace
+
+
+def get_config():
+    training = SimpleNamespace(sde={sde!r}, continuous={continuous})
+    data = SimpleNamespace(image_size=8, num_channels=3, centered={centered})
+    model = SimpleNamespace(name="ddpm", sigma_min=0.01, sigma_max=50.0, num_scales=1000, beta_min=0.1,
+                            beta_max=20.0, scale_by_sigma={scale_by_sigma}, ema_rate=0.9999)
+    return SimpleNamespace(training=training, data=data, model=model)
+'''
+
+VARIANTS = {  # config file -> (sde, continuous, centered, scale_by_sigma, entry kernel, entry prediction)
+    "vp_cont": ("vpsde", True, True, False, "vp", "eps"),
+    "vp_discrete": ("vpsde", False, True, False, "vp-discrete", "eps"),
+    "subvp_cont": ("subvpsde", True, True, False, "subvp", "eps"),
+    "ve_cont": ("vesde", True, False, True, "ve", "score"),
+    "ve_discrete": ("vesde", False, False, True, "ve", "score"),
+}
+
+
+@pytest.fixture
+def score_sde_code(tmp_path, monkeypatch):
+    """A stand-in score_sde_pytorch checkout (sde_lib.py, models/, configs/) on sys.path."""
+    root = tmp_path / "score_sde_pytorch"
+    (root / "models").mkdir(parents=True)
+    (root / "configs").mkdir()
+    (root / "sde_lib.py").write_text("")
+    (root / "models" / "utils.py").write_text(SCORE_SDE_UTILS)
+    (root / "models" / "ddpm.py").write_text(SCORE_SDE_NET)
+    for name, (sde, continuous, centered, by_sigma, _, _) in VARIANTS.items():
+        (root / "configs" / f"{name}.py").write_text(textwrap.dedent(SCORE_SDE_CONFIG).format(
+            sde=sde, continuous=continuous, centered=centered, scale_by_sigma=by_sigma))
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    forget("score_sde_models", "sde_lib")
+    forget(*[m for m in sys.modules if m.startswith("score_sde_config_")])
+
+
+def save_score_sde(root, variant: str, path):
+    """A checkpoint as score_sde_pytorch's save_checkpoint writes it: the DataParallel state dict ('module.' keys)
+    and the EMA's shadow parameters, here the weights plus 0.05 so that sampling tells them apart."""
+    spec = importlib.util.spec_from_file_location("cfg", root / "configs" / f"{variant}.py")
+    cfg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cfg)
+    config = cfg.get_config()
+    utils = score_sde_module(root, "utils")
+    score_sde_module(root, "ddpm")
+    torch.manual_seed(0)
+    net = utils.get_model("ddpm")(config)
+    shadow = [p.detach() + 0.05 for p in net.parameters()]
+    torch.save({"optimizer": {}, "model": {f"module.{k}": v for k, v in net.state_dict().items()},
+                "ema": {"decay": 0.9999, "num_updates": 10, "shadow_params": shadow}, "step": 10}, path)
+    with torch.no_grad():
+        for p, s in zip(net.parameters(), shadow):
+            p.copy_(s)
+    return net.eval(), config
+
+
+def score_sde_entry(tmp_path, variant: str, **fields):
+    kernel, prediction = VARIANTS[variant][4:]
+    return ZooEntry(**{"name": f"sde-{variant}", "source": str(tmp_path / "sde.pth"), "format": "score-sde",
+                       "config": f"configs/{variant}.py", "kernel": kernel, "prediction": prediction,
+                       "image_size": 8} | fields)
+
+
+def score_fn(net, config, x_hat: torch.Tensor, sigma: float) -> torch.Tensor:
+    """D(x_hat; sigma) in the suite's [-1, 1] sigma-space, computed the way score_sde_pytorch's get_score_fn reads
+    its network, in its own time t and data range, then Tweedie's formula x0 = (x_t + std^2 score) / mean."""
+    m, sde = config.model, config.training.sde
+    b0, b1 = m.beta_min, m.beta_max
+    if sde in ("vpsde", "subvpsde"):
+        # u(t) = b0 t + (b1 - b0) t^2 / 2; VP: sigma^2 = e^u - 1; sub-VP: sigma = 2 sinh(u / 2)
+        u = math.log1p(sigma**2) if sde == "vpsde" else 2 * math.asinh(sigma / 2)
+        t = (-b0 + math.sqrt(b0**2 + 2 * (b1 - b0) * u)) / (b1 - b0)
+        mean = math.exp(-u / 2)
+        std = math.sqrt(1 - math.exp(-u)) if sde == "vpsde" else 1 - math.exp(-u)
+        if config.training.continuous or sde == "subvpsde":
+            labels = t * 999
+        else:  # the fractional step whose log sigma (interpolated in log sigma) is this one, on DDPM's chain
+            ab = np.cumprod(1 - np.linspace(b0 / m.num_scales, b1 / m.num_scales, m.num_scales))
+            labels = float(np.interp(math.log(sigma), 0.5 * np.log((1 - ab) / ab), np.arange(m.num_scales)))
+        x_t = mean * x_hat
+        with torch.no_grad():
+            out = net(x_t.float(), torch.full((len(x_hat),), labels, dtype=torch.float32)).double()
+        return (x_t - std * out) / mean  # score = -out / std
+    # VE on [0, 1] data: sigma there is half the suite's; the network sees its input mapped in float32
+    s, x = sigma / 2, (x_hat.float() + 1) / 2
+    if config.training.continuous:
+        labels = torch.full((len(x_hat),), s, dtype=torch.float32)
+    else:
+        t = math.log(s / m.sigma_min) / math.log(m.sigma_max / m.sigma_min)
+        labels = torch.full((len(x_hat),), round((1 - t) * (m.num_scales - 1)), dtype=torch.long)
+    with torch.no_grad():
+        score = net(x, labels).double()
+    return 2 * ((x_hat + 1) / 2 + s**2 * score) - 1
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_score_sde_checkpoint_samples_like_its_score_function(tmp_path, score_sde_code, variant):
+    net, config = save_score_sde(score_sde_code, variant, tmp_path / "sde.pth")
+    D = load_denoiser(score_sde_entry(tmp_path, variant))
+    eps = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(2)).double()
+    x = D.kernel.initial_state(eps)
+    sigmas = make_grid("edm", D.kernel, 6)
+    with torch.no_grad():
+        ours = sample_euler(D, x, sigmas).x
+    ref = sample_euler(lambda x_, s_, label=None: score_fn(net, config, x_, float(s_)), x, sigmas).x
+    assert (ours - ref).abs().max() < PARITY
+    if config.training.sde == "vesde":  # the [0, 1] data's sigma range, doubled into [-1, 1]
+        assert math.isclose(D.kernel.sigma_min, 0.02) and math.isclose(D.kernel.sigma_max, 100.0)
+
+
+def test_score_sde_entry_that_disagrees_with_its_config_is_refused(tmp_path, score_sde_code):
+    save_score_sde(score_sde_code, "subvp_cont", tmp_path / "sde.pth")
+    with pytest.raises(ZooError, match=r"kernel is 'vp' in the entry but 'subvp \(training.sde = subvpsde, "
+                                       r"continuous = True\)'"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont", kernel="vp"))
+    with pytest.raises(ZooError, match=r"prediction is 'score' in the entry but 'eps'"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont", prediction="score"))
+    with pytest.raises(ZooError, match=r"sigma_min \(from kernel_options\) is .* in the entry"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont", kernel_options={"beta_max": 10.0}))
+    with pytest.raises(ZooError, match=r"image_size is 32 in the entry but 8"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont", image_size=32))
+    with pytest.raises(ZooError, match=r"needs `config`"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont", config=""))
+    assert load_denoiser(score_sde_entry(tmp_path, "subvp_cont", kernel_options={"beta_max": 20.0})).kernel
+
+
+def test_score_sde_checkpoint_that_does_not_fit_is_refused(tmp_path, score_sde_code):
+    save_score_sde(score_sde_code, "vp_cont", tmp_path / "sde.pth")
+    state = torch.load(tmp_path / "sde.pth", weights_only=True)
+    state["ema"]["shadow_params"] = state["ema"]["shadow_params"][:1]
+    torch.save(state, tmp_path / "sde.pth")
+    with pytest.raises(ZooError, match=r"EMA holds 1 tensors, the network has 4 trainable parameters"):
+        load_denoiser(score_sde_entry(tmp_path, "vp_cont"))
+    del state["model"]["module.conv.bias"]
+    torch.save(state, tmp_path / "sde.pth")
+    with pytest.raises(ZooError, match=r"missing keys \['conv.bias'\]"):
+        load_denoiser(score_sde_entry(tmp_path, "vp_cont"))
+    torch.save({"state_dict": {}}, tmp_path / "sde.pth")
+    with pytest.raises(ZooError, match=r"is not a score_sde_pytorch checkpoint"):
+        load_denoiser(score_sde_entry(tmp_path, "vp_cont"))
+
+
+def test_score_sde_without_its_checkout_says_what_to_provide(tmp_path):
+    with pytest.raises(Unavailable, match=r"no score_sde_pytorch checkout on PYTHONPATH.*"
+                                          r"github.com/yang-song/score_sde_pytorch.*ml_collections"):
+        check_available(score_sde_entry(tmp_path, "vp_cont"))
+
+
+# --- EDM's baseline pickles -----------------------------------------------------------------------------------------
+
+def test_edm_baseline_pickle_keeps_to_its_sigma_range_and_takes_class_indices(tmp_path, monkeypatch):
+    """EDM's converted ADM baseline (iDDPMPrecond) declares sigma_min/sigma_max and, with classes, takes one-hot
+    labels: the grid keeps within the range, as EDM's sampler does, and class indices reach it one-hot."""
+    for pkg in ("dnnlib", "torch_utils"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "torch_utils" / "nets.py").write_text(textwrap.dedent("""
+        import torch
+        class Precond(torch.nn.Module):
+            img_resolution, img_channels, label_dim = 8, 3, 4
+            sigma_min, sigma_max = 0.0064, 157.0
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.tensor(0.5))
+            def forward(self, x, sigma, class_labels=None):
+                assert class_labels.shape == (len(x), self.label_dim)
+                return x * self.w + (class_labels.argmax(1) + 1).reshape(-1, 1, 1, 1).to(x.dtype)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from torch_utils.nets import Precond  # noqa: E402
+
+    with open(tmp_path / "edm.pkl", "wb") as f:
+        pickle.dump({"ema": Precond()}, f)
+    entry = ZooEntry(name="adm-baseline", source=str(tmp_path / "edm.pkl"), format="edm-pickle", kernel="edm",
+                     prediction="x0", time_input="sigma", image_size=8, conditional=True)
+    D = load_denoiser(entry)
+    assert (D.kernel.sigma_min, D.kernel.sigma_max) == (0.0064, 80.0)
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert D(x, 1.0, torch.tensor([0, 3]))[:, 0, 0, 0].tolist() == [1.0, 4.0]
+    forget("torch_utils", "dnnlib")
