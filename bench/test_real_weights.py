@@ -12,8 +12,6 @@ from models.zoo import Unavailable
 def test_real_pair(case, measure, zoo, claim):
     missing = [m for m in case.models if m not in zoo]
     if missing:  # conftest.py turns this into a skip that says what to provide
-        need = ("; ADM checkpoints need a loader the suite does not have yet"
-                if any(m.startswith("adm-") for m in missing) else "")
         raise Unavailable(f"no zoo entry for {', '.join(missing)}: pass --zoo {REAL_ZOO} (or your own zoo file) "
-                          f"with the checkpoints in place{need}")
+                          f"with the checkpoints in place")
     claim(case, *measure.case(case))

@@ -7,12 +7,27 @@ from cases import Bar, Case, Run, score_bar
 from models.scores import SSCD_THRESHOLD_LARGE
 
 REAL_ZOO = "models/real.toml"
-CIFAR = [("ddpm-cifar10-32", "edm-cifar10-uncond-vp"), ("edm-cifar10-uncond-vp", "edm-cifar10-uncond-ve"),
-         ("ddpm-cifar10-32", "edm-cifar10-uncond-ve")]
-REAL = [Case("real", "Table 1, Appendix B (CIFAR-10)", "rp", (Run(a), Run(b)), score_bar(), marks=("weights",))
-        for a, b in CIFAR]
-REAL += [Case("real", "Appendix A.1 (ImageNet 64)", "rp", (Run("edm-imagenet-64-cond"), Run("adm-imagenet-64-cond")),
-              score_bar(), params={"threshold": SSCD_THRESHOLD_LARGE}, marks=("weights", "gpu"))]
+# Table 1's models with a public PyTorch checkpoint, each with its Table 1 sampler: DPM-Solver -> dpm3 at 20 NFE;
+# "ODE" (score-SDE's black-box RK45, which the suite lacks) and EDM's Heun-Solver -> Heun at 35 NFE (EDM's CIFAR-10
+# setting). DDPMv5 is DDPMv4's checkpoint under the ODE sampler.
+TABLE1 = {"DDPMv1": Run("ddpmv1-vp-ddpm-cont"), "DDPMv2": Run("ddpmv2-vp-ddpm-discrete"),
+          "DDPMv3": Run("ddpmv3-vp-ddpmpp-cont"), "DDPMv4": Run("ddpmv4-vp-ddpmpp-deep-cont"),
+          "DDPMv5": Run("ddpmv4-vp-ddpmpp-deep-cont", "heun", 35),
+          "DDPMv6": Run("ddpmv6-subvp-ddpmpp-deep-cont", "heun", 35),
+          "DDPMv7": Run("ddpmv7-subvp-ddpm-cont", "heun", 35), "DDPMv8": Run("ddpmv8-subvp-ddpmpp-cont", "heun", 35),
+          "EDMv1": Run("edm-cifar10-uncond-vp", "heun", 35), "EDMv2": Run("edm-cifar10-uncond-ve", "heun", 35)}
+FIG14 = Bar(">=", 0.6, "Appendix B, Fig. 14: every pair of Table 1's models scores RP above 0.6")
+REAL = [Case("real", "Table 1, Appendix B, Fig. 14 (CIFAR-10)", "rp", (TABLE1[a], TABLE1[b]), FIG14,
+             tag=f"{a}~{b}", marks=("weights",)) for a, b in combinations(TABLE1, 2)]
+# Ho et al.'s own DDPM (diffusers' conversion), against both EDM models
+REAL += [Case("real", "Table 1, Appendix B (CIFAR-10)", "rp", (Run("ddpm-cifar10-32"), TABLE1[b]), score_bar(),
+              marks=("weights",)) for b in ("EDMv1", "EDMv2")]
+# Appendix A.1: 10k noises, each paired with a random class, the same for both models
+REAL += [Case("real", "Appendix A.1, Fig. 9c (ImageNet 64)", "rp",
+              (Run("edm-imagenet-64-cond"), Run("adm-imagenet-64-cond")),
+              Bar(">=", 0.6, "Appendix A.1, Fig. 9c: 81% of EDM vs ADM pairs above SSCD 0.4; the suite's bar 0.6 is "
+                             "below it"),
+              params={"threshold": SSCD_THRESHOLD_LARGE, "labels": "random"}, marks=("weights", "gpu"))]
 SD_PROMPT = "a photograph of an astronaut riding a horse"  # Appendix A.2
 SD = ("sd-v1-1", "sd-v1-2", "sd-v1-3", "sd-v1-4")
 SD_PARAMS = {"threshold": SSCD_THRESHOLD_LARGE, "prompt": SD_PROMPT}

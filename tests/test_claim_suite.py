@@ -171,3 +171,30 @@ def test_built_in_model_names_are_built_and_parsed_in_one_place():
     assert parse(optimal("m64")) == Builtin("optimal", 64) and parse(optimal(128)) == Builtin("optimal", 128)
     assert parse(sweep("unet16-edm", 256)) == Builtin("sweep", 256, "unet16-edm")
     assert parse("unet16-edm-m64") is None and parse("optimal-x") is None and parse("optimal-n0") is None
+
+
+def test_random_labels_give_each_noise_its_own_class_for_every_model(tmp_path):
+    """labels = "random" (Appendix A.1): noise i is sampled under its class from LABEL_SEED, stored under its own key;
+    each image equals that noise's image under its class alone."""
+    from fixtures.samples import LABEL_SEED, SampleSource
+    from fixtures.zoo import Model
+    from models.kernels import make_kernel
+    from models.noise import NoiseBank, noise_labels
+    from models.store import SampleStore
+    from models.zoo import ZooEntry
+    from tests.helpers import GaussianData
+
+    def D(x, sigma, label=None):  # a class moves the data mean
+        return GaussianData(mu=0.3 - 0.2 * label.reshape(-1, 1, 1, 1).double())(x, sigma)
+
+    entry = ZooEntry(name="c", source="-", kernel="edm", image_size=4, conditional=True)
+    source = SampleSource(lambda name: Model("c", D, make_kernel("edm"), (3, 4, 4), "fp", 3, entry),
+                          SampleStore(tmp_path), "cpu")
+    bank = NoiseBank.draw(0, (3, 4, 4), n=12)
+    mixed = source(Run("c", "euler", 4), bank, label="random")
+    assert mixed.key["label"] == "random" and mixed.key["label_seed"] == LABEL_SEED
+    classes = noise_labels(LABEL_SEED, bank.ids.tolist(), 3)
+    for c in classes.unique().tolist():
+        alone = source(Run("c", "euler", 4), bank, label=c)
+        rows = (classes == c).numpy()
+        assert (mixed.images[rows] == alone.images[rows]).all()

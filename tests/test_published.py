@@ -16,7 +16,7 @@ from models.generate import solve
 from models.grids import make_grid
 from models.published import adm_betas, score_sde_module
 from models.samplers import sample_euler
-from models.zoo import Unavailable, ZooEntry, ZooError, check_available, load_denoiser
+from models.zoo import Unavailable, ZooEntry, ZooError, check_available, load_denoiser, read_zoo
 
 PARITY = 1e-5  # the same float32 network calls on both sides; only float64 step arithmetic may differ
 
@@ -170,6 +170,29 @@ def test_adm_flags_that_disagree_with_the_checkpoint_are_refused_by_name(tmp_pat
     with pytest.raises(ZooError, match=r"noise_schedule 'sqrt' is not supported; supported: linear, cosine"):
         load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"noise_schedule": "sqrt"}))
     assert load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok)).num_classes == 5
+
+
+def test_adm_entry_with_its_flags_table_loads_from_a_zoo_file(tmp_path, adm_code):
+    """models/real.toml's layout: the flags as a [models.<name>.flags] table; the source relative to the file."""
+    save_adm(adm_code("guided_diffusion"), tmp_path / "adm.pt", learn_sigma=True, class_cond=True)
+    (tmp_path / "zoo.toml").write_text(textwrap.dedent("""
+        [models.adm-tiny]
+        source = "adm.pt"
+        format = "guided-diffusion"
+        kernel = "vp-discrete"
+        time_input = "discrete"
+        image_size = 8
+        conditional = true
+        num_classes = 5
+
+        [models.adm-tiny.flags]
+        learn_sigma = true
+        class_cond = true
+        noise_schedule = "cosine"
+    """))
+    entry = read_zoo(tmp_path / "zoo.toml")["adm-tiny"]
+    assert entry.flags == {"learn_sigma": True, "class_cond": True, "noise_schedule": "cosine"}
+    assert load_denoiser(entry).num_classes == 5
 
 
 def test_adm_without_its_package_says_what_to_provide(tmp_path):
