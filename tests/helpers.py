@@ -71,3 +71,12 @@ def proportion(value: float, n: int, worst=(), first: int = 0):
 
     k = round(value * n)
     return Measured(k / n, n, list(worst), keys=list(range(first, first + n)), units=[1.0] * k + [0.0] * (n - k))
+
+
+def edm_stand_in(folder: Path, nets_py: str) -> None:
+    """A stand-in for NVlabs' `dnnlib` and `torch_utils` packages in `folder` (to put on sys.path), with `nets_py` as
+    torch_utils/nets.py: what unpickling an EDM pickle imports."""
+    for pkg in ("dnnlib", "torch_utils"):
+        (folder / pkg).mkdir()
+        (folder / pkg / "__init__.py").write_text("")
+    (folder / "torch_utils" / "nets.py").write_text(nets_py)

@@ -17,6 +17,7 @@ from models.grids import make_grid
 from models.published import adm_betas, score_sde_module
 from models.samplers import sample_euler
 from models.zoo import Unavailable, ZooEntry, ZooError, check_available, load_denoiser, read_zoo
+from tests.helpers import edm_stand_in
 
 PARITY = 1e-5  # the same float32 network calls on both sides; only float64 step arithmetic may differ
 
@@ -413,10 +414,7 @@ def test_score_sde_without_its_checkout_says_what_to_provide(tmp_path):
 def test_edm_baseline_pickle_keeps_to_its_sigma_range_and_takes_class_indices(tmp_path, monkeypatch):
     """EDM's converted ADM baseline (iDDPMPrecond) declares sigma_min/sigma_max and, with classes, takes one-hot
     labels: the grid keeps within the range, as EDM's sampler does, and class indices reach it one-hot."""
-    for pkg in ("dnnlib", "torch_utils"):
-        (tmp_path / pkg).mkdir()
-        (tmp_path / pkg / "__init__.py").write_text("")
-    (tmp_path / "torch_utils" / "nets.py").write_text(textwrap.dedent("""
+    edm_stand_in(tmp_path, textwrap.dedent("""
         import torch
         class Precond(torch.nn.Module):
             img_resolution, img_channels, label_dim = 8, 3, 4

@@ -15,6 +15,7 @@ from models.training import TrainConfig, Trainer
 from models.checkpoints import save_checkpoint
 from models.unet import build_unet
 from models.zoo import ZooEntry, ZooError, load_denoiser, read_zoo
+from tests.helpers import edm_stand_in
 
 
 def write_zoo(tmp_path, body: str):
@@ -130,10 +131,7 @@ def test_edm_pickle_without_nvlabs_packages_says_so(tmp_path):
 
 def test_edm_pickle_loads_with_the_packages(tmp_path, monkeypatch):
     """A stand-in for NVlabs' packages and an EDMPrecond-like network pickled as EDM does ({'ema': net})."""
-    for pkg in ("dnnlib", "torch_utils"):
-        (tmp_path / pkg).mkdir()
-        (tmp_path / pkg / "__init__.py").write_text("")
-    (tmp_path / "torch_utils" / "nets.py").write_text(textwrap.dedent("""
+    edm_stand_in(tmp_path, textwrap.dedent("""
         import torch
         class Precond(torch.nn.Module):
             img_resolution, img_channels, label_dim = 8, 3, 0
