@@ -8,6 +8,7 @@ All schedule arithmetic is float64.
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import torch
 
@@ -51,6 +52,11 @@ class Kernel:
     @property
     def prior_scale(self) -> float:
         return 1.0
+
+    def round_sigma(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """The noise levels a step grid may use: the network's own discrete levels where it has them (EDM's iDDPM
+        baseline), otherwise the grid as it is."""
+        return sigmas
 
     def s_of_sigma(self, sigma: Tensorish) -> torch.Tensor:
         return self.s(self.t(sigma))
@@ -200,12 +206,19 @@ class VE(Kernel):
 
 
 class EDM(Kernel):
-    """EDM: s = 1, sigma(t) = t (Karras et al. 2022, Table 1), t in [0.002, 80]."""
+    """EDM: s = 1, sigma(t) = t (Karras et al. 2022, Table 1), t in [0.002, 80]. `round_sigma`: a network's map of
+    any sigma to the nearest level it was trained on (EDM's iDDPMPrecond.round_sigma), applied to every step grid as
+    EDM's own sampler does."""
 
     name = "edm"
 
-    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0,
+                 round_sigma: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.t_min, self.t_max = sigma_min, sigma_max
+        self._round = round_sigma
+
+    def round_sigma(self, sigmas: torch.Tensor) -> torch.Tensor:
+        return sigmas if self._round is None else as64(self._round(sigmas))
 
     def s(self, t):
         return torch.ones_like(as64(t))

@@ -343,9 +343,22 @@ def _load_edm_pickle(entry: ZooEntry):
     options = {"sigma_min": 0.002, "sigma_max": 80.0} | entry.kernel_options  # EDM's defaults (Karras et al. 2022)
     options["sigma_min"] = max(options["sigma_min"], float(getattr(net, "sigma_min", 0.0)))
     options["sigma_max"] = min(options["sigma_max"], float(getattr(net, "sigma_max", float("inf"))))
+    if _rounds_sigma(net):
+        levels = net.round_sigma
+        options["round_sigma"] = lambda sigmas: levels(sigmas.float()).double().cpu()  # grids stay on the CPU
     if getattr(net, "label_dim", 0):
         net = OneHotLabels(net)
     return net, make_kernel("edm", **options), "x0", "sigma", 1.0
+
+
+def _rounds_sigma(net) -> bool:
+    """Whether an EDM network snaps sigma to discrete levels (iDDPMPrecond); for the others round_sigma is the
+    identity."""
+    if not hasattr(net, "round_sigma"):
+        return False
+    probe = torch.tensor([0.05, 0.7, 3.1, 29.0])
+    with torch.no_grad():
+        return not torch.allclose(torch.as_tensor(net.round_sigma(probe)).float().reshape(-1), probe)
 
 
 def _check_network(entry: ZooEntry, net: torch.nn.Module) -> Optional[int]:

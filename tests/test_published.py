@@ -411,10 +411,22 @@ def test_score_sde_without_its_checkout_says_what_to_provide(tmp_path):
 
 # --- EDM's baseline pickles -----------------------------------------------------------------------------------------
 
-def test_edm_baseline_pickle_keeps_to_its_sigma_range_and_takes_class_indices(tmp_path, monkeypatch):
-    """EDM's converted ADM baseline (iDDPMPrecond) declares sigma_min/sigma_max and, with classes, takes one-hot
-    labels: the grid keeps within the range, as EDM's sampler does, and class indices reach it one-hot."""
-    edm_stand_in(tmp_path, textwrap.dedent("""
+@pytest.fixture
+def edm_code(tmp_path, monkeypatch):
+    """write(nets_py): stand-ins of NVlabs' packages on sys.path, forgotten afterwards."""
+    def write(nets_py: str):
+        edm_stand_in(tmp_path, textwrap.dedent(nets_py))
+        monkeypatch.syspath_prepend(str(tmp_path))
+
+    yield write
+    forget("torch_utils", "dnnlib")
+
+
+def test_edm_baseline_pickle_keeps_to_its_sigma_levels_and_takes_class_indices(tmp_path, edm_code):
+    """EDM's converted ADM baseline (iDDPMPrecond) declares sigma_min/sigma_max, rounds sigma to the levels it was
+    trained on and, with classes, takes one-hot labels: the step grid keeps within the range and on those levels, as
+    EDM's sampler does, and class indices reach the network one-hot."""
+    edm_code("""
         import torch
         class Precond(torch.nn.Module):
             img_resolution, img_channels, label_dim = 8, 3, 4
@@ -422,11 +434,15 @@ def test_edm_baseline_pickle_keeps_to_its_sigma_range_and_takes_class_indices(tm
             def __init__(self):
                 super().__init__()
                 self.w = torch.nn.Parameter(torch.tensor(0.5))
+                self.register_buffer("u", torch.tensor([157.0, 20.0, 3.0, 0.5, 0.0064, 0.0]))
+            def round_sigma(self, sigma):
+                sigma = torch.as_tensor(sigma)
+                index = (sigma.reshape(-1, 1).float() - self.u.reshape(1, -1)).abs().argmin(1)
+                return self.u[index].reshape(sigma.shape).to(sigma.dtype)
             def forward(self, x, sigma, class_labels=None):
                 assert class_labels.shape == (len(x), self.label_dim)
                 return x * self.w + (class_labels.argmax(1) + 1).reshape(-1, 1, 1, 1).to(x.dtype)
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    """)
     from torch_utils.nets import Precond  # noqa: E402
 
     with open(tmp_path / "edm.pkl", "wb") as f:
@@ -435,7 +451,9 @@ def test_edm_baseline_pickle_keeps_to_its_sigma_range_and_takes_class_indices(tm
                      prediction="x0", time_input="sigma", image_size=8, conditional=True)
     D = load_denoiser(entry)
     assert (D.kernel.sigma_min, D.kernel.sigma_max) == (0.0064, 80.0)
+    grid = make_grid("edm", D.kernel, 6)
+    levels = set(torch.tensor([20.0, 3.0, 0.5, 0.0064]).double().tolist())  # the network's float32 levels
+    assert grid[-1] == 0 and set(grid[:-1].tolist()) <= levels and grid[0] == 20.0
     x = torch.zeros(2, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         assert D(x, 1.0, torch.tensor([0, 3]))[:, 0, 0, 0].tolist() == [1.0, 4.0]
-    forget("torch_utils", "dnnlib")
