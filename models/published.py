@@ -120,6 +120,10 @@ def load_adm(entry: ZooEntry):
         raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not {package} flags; valid flags: "
                        f"{', '.join(sorted(defaults))}")
     flags = defaults | entry.flags
+    if flags["image_size"] != entry.image_size:  # before building: a wrong size shows up as shape errors otherwise
+        raise ZooError(f"zoo entry {entry.name!r}: flag image_size is {flags['image_size']!r}"
+                       f"{'' if 'image_size' in entry.flags else ' (the package default)'} but the entry's image_size "
+                       f"is {entry.image_size}")
     state = _read_state(entry)
     for flag, shown in _adm_shown(entry, state, entry.channels).items():
         if flags[flag] != shown:

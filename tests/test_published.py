@@ -164,7 +164,8 @@ def test_adm_flags_that_disagree_with_the_checkpoint_are_refused_by_name(tmp_pat
     ok = {"learn_sigma": True, "class_cond": True}
     with pytest.raises(ZooError, match=r"marked unconditional but its network takes 5 classes"):
         load_denoiser(adm_entry(tmp_path, flags=ok))
-    with pytest.raises(ZooError, match=r"image_size is 16 in the entry but 8"):
+    with pytest.raises(ZooError, match=r"flag image_size is 8 \(the package default\) but the entry's "
+                                       r"image_size is 16"):
         load_denoiser(adm_entry(tmp_path, conditional=True, image_size=16, flags=ok))
     with pytest.raises(ZooError, match=r"prediction is 'eps' in the entry but 'x0'"):
         load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"predict_xstart": True}))
