@@ -104,35 +104,41 @@ def test_score_sde_loader_agrees_with_get_score_fn(score_sde, tmp_path, rel, ker
     assert max(gaps) < FLOAT32, gaps
 
 
-@pytest.mark.parametrize("flags", [
-    {"learn_sigma": True, "class_cond": True, "noise_schedule": "cosine", "diffusion_steps": 1000},
-    {"noise_schedule": "linear", "diffusion_steps": 4000, "rescale_timesteps": True},
-    {"learn_sigma": True, "noise_schedule": "linear", "predict_xstart": True},
+GUIDED = {"image_size": 64, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
+          "attention_resolutions": "32", "num_head_channels": 16, "resblock_updown": True, "use_scale_shift_norm": True,
+          "use_new_attention_order": True, "use_fp16": True}  # small, with every option of the 64x64 release
+IMPROVED = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "attention_resolutions": "16"}  # CIFAR-10 size
+
+
+@pytest.mark.parametrize("fmt, flags", [
+    ("guided-diffusion", GUIDED | {"learn_sigma": True, "class_cond": True, "noise_schedule": "cosine"}),
+    ("guided-diffusion", GUIDED | {"noise_schedule": "linear", "diffusion_steps": 4000, "rescale_timesteps": True}),
+    ("guided-diffusion", GUIDED | {"learn_sigma": True, "noise_schedule": "linear", "predict_xstart": True}),
+    # improved-diffusion's CIFAR-10 flags: 4000 cosine steps, learned sigma, timesteps rescaled by default
+    ("improved-diffusion", IMPROVED | {"learn_sigma": True, "noise_schedule": "cosine", "diffusion_steps": 4000}),
 ])
-def test_adm_loader_agrees_with_guided_diffusion(tmp_path, flags):
-    if importlib.util.find_spec("guided_diffusion") is None:
-        pytest.skip("needs openai/guided-diffusion on PYTHONPATH")
-    script_util = importlib.import_module("guided_diffusion.script_util")
-    flags = {"image_size": 64, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
-             "attention_resolutions": "32", "num_head_channels": 16, "resblock_updown": True,
-             "use_scale_shift_norm": True, "use_new_attention_order": True, "use_fp16": True} | flags
+def test_adm_loader_agrees_with_the_authors_diffusion(tmp_path, fmt, flags):
+    package = fmt.replace("-", "_")
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"needs openai/{fmt} on PYTHONPATH")
+    script_util = importlib.import_module(f"{package}.script_util")
     torch.manual_seed(0)
     # the reference runs in float32: guided-diffusion's float16 torso needs a GPU
     model, diffusion = script_util.create_model_and_diffusion(
-        **script_util.model_and_diffusion_defaults() | flags | {"use_fp16": False})
+        **script_util.model_and_diffusion_defaults() | flags | ({"use_fp16": False} if "use_fp16" in flags else {}))
     for p in model.parameters():  # their init zeroes the output layer
         p.data.normal_(0, 0.05)
     torch.save(model.state_dict(), tmp_path / "adm.pt")
     model.eval()
     conditional = flags.get("class_cond", False)
-    D = load_denoiser(ZooEntry(name="adm", source=str(tmp_path / "adm.pt"), format="guided-diffusion",
-                               kernel="vp-discrete", prediction="x0" if flags.get("predict_xstart") else "eps",
-                               time_input="discrete", image_size=64, conditional=conditional, flags=flags))
+    D = load_denoiser(ZooEntry(name="adm", source=str(tmp_path / "adm.pt"), format=fmt, kernel="vp-discrete",
+                               prediction="x0" if flags.get("predict_xstart") else "eps", time_input="discrete",
+                               image_size=flags["image_size"], conditional=conditional, flags=flags))
     y = torch.tensor([3, 7]) if conditional else None
     gaps = []
     for step in (900, 500, 100, 5):
         n = step * flags.get("diffusion_steps", 1000) // 1000
-        x_t = torch.randn(2, 3, 64, 64)
+        x_t = torch.randn(2, 3, flags["image_size"], flags["image_size"])
         with torch.no_grad():
             theirs = diffusion.p_mean_variance(model, x_t, torch.full((2,), n), clip_denoised=False,
                                                model_kwargs={} if y is None else {"y": y})["pred_xstart"]
