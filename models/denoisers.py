@@ -51,8 +51,9 @@ def _time_sigma(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.Tens
 
 def _time_reversed_discrete(kernel: Kernel, sigma: torch.Tensor, scale: float) -> torch.Tensor:
     """NCSN's noise-level index, 0 at the largest sigma: round((1 - t) * scale) with scale = N - 1 (score-SDE's
-    discrete VE models, Song et al. 2021, whose networks look their sigma up in a descending table)."""
-    return torch.round((1 - kernel.t(sigma)) * scale)
+    discrete VE models, Song et al. 2021, whose networks look their sigma up in a descending table), kept within
+    the table."""
+    return torch.round(((1 - kernel.t(sigma)) * scale).clamp(0, scale))
 
 
 TIME_INPUTS = Registry("time input", {"t": _time_t, "discrete": _time_discrete, "log-sigma": _time_log_sigma,

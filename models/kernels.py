@@ -54,8 +54,9 @@ class Kernel:
         return 1.0
 
     def round_sigma(self, sigmas: torch.Tensor) -> torch.Tensor:
-        """The noise levels a step grid may use: the network's own discrete levels where it has them (EDM's iDDPM
-        baseline), otherwise the grid as it is."""
+        """The noise levels a step grid may use: EDM's iDDPM baseline pickles round every grid to their own discrete
+        levels (as EDM's sampler does); everywhere else the grid stays as it is (networks of a discrete chain take
+        their nearest step through their time input instead)."""
         return sigmas
 
     def s_of_sigma(self, sigma: Tensorish) -> torch.Tensor:
@@ -231,7 +232,9 @@ class EDM(Kernel):
 
     @property
     def prior_scale(self) -> float:
-        return self.sigma_max
+        """sigma_max, or the level it rounds to: sampling starts where the rounded grid does (EDM's sampler starts
+        at its first rounded step)."""
+        return self.sigma_max if self._round is None else float(self.round_sigma(as64([self.sigma_max]))[0])
 
 
 KERNELS: Registry[type[Kernel]] = Registry(

@@ -36,10 +36,11 @@ def draw_noise(seed: int, noise_id: int, shape: Sequence[int]) -> np.ndarray:
 
 def noise_labels(seed: int, ids: Iterable[int], num_classes: int) -> torch.Tensor:
     """One class label per noise id, each from its own stream like the noise itself, so a noise keeps its label
-    whatever other ids are drawn: the paper pairs each of its ImageNet noises with a random class (Appendix A.1)."""
+    whatever other ids are drawn: the paper pairs each of its ImageNet noises with a random class (Appendix A.1).
+    The stream's third word keeps it apart from the noise stream of the same seed and id."""
     if not num_classes or num_classes < 1:
         raise ValueError(f"random labels need a conditional model (num_classes >= 1), got num_classes={num_classes}")
-    return torch.tensor([int(np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(i)])))
+    return torch.tensor([int(np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(i), 1])))
                              .integers(num_classes)) for i in ids], dtype=torch.int64)
 
 

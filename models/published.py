@@ -14,6 +14,8 @@ import importlib.machinery
 import importlib.util
 import inspect
 import math
+import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -22,14 +24,24 @@ from typing import Any, Optional
 import torch
 
 from models.kernels import VE, VP, Kernel, SubVP, VPDiscrete, make_kernel
-from models.zoo import Unavailable, ZooEntry, ZooError, _mismatch
+from models.zoo import ENTRY_DEFAULTS, Unavailable, ZooEntry, ZooError, _mismatch
 
 # --- ADM: guided-diffusion / improved-diffusion -------------------------------------------------------------------
 
 ADM_CODE = {"guided-diffusion": ("guided_diffusion", "https://github.com/openai/guided-diffusion"),
             "improved-diffusion": ("improved_diffusion", "https://github.com/openai/improved-diffusion")}
-# flags that only shape the authors' own sampling or loss, not the network or its noise levels
-ADM_SAMPLING_FLAGS = ("timestep_respacing", "use_kl", "rescale_learned_sigmas", "sigma_small")
+
+
+def _expect(entry: ZooEntry, always: dict[str, Any], stated: dict[str, Any]) -> None:
+    """Refuse an entry whose fields in `always` differ from what the checkpoint is, or whose fields in `stated`
+    differ where the entry states them (a value other than the field's default)."""
+    for field_, want in always.items():
+        if getattr(entry, field_) != want:
+            raise _mismatch(entry, field_, getattr(entry, field_), want)
+    for field_, want in stated.items():
+        value = getattr(entry, field_)
+        if value != ENTRY_DEFAULTS[field_] and value != want:
+            raise _mismatch(entry, field_, value, want)
 
 
 def adm_available(entry: ZooEntry) -> None:
@@ -70,7 +82,7 @@ class ADMNetwork(torch.nn.Module):
 
     def forward(self, x, t, y=None):
         if self.time_factor != 1:
-            t = t.to(x.dtype) * self.time_factor
+            t = t.float() * self.time_factor  # float32 keeps every step (bfloat16 would round 999 to 1000)
         out = self.unet(x, t, y)
         return out[:, :self.channels] if self.learn_sigma else out
 
@@ -79,7 +91,7 @@ def _read_state(entry: ZooEntry) -> dict[str, Any]:
     """A checkpoint of tensors, dicts, lists and numbers, read without running pickled code."""
     try:
         return torch.load(entry.source, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
         raise ZooError(f"zoo entry {entry.name!r}: cannot read the {entry.format} checkpoint {entry.source} "
                        f"({type(e).__name__}: {str(e)[:200]})") from e
 
@@ -109,13 +121,14 @@ def _adm_shown(entry: ZooEntry, state: dict[str, torch.Tensor], channels: int) -
 
 def load_adm(entry: ZooEntry):
     """An ADM state dict (e.g. guided-diffusion's 64x64_diffusion.pt) built with the entry's `flags`, the
-    model_and_diffusion flags it was trained with; unset flags take the package's own defaults. The noise levels are
+    model_and_diffusion flags it was trained with; unset flags take the package's own defaults, and flags that only
+    shape the authors' own sampler (timestep_respacing, use_kl, ...) are accepted and unused. The noise levels are
     the discrete chain of its noise_schedule and diffusion_steps; the network takes the integer timestep."""
     adm_available(entry)
     package = ADM_CODE[entry.format][0]
     script_util = importlib.import_module(f"{package}.script_util")
     defaults = script_util.model_and_diffusion_defaults()
-    unknown = sorted(set(entry.flags) - set(defaults) - set(ADM_SAMPLING_FLAGS))
+    unknown = sorted(set(entry.flags) - set(defaults))
     if unknown:
         raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not {package} flags; valid flags: "
                        f"{', '.join(sorted(defaults))}")
@@ -130,9 +143,8 @@ def load_adm(entry: ZooEntry):
             raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {flags[flag]!r} in the entry but the checkpoint "
                            f"{entry.source} was built with {flag} = {shown!r}")
     prediction = "x0" if flags.get("predict_xstart") else "eps"
-    for field_, want in (("kernel", "vp-discrete"), ("prediction", prediction), ("time_input", "discrete")):
-        if getattr(entry, field_) != want:
-            raise _mismatch(entry, field_, getattr(entry, field_), want)
+    _expect(entry, {"kernel": "vp-discrete", "prediction": prediction, "time_input": "discrete"},
+            {"time_scale": 1.0, "kernel_options": {}})
     params = inspect.signature(script_util.create_model).parameters
     args = {k: flags[k] for k in params if k in flags}
     if "use_fp16" in args:
@@ -149,27 +161,36 @@ def load_adm(entry: ZooEntry):
 
 # --- score-SDE: score_sde_pytorch ---------------------------------------------------------------------------------
 
+SCORE_SDE_ENV = "SAMENOISE_SCORE_SDE"
 SCORE_SDE_HELP = ("score-SDE checkpoints need Song et al.'s code: clone "
-                  "https://github.com/yang-song/score_sde_pytorch, add its root to PYTHONPATH, and pip install "
-                  "ml_collections (its configs use it)")
+                  f"https://github.com/yang-song/score_sde_pytorch, set {SCORE_SDE_ENV} to its folder (or put it on "
+                  "PYTHONPATH), and pip install ml_collections (its configs use it)")
 # score_sde_pytorch's network package is also called `models`; it is imported under this name instead
 SCORE_SDE_PACKAGE = "score_sde_models"
-SCORE_SDE_MODULES = {"ncsn": "ncsnv2", "ncsnv2_deeper": "ncsnv2", "ncsnv2_deepest": "ncsnv2"}  # else module = name
+
+
+def _is_score_sde(root: Path) -> bool:
+    return (root / "sde_lib.py").is_file() and (root / "models" / "utils.py").is_file()
 
 
 def _score_sde_root() -> Optional[Path]:
-    """The score_sde_pytorch checkout on sys.path: the entry that holds sde_lib.py and models/utils.py."""
-    for p in sys.path:
-        root = Path(p or ".")
-        if (root / "sde_lib.py").is_file() and (root / "models" / "utils.py").is_file():
-            return root
-    return None
+    """The score_sde_pytorch checkout: $SAMENOISE_SCORE_SDE, else the sys.path entry that holds sde_lib.py and
+    models/utils.py. The first is put at the end of sys.path when a checkpoint loads (its configs import `configs`,
+    its networks `sde_lib`), so that its top-level datasets.py, utils.py, ... never shadow installed packages."""
+    named = os.environ.get(SCORE_SDE_ENV)
+    if named:
+        return Path(named) if _is_score_sde(Path(named)) else None
+    return next((Path(p or ".") for p in sys.path if _is_score_sde(Path(p or "."))), None)
 
 
-def score_sde_available(entry: ZooEntry) -> None:
+def score_sde_available(entry: ZooEntry) -> Path:
+    """The checkout, when it, the entry's config and its checkpoint are all here."""
     root = _score_sde_root()
     if root is None:
-        raise Unavailable(f"zoo entry {entry.name!r}: no score_sde_pytorch checkout on PYTHONPATH. " + SCORE_SDE_HELP)
+        named = os.environ.get(SCORE_SDE_ENV)
+        where = f"{SCORE_SDE_ENV}={named} is not a score_sde_pytorch checkout" if named else \
+            "no score_sde_pytorch checkout found"
+        raise Unavailable(f"zoo entry {entry.name!r}: {where}. " + SCORE_SDE_HELP)
     if not entry.config:
         raise ZooError(f"zoo entry {entry.name!r}: a score-sde entry needs `config`, its checkpoint's config file "
                        f"relative to the score_sde_pytorch checkout (e.g. configs/vp/cifar10_ddpmpp_continuous.py)")
@@ -177,10 +198,13 @@ def score_sde_available(entry: ZooEntry) -> None:
         raise Unavailable(f"zoo entry {entry.name!r}: config {entry.config} is not in the checkout {root}")
     if not Path(entry.source).is_file():
         raise Unavailable(f"zoo entry {entry.name!r}: score-sde checkpoint {entry.source} does not exist")
+    return root
 
 
 def score_sde_module(root: Path, module: str):
     """`module` of score_sde_pytorch's `models` package, imported as score_sde_models.<module>."""
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
     if SCORE_SDE_PACKAGE not in sys.modules:
         spec = importlib.machinery.ModuleSpec(SCORE_SDE_PACKAGE, None, is_package=True)
         spec.submodule_search_locations = [str(root / "models")]
@@ -189,6 +213,8 @@ def score_sde_module(root: Path, module: str):
 
 
 def _score_sde_config(entry: ZooEntry, root: Path):
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
     path = root / entry.config
     spec = importlib.util.spec_from_file_location("score_sde_config_" + re.sub(r"\W", "_", entry.config), path)
     module = importlib.util.module_from_spec(spec)
@@ -196,7 +222,25 @@ def _score_sde_config(entry: ZooEntry, root: Path):
         spec.loader.exec_module(module)
     except ModuleNotFoundError as e:
         raise Unavailable(f"zoo entry {entry.name!r}: config {entry.config} needs `{e.name}`. " + SCORE_SDE_HELP) from e
+    if not hasattr(module, "get_config"):
+        raise ZooError(f"zoo entry {entry.name!r}: config {entry.config} has no get_config(); it is not a "
+                       f"score_sde_pytorch config file")
     return module.get_config()
+
+
+def _score_sde_network(entry: ZooEntry, root: Path, config) -> torch.nn.Module:
+    """The network class its config names (model.name), registered by importing its module of models/."""
+    name = config.model.name
+    module = "ncsnv2" if name == "ncsn" or name.startswith("ncsnv2") else name  # ncsnv2.py holds NCSN and NCSNv2
+    utils = score_sde_module(root, "utils")
+    try:
+        score_sde_module(root, module)
+        return utils.get_model(name)(config)
+    except (ModuleNotFoundError, KeyError) as e:
+        if isinstance(e, ModuleNotFoundError) and e.name != f"{SCORE_SDE_PACKAGE}.{module}":
+            raise
+        raise ZooError(f"zoo entry {entry.name!r}: config {entry.config} names model.name = {name!r}, which "
+                       f"score_sde_pytorch's models/ does not define") from e
 
 
 def score_sde_kernel(config) -> tuple[str, Kernel, str, str, float]:
@@ -263,28 +307,24 @@ def _ema_weights(entry: ZooEntry, net: torch.nn.Module, ema: dict[str, Any]) -> 
 def load_score_sde(entry: ZooEntry):
     """A score_sde_pytorch checkpoint ({'model', 'ema', 'optimizer', 'step'}, as its save_checkpoint writes) with its
     config file: the network its config names, with the EMA weights, mapped by `score_sde_kernel`."""
-    score_sde_available(entry)
-    root = _score_sde_root()
+    root = score_sde_available(entry)
     config = _score_sde_config(entry, root)
     name, kernel, prediction, time_input, time_scale = score_sde_kernel(config)
     if entry.kernel != name:
         raise _mismatch(entry, "kernel", entry.kernel, f"{name} (training.sde = {config.training.sde}, continuous = "
                                                        f"{bool(config.training.continuous)})")
-    if entry.prediction != prediction:
-        raise _mismatch(entry, "prediction", entry.prediction, prediction)
+    _expect(entry, {"prediction": prediction}, {"time_input": time_input, "time_scale": time_scale})
     if entry.kernel_options:  # stated options must give the checkpoint's own noise levels
         try:
             stated = make_kernel(name, **entry.kernel_options)
         except TypeError as e:
             raise ZooError(f"zoo entry {entry.name!r}: kernel_options {entry.kernel_options} ({e})") from e
+        doubled = "" if config.data.centered else ", twice the config's: its data lie in [0, 1], the suite's in [-1, 1]"
         for end in ("sigma_min", "sigma_max"):
             if not math.isclose(getattr(stated, end), getattr(kernel, end), rel_tol=1e-9):
-                raise _mismatch(entry, f"the kernel's {end} (from kernel_options)", getattr(stated, end),
+                raise _mismatch(entry, f"the kernel's {end} (from kernel_options{doubled})", getattr(stated, end),
                                 getattr(kernel, end))
-    model_name = config.model.name
-    utils = score_sde_module(root, "utils")
-    score_sde_module(root, SCORE_SDE_MODULES.get(model_name, model_name))  # registers the network class
-    model = utils.get_model(model_name)(config)
+    model = _score_sde_network(entry, root, config)
     state = _read_state(entry)
     if not {"model", "ema"} <= set(state):
         raise ZooError(f"zoo entry {entry.name!r}: {entry.source} is not a score_sde_pytorch checkpoint (keys "

@@ -11,7 +11,7 @@ import importlib.util
 import json
 import pickle
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -69,6 +69,10 @@ class ZooEntry:
 
 
 ENTRY_KEYS = tuple(f.name for f in fields(ZooEntry) if f.name != "name")
+ENTRY_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ZooEntry)
+                  if f.default is not MISSING or f.default_factory is not MISSING}
+# keys that only these formats read (models/published.py)
+FORMAT_KEYS = {"flags": ("guided-diffusion", "improved-diffusion"), "config": ("score-sde",)}
 
 
 def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntry]:
@@ -93,6 +97,10 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
         if entry.format not in FORMATS:
             raise ZooError(f"{path}: entry {name!r} has format {entry.format!r}; valid formats: "
                            f"{', '.join(FORMATS)}")
+        for key, formats in FORMAT_KEYS.items():
+            if key in table and entry.format not in formats:
+                raise ZooError(f"{path}: entry {name!r} has `{key}`, which only formats {', '.join(formats)} read; "
+                               f"its format is {entry.format!r}")
         for key, registry in (("grid", GRIDS), ("sampler", SAMPLERS)):
             if getattr(entry, key) not in registry:
                 raise ZooError(f"{path}: entry {name!r} has {key} {getattr(entry, key)!r}; valid {key}s: "
@@ -337,9 +345,9 @@ def _load_edm_pickle(entry: ZooEntry):
     check_available(entry)
     with open(entry.source, "rb") as f:
         net = pickle.load(f)["ema"]
-    if entry.kernel != "edm" or entry.prediction != "x0" or entry.time_input != "sigma":
+    if entry.kernel != "edm" or entry.prediction != "x0" or entry.time_input != "sigma" or entry.time_scale != 1:
         raise ZooError(f"zoo entry {entry.name!r}: EDM pickles are denoisers in sigma-space; the entry must say "
-                       f"kernel = 'edm', prediction = 'x0', time_input = 'sigma'")
+                       f"kernel = 'edm', prediction = 'x0', time_input = 'sigma' (and no time_scale)")
     options = {"sigma_min": 0.002, "sigma_max": 80.0} | entry.kernel_options  # EDM's defaults (Karras et al. 2022)
     options["sigma_min"] = max(options["sigma_min"], float(getattr(net, "sigma_min", 0.0)))
     options["sigma_max"] = min(options["sigma_max"], float(getattr(net, "sigma_max", float("inf"))))

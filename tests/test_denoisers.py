@@ -111,6 +111,15 @@ class _GaussianScore(torch.nn.Module):
         return (-(x_t.double() - s * self.mu) / (s**2 * (self.c**2 + sigma**2))).float()
 
 
+def test_reversed_discrete_index_counts_down_from_sigma_max_and_stays_in_the_table():
+    from models.denoisers import TIME_INPUTS
+
+    kernel = make_kernel("ve", sigma_min=0.01, sigma_max=50.0)
+    index = TIME_INPUTS["reversed-discrete"](kernel, torch.tensor([50.0, 0.01, 500.0, 1e-4], dtype=torch.float64),
+                                             999.0)
+    assert index.tolist() == [0.0, 999.0, 0.0, 999.0]  # beyond either end: the table's first or last entry
+
+
 def test_a_score_network_gives_the_closed_form_denoiser():
     """prediction 'score': x0 = x_hat + s sigma^2 score equals D(x; sigma) = mu + c^2 / (c^2 + sigma^2) (x - mu)."""
     from tests.helpers import GaussianData

@@ -338,7 +338,9 @@ def score_fn(net, config, x_hat: torch.Tensor, sigma: float) -> torch.Tensor:
         std = math.sqrt(1 - math.exp(-u)) if sde == "vpsde" else 1 - math.exp(-u)
         if config.training.continuous or sde == "subvpsde":
             labels = t * 999
-        else:  # the fractional step whose log sigma (interpolated in log sigma) is this one, on DDPM's chain
+        else:  # the fractional step whose log sigma (interpolated in log sigma) is this one, on DDPM's chain: the
+            # suite's convention between steps (models/kernels.py, VPDiscrete); the authors' sampler moves in the
+            # continuous SDE's t instead, and the two agree on the chain's steps (tests/test_published_code.py)
             ab = np.cumprod(1 - np.linspace(b0 / m.num_scales, b1 / m.num_scales, m.num_scales))
             labels = float(np.interp(math.log(sigma), 0.5 * np.log((1 - ab) / ab), np.arange(m.num_scales)))
         x_t = mean * x_hat
@@ -385,7 +387,16 @@ def test_score_sde_entry_that_disagrees_with_its_config_is_refused(tmp_path, sco
         load_denoiser(score_sde_entry(tmp_path, "subvp_cont", image_size=32))
     with pytest.raises(ZooError, match=r"needs `config`"):
         load_denoiser(score_sde_entry(tmp_path, "subvp_cont", config=""))
+    with pytest.raises(ZooError, match=r"time_scale is 1000.0 in the entry but 999.0"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont", time_scale=1000.0))
+    with pytest.raises(ZooError, match=r"time_input is 'sigma' in the entry but 't'"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont", time_input="sigma"))
     assert load_denoiser(score_sde_entry(tmp_path, "subvp_cont", kernel_options={"beta_max": 20.0})).kernel
+    cfg = score_sde_code / "configs" / "subvp_cont.py"
+    cfg.write_text(cfg.read_text().replace('name="ddpm"', 'name="ncsnv2_64"'))
+    with pytest.raises(ZooError, match=r"model.name = 'ncsnv2_64', which score_sde_pytorch's models/ does not "
+                                       r"define"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont"))
 
 
 def test_score_sde_checkpoint_that_does_not_fit_is_refused(tmp_path, score_sde_code):
@@ -404,10 +415,24 @@ def test_score_sde_checkpoint_that_does_not_fit_is_refused(tmp_path, score_sde_c
         load_denoiser(score_sde_entry(tmp_path, "vp_cont"))
 
 
-def test_score_sde_without_its_checkout_says_what_to_provide(tmp_path):
-    with pytest.raises(Unavailable, match=r"no score_sde_pytorch checkout on PYTHONPATH.*"
-                                          r"github.com/yang-song/score_sde_pytorch.*ml_collections"):
+def test_score_sde_without_its_checkout_says_what_to_provide(tmp_path, monkeypatch):
+    with pytest.raises(Unavailable, match=r"no score_sde_pytorch checkout found.*"
+                                          r"github.com/yang-song/score_sde_pytorch, set SAMENOISE_SCORE_SDE"):
         check_available(score_sde_entry(tmp_path, "vp_cont"))
+    monkeypatch.setenv("SAMENOISE_SCORE_SDE", str(tmp_path))
+    with pytest.raises(Unavailable, match=r"SAMENOISE_SCORE_SDE=.* is not a score_sde_pytorch checkout"):
+        check_available(score_sde_entry(tmp_path, "vp_cont"))
+
+
+def test_score_sde_checkout_named_by_the_environment_is_found_and_kept_behind_installed_packages(
+        tmp_path, score_sde_code, monkeypatch):
+    """$SAMENOISE_SCORE_SDE names the checkout without PYTHONPATH; it is appended to sys.path, after site-packages,
+    so that its top-level modules (datasets.py, utils.py, ...) shadow nothing."""
+    save_score_sde(score_sde_code, "vp_cont", tmp_path / "sde.pth")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(score_sde_code)])
+    monkeypatch.setenv("SAMENOISE_SCORE_SDE", str(score_sde_code))
+    assert load_denoiser(score_sde_entry(tmp_path, "vp_cont")).kernel.name == "vp"
+    assert sys.path[-1] == str(score_sde_code)
 
 
 # --- EDM's baseline pickles -----------------------------------------------------------------------------------------
@@ -455,6 +480,7 @@ def test_edm_baseline_pickle_keeps_to_its_sigma_levels_and_takes_class_indices(t
     grid = make_grid("edm", D.kernel, 6)
     levels = set(torch.tensor([20.0, 3.0, 0.5, 0.0064]).double().tolist())  # the network's float32 levels
     assert grid[-1] == 0 and set(grid[:-1].tolist()) <= levels and grid[0] == 20.0
+    assert D.kernel.prior_scale == 20.0  # sampling starts on the first rounded level, as EDM's sampler does
     x = torch.zeros(2, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         assert D(x, 1.0, torch.tensor([0, 3]))[:, 0, 0, 0].tolist() == [1.0, 4.0]

@@ -2,10 +2,12 @@
 both checkouts; elsewhere these skip, naming what to provide): small random networks built by that code from its real
 configs and flags, saved as it saves them, loaded through the zoo; D(x; sigma) must equal the x0 the authors' code
 derives at the same noise level (guided-diffusion's p_mean_variance pred_xstart; score_sde_pytorch's get_score_fn
-and Tweedie's formula), to float32 precision."""
+and Tweedie's formula), to float32 precision. Discrete chains are compared on their own steps, where the authors'
+labels are whole; between steps the suite interpolates in log sigma (models/kernels.py)."""
 import importlib
 import importlib.util
 import math
+import sys
 
 import pytest
 import torch
@@ -32,9 +34,10 @@ def relative_gap(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 def score_sde(tmp_path, monkeypatch):
     root = _score_sde_root()
     if root is None or importlib.util.find_spec("ml_collections") is None:
-        pytest.skip("needs yang-song/score_sde_pytorch on PYTHONPATH and ml_collections installed")
+        pytest.skip("needs yang-song/score_sde_pytorch (SAMENOISE_SCORE_SDE or PYTHONPATH) and ml_collections")
     if not torch.cuda.is_available():  # its CUDA ops compile at import; on the CPU it runs their native versions
         monkeypatch.setattr("torch.utils.cpp_extension.load", lambda *args, **kwargs: None)
+    monkeypatch.setattr(sys, "path", sys.path + [str(root)])  # as the loader does: its configs import `configs`
     return root
 
 

@@ -81,6 +81,7 @@ def test_ignore_requires_python_reaches_only_the_pure_data_package():
 def test_the_nightly_checks_the_published_loaders_against_their_authors_code():
     doc, all_steps = steps()
     assert any("python -m pytest tests/test_published_code.py" in s.get("run", "") for s in all_steps)
-    path = doc["jobs"]["suite"]["env"]["PYTHONPATH"].split(":")
-    assert {"edm", "guided-diffusion", "score_sde_pytorch"} <= {Path(p).name for p in path}
+    env = doc["jobs"]["suite"]["env"]
+    assert {"edm", "guided-diffusion", "improved-diffusion"} <= {Path(p).name for p in env["PYTHONPATH"].split(":")}
+    assert Path(env["SAMENOISE_SCORE_SDE"]).name == "score_sde_pytorch"
     assert "ml_collections" in " ".join(s.get("run", "") for s in all_steps)  # score-SDE's configs import it

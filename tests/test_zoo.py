@@ -37,6 +37,15 @@ def test_unknown_keys_are_refused_with_the_valid_ones(tmp_path):
         read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nkernel = "vpp"\n'))
 
 
+def test_keys_of_another_format_are_refused(tmp_path):
+    path = write_zoo(tmp_path, '[models.a]\nsource = "x"\nformat = "diffusers"\n[models.a.flags]\nlearn_sigma = true\n')
+    with pytest.raises(ZooError, match=r"entry 'a' has `flags`, which only formats guided-diffusion, "
+                                       r"improved-diffusion read; its format is 'diffusers'"):
+        read_zoo(path)
+    with pytest.raises(ZooError, match=r"has `config`, which only formats score-sde read"):
+        read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nconfig = "configs/vp.py"\n'))
+
+
 def test_entry_tags_come_from_its_name():
     assert ZooEntry(name="uvit-subvp-eps-m64", source="x").tags == ("uvit", "subvp", "eps", "m64")
 
