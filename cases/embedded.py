@@ -1,5 +1,9 @@
 """Names of the embedded zoo's entries (models/embedded/zoo.toml), grouped as the claims use them.
-m64: trained on 64 thumbnails (memorization regime); l2048: on 2,048 (generalization regime)."""
+m4: trained on 4 thumbnails, the memorization end of the regime claims (models that reproduce D*); m64: on 64 (the
+memorization-regime axes: kernels, conditioning, distillation, fine-tuning); l2048: on 2,048 (generalization regime)."""
+
+# the memorization end of C3 (Fig. 2, 5): the three architectures with the wide sigma draw and cosine decay
+M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
 
 M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")  # EDM kernel and preconditioning (x0 / EDM loss)
 L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
@@ -11,7 +15,7 @@ CONSISTENCY = "unet16-edm-cd-m64"  # consistency distillation of TEACHER, sample
 COND = ("unet16-edm-cond-m64", "uvit-edm-cond-m64")
 UNCOND_OF = {"unet16-edm-cond-m64": "unet16-edm-m64", "uvit-edm-cond-m64": "uvit-edm-m64"}
 # the same architecture, data and budget retrained with seed 1 (initialization, batch order, training noise)
-RESEEDED = {"unet16-edm-m64": "unet16-edm-m64-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1"}
+RESEEDED = {"unet16-edm-m4": "unet16-edm-m4-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1"}
 # attention-only fine-tune of a model pretrained on other photos (Appendix G), and the same UNet from scratch
 FINETUNED, SCRATCH = "unet32-edm-ft-m64", "unet32-edm-m64"
 FINETUNED_L, SCRATCH_L = "unet32-edm-ft-l2048", "unet32-edm-l2048"  # the same, in the generalization regime

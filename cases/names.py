@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-DATASETS = {"m64": 64, "l2048": 2048}  # embedded thumbnails, 16x16, dataset_seed 0 (nested: m64 is the first 64)
+# embedded thumbnails, 16x16, dataset_seed 0, nested (m4 is the first 4 of m64, m64 the first 64 of l2048)
+DATASETS = {"m4": 4, "m64": 64, "l2048": 2048}
 OPTIMAL = "optimal"
 _SIZED = re.compile(r"^(?P<family>.+)-n(?P<size>[1-9]\d*)$")
 

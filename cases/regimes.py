@@ -1,13 +1,13 @@
 """C3, the two regimes (Sec. 3, Fig. 2, 5, 13), and Theorem 1 (Sec. 3, Appendix D)."""
 from cases import Bar, Case, Run, score_bar
-from cases.embedded import L2048, M64
+from cases.embedded import L2048, M4, M64
 from cases.names import DATASETS, optimal, sweep
 
 SOURCE = "Sec. 3, Fig. 2"
 FIG5 = "Sec. 3, Fig. 5"
 
 REGIMES = []
-for ds, group in (("m64", M64), ("l2048", L2048)):
+for ds, group in (("m4", M4), ("l2048", L2048)):
     # Fig. 2a: reproducibility between model sizes and architectures holds at both ends of the size axis.
     REGIMES += [Case("C3", SOURCE + "a", "rp", (Run(a), Run(b)), score_bar(), params={"size": DATASETS[ds]})
                 for a, b in ((group[0], group[1]), (group[1], group[2]))]
@@ -17,38 +17,41 @@ GL_BAR = Bar(">=", 0.6, "Sec. 3, Fig. 2b: GL near 1 in the generalization regime
 REGIMES += [Case("C3", SOURCE + "b", "gl", (Run(m),), GL_BAR, params={"size": 2048, "dataset": "l2048"}) for m in L2048]
 REGIMES += [Case("C3", SOURCE + "b", "gl", (Run(small),), Bar("<", None, "Sec. 3, Fig. 2b: GL grows with the "
                                                                          "training-set size"),
-                 versus=(Run(large),), params={"size": 64, "dataset": "m64", "versus_dataset": "l2048"})
-            for small, large in zip(M64, L2048)]
+                 versus=(Run(large),), params={"size": 4, "dataset": "m4", "versus_dataset": "l2048"})
+            for small, large in zip(M4, L2048)]
 
 # Fig. 5: in the memorization regime every trained model reproduces D*'s samples; less so with more data.
-REGIMES += [Case("C3", FIG5, "rp", (Run(m), Run(optimal("m64"))), score_bar(), params={"size": 64}) for m in M64]
+REGIMES += [Case("C3", FIG5, "rp", (Run(m), Run(optimal("m4"))), score_bar(), params={"size": 4}) for m in M4]
 REGIMES += [Case("C3", FIG5, "rp", (Run(large), Run(optimal("l2048"))),
                  Bar("<", None, "Sec. 3, Fig. 5: RP with D* falls from the memorization to the generalization regime"),
-                 versus=(Run(small), Run(optimal("m64"))), params={"size": 2048, "versus_size": 64})
-            for small, large in zip(M64, L2048)]
+                 versus=(Run(small), Run(optimal("m4"))), params={"size": 2048, "versus_size": 4})
+            for small, large in zip(M4, L2048)]
 # Fig. 5, the capacity axis: at the same training-set size a larger network is closer to D* (more memorization).
 CAPACITY = Bar(">", None, "Sec. 3, Fig. 5: 'diffusion model could converge to the theoretical solution when the "
                           "model capacity is large enough'; a larger network reproduces D* more at the same size")
-REGIMES += [Case("C3", FIG5, "rp", (Run(M64[1]), Run(optimal("m64"))), CAPACITY,
-                 versus=(Run(M64[0]), Run(optimal("m64"))),
-                 params={"size": 64}, tag="capacity")]
+REGIMES += [Case("C3", FIG5, "rp", (Run(M4[1]), Run(optimal("m4"))), CAPACITY,
+                 versus=(Run(M4[0]), Run(optimal("m4"))),
+                 params={"size": 4}, tag="capacity")]
 
 # Fig. 13 (Appendix A.5): the final training loss is lower in the memorization regime (mean of the last 200 steps).
+# Losses compare only under one objective and sigma draw, so this axis keeps the 64-image models, trained with the
+# 2,048-image models' recipe (the 4-image models draw sigma wider).
 LOSS_STEPS = 200
 REGIMES += [Case("C3", "Appendix A.5, Fig. 13", "loss", (Run(small),),
                  Bar("<", None, "Appendix A.5, Fig. 13: lower training loss with less data (closer to D*)"),
                  versus=(Run(large),), params={"last_steps": LOSS_STEPS}) for small, large in zip(M64, L2048)]
 
-# The sweep over 2^k training images for two UNet widths (Fig. 2, 5): trains, so it runs under `slow`. At the ends
-# of the size axis the paper's levels apply; in between, each size is compared with the previous one: RP with D*
-# falls (Fig. 5) and GL rises (Fig. 2b) as the training set grows.
-SWEEP_SIZES = (64, 128, 256, 512, 1024, 2048)
+# The sweep over training-set sizes for two UNet widths (Fig. 2, 5): trains each with its memorization-end recipe
+# (fixtures/zoo.py, SWEEP_RECIPE), so it runs under `slow`. At the ends of the size axis (4 thumbnails, where the
+# embedded models memorize, and 2,048) the paper's levels apply; in between, each size is compared with the
+# previous one: RP with D* falls (Fig. 5) and GL rises (Fig. 2b) as the training set grows.
+SWEEP_SIZES = (4, 16, 64, 256, 1024, 2048)
 SWEEP_MODELS = ("unet16-edm", "unet32-edm")
 GL_LOW_BAR = Bar("<=", 0.4, "Sec. 3, Fig. 2b: GL near 0 in the memorization regime; the suite's bar is 1 - 0.6 "
                             "(at least 60% of samples memorized)")
 FALLS = Bar("<", None, "Sec. 3, Fig. 5: RP with D* falls as the training set grows")
 RISES = Bar(">", None, "Sec. 3, Fig. 2b: GL rises as the training set grows")
-DIP_SIZE = 256  # Fig. 2a's dip sits between the regimes; 256 is the sweep's size nearest the log-midpoint (362) below
+DIP_SIZE = 64  # Fig. 2a's dip sits between the regimes; 64 is the sweep's size nearest the log-midpoint (90.5) below
 DIPS = Bar("<", None, "Sec. 3, Fig. 2a: RP between models dips between the regimes and recovers at both ends")
 SWEEP = []
 for k, n in enumerate(SWEEP_SIZES):
@@ -64,7 +67,7 @@ for k, n in enumerate(SWEEP_SIZES):
     prev = SWEEP_SIZES[k - 1] if k else None
     for m, r in zip(SWEEP_MODELS, runs):
         before = {"versus": (Run(sweep(m, prev)),), "params": {"size": n, "versus_size": prev}} if prev else {}
-        if n <= 128:  # the memorization end of Fig. 5
+        if n == SWEEP_SIZES[0]:  # the memorization end of Fig. 5
             SWEEP.append(Case("C3", FIG5, "rp_optimal", (r,), score_bar(), params={"size": n}, marks=("slow",)))
         else:
             SWEEP.append(Case("C3", FIG5, "rp_optimal", (r,), FALLS, marks=("slow",), **before))

@@ -96,6 +96,7 @@ class Convergence:
     final_loss: float  # mean over the last 10% of the steps
     slope_per_doubling: float
     floor: float  # D*'s loss on the same objective and training set
+    train_time: str = "-"  # wall seconds and threads from train_time.json (embedded zoo folders), else '-'
 
     @property
     def gap(self) -> float:
@@ -117,7 +118,11 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
     # nor has a VAE's ELBO: it is not a denoising loss
     floor = math.nan if cfg.distill_from or cfg.objective == "elbo" else optimal_loss(cfg, samples)
-    return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor)
+    timing = folder / "train_time.json"
+    took = json.loads(timing.read_text()) if timing.is_file() else None
+    threads = f"{took['threads']} thread{'s' if took['threads'] != 1 else ''}" if took else ""
+    train_time = f"{took['wall_seconds']} s, {threads}" if took else "-"
+    return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor, train_time)
 
 
 def print_bins(folder: str | Path, samples: int = 512) -> None:
@@ -143,15 +148,15 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=4096, help="Monte Carlo samples of D*'s loss (default 4096)")
     parser.add_argument("--bins", action="store_true", help="also print the eps error per sigma decade, model and D*")
     args = parser.parse_args(argv)
-    print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor |")
-    print("|---|---|---|---|---|---|")
+    print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor | train time |")
+    print("|---|---|---|---|---|---|---|")
     for folder in args.folders:
         try:
             c = convergence(folder, args.samples)
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"error: {e}\n")
         print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {c.slope_per_doubling:+.4f} | {c.floor:.4f} | "
-              f"{c.gap:.1f} |")
+              f"{c.gap:.1f} | {c.train_time} |")
     for folder in args.folders if args.bins else ():
         print_bins(folder, args.samples)
 

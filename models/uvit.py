@@ -66,7 +66,7 @@ class UViT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, label: Optional[torch.Tensor] = None) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
         t = t.reshape(-1).expand(len(x)) if t.numel() in (1, len(x)) else t
-        extra = [self.time_embed(timestep_embedding(t, tokens.shape[-1]))[:, None]]
+        extra = [self.time_embed(timestep_embedding(t, tokens.shape[-1]).to(tokens.dtype))[:, None]]
         if self.label_embed is not None:
             if label is None:
                 raise ValueError("this U-ViT is class-conditional: give a label")

@@ -117,7 +117,7 @@ def test_direction_messages_tag_each_side_with_its_own_size_and_pairing():
     rp_optimal = next(c for c in REGIMES if c.versus and "optimal-l2048" in c.models and c.metric == "rp")
     message = failure_message(rp_optimal, 0.5, 0.4)
     left, right = message.split(", bar ")
-    assert "[size=2048]" in left and "[size=64]" in right and "[size=2048]" not in right, message
+    assert "[size=2048]" in left and "[size=4]" in right and "[size=2048]" not in right, message
     layout = next(c for c in CONDITIONAL if c.metric == "layout_mae")
     left, right = failure_message(layout, 0.9, 0.3).split(", bar ")
     assert "[pairing=same noise, other label]" in left and "[pairing=other noise, same label]" in right

@@ -46,3 +46,25 @@ def test_the_error_per_sigma_bin_puts_d_star_below_any_other_denoiser():
     assert list(optimal) == [f"{lo:g}-{hi:g}" for lo, hi in zip(SIGMA_BINS[:-1], SIGMA_BINS[1:])]  # EDM: 0.002-80
     assert all(optimal[k] < zero[k] for k in optimal)  # D* minimizes the denoising error at every sigma
     assert optimal["0.01-0.1"] < 1e-6  # at low noise D* returns the training image itself (Theorem 1)
+
+
+def test_the_table_names_each_zoo_folders_training_time(tmp_path, capsys):
+    """The convergence table sits beside the training time (train_time.json of an embedded zoo folder); a run
+    folder without one says '-'."""
+    import json
+    from dataclasses import asdict
+
+    from models.convergence import main
+
+    for name, timing in (("timed", {"wall_seconds": 1799, "threads": 1}), ("untimed", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "samenoise.json").write_text(json.dumps({"config": asdict(edm_config(4))}))
+        (folder / "loss.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.5}) + "\n" for s in range(1, 41)))
+        if timing:
+            (folder / "train_time.json").write_text(json.dumps(timing))
+    main([str(tmp_path / "timed"), str(tmp_path / "untimed"), "--samples", "64"])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].endswith("| train time |")
+    assert rows[2].startswith("| timed | 40 | 0.5000 | +0.0000 |") and rows[2].endswith("| 1799 s, 1 thread |")
+    assert rows[3].startswith("| untimed |") and rows[3].endswith("| - |")

@@ -227,3 +227,21 @@ def test_train_once_trains_a_config_once_and_finds_it_again(tmp_path):
     assert again == first and log.read_text() == lines  # not trained twice
     assert train_once(raw | {"steps": 6}, tmp_path, "tiny-n8") != first  # another config, another folder
     assert not list(tmp_path.rglob("*.lock"))
+
+
+@pytest.mark.parametrize("arch", ["unet", "uvit"])
+def test_both_architectures_run_in_float64_as_the_convergence_bins_need(arch):
+    """models.convergence evaluates a network in float64 (net.double()); every layer, the time embedding included,
+    must follow the input's dtype, and the result must agree with float32."""
+    from models.training import ARCHS
+
+    torch.manual_seed(0)
+    net = ARCHS[arch](image_size=8, **TINY[arch]).eval()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.3, -1.2])
+    with torch.no_grad():
+        single = net(x, t)
+        single = getattr(single, "sample", single)
+        double = net.double()(x.double(), t.double())
+        double = getattr(double, "sample", double)
+    assert double.dtype == torch.float64
+    assert torch.allclose(double.float(), single, atol=1e-4)
