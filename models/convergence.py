@@ -119,9 +119,10 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     # nor has a VAE's ELBO: it is not a denoising loss
     floor = math.nan if cfg.distill_from or cfg.objective == "elbo" else optimal_loss(cfg, samples)
     timing = folder / "train_time.json"
-    took = json.loads(timing.read_text()) if timing.is_file() else None
-    threads = f"{took['threads']} thread{'s' if took['threads'] != 1 else ''}" if took else ""
-    train_time = f"{took['wall_seconds']} s, {threads}" if took else "-"
+    train_time = "-"
+    if timing.is_file():
+        took = json.loads(timing.read_text())
+        train_time = f"{took['wall_seconds']} s, {took['threads']} thread{'' if took['threads'] == 1 else 's'}"
     return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor, train_time)
 
 
