@@ -6,6 +6,7 @@ memorization-regime axes: kernels, conditioning, distillation, fine-tuning); l20
 M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
 
 M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")  # EDM kernel and preconditioning (x0 / EDM loss)
+# the generalization end: the M4 configs (one recipe at both ends of the size axis) on 2,048 thumbnails
 L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
 # the kernel and prediction axis, one UNet width, each with its own objective and preconditioning: EDM, VP eps,
 # sub-VP eps, VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled)

@@ -36,3 +36,21 @@ def test_embedded_zoo_fits_its_budget():
 
 def test_every_config_has_an_entry_and_every_entry_a_config():
     assert {p.stem for p in (ROOT / "configs").glob("*.toml")} == set(ZOO)
+
+
+def test_the_sweep_samples_a_shipped_checkpoint_of_its_own_config(tmp_path):
+    """The slow sweep's model at a size whose config the zoo ships trained (the ends of the size axis: the m4 and
+    l2048 entries share the sweep's recipe) is that checkpoint, not a second training of the same config; another
+    size has no twin."""
+    import tomllib
+
+    from cases.names import sweep
+    from fixtures.zoo import SWEEP_RECIPE, ModelLoader, embedded_twin
+
+    loader = ModelLoader(ZOO, torch.device("cpu"), tmp_path, runner="eager")
+    for size, shipped in ((4, "unet16-edm-m4"), (2048, "unet16-edm-l2048")):
+        assert loader(sweep("unet16-edm", size)).fingerprint == loader(shipped).fingerprint
+    assert not any(tmp_path.iterdir())  # nothing was trained into the cache
+    recipe = tomllib.loads((ROOT / "configs" / f"unet16-edm-{SWEEP_RECIPE}.toml").read_text())
+    assert embedded_twin(recipe | {"dataset_size": 16}) is None
+    assert embedded_twin(recipe | {"dataset_size": 4, "seed": 2}) is None
