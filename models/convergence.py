@@ -49,7 +49,7 @@ def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: in
     with sigma drawn as the run draws it (unconditional D*; a conditional run's floor is at most this)."""
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
     D = OptimalDenoiser(data, dtype=torch.float64)
-    kernel = make_kernel(cfg.kernel)
+    kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
     g = torch.Generator().manual_seed(seed)
     total = 0.0
     for start in range(0, samples, batch):
@@ -71,7 +71,7 @@ def error_per_sigma(cfg: TrainConfig, D, edges=SIGMA_BINS, samples: int = 512, s
     """E ||D(y + sigma n; sigma) - y||^2 / sigma^2 over the run's training images at sigma = the geometric centre of
     each bin that lies inside the kernel's range, keyed by the bin ('0.1-1')."""
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
-    kernel = make_kernel(cfg.kernel)
+    kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
     out = {}
     for lo, hi in zip(edges[:-1], edges[1:]):
         if hi <= kernel.sigma_min or lo >= kernel.sigma_max:

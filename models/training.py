@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from models.checkpoints import load_checkpoint, save_checkpoint
 from models.datasets import embedded_photos
 from models.denoisers import NetworkDenoiser
 from models.grids import make_grid
-from models.kernels import append_dims, make_kernel
+from models.kernels import KERNELS, append_dims, make_kernel
 from models.registry import Registry
 from models.samplers import euler_step, heun_step
 from models.unet import build_unet
@@ -52,6 +53,9 @@ class TrainConfig:
     arch: str = "unet"
     arch_options: dict[str, Any] = field(default_factory=dict)
     kernel: str = "vp"
+    # the kernel's parameters (models.kernels), e.g. { t_max = 0.8818 } for a VP cut at sigma_max 50; the zoo entry
+    # states the same options, and the sampler starts at that kernel's sigma_max
+    kernel_options: dict[str, Any] = field(default_factory=dict)
     prediction: str = "eps"  # eps | x0 | v | edm
     time_input: str = "t"
     time_scale: float = 999.0
@@ -88,6 +92,12 @@ class TrainConfig:
 
     def __post_init__(self):
         ARCHS[self.arch]
+        try:
+            make_kernel(self.kernel, **self.kernel_options)
+        except TypeError as e:
+            valid = ", ".join(inspect.signature(KERNELS[self.kernel]).parameters)
+            raise ValueError(f"kernel_options {self.kernel_options} do not fit kernel {self.kernel!r}; "
+                             f"valid options: {valid}") from e
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
         if self.lr_decay not in LR_DECAYS:
@@ -129,7 +139,7 @@ def wrap_for(cfg: TrainConfig | dict, net: torch.nn.Module) -> NetworkDenoiser |
     if c.get("objective") == "elbo":
         return NoiseDecoder(net, c["kernel"])
     num_classes = getattr(net, "config", {}).get("num_class_embeds") or getattr(net, "config", {}).get("num_classes")
-    return NetworkDenoiser(net, make_kernel(c["kernel"]), c["prediction"], time_input=c["time_input"],
+    return NetworkDenoiser(net, make_kernel(c["kernel"], **c.get("kernel_options", {})), c["prediction"], time_input=c["time_input"],
                            time_scale=c["time_scale"], sigma_data=c["sigma_data"],
                            sample_shape=(3, c["image_size"], c["image_size"]), num_classes=num_classes)
 
@@ -189,7 +199,7 @@ class Trainer:
         if cfg.distill_method == "consistency" and cfg.distill_from:
             self.target = wrap_for(cfg, copy.deepcopy(self.net).to(self.device).eval().requires_grad_(False))
             # the N noise levels of consistency distillation: the Karras grid (Song et al. 2023, Sec. 3)
-            self._cd_grid = make_grid("edm", make_kernel(cfg.kernel), cfg.cd_steps, append_zero=False).to(self.device)
+            self._cd_grid = make_grid("edm", make_kernel(cfg.kernel, **cfg.kernel_options), cfg.cd_steps, append_zero=False).to(self.device)
         self.opt = torch.optim.Adam(self.trainable, lr=cfg.lr)
         self.D = wrap_for(cfg, self.net)
         self.kernel = self.D.kernel
@@ -323,7 +333,8 @@ class Trainer:
                     self._save_state()
         finally:
             log.close()
-        meta = dict(config=asdict(self.cfg), kernel=self.cfg.kernel, prediction=self.cfg.prediction,
+        meta = dict(config=asdict(self.cfg), kernel=self.cfg.kernel, kernel_options=self.cfg.kernel_options,
+                    prediction=self.cfg.prediction,
                     time_input=self.cfg.time_input, time_scale=self.cfg.time_scale, sigma_data=self.cfg.sigma_data,
                     image_size=self.cfg.image_size, dataset_hash=self.dataset_hash, steps=self.step,
                     train_seconds_this_run=round(time.perf_counter() - started, 1),

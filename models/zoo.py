@@ -172,6 +172,9 @@ def _load_samenoise(entry: ZooEntry):
     for key in ("kernel", "prediction", "time_input", "time_scale", "image_size"):
         if key in meta and meta[key] != getattr(entry, key):
             raise _mismatch(entry, key, getattr(entry, key), meta[key])
+    # a checkpoint made before kernel options were recorded used the kernel's defaults
+    if meta.get("kernel_options", {}) != entry.kernel_options:
+        raise _mismatch(entry, "kernel_options", entry.kernel_options, meta.get("kernel_options", {}))
     return net, make_kernel(entry.kernel, **entry.kernel_options), entry.prediction, entry.time_input, entry.time_scale
 
 

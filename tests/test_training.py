@@ -245,3 +245,29 @@ def test_both_architectures_run_in_float64_as_the_convergence_bins_need(arch):
         double = getattr(double, "sample", double)
     assert double.dtype == torch.float64
     assert torch.allclose(double.float(), single, atol=1e-4)
+
+
+def test_kernel_options_cut_the_noise_levels_in_training_and_sampling(tmp_path):
+    """A VP cut at t_max: training draws sigma only up to that kernel's sigma_max, the checkpoint records the options,
+    and a zoo entry that states other options (or none) is refused rather than sampled from the wrong start."""
+    from models.kernels import make_kernel
+    from models.training import draw_sigma
+    from models.zoo import ZooEntry, ZooError, load_denoiser
+
+    cfg = tiny(kernel_options={"t_max": 0.5}, steps=2)
+    kernel = make_kernel("vp", t_max=0.5)
+    sigma = draw_sigma(cfg, wrap_for(cfg, torch.nn.Identity()).kernel, 5000, torch.Generator().manual_seed(0))
+    assert float(sigma.max()) <= kernel.sigma_max < 4 and float(sigma.max()) > 0.9 * kernel.sigma_max
+    folder = train(cfg, tmp_path)
+    assert load_checkpoint(folder)[1]["kernel_options"] == {"t_max": 0.5}
+    entry = dict(name="cut-vp", source=str(folder), kernel="vp", prediction="eps", time_input="t", time_scale=999.0,
+                 image_size=8)
+    assert load_denoiser(ZooEntry(**entry, kernel_options={"t_max": 0.5})).kernel.sigma_max == kernel.sigma_max
+    with pytest.raises(ZooError, match=r"kernel_options is \{\} in the entry but \{'t_max': 0.5\} in its checkpoint"):
+        load_denoiser(ZooEntry(**entry))
+
+
+def test_kernel_options_that_do_not_fit_the_kernel_name_the_valid_ones():
+    with pytest.raises(ValueError, match=r"kernel_options \{'tmax': 0.9\} do not fit kernel 'vp'; valid options: "
+                                         r"beta_min, beta_max, t_min, t_max"):
+        tiny(kernel_options={"tmax": 0.9})
