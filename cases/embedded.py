@@ -1,6 +1,7 @@
 """Names of the embedded zoo's entries (models/embedded/zoo.toml), grouped as the claims use them.
 m4: trained on 4 thumbnails, the memorization end of the regime claims (models that reproduce D*); m64: on 64 (the
-memorization-regime axes: kernels, conditioning, distillation, fine-tuning); l2048: on 2,048 (generalization regime)."""
+memorization-regime axes: conditioning, distillation, fine-tuning); l2048: on 2,048 (generalization regime, where
+Fig. 3 compares kernels)."""
 
 # the memorization end of C3 (Fig. 2, 5): the three architectures with the wide sigma draw and cosine decay
 M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
@@ -8,9 +9,10 @@ M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
 M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")  # EDM kernel and preconditioning (x0 / EDM loss)
 # the generalization end: the M4 configs (one recipe at both ends of the size axis) on 2,048 thumbnails
 L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
-# the kernel and prediction axis, one UNet width, each with its own objective and preconditioning: EDM, VP eps,
-# sub-VP eps, VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled)
-KERNELS_M64 = ("unet16-edm-m64", "unet16-vp-eps-m64", "unet16-subvp-eps-m64", "unet16-ve-m64")
+# the kernel and prediction axis at the generalization end (Fig. 3 compares CIFAR-10 models), one UNet width, each
+# with its own objective and preconditioning, the L2048 recipe otherwise: EDM, VP eps, sub-VP eps (t uniform, eps
+# loss), VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled)
+KERNELS_L2048 = ("unet16-edm-l2048", "unet16-vp-eps-l2048", "unet16-subvp-eps-l2048", "unet16-ve-l2048")
 TEACHER, STUDENT = "unet16-edm-m64", "unet16-edm-distill-m64"  # progressive distillation, 4 student steps
 CONSISTENCY = "unet16-edm-cd-m64"  # consistency distillation of TEACHER, sampled in one step (NFE 1)
 COND = ("unet16-edm-cond-m64", "uvit-edm-cond-m64")

@@ -2,15 +2,15 @@
 from itertools import combinations
 
 from cases import Case, Run, score_bar
-from cases.embedded import CONSISTENCY, KERNELS_M64, L2048, M64, RESEEDED, STUDENT, TEACHER
+from cases.embedded import CONSISTENCY, KERNELS_L2048, L2048, M64, RESEEDED, STUDENT, TEACHER
 
-KERNEL_AXIS = set(KERNELS_M64[1:])  # the models that differ from the rest in kernel and prediction
+KERNEL_AXIS = set(KERNELS_L2048[1:])  # the models that differ from the rest in kernel and prediction
 
 SOURCE = "Sec. 2.1, Fig. 3, Appendix B (Fig. 14, 15)"
 
-# Every pair within a regime: architecture (UNet vs U-ViT, two UNet widths), kernel and prediction/loss
-# (VP eps, sub-VP eps, VE with sigma_max-scaled noise and its own loss).
-PAIRS = tuple(dict.fromkeys(p for group in (M64 + KERNELS_M64[1:], L2048) for p in combinations(group, 2)))
+# Every pair within a regime: architecture (UNet vs U-ViT, two UNet widths), and at the generalization end also kernel
+# and prediction/loss (VP eps, sub-VP eps, VE with sigma_max-scaled noise and its own loss).
+PAIRS = tuple(dict.fromkeys(p for group in (M64, L2048 + KERNELS_L2048[1:]) for p in combinations(group, 2)))
 
 C2 = [Case("C2", SOURCE, metric, (Run(a), Run(b)), score_bar(), tag="kernel" if {a, b} & KERNEL_AXIS else "arch")
       for a, b in PAIRS for metric in ("rp", "mae")]

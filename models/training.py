@@ -139,7 +139,8 @@ def wrap_for(cfg: TrainConfig | dict, net: torch.nn.Module) -> NetworkDenoiser |
     if c.get("objective") == "elbo":
         return NoiseDecoder(net, c["kernel"])
     num_classes = getattr(net, "config", {}).get("num_class_embeds") or getattr(net, "config", {}).get("num_classes")
-    return NetworkDenoiser(net, make_kernel(c["kernel"], **c.get("kernel_options", {})), c["prediction"], time_input=c["time_input"],
+    kernel = make_kernel(c["kernel"], **c.get("kernel_options", {}))
+    return NetworkDenoiser(net, kernel, c["prediction"], time_input=c["time_input"],
                            time_scale=c["time_scale"], sigma_data=c["sigma_data"],
                            sample_shape=(3, c["image_size"], c["image_size"]), num_classes=num_classes)
 
@@ -199,7 +200,8 @@ class Trainer:
         if cfg.distill_method == "consistency" and cfg.distill_from:
             self.target = wrap_for(cfg, copy.deepcopy(self.net).to(self.device).eval().requires_grad_(False))
             # the N noise levels of consistency distillation: the Karras grid (Song et al. 2023, Sec. 3)
-            self._cd_grid = make_grid("edm", make_kernel(cfg.kernel, **cfg.kernel_options), cfg.cd_steps, append_zero=False).to(self.device)
+            kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
+            self._cd_grid = make_grid("edm", kernel, cfg.cd_steps, append_zero=False).to(self.device)
         self.opt = torch.optim.Adam(self.trainable, lr=cfg.lr)
         self.D = wrap_for(cfg, self.net)
         self.kernel = self.D.kernel

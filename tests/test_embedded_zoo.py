@@ -54,3 +54,28 @@ def test_the_sweep_samples_a_shipped_checkpoint_of_its_own_config(tmp_path):
     recipe = tomllib.loads((ROOT / "configs" / f"unet16-edm-{SWEEP_RECIPE}.toml").read_text())
     assert embedded_twin(recipe | {"dataset_size": 16}) is None
     assert embedded_twin(recipe | {"dataset_size": 4, "seed": 2}) is None
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_each_checkpoint_is_what_its_config_and_description_say(name):
+    """A checkpoint retrained without its config file (or the other way round) is caught: the config recorded in
+    samenoise.json is the config file's, and the zoo entry's description and dataset name give its step count and
+    training-set size."""
+    import re
+    import tomllib
+    from dataclasses import asdict
+
+    from models.training import TrainConfig
+
+    entry = ZOO[name]
+    # a field added to TrainConfig after a checkpoint was made is absent from its record and takes the default, which
+    # reproduces the earlier behaviour
+    recorded = asdict(TrainConfig(**json.loads((Path(entry.source) / "samenoise.json").read_text())["config"]))
+    config = asdict(TrainConfig(**tomllib.loads((ROOT / "configs" / f"{name}.toml").read_text())))
+    assert recorded == config, {k: (recorded.get(k), v) for k, v in config.items() if recorded.get(k) != v}
+    steps = re.search(r"(\d+) steps", entry.description)
+    size = re.search(r"(\d+) thumbnails", entry.description)
+    assert steps and int(steps.group(1)) == config["steps"], (entry.description, config["steps"])
+    assert size and int(size.group(1)) == config["dataset_size"], (entry.description, config["dataset_size"])
+    assert entry.dataset.endswith(f"-{config['dataset_size']}"), (entry.dataset, config["dataset_size"])
+    assert entry.kernel_options == config["kernel_options"], (entry.kernel_options, config["kernel_options"])
