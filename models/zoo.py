@@ -169,12 +169,10 @@ def _load_samenoise(entry: ZooEntry):
         raise Unavailable(f"zoo entry {entry.name!r}: {e}") from e
     except CheckpointError as e:
         raise ZooError(f"zoo entry {entry.name!r}: {e}") from e
-    for key in ("kernel", "prediction", "time_input", "time_scale", "image_size"):
-        if key in meta and meta[key] != getattr(entry, key):
-            raise _mismatch(entry, key, getattr(entry, key), meta[key])
-    # a checkpoint made before kernel options were recorded used the kernel's defaults
-    if meta.get("kernel_options", {}) != entry.kernel_options:
-        raise _mismatch(entry, "kernel_options", entry.kernel_options, meta.get("kernel_options", {}))
+    recorded = {"kernel_options": {}} | meta  # a checkpoint made before kernel options were recorded used the defaults
+    for key in ("kernel", "kernel_options", "prediction", "time_input", "time_scale", "image_size"):
+        if key in recorded and recorded[key] != getattr(entry, key):
+            raise _mismatch(entry, key, getattr(entry, key), recorded[key])
     return net, make_kernel(entry.kernel, **entry.kernel_options), entry.prediction, entry.time_input, entry.time_scale
 
 
