@@ -1,7 +1,7 @@
 """Names of the embedded zoo's entries (models/embedded/zoo.toml), grouped as the claims use them.
-m4: trained on 4 thumbnails, the memorization end of the regime claims (models that reproduce D*); m64: on 64 (the
-memorization-regime axes: conditioning, distillation, fine-tuning); l2048: on 2,048 (generalization regime, where
-Fig. 3 compares kernels)."""
+m4: trained on 4 thumbnails, the memorization end of the regime claims (models that reproduce D*); m64: on 64 (an
+intermediate size: architectures, conditioning, progressive distillation, fine-tuning); l2048: on 2,048 (the
+generalization regime, where Fig. 3 compares kernels, and the consistency model's teacher)."""
 
 # the memorization end of C3 (Fig. 2, 5): the three architectures with the wide sigma draw and cosine decay
 M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
@@ -14,7 +14,8 @@ L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
 # loss), VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled)
 KERNELS_L2048 = ("unet16-edm-l2048", "unet16-vp-eps-l2048", "unet16-subvp-eps-l2048", "unet16-ve-l2048")
 TEACHER, STUDENT = "unet16-edm-m64", "unet16-edm-distill-m64"  # progressive distillation, 4 student steps
-CONSISTENCY = "unet16-edm-cd-m64"  # consistency distillation of TEACHER, sampled in one step (NFE 1)
+# consistency distillation of CD_TEACHER (the generalization end), sampled in one step (NFE 1)
+CD_TEACHER, CONSISTENCY = "unet16-edm-l2048", "unet16-edm-cd-l2048"
 COND = ("unet16-edm-cond-m64", "uvit-edm-cond-m64")
 UNCOND_OF = {"unet16-edm-cond-m64": "unet16-edm-m64", "uvit-edm-cond-m64": "uvit-edm-m64"}
 # the same architecture, data and budget retrained with seed 1 (initialization, batch order, training noise)

@@ -2,7 +2,7 @@
 from itertools import combinations
 
 from cases import Case, Run, score_bar
-from cases.embedded import CONSISTENCY, KERNELS_L2048, L2048, M64, RESEEDED, STUDENT, TEACHER
+from cases.embedded import CD_TEACHER, CONSISTENCY, KERNELS_L2048, L2048, M64, RESEEDED, STUDENT, TEACHER
 
 KERNEL_AXIS = set(KERNELS_L2048[1:])  # the models that differ from the rest in kernel and prediction
 
@@ -21,7 +21,7 @@ C2 += [Case("C2", SOURCE + ", Table 1 (distilled)", metric, (Run(TEACHER), Run(S
 # Consistency distillation (Table 1's CD row): the one-step student against its teacher and against a model trained
 # independently (another architecture, the same data).
 C2 += [Case("C2", SOURCE + ", Table 1 (consistency)", metric, (Run(other), Run(CONSISTENCY, "consistency", 1)),
-            score_bar(), tag="distill") for other in (TEACHER, M64[1]) for metric in ("rp", "mae")]
+            score_bar(), tag="distill") for other in (CD_TEACHER, L2048[1]) for metric in ("rp", "mae")]
 
 # Training seed: the same architecture and data retrained from another seed, in each regime.
 C2 += [Case("C2", SOURCE + "; Sec. 1 (regardless of weight initialization)", metric, (Run(a), Run(b)), score_bar(),
