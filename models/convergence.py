@@ -8,9 +8,13 @@
   reach it only by memorizing; the gap says how far the model is from that.
 - with --bins, where on the noise axis the gap sits: the model's and D*'s denoising error
   E ||D(y + sigma n; sigma) - y||^2 / sigma^2 (the eps error, whatever the objective) at the centre of
-  each decade of sigma.
+  each decade of sigma, and the spread over draws of the scale of the predicted eps (x - D) / sigma fitted to the
+  drawn n: a per-sample scale error that D = x - sigma F multiplies by sigma into the state, at every step;
+- with --handover, at which noise levels a model's choice of training image departs from D*'s: D* denoises above
+  sigma_h and the model at and below it, along one ODE from the bank's noises, and the table gives the fraction of
+  noises whose sample has the same nearest training image (pixel L2) as D*'s own sample.
 
-    python -m models.convergence RUN_OR_CHECKPOINT_FOLDER [...] [--bins]
+    python -m models.convergence RUN_OR_CHECKPOINT_FOLDER [...] [--bins] [--handover]
 """
 from __future__ import annotations
 
@@ -65,11 +69,17 @@ def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: in
 SIGMA_BINS = (0.01, 0.1, 1.0, 10.0, 100.0)  # decade edges; each bin is measured at its geometric centre
 
 
+@dataclass(frozen=True)
+class BinError:
+    eps_error: float  # E ||D(y + sigma n; sigma) - y||^2 / sigma^2
+    scale_spread: float  # std over draws of beta = <(x - D) / sigma, n> / <n, n>, the fitted scale of the eps
+
+
 @torch.no_grad()
 def error_per_sigma(cfg: TrainConfig, D, edges=SIGMA_BINS, samples: int = 512, seed: int = 0,
-                    batch: int = 128) -> dict[str, float]:
-    """E ||D(y + sigma n; sigma) - y||^2 / sigma^2 over the run's training images at sigma = the geometric centre of
-    each bin that lies inside the kernel's range, keyed by the bin ('0.1-1')."""
+                    batch: int = 128) -> dict[str, BinError]:
+    """The eps error and the spread of the eps scale over the run's training images at sigma = the geometric centre
+    of each bin that lies inside the kernel's range, keyed by the bin ('0.1-1')."""
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
     kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
     out = {}
@@ -78,14 +88,47 @@ def error_per_sigma(cfg: TrainConfig, D, edges=SIGMA_BINS, samples: int = 512, s
             continue
         sigma = math.sqrt(lo * hi)
         g = torch.Generator().manual_seed(seed)
-        total = 0.0
+        errors, betas = [], []
         for start in range(0, samples, batch):
             n = min(batch, samples - start)
             y = data[torch.randint(0, len(data), (n,), generator=g)].double()
-            x = y + sigma * torch.randn(y.shape, generator=g, dtype=torch.float64)
-            total += float(((D(x, torch.full((n,), sigma, dtype=torch.float64)) - y) ** 2).mean(
-                dim=tuple(range(1, y.ndim))).sum()) / sigma**2
-        out[f"{lo:g}-{hi:g}"] = total / samples
+            noise = torch.randn(y.shape, generator=g, dtype=torch.float64)
+            x = y + sigma * noise
+            d = D(x, torch.full((n,), sigma, dtype=torch.float64))
+            errors.append(((d - y) ** 2).flatten(1).mean(1) / sigma**2)
+            betas.append(((x - d) / sigma * noise).flatten(1).sum(1) / (noise * noise).flatten(1).sum(1))
+        out[f"{lo:g}-{hi:g}"] = BinError(float(torch.cat(errors).mean()), float(torch.cat(betas).std()))
+    return out
+
+
+HANDOVER_SIGMAS = (math.inf, 20.0, 10.0, 5.0, 2.0)  # inf: the model alone
+
+
+@torch.no_grad()
+def handover(cfg: TrainConfig, D, sigmas=HANDOVER_SIGMAS, noises: int = 256, sampler: str = "dpm3", nfe: int = 20,
+             seed: int = 0) -> dict[float, float]:
+    """Per sigma_h, the fraction of the bank's first `noises` noises whose sample, with D* denoising above sigma_h
+    and D at and below it, has the same nearest training image (pixel L2) as D*'s own sample; both on the run's
+    kernel and its grid, from the bank's noise (D* is kernel-free in sigma-space)."""
+    from models.generate import solve
+    from models.noise import NoiseBank
+
+    data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
+    optimal = OptimalDenoiser(data, dtype=torch.float64)
+    kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
+    x = kernel.initial_state(NoiseBank.draw(seed, tuple(data.shape[1:]), n=noises).eps.double())
+    flat = data.flatten(1).double()
+
+    def nearest(images: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(images.flatten(1), flat).argmin(1)
+
+    reference = nearest(solve(optimal, x, kernel, sampler, nfe).x)
+    out = {}
+    for sigma_h in sigmas:
+        def mixed(x, sigma, label=None, sigma_h=sigma_h):
+            return optimal(x, sigma) if float(torch.as_tensor(sigma).max()) > sigma_h else D(x, sigma)
+
+        out[sigma_h] = float((nearest(solve(mixed, x, kernel, sampler, nfe).x) == reference).double().mean())
     return out
 
 
@@ -126,8 +169,8 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor, train_time)
 
 
-def print_bins(folder: str | Path, samples: int = 512) -> None:
-    """The model's and D*'s eps error per sigma decade, as a table."""
+def _load(folder: str | Path):
+    """(TrainConfig, float64 denoiser) of a run or checkpoint folder."""
     from models.checkpoints import load_checkpoint
     from models.training import wrap_for
 
@@ -136,18 +179,36 @@ def print_bins(folder: str | Path, samples: int = 512) -> None:
     net, meta = load_checkpoint(model)
     raw = meta["config"]
     cfg = TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
+    return cfg, wrap_for(raw, net.double())
+
+
+def print_bins(folder: str | Path, samples: int = 512) -> None:
+    """The model's and D*'s eps error and eps-scale spread per sigma decade."""
+    cfg, D = _load(folder)
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos)
-    mine = error_per_sigma(cfg, wrap_for(raw, net.double()), samples=samples)
+    mine = error_per_sigma(cfg, D, samples=samples)
     floor = error_per_sigma(cfg, OptimalDenoiser(data.as_tensor(), dtype=torch.float64), samples=samples)
-    print(f"{folder.name}: eps error per sigma bin, model / D*: " + ", ".join(
-        f"{k}: {mine[k]:.4f} / {floor[k]:.4f}" for k in mine))
+    print(f"{Path(folder).name}: per sigma bin, eps error model / D*, eps-scale spread model / D*: " + ", ".join(
+        f"{k}: {mine[k].eps_error:.4f} / {floor[k].eps_error:.4f}, {mine[k].scale_spread:.4f} / "
+        f"{floor[k].scale_spread:.4f}" for k in mine))
+
+
+def print_handover(folder: str | Path) -> None:
+    cfg, D = _load(folder)
+    shares = handover(cfg, D)
+    print(f"{Path(folder).name}: the same nearest training image as D*'s sample, D* above sigma_h: " + ", ".join(
+        f"{'model alone' if math.isinf(h) else f'sigma_h {h:g}'}: {share:.3f}" for h, share in shares.items()))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.convergence", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="training run or checkpoint folders (with loss.jsonl)")
     parser.add_argument("--samples", type=int, default=4096, help="Monte Carlo samples of D*'s loss (default 4096)")
-    parser.add_argument("--bins", action="store_true", help="also print the eps error per sigma decade, model and D*")
+    parser.add_argument("--bins", action="store_true",
+                        help="also print the eps error and eps-scale spread per sigma decade, model and D*")
+    parser.add_argument("--handover", action="store_true",
+                        help="also print how often the model's sample keeps D*'s training image when D* denoises "
+                             "above sigma_h (20, 10, 5, 2) and the model below")
     args = parser.parse_args(argv)
     print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor | train time |")
     print("|---|---|---|---|---|---|---|")
@@ -160,6 +221,8 @@ def main(argv=None) -> None:
               f"{c.gap:.1f} | {c.train_time} |")
     for folder in args.folders if args.bins else ():
         print_bins(folder, args.samples)
+    for folder in args.folders if args.handover else ():
+        print_handover(folder)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,10 @@ def test_the_error_per_sigma_bin_puts_d_star_below_any_other_denoiser():
 
     cfg = TrainConfig(kernel="edm", prediction="edm", objective="edm", time_input="log-sigma", time_scale=1.0,
                       image_size=8, dataset_size=8)
-    optimal = error_per_sigma(cfg, OptimalDenoiser(embedded_photos(8, size=8).as_tensor(), dtype=torch.float64),
-                              samples=64)
-    zero = error_per_sigma(cfg, lambda x, sigma: torch.zeros_like(x), samples=64)  # D = 0: error ||y||^2 / sigma^2
+    optimal = {k: v.eps_error for k, v in error_per_sigma(
+        cfg, OptimalDenoiser(embedded_photos(8, size=8).as_tensor(), dtype=torch.float64), samples=64).items()}
+    zero = {k: v.eps_error for k, v in error_per_sigma(cfg, lambda x, sigma: torch.zeros_like(x), samples=64).items()}
+    # D = 0: error ||y||^2 / sigma^2
     assert list(optimal) == [f"{lo:g}-{hi:g}" for lo, hi in zip(SIGMA_BINS[:-1], SIGMA_BINS[1:])]  # EDM: 0.002-80
     assert all(optimal[k] < zero[k] for k in optimal)  # D* minimizes the denoising error at every sigma
     assert optimal["0.01-0.1"] < 1e-6  # at low noise D* returns the training image itself (Theorem 1)
@@ -68,3 +69,42 @@ def test_the_table_names_each_zoo_folders_training_time(tmp_path, capsys):
     assert rows[0].endswith("| train time |")
     assert rows[2].startswith("| timed | 40 | 0.5000 | +0.0000 |") and rows[2].endswith("| 1799 s, 1 thread |")
     assert rows[3].startswith("| untimed |") and rows[3].endswith("| - |")
+
+
+def test_the_eps_scale_spread_finds_a_per_sample_scale_error():
+    """A denoiser whose eps (x - D) / sigma is D*'s times 1 + c or 1 - c, by the sign of the input's mean (half the
+    draws each), has an eps-scale spread of c at sigma 10-100, where D*'s own spread is only the noise's chance
+    correlation with y - D*: about rms(y - D*) / (sigma sqrt(d)) = 0.5 / (31.6 sqrt(192)) = 1.1e-3 here."""
+    from models.convergence import error_per_sigma
+    from models.datasets import embedded_photos
+    from models.optimal import OptimalDenoiser
+
+    c = 0.03
+    optimal = OptimalDenoiser(embedded_photos(8, size=8).as_tensor(), dtype=torch.float64)
+
+    def scaled(x, sigma):
+        d = optimal(x, sigma)
+        factor = 1 + c * torch.sign(x.flatten(1).mean(1)).reshape(-1, 1, 1, 1)
+        return x - factor * (x - d)
+
+    cfg = edm_config(8)
+    bad = error_per_sigma(cfg, scaled, samples=256)["10-100"]
+    good = error_per_sigma(cfg, optimal, samples=256)["10-100"]
+    assert good.scale_spread < 0.1 * c
+    assert bad.scale_spread == pytest.approx(c, rel=0.05)  # std of +-c over draws split about evenly: c
+
+
+def test_the_handover_is_exact_for_d_star_and_void_for_a_model_that_forgets_its_input():
+    """With D = D*, every handover gives D*'s own sample (share 1). A denoiser that always returns training image 0
+    ends every ODE on image 0 from whatever state it is handed, so its share is the same at every handover: the
+    fraction of D*'s samples that are image 0, below 1."""
+    from models.convergence import HANDOVER_SIGMAS, handover
+    from models.datasets import embedded_photos
+    from models.optimal import OptimalDenoiser
+
+    cfg = edm_config(4)
+    data = embedded_photos(4, size=8).as_tensor().double()
+    assert handover(cfg, OptimalDenoiser(data, dtype=torch.float64), noises=32, nfe=10) == {
+        h: 1.0 for h in HANDOVER_SIGMAS}
+    shares = handover(cfg, lambda x, sigma, label=None: data[:1].expand_as(x), noises=32, nfe=10)
+    assert len(set(shares.values())) == 1 and shares[HANDOVER_SIGMAS[0]] < 1
