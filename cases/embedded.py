@@ -1,7 +1,7 @@
 """Names of the embedded zoo's entries (models/embedded/zoo.toml), grouped as the claims use them.
 m4: trained on 4 thumbnails, the memorization end of the regime claims (models that reproduce D*); m64: on 64 (an
-intermediate size: architectures, conditioning, progressive distillation, fine-tuning); l2048: on 2,048 (the
-generalization regime, where Fig. 3 compares kernels, and the consistency model's teacher)."""
+intermediate size: architectures, progressive distillation, fine-tuning); l2048: on 2,048 (the generalization
+regime, where Fig. 3 compares kernels and Fig. 6 conditional models, and the consistency model's teacher)."""
 
 # the memorization end of C3 (Fig. 2, 5): the three architectures with the wide sigma draw and cosine decay
 M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
@@ -16,8 +16,10 @@ KERNELS_L2048 = ("unet16-edm-l2048", "unet16-vp-eps-l2048", "unet16-subvp-eps-l2
 TEACHER, STUDENT = "unet16-edm-m64", "unet16-edm-distill-m64"  # progressive distillation, 4 student steps
 # consistency distillation of CD_TEACHER (the generalization end), sampled in one step (NFE 1)
 CD_TEACHER, CONSISTENCY = "unet16-edm-l2048", "unet16-edm-cd-l2048"
-COND = ("unet16-edm-cond-m64", "uvit-edm-cond-m64")
-UNCOND_OF = {"unet16-edm-cond-m64": "unet16-edm-m64", "uvit-edm-cond-m64": "uvit-edm-m64"}
+# class-conditional on the 2,048 thumbnails (5 classes of 2 photos), each beside the unconditional model of its
+# architecture and recipe (trained from another seed)
+COND = ("unet16-edm-cond-l2048", "uvit-edm-cond-l2048")
+UNCOND_OF = {"unet16-edm-cond-l2048": "unet16-edm-l2048", "uvit-edm-cond-l2048": "uvit-edm-l2048"}
 # the same architecture, data and budget retrained with seed 1 (initialization, batch order, training noise)
 RESEEDED = {"unet16-edm-m4": "unet16-edm-m4-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1"}
 # attention-only fine-tune of a model pretrained on other photos (Appendix G), and the same UNet from scratch

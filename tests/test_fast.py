@@ -16,7 +16,7 @@ from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
 from models.zoo import load_denoiser, read_zoo
 
-ARCHS = ("unet16-edm-m64", "uvit-edm-m64", "unet16-edm-cond-m64")  # both network classes, with and without labels
+ARCHS = ("unet16-edm-m64", "uvit-edm-m64", "unet16-edm-cond-l2048")  # both network classes, with and without labels
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
 
 def test_one_label_per_noise_gives_each_noise_what_its_own_label_gives(zoo):
     """Per-noise classes (Appendix A.1's random labels) reach each noise's own rows, across micro-batches."""
-    D = load_denoiser(zoo["unet16-edm-cond-m64"]).use("traced")
+    D = load_denoiser(zoo["unet16-edm-cond-l2048"]).use("traced")
     bank = NoiseBank.draw(0, D.sample_shape, n=10)
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
     mixed = generate(D, D.kernel, bank, nfe=4, micro_batch=4, label=labels, workers=2).x
