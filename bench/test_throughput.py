@@ -100,19 +100,21 @@ def test_generate_against_bare_forwards(benchmark, device, workers, name):
     assert torch.isfinite(out.x).all()
 
 
-def _diffusers_loop(net, scheduler, device):
+def _diffusers_loop(net, scheduler, device, dtype=torch.float32):
     """diffusers' own sampling loop (scale_model_input, the network, step) over the same micro-batches, from the
-    same initial states sigma_max * eps (their init_noise_sigma is sqrt(sigma_max^2 + 1), a VE convention)."""
+    same initial states sigma_max * eps (their init_noise_sigma is sqrt(sigma_max^2 + 1), a VE convention). With
+    `dtype` float64 the state and the sigmas are float64 and only the network runs in float32: the rounding control."""
 
     @torch.no_grad()
     def run(eps: torch.Tensor) -> torch.Tensor:
         outs = []
         for chunk in eps.split(MICRO_BATCH):
             scheduler.set_timesteps(NFE, device=device)
-            x = (chunk.to(device, torch.float32) * scheduler.sigmas[0]).to(device)
+            scheduler.sigmas = scheduler.sigmas.to(dtype)
+            x = chunk.to(device, dtype) * scheduler.sigmas[0]
             for t in scheduler.timesteps:
-                out = net(scheduler.scale_model_input(x, t), t.expand(len(x)))
-                x = scheduler.step(getattr(out, "sample", out), t, x).prev_sample
+                out = net(scheduler.scale_model_input(x, t).float(), t.expand(len(x)))
+                x = scheduler.step(getattr(out, "sample", out).to(dtype), t, x).prev_sample
             outs.append(x.cpu())
         return torch.cat(outs)
     return run
@@ -123,16 +125,22 @@ DIFFUSERS = {  # the suite's sampler beside diffusers' EDM scheduler that integr
     "dpm2": ("EDMDPMSolverMultistepScheduler", {"solver_order": 2, "algorithm_type": "dpmsolver++",
                                                 "solver_type": "heun"}),
 }
-# speed is compared at outputs equal within 1e-5 on the [-1, 1] scale: float32 networks, the suite's float64 state
-# against diffusers' float32 (measured here: 6.9e-7 to 2.2e-6 on the embedded UNet-32 and U-ViT)
+# speed is compared at outputs equal within 1e-5 on the [-1, 1] scale (issue #15's bar): float32 networks, the suite's
+# float64 state against diffusers' float32. Measured on the generalization-end UNet-32 and U-ViT: 1.1e-6 to 3.4e-6,
+# and diffusers' own loop moves by 1.1e-6 to 2.5e-6 between a float32 and a float64 state (the rounding control,
+# recorded beside the ratio). The memorizing m64 models amplify that rounding tenfold (control up to 5.3e-5, suite
+# vs diffusers 2e-6 to 2.7e-5, varying with the thread count): no float32 loop but a bit-identical one meets 1e-5
+# there, so the comparison runs on the l2048 pair.
 MAX_DIFFERENCE = 1e-5
+DIFFUSERS_NETS = ("unet32-edm-l2048", "uvit-edm-l2048")
 
 
-@pytest.mark.parametrize("name", ZOO_NETS)
+@pytest.mark.parametrize("name", DIFFUSERS_NETS)
 @pytest.mark.parametrize("sampler", sorted(DIFFUSERS))
 def test_against_diffusers_scheduler_loop(benchmark, device, workers, name, sampler):
     """The suite's generate (default path) against diffusers' scheduler loop on the same checkpoint, NFE and
-    micro-batches; the outputs' largest difference is recorded beside the ratio and must stay within 1e-5."""
+    micro-batches; the outputs' largest difference is recorded beside the ratio and must stay within 1e-5, with
+    diffusers' own float32-against-float64-state difference beside it (what rounding alone moves)."""
     import diffusers
 
     fast = _zoo_denoiser(name, device, "traced")
@@ -147,10 +155,13 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, name, samp
                                        workers=workers)}
     ours = benchmark.pedantic(codes["suite"], rounds=1, iterations=1, warmup_rounds=1).x
     theirs = codes["diffusers"]()
+    theirs64 = _diffusers_loop(net, getattr(diffusers, cls).from_config(scheduler.config), device,
+                               torch.float64)(bank.take(bank.ids.tolist()))
     times = interleaved(codes, sync=lambda: synchronize(device))
     difference = float((ours.float() - theirs).abs().max())
     benchmark.extra_info.update(model=name, scheduler=cls, sampler=sampler, noises=NOISES, nfe=NFE,
                                 workers=workers, device=str(device), max_abs_difference=difference,
+                                rounding_control=float((theirs64 - theirs.double()).abs().max()),
                                 speedup_over_diffusers=ratio(times, "diffusers", "suite"),
                                 speedup_range=spread(times, "diffusers", "suite"))
     record(benchmark, "min", images_per_s=lambda t: NOISES / t)
