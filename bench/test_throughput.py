@@ -128,9 +128,9 @@ DIFFUSERS = {  # the suite's sampler beside diffusers' EDM scheduler that integr
 # speed is compared at outputs equal within 1e-5 on the [-1, 1] scale (issue #15's bar): float32 networks, the suite's
 # float64 state against diffusers' float32. Measured on the generalization-end UNet-32 and U-ViT: 1.1e-6 to 3.4e-6,
 # and diffusers' own loop moves by 1.1e-6 to 2.5e-6 between a float32 and a float64 state (the rounding control,
-# recorded beside the ratio). The memorizing m64 models amplify that rounding tenfold (control up to 5.3e-5, suite
-# vs diffusers 2e-6 to 2.7e-5, varying with the thread count): no float32 loop but a bit-identical one meets 1e-5
-# there, so the comparison runs on the l2048 pair.
+# recorded beside the ratio). The memorizing m64 models amplify that rounding ten- to twentyfold (control up to
+# 5.3e-5, suite vs diffusers 2e-6 to 2.7e-5, varying with the thread count): no float32 loop but a bit-identical one
+# meets 1e-5 there, so the comparison runs on the l2048 pair.
 MAX_DIFFERENCE = 1e-5
 DIFFUSERS_NETS = ("unet32-edm-l2048", "uvit-edm-l2048")
 

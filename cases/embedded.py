@@ -6,7 +6,8 @@ regime, where Fig. 3 compares kernels and Fig. 6 conditional models, and the con
 # the memorization end of C3 (Fig. 2, 5): the three architectures with the wide sigma draw and cosine decay
 M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
 
-M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")  # EDM kernel and preconditioning (x0 / EDM loss)
+# between the ends: the M4 configs on 64 thumbnails (also the slow sweep's 64-image models)
+M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")
 # the generalization end: the M4 configs (one recipe at both ends of the size axis) on 2,048 thumbnails
 L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
 # the kernel and prediction axis at the generalization end (Fig. 3 compares CIFAR-10 models), one UNet width, each
