@@ -436,7 +436,10 @@ img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 
 
 def _value(c: dict) -> str:
-    return f"{c['value']:.3g}" if c["outcome"] in MEASURED else c.get("reason", "")
+    if c["outcome"] not in MEASURED:
+        return c.get("reason", "")
+    ref = (c.get("extra") or {}).get("reference")  # a measured reference beside the value (e.g. held-out data's GL)
+    return f"{c['value']:.3g}" + (f" ({ref['label']}: {ref['value']:.3g})" if ref else "")
 
 
 OFF_SCALE = ("loss", "layout_mae")  # not on the 0-1 axis of the forest plots; the case tables list them

@@ -74,6 +74,16 @@ def test_a_failing_case_says_value_bar_pairs_claim_and_worst_ids():
     assert record["passed"] is False and record["n"] == 256 and record["runs"][0]["sampler"] == "dpm3"
 
 
+def test_a_failing_case_gives_the_reference_its_metric_measured_beside_it():
+    case = Case("C3", "Sec. 3, Fig. 2b", "gl", (Run("unet16-edm-l2048"),), Bar(">=", 0.9, "src"))
+    measured = proportion(0.8, 128)
+    measured.extra["reference"] = {"label": "held-out thumbnails", "value": 0.002, "n": 128,
+                                   "interval": [0.0, 0.02, "Wilson"], "source": "new crops"}
+    with pytest.raises(pytest.fail.Exception) as err:
+        check(FakeRequest(), case, measured)
+    assert str(err.value).endswith("; reference, held-out thumbnails: 0.002 [0.00, 0.02] over 128 (new crops)")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--noises", "0"], "--noises must be at least 1, got 0"),
     (["--models", "unet16-edm-m64,no-such-model"], "unknown model names ['no-such-model']; valid names:"),

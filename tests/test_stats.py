@@ -179,3 +179,29 @@ def test_the_schema_recomputes_a_direction_test_from_its_figures():
     with pytest.raises(ResultsError, match="records holds True, but its figures say False"):
         direction_holds({"discordant": [9, 3], "holds": True}, ">", "here")
     assert direction_holds({"difference": [-0.3, -0.1], "holds": True}, "<", "here")
+
+
+def test_held_out_gl_scores_new_crops_of_the_training_photos_against_the_training_set():
+    """The GL cases' reference: thumbnails size..size+n of the nested embedded set against the first `size`. With
+    an embedding that tells only identical images apart, held-out data scores GL 1 and the training set GL 0."""
+    import hashlib
+
+    import numpy as np
+
+    from fixtures.measure import Measure
+    from fixtures.zoo import IMAGE_SIZE
+    from models.datasets import embedded_photos
+    from models.store import SampleSet
+
+    def embed(x):  # one random unit vector per distinct image (64 dims: two distinct images are far below 0.6)
+        rows = [np.random.default_rng(int(hashlib.sha256(a.tobytes()).hexdigest()[:15], 16)).standard_normal(64)
+                for a in np.asarray(x)]
+        return torch.nn.functional.normalize(torch.tensor(np.stack(rows), dtype=torch.float32), dim=1)
+
+    m = Measure(None, None, None, embed, 4)
+    ref = m.held_out_gl(8, 16)
+    assert ref["value"] == 1.0 and ref["n"] == 16 and ref["interval"][2] == "Wilson", ref
+    assert "thumbnails 8-23" in ref["source"] and ref["label"] == "held-out thumbnails"
+    train = embedded_photos(24, size=IMAGE_SIZE).images
+    assert m.gl(SampleSet(train[:8], np.arange(8), 20, {"model": "train"}), 8).value == 0.0  # the training set itself
+    assert m.held_out_gl(8, 16) is ref  # made once per size and count
