@@ -81,24 +81,27 @@ def thumbnail(photo: np.ndarray, size: int, rng: np.random.Generator, min_frac: 
 
 
 def embedded_photos(n: int, size: int = 32, seed: int = 0, photos: Sequence[str] | str = PHOTOS,
-                    min_frac: float = 0.25, max_frac: float = 0.6, per_class: int = 1) -> ImageSet:
+                    min_frac: float = 0.25, max_frac: float = 0.6, per_class: int = 1, first: int = 0) -> ImageSet:
     """n CIFAR-like thumbnails; thumbnail i comes from photo i mod len(photos) with a crop drawn from its
     own stream seeded by [seed, i], so the sets are nested: the first 2^k of any larger set are the set of
     size 2^k. Its label is the photo's group: `per_class` consecutive photos form one class (1: a class per
-    photo). `photos` is a sequence of photo names or a key of PHOTO_SETS."""
+    photo). `photos` is a sequence of photo names or a key of PHOTO_SETS. With `first`, only thumbnails first to
+    n - 1 of that set (e.g. held-out data beside a training set of `first` thumbnails)."""
     if isinstance(photos, str):
         if photos not in PHOTO_SETS:
             raise ValueError(f"unknown photo set {photos!r}; valid sets: {', '.join(PHOTO_SETS)}")
         photos = PHOTO_SETS[photos]
     if n < 1 or size < 4:
         raise ValueError(f"need n >= 1 and size >= 4, got n={n}, size={size}")
+    if not 0 <= first < n:
+        raise ValueError(f"first must be in [0, n) = [0, {n}), got {first}")
     if per_class < 1 or len(photos) % per_class:
         raise ValueError(f"per_class must divide the {len(photos)} photos into equal classes, got {per_class}")
-    images = np.empty((n, size, size, 3), dtype=np.uint8)
-    photo_of = np.arange(n, dtype=np.int64) % len(photos)
-    for i in range(n):
+    images = np.empty((n - first, size, size, 3), dtype=np.uint8)
+    photo_of = np.arange(first, n, dtype=np.int64) % len(photos)
+    for k, i in enumerate(range(first, n)):
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), i])))
-        images[i] = thumbnail(load_photo(photos[photo_of[i]]), size, rng, min_frac, max_frac)
+        images[k] = thumbnail(load_photo(photos[photo_of[k]]), size, rng, min_frac, max_frac)
     classes = tuple("+".join(photos[c:c + per_class]) for c in range(0, len(photos), per_class))
     return ImageSet(images, photo_of // per_class, classes)
 

@@ -17,6 +17,8 @@ def test_embedded_photos_are_deterministic_nested_and_labelled():
     assert embedded_photos(64, size=16, seed=4).hash != big.hash
     assert big.labels.tolist()[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0] and big.classes == PHOTOS
     assert embedded_photos(4, size=32).images.shape == (4, 32, 32, 3)
+    tail = embedded_photos(64, size=16, seed=3, first=48)  # thumbnails 48-63 alone: held-out data beside 48
+    assert np.array_equal(tail.images, big.images[48:]) and tail.labels.tolist() == big.labels.tolist()[48:]
 
 
 def test_classes_can_group_several_photos():
@@ -39,7 +41,8 @@ def test_the_other_photo_pool_is_disjoint_and_rgb():
 
 @pytest.mark.parametrize("kw, message", [
     (dict(photos="grey"), "unknown photo set 'grey'; valid sets: color, other"),
-    (dict(per_class=3), "per_class must divide the 10 photos into equal classes, got 3")])
+    (dict(per_class=3), "per_class must divide the 10 photos into equal classes, got 3"),
+    (dict(first=20), r"first must be in \[0, n\) = \[0, 4\), got 20")])
 def test_bad_photo_groupings_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
         embedded_photos(4, size=8, **kw)
