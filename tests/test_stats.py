@@ -189,8 +189,6 @@ def test_held_out_gl_scores_new_crops_of_the_training_photos_against_the_trainin
     import numpy as np
 
     from fixtures.measure import Measure
-    from fixtures.zoo import IMAGE_SIZE
-    from models.datasets import embedded_photos
     from models.store import SampleSet
 
     def embed(x):  # one random unit vector per distinct image (64 dims: two distinct images are far below 0.6)
@@ -202,6 +200,6 @@ def test_held_out_gl_scores_new_crops_of_the_training_photos_against_the_trainin
     ref = m.held_out_gl(8, 16)
     assert ref["value"] == 1.0 and ref["n"] == 16 and ref["interval"][2] == "Wilson", ref
     assert "thumbnails 8-23" in ref["source"] and ref["label"] == "held-out thumbnails"
-    train = embedded_photos(24, size=IMAGE_SIZE).images
-    assert m.gl(SampleSet(train[:8], np.arange(8), 20, {"model": "train"}), 8).value == 0.0  # the training set itself
+    train = m.training_images(8)
+    assert m.gl(SampleSet(train, np.arange(8), 20, {"model": "train"}), 8).value == 0.0  # the training set itself
     assert m.held_out_gl(8, 16) is ref  # made once per size and count
