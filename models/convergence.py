@@ -12,9 +12,12 @@
   drawn n: a per-sample scale error that D = x - sigma F multiplies by sigma into the state, at every step;
 - with --handover, at which noise levels a model's choice of training image departs from D*'s: D* denoises above
   sigma_h and the model at and below it, along one ODE from the bank's noises, and the table gives the fraction of
-  noises whose sample has the same nearest training image (pixel L2) as D*'s own sample.
+  noises whose sample has the same nearest training image (pixel L2) as D*'s own sample;
+- with --misses, for two or more models of one training set: on how many noises each one's sample has another
+  nearest training image than D*'s, how many of those misses each pair shares (against the count expected if the
+  misses were independent) and on how many shared misses the pair picks the same other image.
 
-    python -m models.convergence RUN_OR_CHECKPOINT_FOLDER [...] [--bins] [--handover]
+    python -m models.convergence RUN_OR_CHECKPOINT_FOLDER [...] [--bins] [--handover] [--misses]
 """
 from __future__ import annotations
 
@@ -104,32 +107,72 @@ def error_per_sigma(cfg: TrainConfig, D, edges=SIGMA_BINS, samples: int = 512, s
 HANDOVER_SIGMAS = (math.inf, 20.0, 10.0, 5.0, 2.0)  # inf: the model alone
 
 
-@torch.no_grad()
+class _Choices:
+    """The bank's first `noises` noises on a run's kernel, its training set, and the nearest training image (pixel L2)
+    of an ODE sample from them; D*'s own choice is the reference (D* is kernel-free in sigma-space)."""
+
+    def __init__(self, cfg: TrainConfig, noises: int, sampler: str, nfe: int, seed: int):
+        from models.noise import NoiseBank
+
+        data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed,
+                               photos=cfg.photos).as_tensor()
+        self.optimal = OptimalDenoiser(data, dtype=torch.float64)
+        self.kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
+        self.x = self.kernel.initial_state(NoiseBank.draw(seed, tuple(data.shape[1:]), n=noises).eps.double())
+        self.flat = data.flatten(1).double()
+        self.sampler, self.nfe = sampler, nfe
+        self.reference = self(self.optimal)
+
+    @torch.no_grad()
+    def __call__(self, D) -> torch.Tensor:
+        from models.generate import solve
+
+        images = solve(D, self.x, self.kernel, self.sampler, self.nfe).x
+        return torch.cdist(images.flatten(1), self.flat).argmin(1)
+
+
 def handover(cfg: TrainConfig, D, sigmas=HANDOVER_SIGMAS, noises: int = 256, sampler: str = "dpm3", nfe: int = 20,
              seed: int = 0) -> dict[float, float]:
     """Per sigma_h, the fraction of the bank's first `noises` noises whose sample, with D* denoising above sigma_h
     and D at and below it, has the same nearest training image (pixel L2) as D*'s own sample; both on the run's
     kernel and its grid, from the bank's noise (D* is kernel-free in sigma-space)."""
-    from models.generate import solve
-    from models.noise import NoiseBank
-
-    data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
-    optimal = OptimalDenoiser(data, dtype=torch.float64)
-    kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
-    x = kernel.initial_state(NoiseBank.draw(seed, tuple(data.shape[1:]), n=noises).eps.double())
-    flat = data.flatten(1).double()
-
-    def nearest(images: torch.Tensor) -> torch.Tensor:
-        return torch.cdist(images.flatten(1), flat).argmin(1)
-
-    reference = nearest(solve(optimal, x, kernel, sampler, nfe).x)
+    choose = _Choices(cfg, noises, sampler, nfe, seed)
     out = {}
     for sigma_h in sigmas:
         def mixed(x, sigma, label=None, sigma_h=sigma_h):
-            return optimal(x, sigma) if float(torch.as_tensor(sigma).max()) > sigma_h else D(x, sigma)
+            return choose.optimal(x, sigma) if float(torch.as_tensor(sigma).max()) > sigma_h else D(x, sigma)
 
-        out[sigma_h] = float((nearest(solve(mixed, x, kernel, sampler, nfe).x) == reference).double().mean())
+        out[sigma_h] = float((choose(mixed) == choose.reference).double().mean())
     return out
+
+
+@dataclass
+class Misses:
+    """Where models trained on one set leave D*'s choice of training image, and whether they leave it together."""
+    noises: int
+    missed: dict[str, int]  # per model: noises whose sample has another nearest training image than D*'s sample
+    # per pair of models: (missed by both, expected if their misses were independent, of those both missed: the same
+    # other image)
+    pairs: dict[tuple[str, str], tuple[int, float, int]]
+    by_count: list[int]  # by_count[k]: noises missed by exactly k of the models
+
+
+def misses(cfg: TrainConfig, denoisers: dict[str, object], noises: int = 512, sampler: str = "dpm3", nfe: int = 20,
+           seed: int = 0) -> Misses:
+    """Each denoiser's choice of training image against D*'s, on the run config's training set and kernel."""
+    choose = _Choices(cfg, noises, sampler, nfe, seed)
+    picks = {name: choose(D) for name, D in denoisers.items()}
+    off = {name: p != choose.reference for name, p in picks.items()}
+    names = list(denoisers)
+    pairs = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = off[a] & off[b]
+            expected = float(off[a].double().mean() * off[b].double().mean()) * noises
+            pairs[a, b] = (int(both.sum()), expected, int((picks[a][both] == picks[b][both]).sum()))
+    count = torch.stack(list(off.values())).sum(0)
+    return Misses(noises, {n: int(o.sum()) for n, o in off.items()}, pairs,
+                  [int((count == k).sum()) for k in range(len(names) + 1)])
 
 
 @dataclass
@@ -193,6 +236,20 @@ def print_bins(folder: str | Path, samples: int = 512) -> None:
         f"{floor[k].scale_spread:.4f}" for k in mine))
 
 
+def print_misses(folders: list[str | Path]) -> None:
+    """--misses: the models must share a training set (and so D*)."""
+    loaded = [(Path(f).name, *_load(f)) for f in folders]
+    key = [(c.dataset_size, c.image_size, c.dataset_seed, c.photos) for _, c, _ in loaded]
+    if len(set(key)) != 1:
+        raise ValueError("--misses compares models of one training set; these have (size, image size, dataset seed, "
+                         "photos) " + ", ".join(f"{n}: {k}" for (n, _, _), k in zip(loaded, key)))
+    m = misses(loaded[0][1], {name: D for name, _, D in loaded})
+    print(f"of {m.noises} noises, missed D*'s training image: " + ", ".join(f"{n} {k}" for n, k in m.missed.items()))
+    for (a, b), (both, expected, same) in m.pairs.items():
+        print(f"{a} and {b}: both miss {both} (independent misses: {expected:.1f}), the same other image on {same}")
+    print("missed by exactly 0, 1, ... of the models: " + ", ".join(str(k) for k in m.by_count))
+
+
 def print_handover(folder: str | Path) -> None:
     cfg, D = _load(folder)
     shares = handover(cfg, D)
@@ -209,7 +266,12 @@ def main(argv=None) -> None:
     parser.add_argument("--handover", action="store_true",
                         help="also print how often the model's sample keeps D*'s training image when D* denoises "
                              "above sigma_h (20, 10, 5, 2) and the model below")
+    parser.add_argument("--misses", action="store_true",
+                        help="also print, for models of one training set, the noises on which each leaves D*'s "
+                             "training image and how many of those the models share (512 noises)")
     args = parser.parse_args(argv)
+    if args.misses and len(args.folders) < 2:
+        parser.error(f"--misses compares at least 2 models; got {len(args.folders)}")
     print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor | train time |")
     print("|---|---|---|---|---|---|---|")
     for folder in args.folders:
@@ -223,6 +285,11 @@ def main(argv=None) -> None:
         print_bins(folder, args.samples)
     for folder in args.folders if args.handover else ():
         print_handover(folder)
+    if args.misses:
+        try:
+            print_misses(args.folders)
+        except ValueError as e:
+            parser.exit(2, f"error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -108,3 +108,44 @@ def test_the_handover_is_exact_for_d_star_and_void_for_a_model_that_forgets_its_
         h: 1.0 for h in HANDOVER_SIGMAS}
     shares = handover(cfg, lambda x, sigma, label=None: data[:1].expand_as(x), noises=32, nfe=10)
     assert len(set(shares.values())) == 1 and shares[HANDOVER_SIGMAS[0]] < 1
+
+
+def test_misses_count_what_each_model_and_each_pair_leave_of_d_stars_choice():
+    """D* misses nothing. Two denoisers that always return training image 0 miss exactly the noises where D* picks
+    another image, together, and pick the same other image there; one that returns image 0 and one that returns
+    image 1 miss together only where D* picks neither, and never pick the same image."""
+    from models.convergence import _Choices, misses
+    from models.datasets import embedded_photos
+    from models.optimal import OptimalDenoiser
+
+    cfg = edm_config(4)
+    data = embedded_photos(4, size=8).as_tensor().double()
+
+    def constant(i):
+        return lambda x, sigma, label=None: data[i:i + 1].expand_as(x)
+
+    reference = _Choices(cfg, 64, "dpm3", 10, 0).reference
+    not0, not1 = int((reference != 0).sum()), int((reference != 1).sum())
+    neither = int(((reference != 0) & (reference != 1)).sum())
+    assert 0 < neither < not0 < 64  # the 64 noises reach more than two of the 4 images
+    m = misses(cfg, {"dstar": OptimalDenoiser(data, dtype=torch.float64), "a": constant(0), "b": constant(0),
+                     "c": constant(1)}, noises=64, nfe=10)
+    assert m.missed == {"dstar": 0, "a": not0, "b": not0, "c": not1}
+    assert m.pairs["a", "b"][0] == not0 and m.pairs["a", "b"][2] == not0
+    assert m.pairs["a", "b"][1] == pytest.approx(not0 * not0 / 64)
+    assert m.pairs["a", "c"][0] == neither and m.pairs["a", "c"][2] == 0
+    assert m.pairs["dstar", "a"][0] == 0
+    # D* picks image 0: only c misses; image 1: a and b; image 2 or 3: a, b and c
+    assert m.by_count == [0, int((reference == 0).sum()), int((reference == 1).sum()), neither, 0]
+
+
+def test_misses_refuse_one_model_and_models_of_other_training_sets(capsys):
+    from models.convergence import main
+
+    with pytest.raises(SystemExit):
+        main(["models/embedded/unet16-edm-m4", "--misses"])
+    assert "--misses compares at least 2 models; got 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["models/embedded/unet16-edm-m4", "models/embedded/unet16-edm-l2048", "--misses", "--samples", "16"])
+    err = capsys.readouterr().err
+    assert "one training set" in err and "unet16-edm-m4: (4," in err and "unet16-edm-l2048: (2048," in err
