@@ -236,13 +236,17 @@ def print_bins(folder: str | Path, samples: int = 512) -> None:
         f"{floor[k].scale_spread:.4f}" for k in mine))
 
 
-def print_misses(folders: list[str | Path]) -> None:
-    """--misses: the models must share a training set (and so D*)."""
+def _one_training_set(folders: list[str | Path]) -> list[tuple[str, TrainConfig, object]]:
+    """(name, config, float64 denoiser) of each folder, refused unless all share one training set (and so D*)."""
     loaded = [(Path(f).name, *_load(f)) for f in folders]
     key = [(c.dataset_size, c.image_size, c.dataset_seed, c.photos) for _, c, _ in loaded]
     if len(set(key)) != 1:
         raise ValueError("--misses compares models of one training set; these have (size, image size, dataset seed, "
                          "photos) " + ", ".join(f"{n}: {k}" for (n, _, _), k in zip(loaded, key)))
+    return loaded
+
+
+def print_misses(loaded: list[tuple[str, TrainConfig, object]]) -> None:
     m = misses(loaded[0][1], {name: D for name, _, D in loaded})
     print(f"of {m.noises} noises, missed D*'s training image: " + ", ".join(f"{n} {k}" for n, k in m.missed.items()))
     for (a, b), (both, expected, same) in m.pairs.items():
@@ -270,8 +274,14 @@ def main(argv=None) -> None:
                         help="also print, for models of one training set, the noises on which each leaves D*'s "
                              "training image and how many of those the models share (512 noises)")
     args = parser.parse_args(argv)
-    if args.misses and len(args.folders) < 2:
-        parser.error(f"--misses compares at least 2 models; got {len(args.folders)}")
+    loaded = []
+    if args.misses:  # checked before the table, which can take minutes
+        if len(args.folders) < 2:
+            parser.error(f"--misses compares at least 2 models; got {len(args.folders)}")
+        try:
+            loaded = _one_training_set(args.folders)
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"error: {e}\n")
     print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor | train time |")
     print("|---|---|---|---|---|---|---|")
     for folder in args.folders:
@@ -285,11 +295,8 @@ def main(argv=None) -> None:
         print_bins(folder, args.samples)
     for folder in args.folders if args.handover else ():
         print_handover(folder)
-    if args.misses:
-        try:
-            print_misses(args.folders)
-        except ValueError as e:
-            parser.exit(2, f"error: {e}\n")
+    if loaded:
+        print_misses(loaded)
 
 
 if __name__ == "__main__":

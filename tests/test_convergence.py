@@ -146,6 +146,6 @@ def test_misses_refuse_one_model_and_models_of_other_training_sets(capsys):
         main(["models/embedded/unet16-edm-m4", "--misses"])
     assert "--misses compares at least 2 models; got 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["models/embedded/unet16-edm-m4", "models/embedded/unet16-edm-l2048", "--misses", "--samples", "16"])
+        main(["models/embedded/unet16-edm-m4", "models/embedded/unet16-edm-l2048", "--misses"])
     err = capsys.readouterr().err
     assert "one training set" in err and "unet16-edm-m4: (4," in err and "unet16-edm-l2048: (2048," in err
