@@ -13,7 +13,7 @@
 - with --handover, at which noise levels a model's choice of training image departs from D*'s: D* denoises above
   sigma_h and the model at and below it, along one ODE from the bank's noises, and the table gives the fraction of
   noises whose sample has the same nearest training image (pixel L2) as D*'s own sample;
-- with --misses, for two or more models of one training set: on how many noises each one's sample has another
+- with --misses, for two or more models of one training set and kernel: on how many noises each one's sample has another
   nearest training image than D*'s, how many of those misses each pair shares (against the count expected if the
   misses were independent) and on how many shared misses the pair picks the same other image.
 
@@ -237,12 +237,16 @@ def print_bins(folder: str | Path, samples: int = 512) -> None:
 
 
 def _one_training_set(folders: list[str | Path]) -> list[tuple[str, TrainConfig, object]]:
-    """(name, config, float64 denoiser) of each folder, refused unless all share one training set (and so D*)."""
+    """(name, config, float64 denoiser) of each folder, refused unless all share one training set (and so D*) and
+    one kernel."""
     loaded = [(Path(f).name, *_load(f)) for f in folders]
-    key = [(c.dataset_size, c.image_size, c.dataset_seed, c.photos) for _, c, _ in loaded]
-    if len(set(key)) != 1:
-        raise ValueError("--misses compares models of one training set; these have (size, image size, dataset seed, "
-                         "photos) " + ", ".join(f"{n}: {k}" for (n, _, _), k in zip(loaded, key)))
+    key = [(c.dataset_size, c.image_size, c.dataset_seed, c.photos, c.kernel, json.dumps(c.kernel_options,
+                                                                                        sort_keys=True))
+           for _, c, _ in loaded]
+    if len(set(key)) != 1:  # one kernel too: every model is sampled from the same initial states on one grid
+        raise ValueError("--misses compares models of one training set and kernel; these have (size, image size, "
+                         "dataset seed, photos, kernel, kernel options) "
+                         + ", ".join(f"{n}: {k}" for (n, _, _), k in zip(loaded, key)))
     return loaded
 
 
