@@ -127,9 +127,10 @@ class _MeanPool(torch.nn.Module):
 
 def test_torchscript_path_shares_preprocessing(tmp_path, thumbs):
     path = tmp_path / "sscd_disc_mixup.torchscript.pt"
-    with warnings.catch_warnings():  # the published SSCD checkpoints are TorchScript files: only a scripted
-        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)  # stand-in tests
-        torch.jit.script(_MeanPool()).save(str(path))  # their loader
+    # the published SSCD checkpoints are TorchScript files: only a scripted stand-in tests their loader
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+        torch.jit.script(_MeanPool()).save(str(path))
     d = TorchScriptSSCD("sscd-mixup", path, size=64)
     got = d.embed(thumbs.images[:5])
     x = torch.from_numpy(prepare(thumbs.images[:5], 64)).permute(0, 3, 1, 2).float() / 255
