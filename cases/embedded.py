@@ -17,7 +17,7 @@ KERNELS_L2048 = ("unet16-edm-l2048", "unet16-vp-eps-l2048", "unet16-subvp-eps-l2
 TEACHER, STUDENT = "unet16-edm-m64", "unet16-edm-distill-m64"  # progressive distillation, 4 student steps
 # consistency distillation of CD_TEACHER (the generalization end), sampled in one step (NFE 1)
 CD_TEACHER, CONSISTENCY = "unet16-edm-l2048", "unet16-edm-cd-l2048"
-# class-conditional on the 2,048 thumbnails (5 classes of 2 photos), each beside the unconditional model of its
+# class-conditional on the 2,048 thumbnails (2 classes of 5 photos), each beside the unconditional model of its
 # architecture and recipe (trained from another seed)
 COND = ("unet16-edm-cond-l2048", "uvit-edm-cond-l2048")
 UNCOND_OF = {"unet16-edm-cond-l2048": "unet16-edm-l2048", "uvit-edm-cond-l2048": "uvit-edm-l2048"}

@@ -3,8 +3,9 @@ fine-tuning (Fig. 8, Appendix G)."""
 from cases import Bar, Case, Run, score_bar
 from cases.embedded import COND, FINETUNED, FINETUNED_L, L2048, SCRATCH, SCRATCH_L, UNCOND_OF
 
-# Conditional cases sample every class for each noise: a fixed 64 noises x 5 classes = 320 pairs on a CPU run.
-COND_NOISES = 64
+# Conditional cases sample every class for each noise: 128 noises (the default) x 2 classes = 256 samples per
+# model on a CPU run.
+COND_NOISES = 128
 CONDITIONAL = [Case("C4", "Sec. 4, Fig. 6b", "rp_cond", (Run(COND[0]), Run(COND[1])), score_bar(), noises=COND_NOISES)]
 CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6c", "rp_between", (Run(UNCOND_OF[c]), Run(c)), score_bar(),
                      noises=COND_NOISES) for c in COND]

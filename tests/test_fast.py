@@ -30,7 +30,7 @@ def test_traced_and_threaded_sampling_equal_eager_bit_for_bit(zoo, name):
     fast = load_denoiser(zoo[name]).use("traced")
     bank = NoiseBank.draw(0, eager.sample_shape, n=20)  # a padded last micro-batch too; at 8 rows a batch, one and
     # two intra-op threads would give UNet-16 outputs that differ in the low bits (models/fast.py)
-    label = 3 if eager.num_classes else None
+    label = eager.num_classes - 1 if eager.num_classes else None  # the last class
     want = generate(eager, eager.kernel, bank, nfe=6, micro_batch=8, label=label).x
     got = generate(fast, fast.kernel, bank, nfe=6, micro_batch=8, label=label, workers=2).x
     assert torch.equal(got, want)
@@ -155,9 +155,9 @@ def test_one_label_per_noise_gives_each_noise_what_its_own_label_gives(zoo):
     """Per-noise classes (Appendix A.1's random labels) reach each noise's own rows, across micro-batches."""
     D = load_denoiser(zoo["unet16-edm-cond-l2048"]).use("traced")
     bank = NoiseBank.draw(0, D.sample_shape, n=10)
-    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0, 0, 1, 1])  # both classes, in runs across the micro-batches
     mixed = generate(D, D.kernel, bank, nfe=4, micro_batch=4, label=labels, workers=2).x
-    for c in range(4):
+    for c in range(2):
         rows = (labels == c).nonzero().reshape(-1)
         alone = generate(D, D.kernel, bank, ids=bank.ids[rows].tolist(), nfe=4, micro_batch=4, label=c).x
         assert torch.equal(mixed[rows], alone)
