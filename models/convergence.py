@@ -279,6 +279,17 @@ def main(argv=None) -> None:
                              "training image and how many of those the models share (512 noises)")
     args = parser.parse_args(argv)
     loaded = []
+    flags = [f"--{n}" for n in ("bins", "handover", "misses") if getattr(args, n)]
+    for folder in args.folders if flags else ():  # checked before the table, which can take minutes
+        try:
+            cfg = _load(folder)[0]
+        except (FileNotFoundError, ValueError) as e:
+            parser.exit(2, f"error: {e}\n")
+        if cfg.conditional:
+            verb = "compares" if len(flags) == 1 else "compare"
+            parser.exit(2, f"error: {' and '.join(flags)} {verb} an unconditional model with the unconditional D*; "
+                           f"{Path(folder).name} is conditional ({cfg.dataset_size} images in classes of "
+                           f"{cfg.photos_per_class} photos): run the table without {' and '.join(flags)}\n")
     if args.misses:  # checked before the table, which can take minutes
         if len(args.folders) < 2:
             parser.error(f"--misses compares at least 2 models; got {len(args.folders)}")

@@ -153,3 +153,18 @@ def test_misses_refuse_one_model_and_models_of_other_training_sets(capsys):
         main(["models/embedded/unet16-edm-l2048", "models/embedded/unet16-vp-eps-l2048", "--misses"])
     err = capsys.readouterr().err
     assert "'edm'" in err and "'vp'" in err
+
+
+def test_the_d_star_comparisons_refuse_a_conditional_model_before_the_table(capsys):
+    """--bins, --handover and --misses compare with the unconditional D*; a conditional model is refused with its
+    name, before the minutes of the loss table."""
+    from models.convergence import main
+
+    folder = "models/embedded/unet16-edm-cond-l2048"
+    with pytest.raises(SystemExit) as e:
+        main([folder, "--bins", "--handover"])
+    assert e.value.code == 2
+    out = capsys.readouterr()
+    assert "| model |" not in out.out
+    assert ("--bins and --handover compare an unconditional model with the unconditional D*; unet16-edm-cond-l2048 "
+            "is conditional (2048 images in classes of 5 photos)") in out.err
