@@ -236,10 +236,9 @@ def print_bins(folder: str | Path, samples: int = 512) -> None:
         f"{floor[k].scale_spread:.4f}" for k in mine))
 
 
-def _one_training_set(folders: list[str | Path]) -> list[tuple[str, TrainConfig, object]]:
-    """(name, config, float64 denoiser) of each folder, refused unless all share one training set (and so D*) and
-    one kernel."""
-    loaded = [(Path(f).name, *_load(f)) for f in folders]
+def _one_training_set(loaded: list[tuple[str, TrainConfig, object]]) -> None:
+    """Refuse loaded (name, config, denoiser) triples unless all share one training set (and so D*) and one
+    kernel."""
     key = [(c.dataset_size, c.image_size, c.dataset_seed, c.photos, c.kernel, json.dumps(c.kernel_options,
                                                                                         sort_keys=True))
            for _, c, _ in loaded]
@@ -247,7 +246,6 @@ def _one_training_set(folders: list[str | Path]) -> list[tuple[str, TrainConfig,
         raise ValueError("--misses compares models of one training set and kernel; these have (size, image size, "
                          "dataset seed, photos, kernel, kernel options) "
                          + ", ".join(f"{n}: {k}" for (n, _, _), k in zip(loaded, key)))
-    return loaded
 
 
 def print_misses(loaded: list[tuple[str, TrainConfig, object]]) -> None:
@@ -278,25 +276,21 @@ def main(argv=None) -> None:
                         help="also print, for models of one training set, the noises on which each leaves D*'s "
                              "training image and how many of those the models share (512 noises)")
     args = parser.parse_args(argv)
-    loaded = []
     flags = [f"--{n}" for n in ("bins", "handover", "misses") if getattr(args, n)]
-    for folder in args.folders if flags else ():  # checked before the table, which can take minutes
-        try:
-            cfg = _load(folder)[0]
-        except (FileNotFoundError, ValueError) as e:
-            parser.exit(2, f"error: {e}\n")
+    if args.misses and len(args.folders) < 2:
+        parser.error(f"--misses compares at least 2 models; got {len(args.folders)}")
+    try:  # loaded and checked before the table, which can take minutes
+        loaded = [(Path(f).name, *_load(f)) for f in args.folders] if flags else []
+        if args.misses:
+            _one_training_set(loaded)
+    except (FileNotFoundError, ValueError) as e:
+        parser.exit(2, f"error: {e}\n")
+    for name, cfg, _ in loaded:
         if cfg.conditional:
             verb = "compares" if len(flags) == 1 else "compare"
             parser.exit(2, f"error: {' and '.join(flags)} {verb} an unconditional model with the unconditional D*; "
-                           f"{Path(folder).name} is conditional ({cfg.dataset_size} images in classes of "
-                           f"{cfg.photos_per_class} photos): run the table without {' and '.join(flags)}\n")
-    if args.misses:  # checked before the table, which can take minutes
-        if len(args.folders) < 2:
-            parser.error(f"--misses compares at least 2 models; got {len(args.folders)}")
-        try:
-            loaded = _one_training_set(args.folders)
-        except (FileNotFoundError, ValueError) as e:
-            parser.exit(2, f"error: {e}\n")
+                           f"{name} is conditional ({cfg.dataset_size} images in classes of {cfg.photos_per_class} "
+                           f"photos): run the table without {' and '.join(flags)}\n")
     print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor | train time |")
     print("|---|---|---|---|---|---|---|")
     for folder in args.folders:
@@ -310,7 +304,7 @@ def main(argv=None) -> None:
         print_bins(folder, args.samples)
     for folder in args.folders if args.handover else ():
         print_handover(folder)
-    if loaded:
+    if args.misses:
         print_misses(loaded)
 
 
