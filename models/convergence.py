@@ -9,7 +9,9 @@
 - with --bins, where on the noise axis the gap sits: the model's and D*'s denoising error
   E ||D(y + sigma n; sigma) - y||^2 / sigma^2 (the eps error, whatever the objective) at the centre of
   each decade of sigma, and the spread over draws of the scale of the predicted eps (x - D) / sigma fitted to the
-  drawn n: a per-sample scale error that D = x - sigma F multiplies by sigma into the state, at every step;
+  drawn n: a per-sample scale error that D = x - sigma F multiplies by sigma into the state, at every step; and
+  the eps's norm slope d log ||x - D(x)|| / d log ||x|| (1 for the true eps at large sigma; 0 for an F that sees only
+  x / ||x||, so that the ODE cannot tell a state's excess noise and carries it to the image);
 - with --handover, at which noise levels a model's choice of training image departs from D*'s: D* denoises above
   sigma_h and the model at and below it, along one ODE from the bank's noises, and the table gives the fraction of
   noises whose sample has the same nearest training image (pixel L2) as D*'s own sample;
@@ -70,12 +72,16 @@ def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: in
 
 
 SIGMA_BINS = (0.01, 0.1, 1.0, 10.0, 100.0)  # decade edges; each bin is measured at its geometric centre
+# The norm slope scales the state by 2% (a finite difference): at sigma >> |y| the true eps (x - y) / sigma grows
+# with x, slope 1, and a D = x - sigma F whose F sees only x / ||x|| (a per-sample normalization) gives slope 0.
+NORM_STEP = 1.02
 
 
 @dataclass(frozen=True)
 class BinError:
     eps_error: float  # E ||D(y + sigma n; sigma) - y||^2 / sigma^2
     scale_spread: float  # std over draws of beta = <(x - D) / sigma, n> / <n, n>, the fitted scale of the eps
+    norm_slope: float  # mean over draws of d log ||x - D(x)|| / d log ||x||: does the eps follow the state's norm?
 
 
 @torch.no_grad()
@@ -91,16 +97,21 @@ def error_per_sigma(cfg: TrainConfig, D, edges=SIGMA_BINS, samples: int = 512, s
             continue
         sigma = math.sqrt(lo * hi)
         g = torch.Generator().manual_seed(seed)
-        errors, betas = [], []
+        errors, betas, slopes = [], [], []
         for start in range(0, samples, batch):
             n = min(batch, samples - start)
             y = data[torch.randint(0, len(data), (n,), generator=g)].double()
             noise = torch.randn(y.shape, generator=g, dtype=torch.float64)
             x = y + sigma * noise
-            d = D(x, torch.full((n,), sigma, dtype=torch.float64))
+            s = torch.full((n,), sigma, dtype=torch.float64)
+            d = D(x, s)
             errors.append(((d - y) ** 2).flatten(1).mean(1) / sigma**2)
             betas.append(((x - d) / sigma * noise).flatten(1).sum(1) / (noise * noise).flatten(1).sum(1))
-        out[f"{lo:g}-{hi:g}"] = BinError(float(torch.cat(errors).mean()), float(torch.cat(betas).std()))
+            scaled = NORM_STEP * x
+            slopes.append(((scaled - D(scaled, s)).flatten(1).norm(dim=1) / (x - d).flatten(1).norm(dim=1)).log()
+                          / math.log(NORM_STEP))
+        out[f"{lo:g}-{hi:g}"] = BinError(float(torch.cat(errors).mean()), float(torch.cat(betas).std()),
+                                         float(torch.cat(slopes).mean()))
     return out
 
 
@@ -231,9 +242,10 @@ def print_bins(folder: str | Path, samples: int = 512) -> None:
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos)
     mine = error_per_sigma(cfg, D, samples=samples)
     floor = error_per_sigma(cfg, OptimalDenoiser(data.as_tensor(), dtype=torch.float64), samples=samples)
-    print(f"{Path(folder).name}: per sigma bin, eps error model / D*, eps-scale spread model / D*: " + ", ".join(
-        f"{k}: {mine[k].eps_error:.4f} / {floor[k].eps_error:.4f}, {mine[k].scale_spread:.4f} / "
-        f"{floor[k].scale_spread:.4f}" for k in mine))
+    print(f"{Path(folder).name}: per sigma bin, eps error model / D*, eps-scale spread model / D*, "
+          f"eps norm slope model / D*: " + ", ".join(
+              f"{k}: {mine[k].eps_error:.4f} / {floor[k].eps_error:.4f}, {mine[k].scale_spread:.4f} / "
+              f"{floor[k].scale_spread:.4f}, {mine[k].norm_slope:.3f} / {floor[k].norm_slope:.3f}" for k in mine))
 
 
 def _one_training_set(loaded: list[tuple[str, TrainConfig, object]]) -> None:

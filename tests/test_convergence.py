@@ -94,6 +94,27 @@ def test_the_eps_scale_spread_finds_a_per_sample_scale_error():
     assert bad.scale_spread == pytest.approx(c, rel=0.05)  # std of +-c over draws split about evenly: c
 
 
+def test_the_eps_norm_slope_tells_a_norm_following_eps_from_a_scale_invariant_one():
+    """D*'s eps (x - D*(x)) / sigma grows with the state at sigma 10-100, where x is almost all noise: slope about 1
+    (closed form: ||c x - y|| / ||x - y|| -> c as sigma ||n|| >> ||y||). A denoiser whose F sees only x / ||x||, as a
+    network normalizing each sample does, has an eps of fixed norm: slope 0 exactly."""
+    from models.convergence import error_per_sigma
+    from models.datasets import embedded_photos
+    from models.optimal import OptimalDenoiser
+
+    optimal = OptimalDenoiser(embedded_photos(8, size=8).as_tensor(), dtype=torch.float64)
+
+    def invariant(x, sigma):  # D = x - sigma F(x / ||x||): eps of norm sqrt(d) whatever ||x||
+        unit = x / x.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+        return x - sigma.reshape(-1, 1, 1, 1) * unit * x[0].numel() ** 0.5
+
+    cfg = edm_config(8)
+    good = error_per_sigma(cfg, optimal, samples=128)
+    bad = error_per_sigma(cfg, invariant, samples=128)
+    assert good["10-100"].norm_slope == pytest.approx(1.0, abs=0.01)
+    assert all(abs(b.norm_slope) < 1e-9 for b in bad.values())
+
+
 def test_the_handover_is_exact_for_d_star_and_void_for_a_model_that_forgets_its_input():
     """With D = D*, every handover gives D*'s own sample (share 1). A denoiser that always returns training image 0
     ends every ODE on image 0 from whatever state it is handed, so its share is the same at every handover: the
