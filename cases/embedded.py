@@ -1,7 +1,7 @@
 """Names of the embedded zoo's entries (models/embedded/zoo.toml), grouped as the claims use them.
 m4: trained on 4 thumbnails, the memorization end of the regime claims (models that reproduce D*); m64: on 64 (an
-intermediate size: architectures, progressive distillation, fine-tuning); l2048: on 2,048 (the generalization
-regime, where Fig. 3 compares kernels and Fig. 6 conditional models, and the consistency model's teacher)."""
+intermediate size: architectures, fine-tuning); l2048: on 2,048 (the generalization regime, where Fig. 3 compares
+kernels and Fig. 6 conditional models, and the teacher of both distilled models)."""
 
 # the memorization end of C3 (Fig. 2, 5): the three architectures with the wide sigma draw and cosine decay
 M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
@@ -14,7 +14,9 @@ L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
 # with its own objective and preconditioning, the L2048 recipe otherwise: EDM, VP eps, sub-VP eps (t uniform, eps
 # loss), VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled)
 KERNELS_L2048 = ("unet16-edm-l2048", "unet16-vp-eps-l2048", "unet16-subvp-eps-l2048", "unet16-ve-l2048")
-TEACHER, STUDENT = "unet16-edm-m64", "unet16-edm-distill-m64"  # progressive distillation, 4 student steps
+# progressive distillation of TEACHER (the generalization end, as Fig. 3's Progressivev1 is of a CIFAR-10 model) in
+# five halvings, sampled with 4 DDIM steps
+TEACHER, STUDENT = "unet16-edm-l2048", "unet16-edm-distill-l2048"
 # consistency distillation of CD_TEACHER (the generalization end), sampled in one step (NFE 1)
 CD_TEACHER, CONSISTENCY = "unet16-edm-l2048", "unet16-edm-cd-l2048"
 # class-conditional on the 2,048 thumbnails (2 classes of 5 photos), each beside the unconditional model of its

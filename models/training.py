@@ -10,7 +10,8 @@ and objectives differ only in how sigma is drawn and weighted:
   - 've':   ln sigma ~ U[ln sigma_min, ln sigma_max] of the kernel, weight 1 / sigma^2: Song et al. (2021)'s
             sigma^2-weighted score matching, sigma^2 ||s_hat - grad log p||^2 with s = (D - x) / sigma^2.
 Partial fine-tuning trains only attention parameters (paper Sec. 4, Appendix G). Progressive
-distillation (Salimans & Ho 2022) trains a student whose one DDIM step matches two teacher steps;
+distillation (Salimans & Ho 2022, Algorithm 2) trains a student whose one DDIM step matches two teacher steps,
+over `distill_rounds` halvings, each round's student becoming the next round's teacher;
 consistency distillation (Song et al. 2023, Algorithm 2) trains a one-step student f(x, sigma) to agree
 with its slowly moving copy across one Heun step of the teacher's ODE.
 """
@@ -78,7 +79,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     finetune_from: Optional[str] = None  # partial fine-tuning: train only attention layers of this checkpoint
     distill_from: Optional[str] = None  # progressive distillation from this teacher checkpoint
-    distill_steps: int = 4  # student DDIM steps (the teacher takes twice as many)
+    # progressive distillation: the final student's DDIM steps (grid levels, the last one stepping to 0) and the
+    # number of halvings; the first teacher takes 2^distill_rounds times the final student's steps between its
+    # grid's first and last levels, and `steps` are shared evenly by the rounds
+    distill_steps: int = 4
+    distill_rounds: int = 1
     distill_grid: str = "edm"
     distill_method: str = "progressive"  # progressive | consistency
     cd_steps: int = 18  # consistency distillation: N noise levels of the Karras grid (Song et al. 2023, CIFAR-10: 18)
@@ -116,6 +121,10 @@ class TrainConfig:
         if self.distill_from and self.distill_method == "consistency" and self.prediction != "cm":
             raise ValueError(f"consistency distillation needs prediction 'cm' (f(x, sigma_min) = x), "
                              f"got {self.prediction!r}")
+        if self.distill_steps < 1 or self.distill_rounds < 1 or self.steps % self.distill_rounds:
+            raise ValueError(f"progressive distillation needs distill_steps >= 1 and distill_rounds >= 1 dividing "
+                             f"steps, got distill_steps={self.distill_steps}, distill_rounds={self.distill_rounds}, "
+                             f"steps={self.steps}")
         if self.distill_from and self.prediction == "eps":
             # D = x - sigma eps_hat must hit an x0 target at sigma_max: the gradient grows as sigma^2 and
             # training diverges; Salimans & Ho (2022, Sec. 4) distill x0- or v-parameterized students.
@@ -180,6 +189,7 @@ class Trainer:
         self.labels = torch.from_numpy(data.labels).to(self.device) if cfg.conditional else None
         num_classes = len(data.classes) if cfg.conditional else None
         self.teacher = self.target = None
+        self._progressive = bool(cfg.distill_from) and cfg.distill_method == "progressive"
         if cfg.finetune_from or cfg.distill_from:
             self.net, meta = load_checkpoint(cfg.finetune_from or cfg.distill_from)
             if cfg.distill_from:
@@ -223,6 +233,8 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         if self.target is not None:
             self.target.net.load_state_dict(state["target"])
+        if "teacher" in state:
+            self.teacher.net.load_state_dict(state["teacher"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
         self.step = state["step"]
@@ -232,6 +244,8 @@ class Trainer:
                      opt=self.opt.state_dict(), gen=self.gen.get_state(), step=self.step)
         if self.target is not None:
             state["target"] = self.target.net.state_dict()
+        if self._progressive and self.cfg.distill_rounds > 1:  # the teacher changes from round to round
+            state["teacher"] = self.teacher.net.state_dict()
         atomic_write(self.out / "train_state.pt", lambda f: torch.save(state, f))
 
     # --- one step ---------------------------------------------------------------------------------
@@ -259,15 +273,19 @@ class Trainer:
         return (w * (denoised - y.double()) ** 2).mean().float()
 
     def _distill_loss(self, y, label) -> torch.Tensor:
-        """The student's one DDIM step sigma_a -> sigma_b must land where the teacher's two steps (through the
-        geometric mid-point) land; its target D is solved from x_b = D + (sigma_b / sigma_a)(x_a - D)."""
-        grid = make_grid(self.cfg.distill_grid, self.kernel, self.cfg.distill_steps).to(self.device)
-        i = torch.randint(0, self.cfg.distill_steps, (len(y),), generator=self.gen).to(self.device)
-        sa, sb = grid[i], grid[i + 1]
+        """The student's one DDIM step sigma_a -> sigma_b must land where the teacher's two steps land; its target D
+        is solved from x_b = D + (sigma_b / sigma_a)(x_a - D). The student of a round that has h halvings still to come
+        steps through n = (distill_steps - 1) 2^h + 1 levels of its grid, then to 0; its teacher through the same grid
+        with 2n - 1 levels, every other one the student's (each grid is uniform in a parameter of its own, so halving
+        nests them), and takes one step, as the student does, from the last level to 0."""
+        n = (self.cfg.distill_steps - 1) * 2 ** (self.cfg.distill_rounds - 1 - self._round(self.step)) + 1
+        fine = make_grid(self.cfg.distill_grid, self.kernel, 2 * n - 1)
+        fine = torch.cat([fine, fine.new_zeros(2)]).to(self.device)  # the last level's two "steps" both end at 0
+        i = 2 * torch.randint(0, n, (len(y),), generator=self.gen).to(self.device)
+        sa, sm, sb = fine[i], fine[i + 1], fine[i + 2]
         noise = torch.randn(y.shape, generator=self.gen).to(self.device).double()
         xa = y.double() + append_dims(sa, y.ndim) * noise
         with torch.no_grad():
-            sm = torch.where(sb > 0, torch.sqrt(sa * sb.clamp_min(1e-30)), sb)
             xm = euler_step(xa, sa, sm, self.teacher(xa, sa, label))
             to_b = euler_step(xm, sm, sb, self.teacher(xm, sm.clamp_min(self.kernel.sigma_min), label))
             xb = torch.where(append_dims(sb > 0, y.ndim), to_b, xm)
@@ -275,6 +293,17 @@ class Trainer:
             target = (xb - ratio * xa) / (1 - ratio)
         w = append_dims(loss_weight("edm", sa, self.cfg.sigma_data), y.ndim)
         return (w * (self.D(xa, sa, label) - target) ** 2).mean().float()
+
+    def _round(self, step: int) -> int:
+        """The progressive-distillation round that 0-based `step` belongs to."""
+        return step // (self.cfg.steps // self.cfg.distill_rounds)
+
+    def _next_round(self) -> None:
+        """Salimans & Ho (2022), Algorithm 2: the student (its EMA) becomes the teacher, and the next student starts
+        from it with a fresh optimizer."""
+        self.teacher.net.load_state_dict(self.ema.state_dict())
+        self.net.load_state_dict(self.ema.state_dict())
+        self.opt = torch.optim.Adam(self.trainable, lr=self.cfg.lr)
 
     def _consistency_loss(self, y, label) -> torch.Tensor:
         """||f(x_hi, sigma_hi) - f_target(x_lo, sigma_lo)||^2, where x_hi = y + sigma_hi n and x_lo is one Heun step
@@ -319,6 +348,8 @@ class Trainer:
         started = time.perf_counter()
         try:
             while self.step < self.cfg.steps:
+                if self._progressive and self.step and self._round(self.step) != self._round(self.step - 1):
+                    self._next_round()
                 for group in self.opt.param_groups:
                     group["lr"] = self.lr(self.step)
                 loss = self.loss()

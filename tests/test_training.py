@@ -96,6 +96,50 @@ def test_progressive_distillation_runs_and_lowers_its_loss(tmp_path):
     assert sum(got[-10:]) < sum(got[:10])
 
 
+@pytest.mark.parametrize("stop", [6, 8])  # in the middle of the second round, and where the third begins
+def test_progressive_distillation_rounds_resume_exactly(tmp_path, monkeypatch, stop):
+    teacher = train(tiny(steps=5, **EDM), tmp_path / "teacher")
+    pd = dict(EDM, distill_from=str(teacher), distill_steps=2, distill_rounds=3, steps=12, checkpoint_every=2)
+    train(tiny(**pd), tmp_path / "straight")
+    calls, loss = [0], Trainer.loss
+
+    def interrupted(self):
+        calls[0] += 1
+        if calls[0] > stop:
+            raise KeyboardInterrupt
+        return loss(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "loss", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny(**pd), tmp_path / "resumed")
+    assert "teacher" in torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)
+    train(tiny(**pd), tmp_path / "resumed")
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+
+
+def test_progressive_distillation_hands_the_student_on_as_the_next_teacher(tmp_path):
+    teacher = train(tiny(steps=5, **EDM), tmp_path / "teacher")
+    trainer = Trainer(tiny(**EDM, distill_from=str(teacher), distill_steps=2, distill_rounds=2, steps=4),
+                      tmp_path / "student")
+    first = {k: v.clone() for k, v in trainer.teacher.net.state_dict().items()}
+    trainer.run()
+    now = trainer.teacher.net.state_dict()
+    assert any(not torch.equal(first[k], now[k]) for k in first)  # the round-two teacher is the round-one student
+
+
+@pytest.mark.parametrize("grid", ["edm", "logsnr", "uniform-t"])
+@pytest.mark.parametrize("n", [2, 4, 7])
+def test_halving_nests_the_step_grids(grid, n):
+    """Every other level of a 2n - 1 level grid is the n-level grid that a distilled student samples with."""
+    from models.grids import make_grid
+    from models.kernels import make_kernel
+
+    for kernel in (make_kernel("edm"), make_kernel("vp")):
+        fine = make_grid(grid, kernel, 2 * n - 1, append_zero=False)
+        torch.testing.assert_close(fine[::2], make_grid(grid, kernel, n, append_zero=False), rtol=1e-12, atol=0)
+
+
 def test_consistency_distillation_trains_a_one_step_student(tmp_path):
     from models.samplers import SAMPLERS
 
@@ -129,7 +173,10 @@ def test_consistency_distillation_resumes_its_target_network(tmp_path):
 
 @pytest.mark.parametrize("bad, message", [
     (dict(distill_method="progresive"), "unknown distill_method 'progresive'; valid methods: progressive, consistency"),
-    (dict(EDM, distill_from="t", distill_method="consistency"), "consistency distillation needs prediction 'cm'")])
+    (dict(EDM, distill_from="t", distill_method="consistency"), "consistency distillation needs prediction 'cm'"),
+    (dict(distill_rounds=0), "distill_rounds >= 1 dividing steps, got distill_steps=4, distill_rounds=0"),
+    (dict(distill_rounds=4, steps=30), "got distill_steps=4, distill_rounds=4, steps=30"),
+    (dict(distill_steps=0), "got distill_steps=0")])
 def test_bad_distillation_settings_are_named(bad, message):
     with pytest.raises(ValueError, match=message):
         tiny(**bad)

@@ -5,7 +5,7 @@
 set -euo pipefail
 runs="${1:-runs}"; shift || true
 order=(unet16-vp-eps-l2048 unet16-ve-l2048 unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048
-       unet32-edm-l2048 uvit-edm-l2048 unet16-edm-cond-l2048 uvit-edm-cond-l2048 unet16-edm-distill-m64
+       unet32-edm-l2048 uvit-edm-l2048 unet16-edm-cond-l2048 uvit-edm-cond-l2048 unet16-edm-distill-l2048
        unet16-edm-cd-l2048 unet32-edm-other-l2048 unet32-edm-ft-m64 unet32-edm-ft-l2048
        unet16-subvp-eps-l2048 unet16-edm-m4 unet16-edm-m4-seed1 unet32-edm-m4 uvit-edm-m4
        unet16-edm-l2048-seed1 vae-conv-l2048 vae-mlp-l2048)
