@@ -360,7 +360,8 @@ class Trainer:
                 if self.target is not None:
                     self._update_target()
                 self.step += 1
-                log.write(json.dumps({"step": self.step, "loss": loss.item()}) + "\n")
+                # nine significant digits give back the float32 loss exactly, in fewer bytes than its float64 repr
+                log.write(json.dumps({"step": self.step, "loss": float(f"{loss.item():.9g}")}) + "\n")
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     log.flush()
                     self._save_state()
