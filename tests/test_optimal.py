@@ -39,6 +39,21 @@ def test_float32_agrees_with_float64(data):
     assert torch.allclose(got.double(), reference(data, x, 0.3), atol=1e-5)  # float32 rounding of O(1) values
 
 
+def test_subnormal_weights_are_flushed_to_zero():
+    """A weight under float32's smallest normal number (2^-126 of the largest) is 0: far below the resolution of the
+    sums it joins, and subnormal operands slow the CPU's matrix products sixfold (models/optimal.py)."""
+    from models.optimal import _flush_subnormal
+
+    tiny = torch.finfo(torch.float32).tiny
+    assert _flush_subnormal(torch.tensor([1.0, tiny, tiny / 2, 1e-45, 0.0])).tolist() == [1.0, tiny, 0.0, 0.0, 0.0]
+    data = torch.stack([torch.zeros(4), torch.ones(4)])
+    sigma = (4 / (2 * 95.0)) ** 0.5  # the second image's weight is exp(-95) = 5.5e-42, a float32 subnormal
+    got = OptimalDenoiser(data)(torch.zeros(1, 4), sigma)
+    assert torch.equal(got, torch.zeros(1, 4))  # unflushed it would be 5.5e-42 in every pixel
+    assert torch.allclose(got.double(), reference(data.double(), torch.zeros(1, 4, dtype=torch.float64), sigma),
+                          rtol=0, atol=1e-40)
+
+
 def test_per_row_sigma(data):
     x = data[:3] + 0.2
     sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
