@@ -299,8 +299,8 @@ class Trainer:
         return step // (self.cfg.steps // self.cfg.distill_rounds)
 
     def _next_round(self) -> None:
-        """Salimans & Ho (2022), Algorithm 2: the student (its EMA) becomes the teacher, and the next student starts
-        from it with a fresh optimizer."""
+        """Salimans & Ho (2022), Algorithm 2: the student becomes the teacher and the next student starts from it.
+        The student handed on is its EMA, and the next one starts with a fresh optimizer (choices of this suite)."""
         self.teacher.net.load_state_dict(self.ema.state_dict())
         self.net.load_state_dict(self.ema.state_dict())
         self.opt = torch.optim.Adam(self.trainable, lr=self.cfg.lr)
