@@ -14,7 +14,7 @@ from typing import Optional
 import pytest
 import torch
 
-from fixtures.benchmarks import interleaved, ratio, record, spread
+from fixtures.benchmarks import interleaved, ratio, ratio_interval, record, spread
 from fixtures.devices import synchronize
 from fixtures.samples import MICRO_BATCH
 from fixtures.zoo import EMBEDDED_ZOO
@@ -25,6 +25,7 @@ from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
 from models.samplers import SAMPLERS
+from models.stats import median_interval
 from models.unet import build_unet
 from models.zoo import load_denoiser, read_zoo
 
@@ -89,12 +90,15 @@ def test_generate_against_bare_forwards(benchmark, device, workers, name):
              "generate_eager": lambda: generate(eager, eager.kernel, bank, nfe=NFE, device=device),
              "generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers)}
     out = benchmark.pedantic(codes["generate"], rounds=1, iterations=1, warmup_rounds=1)
-    times = interleaved(codes, sync=lambda: synchronize(device))
+    times = interleaved(codes, sync=lambda: synchronize(device),
+                        until=[("generate_eager", "bare_one_thread"), ("bare", "generate")])
     benchmark.extra_info.update(model=name, noises=NOISES, nfe=NFE, micro_batch=MICRO_BATCH, workers=workers,
-                                device=str(device),
+                                device=str(device), rounds=len(times["generate"]),
                                 overhead_over_bare=ratio(times, "generate_eager", "bare_one_thread"),
+                                overhead_interval=ratio_interval(times, "generate_eager", "bare_one_thread"),
                                 overhead_range=spread(times, "generate_eager", "bare_one_thread"),
                                 speedup_over_bare=ratio(times, "bare", "generate"),
+                                speedup_over_bare_interval=ratio_interval(times, "bare", "generate"),
                                 speedup_over_bare_range=spread(times, "bare", "generate"))
     record(benchmark, "min", images_per_s=lambda t: NOISES / t)
     assert torch.isfinite(out.x).all()
@@ -161,7 +165,7 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, name, samp
     theirs = codes["diffusers"]()
     theirs64 = _diffusers_loop(net, getattr(diffusers, cls).from_config(scheduler.config), device,
                                torch.float64)(bank.take(bank.ids.tolist()))
-    times = interleaved(codes, sync=lambda: synchronize(device))
+    times = interleaved(codes, sync=lambda: synchronize(device), until=[("diffusers", "suite")])
     difference = float((ours.float() - theirs).abs().max())
     exact = _zoo_denoiser(name, device, dtype=torch.float64)
     exact_theirs = _diffusers_loop(exact.net, getattr(diffusers, cls).from_config(scheduler.config), device,
@@ -172,7 +176,8 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, name, samp
                                 workers=workers, device=str(device), max_abs_difference=difference,
                                 float64_network_difference=algorithm_difference,
                                 rounding_control=float((theirs64 - theirs.double()).abs().max()),
-                                speedup_over_diffusers=ratio(times, "diffusers", "suite"),
+                                rounds=len(times["suite"]), speedup_over_diffusers=ratio(times, "diffusers", "suite"),
+                                speedup_interval=ratio_interval(times, "diffusers", "suite"),
                                 speedup_range=spread(times, "diffusers", "suite"))
     record(benchmark, "min", images_per_s=lambda t: NOISES / t)
     assert algorithm_difference <= MAX_DIFFERENCE, \
@@ -201,7 +206,7 @@ def test_sampling_fraction_of_flop_limit(benchmark, device, workers, name):
     codes = {"generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers),
              "matmul": lambda: [matmul() for _ in range(10)]}
     benchmark.pedantic(codes["generate"], rounds=1, iterations=1, warmup_rounds=1)
-    times = interleaved(codes, sync=lambda: synchronize(device))
+    times = interleaved(codes, sync=lambda: synchronize(device), until=[("matmul", "generate")])
     sampling_flops = per_image_evaluation * NOISES * NFE
     # the FLOP rates' ratio round by round: sampling FLOPs / matmul FLOPs times the matmul's / sampling's time
     scale = sampling_flops / (10 * matmul_flops)
@@ -209,7 +214,9 @@ def test_sampling_fraction_of_flop_limit(benchmark, device, workers, name):
                                 nfe=NFE, workers=workers, device=str(device),
                                 matmul_gflops=10 * matmul_flops / min(times["matmul"]) / 1e9,
                                 sampling_gflops=sampling_flops / min(times["generate"]) / 1e9,
+                                rounds=len(times["generate"]),
                                 fraction_of_matmul=scale * ratio(times, "matmul", "generate"),
+                                fraction_interval=tuple(scale * r for r in ratio_interval(times, "matmul", "generate")),
                                 fraction_range=tuple(scale * r for r in spread(times, "matmul", "generate")))
     record(benchmark, "min", images_per_s=lambda t: NOISES / t)
 
@@ -230,7 +237,8 @@ def test_optimal_denoiser_throughput(benchmark, device):
     a, b = torch.randn(side, side, device=device), torch.randn(side, side, device=device)
     codes = {"optimal": lambda: D(x, sigma), "matmul_shape": lambda: x @ data.T, "matmul_square": lambda: a @ b}
     out = benchmark.pedantic(codes["optimal"], rounds=3, iterations=1, warmup_rounds=1)
-    times = interleaved(codes, sync=lambda: synchronize(device))
+    times = interleaved(codes, sync=lambda: synchronize(device),
+                        until=[("matmul_shape", "optimal"), ("matmul_square", "optimal")])
     ref_flops = {"matmul_shape": 2 * QUERY * N * DIM, "matmul_square": 2 * side**3}
     rounds, best = [], []
     for i in range(len(times["optimal"])):
@@ -242,6 +250,7 @@ def test_optimal_denoiser_throughput(benchmark, device):
                                 device=str(device), reference=max(set(best), key=best.count),
                                 matmul_shape_gflops=ref_flops["matmul_shape"] / min(times["matmul_shape"]) / 1e9,
                                 matmul_square_gflops=ref_flops["matmul_square"] / min(times["matmul_square"]) / 1e9,
-                                fraction_of_matmul=statistics.median(rounds), fraction_range=(min(rounds), max(rounds)))
+                                rounds=len(rounds), fraction_of_matmul=statistics.median(rounds),
+                                fraction_interval=median_interval(rounds), fraction_range=(min(rounds), max(rounds)))
     record(benchmark, "min", gflops=lambda t: flops / t / 1e9)
     assert torch.isfinite(out).all() and math.isfinite(rounds[0])

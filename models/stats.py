@@ -86,6 +86,25 @@ def interval(values: Sequence[float], clusters: Optional[Sequence] = None) -> tu
     return (*bootstrap_mean(values), "bootstrap")
 
 
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of `values` (i.i.d. draws): the order statistics
+    [x_(j), x_(n+1-j)] with the largest j whose coverage 1 - 2 P(Bin(n, 1/2) <= j - 1) is at least `level`. With
+    fewer than 6 values no j reaches 95%, and the whole range (coverage 1 - 2^(1-n)) is returned."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    x = sorted(float(v) for v in values)
+    n = len(x)
+    if n == 0:
+        raise ValueError("median_interval needs at least one value, got none")
+    j, below = 1, 0.0  # below = P(Bin(n, 1/2) <= j - 1) for the next j
+    while j < (n + 1) // 2:
+        below += math.comb(n, j - 1) / 2 ** n
+        if 1 - 2 * (below + math.comb(n, j) / 2 ** n) < level:
+            break
+        j += 1
+    return x[j - 1], x[n - j]
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value for b pairs (1, 0) and c pairs (0, 1)."""
     n = b + c

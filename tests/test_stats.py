@@ -203,3 +203,29 @@ def test_held_out_gl_scores_new_crops_of_the_training_photos_against_the_trainin
     train = m.training_images(8)
     assert m.gl(SampleSet(train, np.arange(8), 20, {"model": "train"}), 8).value == 0.0  # the training set itself
     assert m.held_out_gl(8, 16) is ref  # made once per size and count
+
+
+def test_median_interval_matches_the_order_statistic_tables():
+    # the distribution-free 95% interval of a median from n values is [x_(j), x_(n+1-j)]; tables (e.g. Conover,
+    # Practical Nonparametric Statistics, Table A3) give j = 2 for n = 10 (coverage 0.9785) and j = 6 for n = 20
+    # (0.9586); below n = 6 no j reaches 95% and the whole range is returned
+    assert stats.median_interval(range(1, 11)) == (2, 9)
+    assert stats.median_interval(range(1, 21)) == (6, 15)
+    assert stats.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    assert stats.median_interval(reversed(range(1, 21))) == (6, 15)  # order of the values does not matter
+
+
+@pytest.mark.parametrize("n", [7, 12, 21, 35])
+def test_median_interval_covers_the_median_at_least_95_percent_of_the_time(n):
+    g = torch.Generator().manual_seed(n)
+    draws = torch.empty(4000, n).exponential_(generator=g)  # a skewed distribution, median ln 2
+    covered = sum(lo <= math.log(2) <= hi for lo, hi in map(stats.median_interval, draws.tolist()))
+    # coverage is 1 - 2 P(Bin(n, 1/2) < j) >= 0.95 exactly; 4,000 trials: sd <= 0.0035, so 0.94 is 3 sd below
+    assert covered / 4000 >= 0.94
+
+
+@pytest.mark.parametrize("values, level, message", [([], 0.95, "at least one value"), ([1.0], 1.0, "level"),
+                                                    ([1.0], 0.0, "level")])
+def test_median_interval_refuses_bad_input(values, level, message):
+    with pytest.raises(ValueError, match=message):
+        stats.median_interval(values, level)

@@ -1,0 +1,64 @@
+"""Interleaved timing (fixtures/benchmarks.py) on a fake clock: turns, warm-up, and rounds that go on until each named
+ratio's median is pinned down."""
+import pytest
+
+from fixtures import benchmarks
+from fixtures.benchmarks import interleaved, ratio, ratio_interval, settled
+
+
+class Clock:
+    """A perf_counter that moves only when a code 'runs': code `name` advances it by the next of its durations."""
+
+    def __init__(self, durations: dict[str, list[float]]):
+        self.now, self.durations, self.order = 0.0, {k: list(v) for k, v in durations.items()}, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def code(self, name: str):
+        def run():
+            self.order.append(name)
+            self.now += self.durations[name].pop(0) if len(self.durations[name]) > 1 else self.durations[name][0]
+        return run
+
+
+def timed(monkeypatch, durations, **kwargs):
+    clock = Clock(durations)
+    monkeypatch.setattr(benchmarks.time, "perf_counter", clock)
+    return interleaved({name: clock.code(name) for name in durations}, **kwargs), clock
+
+
+def test_codes_run_in_turns_and_warmup_rounds_are_not_kept(monkeypatch):
+    times, clock = timed(monkeypatch, {"a": [5.0, 2.0], "b": [7.0, 1.0]}, rounds=3, warmup=1)
+    assert clock.order == ["a", "b"] * 4
+    assert times == {"a": [2.0, 2.0, 2.0], "b": [1.0, 1.0, 1.0]} and ratio(times, "a", "b") == 2.0
+
+
+def test_a_steady_ratio_stops_at_the_fewest_rounds(monkeypatch):
+    times, _ = timed(monkeypatch, {"a": [2.0], "b": [1.0]}, rounds=7, until=[("a", "b")])
+    assert len(times["a"]) == 7 and ratio_interval(times, "a", "b") == (2.0, 2.0)
+
+
+def test_a_noisy_ratio_runs_more_rounds_until_its_median_is_pinned_down(monkeypatch):
+    # ratios alternate 1.8 and 2.2 (+-10%) for 12 rounds, then settle at 2.0: the interval of the median narrows
+    # below 5% only once enough 2.0 rounds sit on both sides of the median
+    a = [1.8, 2.2] * 6 + [2.0] * 40
+    times, _ = timed(monkeypatch, {"a": a, "b": [1.0]}, rounds=7, warmup=0, until=[("a", "b")])
+    n = len(times["a"])
+    assert 12 < n < 40 and settled(times, "a", "b")
+    assert not settled({k: v[:n - 1] for k, v in times.items()}, "a", "b")  # one round fewer was not enough
+
+
+def test_a_ratio_that_never_settles_stops_at_max_rounds(monkeypatch):
+    times, _ = timed(monkeypatch, {"a": [1.0, 3.0] * 30, "b": [1.0]}, rounds=7, warmup=0, until=[("a", "b")],
+                     max_rounds=11)
+    assert len(times["a"]) == 11 and not settled(times, "a", "b")
+
+
+def test_bad_arguments_name_the_problem(monkeypatch):
+    with pytest.raises(ValueError, match="not timed: c; timed: a, b"):
+        timed(monkeypatch, {"a": [1.0], "b": [1.0]}, until=[("a", "c")])
+    with pytest.raises(ValueError, match="rounds=9, max_rounds=8"):
+        timed(monkeypatch, {"a": [1.0]}, rounds=9, max_rounds=8)
+    with pytest.raises(ValueError, match="rounds=0"):
+        timed(monkeypatch, {"a": [1.0]}, rounds=0)
