@@ -96,7 +96,7 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
     n = len(x)
     if n == 0:
         raise ValueError("median_interval needs at least one value, got none")
-    j, below = 1, 0.0  # below = P(Bin(n, 1/2) <= j - 1) for the next j
+    j, below = 1, 0.0  # after the first line of the loop: below = P(Bin(n, 1/2) <= j - 1)
     while j < (n + 1) // 2:
         below += math.comb(n, j - 1) / 2 ** n
         if 1 - 2 * (below + math.comb(n, j) / 2 ** n) < level:
