@@ -12,8 +12,10 @@ M64 = ("unet16-edm-m64", "unet32-edm-m64", "uvit-edm-m64")
 L2048 = ("unet16-edm-l2048", "unet32-edm-l2048", "uvit-edm-l2048")
 # the kernel and prediction axis at the generalization end (Fig. 3 compares CIFAR-10 models), one UNet width, each
 # with its own objective and preconditioning, the L2048 recipe otherwise: EDM, VP eps, sub-VP eps (t uniform, eps
-# loss), VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled)
-KERNELS_L2048 = ("unet16-edm-l2048", "unet16-vp-eps-l2048", "unet16-subvp-eps-l2048", "unet16-ve-l2048")
+# loss), VE (Song et al. 2021: log-uniform sigma, sigma^2-weighted score matching; noise sigma_max-scaled). The width
+# is UNet-32's: at UNet-16 the VP and sub-VP eps models sampled 4.7% and about 25% saturated pixels and reached RP
+# 0.13-0.61 against the EDM UNets, at UNet-32 2.1% and 1.3% and RP 0.67-0.74 (README, kernel axis; 128 noises)
+KERNELS_L2048 = ("unet32-edm-l2048", "unet32-vp-eps-l2048", "unet32-subvp-eps-l2048", "unet32-ve-l2048")
 # progressive distillation of TEACHER (the generalization end, as Fig. 3's Progressivev1 is of a CIFAR-10 model) in
 # five halvings, sampled with 4 DDIM steps
 TEACHER, STUDENT = "unet16-edm-l2048", "unet16-edm-distill-l2048"

@@ -35,7 +35,7 @@ from models.datasets import embedded_photos
 from models.kernels import append_dims
 from models.kernels import make_kernel
 from models.optimal import OptimalDenoiser
-from models.training import TrainConfig, draw_sigma, loss_weight
+from models.training import TrainConfig, draw_sigma, loss_log_path, loss_weight, read_losses
 
 TAIL = 0.1  # the last 10% of the steps
 
@@ -202,15 +202,16 @@ class Convergence:
 
 
 def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
-    """From a training run folder (loss.jsonl, model/samenoise.json) or a checkpoint folder with its loss.jsonl."""
+    """From a training run folder (loss.jsonl, model/samenoise.json) or a checkpoint folder with its loss log (plain
+    or xz-packed, as the embedded zoo ships it)."""
     folder = Path(folder)
     meta_path = next((p for p in (folder / "model" / "samenoise.json", folder / "samenoise.json") if p.is_file()), None)
-    log = folder / "loss.jsonl"
-    if meta_path is None or not log.is_file():
-        raise FileNotFoundError(f"{folder} holds no samenoise.json and loss.jsonl of a suite training run")
+    if meta_path is None or loss_log_path(folder) is None:
+        raise FileNotFoundError(f"{folder} holds no samenoise.json and loss.jsonl (or loss.jsonl.xz) of a suite "
+                                f"training run")
     raw = json.loads(meta_path.read_text())["config"]
     cfg = TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
-    losses = [json.loads(line)["loss"] for line in log.read_text().splitlines()]
+    losses = read_losses(folder)
     tail = losses[max(1, int(len(losses) * (1 - TAIL))):]
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
     # nor has a VAE's ELBO: it is not a denoising loss

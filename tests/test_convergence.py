@@ -171,7 +171,7 @@ def test_misses_refuse_one_model_and_models_of_other_training_sets(capsys):
     err = capsys.readouterr().err
     assert "one training set and kernel" in err and "unet16-edm-m4: (4," in err and "unet16-edm-l2048: (2048," in err
     with pytest.raises(SystemExit):
-        main(["models/embedded/unet16-edm-l2048", "models/embedded/unet16-vp-eps-l2048", "--misses"])
+        main(["models/embedded/unet16-edm-l2048", "models/embedded/unet32-vp-eps-l2048", "--misses"])
     err = capsys.readouterr().err
     assert "'edm'" in err and "'vp'" in err
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models.noise import NoiseBank
+from models.training import PACKED_LOSS_LOG, read_losses
 from models.generate import generate
 from models.zoo import load_denoiser, read_zoo
 
@@ -26,7 +27,9 @@ def test_embedded_checkpoint_loads_and_samples(name):
     meta = json.loads((Path(entry.source) / "samenoise.json").read_text())
     config = (ROOT / "configs" / f"{name}.toml").read_text()
     assert meta["dataset_hash"] and f"dataset_size = {meta['config']['dataset_size']}" in config
-    assert (Path(entry.source) / "loss.jsonl").is_file() and (Path(entry.source) / "train_time.json").is_file()
+    # the zoo ships each loss log xz-packed (models/training.py, PACKED_LOSS_LOG), every step of it
+    assert (Path(entry.source) / PACKED_LOSS_LOG).is_file() and (Path(entry.source) / "train_time.json").is_file()
+    assert len(read_losses(entry.source)) == meta["steps"]
 
 
 def test_embedded_zoo_fits_its_budget():

@@ -276,6 +276,27 @@ def test_train_once_trains_a_config_once_and_finds_it_again(tmp_path):
     assert not list(tmp_path.rglob("*.lock"))
 
 
+def test_a_packed_loss_log_reads_back_every_step_and_ambiguity_is_refused(tmp_path):
+    from models.training import LOSS_LOG, PACKED_LOSS_LOG, loss_log_path, pack_loss_log, read_losses
+
+    run, shipped = tmp_path / "run", tmp_path / "shipped"
+    run.mkdir()
+    lines = "".join(json.dumps({"step": s, "loss": float(f"{1 / s:.9g}")}) + "\n" for s in range(1, 2001))
+    (run / LOSS_LOG).write_text(lines)
+    packed = pack_loss_log(run, shipped)
+    assert packed == shipped / PACKED_LOSS_LOG and packed.stat().st_size < len(lines) / 3
+    assert read_losses(shipped) == read_losses(run) == [float(f"{1 / s:.9g}") for s in range(1, 2001)]
+    assert [p.name for p in shipped.iterdir()] == [PACKED_LOSS_LOG]  # no temporary file left beside it
+    assert loss_log_path(tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="holds no loss.jsonl or loss.jsonl.xz"):
+        read_losses(tmp_path)
+    with pytest.raises(FileNotFoundError, match="holds no loss.jsonl to pack"):
+        pack_loss_log(tmp_path, shipped)
+    (shipped / LOSS_LOG).write_text(lines)
+    with pytest.raises(ValueError, match="holds both loss.jsonl and loss.jsonl.xz"):
+        read_losses(shipped)
+
+
 @pytest.mark.parametrize("arch", ["unet", "uvit"])
 def test_both_architectures_run_in_float64_as_the_convergence_bins_need(arch):
     """models.convergence evaluates a network in float64 (net.double()); every layer, the time embedding included,

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Trains the embedded zoo in dependency order with the suite's training command, then copies each
-# model (float16) and its loss log into models/embedded/<name>/. Run from the repository root:
+# model (float16) and its loss log (xz-packed: loss.jsonl.xz) into models/embedded/<name>/. Run from the
+# repository root:
 #   bash models/embedded/train_all.sh [RUNS_DIR] [NAME ...]
 set -euo pipefail
 runs="${1:-runs}"; shift || true
-order=(unet16-vp-eps-l2048 unet16-ve-l2048 unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048
-       unet32-edm-l2048 uvit-edm-l2048 unet16-edm-cond-l2048 uvit-edm-cond-l2048 unet16-edm-distill-l2048
+order=(unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048 unet32-edm-l2048 unet32-vp-eps-l2048
+       unet32-subvp-eps-l2048 unet32-ve-l2048 uvit-edm-l2048 unet16-edm-cond-l2048 uvit-edm-cond-l2048
+       unet16-edm-distill-l2048
        unet16-edm-cd-l2048 unet32-edm-other-l2048 unet32-edm-ft-m64 unet32-edm-ft-l2048
-       unet16-subvp-eps-l2048 unet16-edm-m4 unet16-edm-m4-seed1 unet32-edm-m4 uvit-edm-m4
+       unet16-edm-m4 unet16-edm-m4-seed1 unet32-edm-m4 uvit-edm-m4
        unet16-edm-l2048-seed1 vae-conv-l2048 vae-mlp-l2048)
 names=("${@:-${order[@]}}")
 for name in "${names[@]}"; do
@@ -16,7 +18,8 @@ for name in "${names[@]}"; do
   start=$(date +%s)
   python -m models.training "models/embedded/configs/$name.toml" "$runs/$name" --float16
   end=$(date +%s)
-  mkdir -p "$dest.tmp" && cp "$runs/$name/model/"* "$runs/$name/loss.jsonl" "$dest.tmp/"
+  mkdir -p "$dest.tmp" && cp "$runs/$name/model/"* "$dest.tmp/"
+  python -c "import sys; from models.training import pack_loss_log; pack_loss_log(*sys.argv[1:])" "$runs/$name" "$dest.tmp"
   echo "{\"wall_seconds\": $((end - start)), \"threads\": $(nproc)}" > "$dest.tmp/train_time.json"
   rm -rf "$dest" && mv "$dest.tmp" "$dest"
   echo "$name: $((end - start)) s"
