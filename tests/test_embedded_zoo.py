@@ -41,6 +41,12 @@ def test_every_config_has_an_entry_and_every_entry_a_config():
     assert {p.stem for p in (ROOT / "configs").glob("*.toml")} == set(ZOO)
 
 
+def test_every_checkpoint_folder_belongs_to_an_entry():
+    """A replaced model's folder left behind would count against the budget and ship unused."""
+    folders = {p.resolve() for p in ROOT.iterdir() if p.is_dir() and p.name != "configs"}
+    assert folders == {Path(entry.source).resolve() for entry in ZOO.values()}
+
+
 def test_the_sweep_samples_a_shipped_checkpoint_of_its_own_config(tmp_path):
     """The slow sweep's model at a size whose config the zoo ships trained (the ends of the size axis: the m4 and
     l2048 entries share the sweep's recipe) is that checkpoint, not a second training of the same config; another
