@@ -27,9 +27,9 @@ def test_default_epsilon_is_diffusers_and_the_checkpoint_keeps_another(tmp_path)
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_default_groupnorm_hides_the_input_scale_and_a_large_epsilon_keeps_it(seed):
-    """The mechanism behind the eps-prediction configs' norm_eps: at diffusers' epsilon the output's norm does not
-    move with the input's (slope near 0, the last GroupNorm divides it out); with epsilon 1 it follows it in part.
-    Measured at initialization, seeds 0-5: |slope| 0.004-0.049 at 1e-5, 0.67-0.86 at 1."""
+    """The mechanism that norm_eps acts on (README, kernel axis: the eps models retrained with it, not shipped): at
+    diffusers' epsilon the output's norm does not move with the input's (slope near 0, the last GroupNorm divides it
+    out); with epsilon 1 it follows it in part. Measured at initialization, seeds 0-5: |slope| 0.004-0.049 at 1e-5, 0.67-0.86 at 1."""
     torch.manual_seed(seed)
     blind = build_unet(image_size=16, base_channels=16).eval()
     torch.manual_seed(seed)
