@@ -2,7 +2,8 @@
 "to convergence"):
 
 - the slope of the loss per doubling of steps over the last 10% of the run: the least-squares slope of the per-step
-  loss against log2(step); near 0 when the loss has levelled off, negative while it still falls;
+  loss against log2(step), near 0 when the loss has levelled off and negative while it still falls, with its 95%
+  interval and a verdict: "falls" or "rises" when the interval excludes 0, "no trend" when it does not (`Slope`);
 - the gap to D*'s floor: the same objective (the same sigma draw and weight) evaluated with the optimal denoiser
   D* of Theorem 1 on the run's own training set, by Monte Carlo. D* minimizes the empirical loss, so a model can
   reach it only by memorizing; the gap says how far the model is from that.
@@ -35,21 +36,59 @@ from models.datasets import embedded_photos
 from models.kernels import append_dims
 from models.kernels import make_kernel
 from models.optimal import OptimalDenoiser
+from models.stats import LEVEL
 from models.training import TrainConfig, draw_sigma, loss_log_path, loss_weight, read_losses
 
 TAIL = 0.1  # the last 10% of the steps
 
 
-def slope_per_doubling(losses: list[float], tail: float = TAIL) -> float:
-    """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based)."""
+@dataclass(frozen=True)
+class Slope:
+    """The least-squares slope of the per-step loss against log2(step) over the last `tail` of a run, with its 95%
+    interval. The interval is the ordinary least-squares one (t quantile, n - 2 degrees of freedom), widened for
+    serially correlated losses by the AR(1) factor sqrt((1 + r) / (1 - r)), r the lag-1 autocorrelation of the
+    residuals when positive (the effective sample size n (1 - r) / (1 + r) of a trend: Santer et al. 2000,
+    J. Geophys. Res. 105, 7337). Per-step losses are noisy (each draws its own sigmas), so over the last 10% (0.15
+    doublings) the interval is wide: a verdict "no trend" means that no fall or rise was detected, not that none is
+    there; the interval's width says how large a slope could have gone unseen."""
+
+    value: float
+    low: float
+    high: float
+    lag1: float  # the residuals' lag-1 autocorrelation (about 0 for independent steps)
+
+    @property
+    def verdict(self) -> str:
+        """'falls' or 'rises' when the interval excludes 0, else 'no trend'."""
+        return "falls" if self.high < 0 else "rises" if self.low > 0 else "no trend"
+
+
+def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) -> Slope:
+    """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based), with its interval."""
+    from scipy.stats import t as student_t
+
     n = len(losses)
     start = max(1, int(n * (1 - tail)))
-    if n - start < 2:
-        raise ValueError(f"a slope needs at least 2 steps in the last {tail:.0%}, the log has {n} steps")
+    if n - start < 3:
+        raise ValueError(f"a slope and its interval need at least 3 steps in the last {tail:.0%}, the log has {n} "
+                         f"steps")
     x = torch.log2(torch.arange(start + 1, n + 1, dtype=torch.float64))
     y = torch.tensor(losses[start:], dtype=torch.float64)
     x = x - x.mean()
-    return float((x * (y - y.mean())).sum() / (x * x).sum())
+    sxx = float((x * x).sum())
+    value = float((x * (y - y.mean())).sum()) / sxx
+    resid = y - y.mean() - value * x
+    ss = float((resid * resid).sum())
+    lag1 = float((resid[1:] * resid[:-1]).sum()) / ss if ss > 0 else 0.0
+    r = min(max(lag1, 0.0), 0.99)  # negative correlation would narrow the interval: not taken
+    se = math.sqrt(ss / (len(y) - 2) / sxx) * math.sqrt((1 + r) / (1 - r))
+    half = float(student_t.ppf(0.5 + level / 2, len(y) - 2)) * se
+    return Slope(value, value - half, value + half, lag1)
+
+
+def slope_per_doubling(losses: list[float], tail: float = TAIL) -> float:
+    """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based)."""
+    return tail_slope(losses, tail).value
 
 
 @torch.no_grad()
@@ -191,7 +230,7 @@ class Convergence:
     name: str
     steps: int
     final_loss: float  # mean over the last 10% of the steps
-    slope_per_doubling: float
+    slope: Slope  # per doubling of steps over the last 10%, with its interval
     floor: float  # D*'s loss on the same objective and training set
     train_time: str = "-"  # wall seconds and threads from train_time.json (embedded zoo folders), else '-'
 
@@ -221,7 +260,7 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     if timing.is_file():
         took = json.loads(timing.read_text())
         train_time = f"{took['wall_seconds']} s, {took['threads']} thread{'' if took['threads'] == 1 else 's'}"
-    return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope_per_doubling(losses), floor, train_time)
+    return Convergence(folder.name, len(losses), sum(tail) / len(tail), tail_slope(losses), floor, train_time)
 
 
 def _load(folder: str | Path):
@@ -304,15 +343,15 @@ def main(argv=None) -> None:
             parser.exit(2, f"error: {' and '.join(flags)} {verb} an unconditional model with the unconditional D*; "
                            f"{name} is conditional ({cfg.dataset_size} images in classes of {cfg.photos_per_class} "
                            f"photos): run the table without {' and '.join(flags)}\n")
-    print("| model | steps | loss, last 10% | slope per doubling | D* floor | loss / floor | train time |")
+    print("| model | steps | loss, last 10% | slope per doubling [95% interval] | D* floor | loss / floor | train time |")
     print("|---|---|---|---|---|---|---|")
     for folder in args.folders:
         try:
             c = convergence(folder, args.samples)
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"error: {e}\n")
-        print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {c.slope_per_doubling:+.4f} | {c.floor:.4f} | "
-              f"{c.gap:.1f} | {c.train_time} |")
+        slope = f"{c.slope.value:+.4f} [{c.slope.low:+.4f}, {c.slope.high:+.4f}] {c.slope.verdict}"
+        print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {slope} | {c.floor:.4f} | {c.gap:.1f} | {c.train_time} |")
     for folder in args.folders if args.bins else ():
         print_bins(folder, args.samples)
     for folder in args.folders if args.handover else ():

@@ -14,8 +14,47 @@ def test_the_slope_of_a_log_linear_loss_is_its_coefficient():
     assert slope_per_doubling([0.3] * 1000) == pytest.approx(0.0, abs=1e-12)  # levelled off
 
 
+def _noisy_log(slope: float, sd: float, phi: float, steps: int, gen: torch.Generator) -> list[float]:
+    """0.4 + slope * log2(step) plus AR(1) noise of stationary sd `sd` and lag-1 correlation phi."""
+    from scipy.signal import lfilter
+
+    shocks = (torch.randn(steps, generator=gen, dtype=torch.float64) * sd * math.sqrt(1 - phi * phi)).numpy()
+    shocks[0] /= math.sqrt(1 - phi * phi)  # the first step from the stationary distribution
+    noise = lfilter([1.0], [1.0, -phi], shocks)  # noise[i] = phi noise[i - 1] + shocks[i]
+    return [0.4 + slope * math.log2(k + 1) + float(e) for k, e in enumerate(noise)]
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.6])
+def test_the_slope_interval_covers_the_true_slope_95_times_in_100(phi):
+    """Simulated logs with a known slope and per-step noise like the zoo's (sd 0.05, 6,000 steps; the zoo's residual
+    lag-1 correlations are -0.07 to +0.04), and with strongly correlated steps (phi 0.6, which the AR(1) widening must
+    cover). Coverage over 300 logs must lie within 0.95 +- 3 binomial standard deviations (0.912-0.988)."""
+    from models.convergence import tail_slope
+
+    gen = torch.Generator().manual_seed(1)
+    covered = 0
+    for _ in range(300):
+        s = tail_slope(_noisy_log(-0.02, 0.05, phi, 6000, gen))
+        covered += s.low <= -0.02 <= s.high
+    assert 0.912 <= covered / 300 <= 0.988, covered
+
+
+def test_the_slope_verdict_falls_rises_or_level():
+    """A loss falling 0.07 per doubling (the unconverged zoo's rate, issue text) with small noise is found falling,
+    a rising one rising, and a flat noisy one shows no trend; the verdict is what the interval says."""
+    from models.convergence import tail_slope
+
+    gen = torch.Generator().manual_seed(2)
+    falling = tail_slope(_noisy_log(-0.07, 0.002, 0.0, 6000, gen))
+    assert falling.verdict == "falls" and falling.high < 0 and falling.low < -0.07 < falling.high
+    assert tail_slope(_noisy_log(+0.07, 0.002, 0.0, 6000, gen)).verdict == "rises"
+    flat = tail_slope(_noisy_log(0.0, 0.05, 0.0, 6000, gen))
+    assert flat.verdict == "no trend" and flat.low < 0 < flat.high
+    assert abs(flat.lag1) < 0.15  # independent steps: the residuals' lag-1 correlation is near 0 (600 steps)
+
+
 def test_a_log_too_short_for_a_slope_is_refused():
-    with pytest.raises(ValueError, match="at least 2 steps in the last 10%, the log has 5 steps"):
+    with pytest.raises(ValueError, match="at least 3 steps in the last 10%, the log has 5 steps"):
         slope_per_doubling([1.0] * 5)
 
 
@@ -67,7 +106,7 @@ def test_the_table_names_each_zoo_folders_training_time(tmp_path, capsys):
     main([str(tmp_path / "timed"), str(tmp_path / "untimed"), "--samples", "64"])
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].endswith("| train time |")
-    assert rows[2].startswith("| timed | 40 | 0.5000 | +0.0000 |") and rows[2].endswith("| 1799 s, 1 thread |")
+    assert rows[2].startswith("| timed | 40 | 0.5000 | +0.0000 [+0.0000, +0.0000] no trend |") and rows[2].endswith("| 1799 s, 1 thread |")
     assert rows[3].startswith("| untimed |") and rows[3].endswith("| - |")
 
 
