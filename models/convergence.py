@@ -4,6 +4,8 @@
 - the slope of the loss per doubling of steps over the last 10% of the run: the least-squares slope of the per-step
   loss against log2(step), near 0 when the loss has levelled off and negative while it still falls, with its 95%
   interval and a verdict: "falls" or "rises" when the interval excludes 0, "no trend" when it does not (`Slope`);
+  and, far more precise, the change over the last doubling: the mean loss over the last 10% minus the mean over
+  the same log-span a doubling earlier (`last_doubling`);
 - the gap to D*'s floor: the same objective (the same sigma draw and weight) evaluated with the optimal denoiser
   D* of Theorem 1 on the run's own training set, by Monte Carlo. D* minimizes the empirical loss, so a model can
   reach it only by memorizing; the gap says how far the model is from that.
@@ -84,6 +86,34 @@ def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) ->
     se = math.sqrt(ss / (len(y) - 2) / sxx) * math.sqrt((1 + r) / (1 - r))
     half = float(student_t.ppf(0.5 + level / 2, len(y) - 2)) * se
     return Slope(value, value - half, value + half, lag1)
+
+
+def _mean_and_variance(values: torch.Tensor) -> tuple[float, float]:
+    """A window's mean and the variance of that mean, widened for serial correlation by the AR(1) factor
+    (1 + r) / (1 - r) as in `Slope`."""
+    centred = values - values.mean()
+    ss = float((centred * centred).sum())
+    r = float((centred[1:] * centred[:-1]).sum()) / ss if ss > 0 else 0.0
+    r = min(max(r, 0.0), 0.99)
+    return float(values.mean()), ss / (len(values) - 1) / len(values) * (1 + r) / (1 - r)
+
+
+def last_doubling(losses: list[float], tail: float = TAIL, level: float = LEVEL) -> Slope:
+    """The loss's change over the run's last doubling of steps: the mean over the last `tail` of the steps minus the
+    mean over the same span of log2(step) one doubling earlier (the steps in ((1 - tail) n / 2, n / 2]), with a 95%
+    interval (the two windows' means are independent; each variance widened for serial correlation). It is the
+    change per doubling that the last-10% slope estimates, measured between windows a doubling apart, so its
+    interval is ten or more times narrower; under a decaying learning rate it includes the annealing's gain."""
+    from scipy.stats import norm
+
+    n = len(losses)
+    late, early = losses[max(1, int(n * (1 - tail))):], losses[int(n * (1 - tail) / 2):n // 2]
+    if min(len(late), len(early)) < 2:
+        raise ValueError(f"the change over the last doubling needs at least 2 steps in each window (the last "
+                         f"{tail:.0%} and the same span one doubling earlier); the log has {n} steps")
+    (m1, v1), (m0, v0) = (_mean_and_variance(torch.tensor(w, dtype=torch.float64)) for w in (late, early))
+    half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(v0 + v1)
+    return Slope(m1 - m0, m1 - m0 - half, m1 - m0 + half, math.nan)
 
 
 def slope_per_doubling(losses: list[float], tail: float = TAIL) -> float:
@@ -231,6 +261,7 @@ class Convergence:
     steps: int
     final_loss: float  # mean over the last 10% of the steps
     slope: Slope  # per doubling of steps over the last 10%, with its interval
+    doubling: Slope  # the change over the last doubling of steps (windows a doubling apart), with its interval
     floor: float  # D*'s loss on the same objective and training set
     train_time: str = "-"  # wall seconds and threads from train_time.json (embedded zoo folders), else '-'
 
@@ -260,7 +291,8 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     if timing.is_file():
         took = json.loads(timing.read_text())
         train_time = f"{took['wall_seconds']} s, {took['threads']} thread{'' if took['threads'] == 1 else 's'}"
-    return Convergence(folder.name, len(losses), sum(tail) / len(tail), tail_slope(losses), floor, train_time)
+    return Convergence(folder.name, len(losses), sum(tail) / len(tail), tail_slope(losses), last_doubling(losses),
+                       floor, train_time)
 
 
 def _load(folder: str | Path):
@@ -343,15 +375,17 @@ def main(argv=None) -> None:
             parser.exit(2, f"error: {' and '.join(flags)} {verb} an unconditional model with the unconditional D*; "
                            f"{name} is conditional ({cfg.dataset_size} images in classes of {cfg.photos_per_class} "
                            f"photos): run the table without {' and '.join(flags)}\n")
-    print("| model | steps | loss, last 10% | slope per doubling [95% interval] | D* floor | loss / floor | train time |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | steps | loss, last 10% | slope per doubling, last 10% [95% interval] | change over the last "
+          "doubling [95% interval] | D* floor | loss / floor | train time |")
+    print("|---|---|---|---|---|---|---|---|")
     for folder in args.folders:
         try:
             c = convergence(folder, args.samples)
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"error: {e}\n")
-        slope = f"{c.slope.value:+.4f} [{c.slope.low:+.4f}, {c.slope.high:+.4f}] {c.slope.verdict}"
-        print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {slope} | {c.floor:.4f} | {c.gap:.1f} | {c.train_time} |")
+        slope, doubling = (f"{v.value:+.4f} [{v.low:+.4f}, {v.high:+.4f}] {v.verdict}" for v in (c.slope, c.doubling))
+        print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {slope} | {doubling} | {c.floor:.4f} | {c.gap:.1f} | "
+              f"{c.train_time} |")
     for folder in args.folders if args.bins else ():
         print_bins(folder, args.samples)
     for folder in args.folders if args.handover else ():

@@ -53,6 +53,33 @@ def test_the_slope_verdict_falls_rises_or_level():
     assert abs(flat.lag1) < 0.15  # independent steps: the residuals' lag-1 correlation is near 0 (600 steps)
 
 
+def test_the_last_doubling_change_of_a_log_linear_loss_is_its_coefficient_and_covers_it_under_noise():
+    """The windows (90%, 100%] and (45%, 50%] of the steps are a doubling apart, so a loss falling 0.07 per doubling
+    changes by -0.07 between them (up to the discrete steps: within 1e-3 at 6,000 steps); under per-step noise like
+    the zoo's (sd 0.05) the interval covers the true change in 0.95 +- 3 binomial standard deviations of 300 logs,
+    and is at least ten times narrower than the last-10% slope's."""
+    from models.convergence import last_doubling, tail_slope
+
+    exact = last_doubling([1.0 - 0.07 * math.log2(step) for step in range(1, 6001)])
+    assert exact.value == pytest.approx(-0.07, abs=1e-3) and exact.verdict == "falls"
+    gen = torch.Generator().manual_seed(3)
+    covered, widths = 0, []
+    for _ in range(300):
+        log = _noisy_log(-0.02, 0.05, 0.0, 6000, gen)
+        d = last_doubling(log)
+        covered += d.low - 1e-3 <= -0.02 <= d.high + 1e-3
+        widths.append((tail_slope(log).high - tail_slope(log).low) / (d.high - d.low))
+    assert 0.912 <= covered / 300 <= 0.988, covered
+    assert min(widths) > 10
+
+
+def test_a_log_too_short_for_the_last_doubling_is_refused():
+    from models.convergence import last_doubling
+
+    with pytest.raises(ValueError, match="at least 2 steps in each window .* the log has 12 steps"):
+        last_doubling([1.0] * 12)
+
+
 def test_a_log_too_short_for_a_slope_is_refused():
     with pytest.raises(ValueError, match="at least 3 steps in the last 10%, the log has 5 steps"):
         slope_per_doubling([1.0] * 5)
@@ -106,7 +133,8 @@ def test_the_table_names_each_zoo_folders_training_time(tmp_path, capsys):
     main([str(tmp_path / "timed"), str(tmp_path / "untimed"), "--samples", "64"])
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].endswith("| train time |")
-    assert rows[2].startswith("| timed | 40 | 0.5000 | +0.0000 [+0.0000, +0.0000] no trend |") and rows[2].endswith("| 1799 s, 1 thread |")
+    assert rows[2].startswith("| timed | 40 | 0.5000 | +0.0000 [+0.0000, +0.0000] no trend | "
+                              "+0.0000 [+0.0000, +0.0000] no trend |") and rows[2].endswith("| 1799 s, 1 thread |")
     assert rows[3].startswith("| untimed |") and rows[3].endswith("| - |")
 
 
