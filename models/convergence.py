@@ -1,4 +1,4 @@
-"""Has a training run converged? Two numbers from its loss log and its config (paper Appendix G trains every model
+"""Has a training run converged? Three numbers from its loss log and its config (paper Appendix G trains every model
 "to convergence"):
 
 - the slope of the loss per doubling of steps over the last 10% of the run: the least-squares slope of the per-step
