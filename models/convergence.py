@@ -65,10 +65,23 @@ class Slope:
         return "falls" if self.high < 0 else "rises" if self.low > 0 else "no trend"
 
 
+def _check_log(losses: list[float], tail: float, level: float) -> None:
+    """A diverged log (a non-finite loss) or a tail or level outside (0, 1) is refused by name."""
+    if not 0 < tail < 1:
+        raise ValueError(f"tail must be a fraction of the steps in (0, 1), got {tail!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be a confidence level in (0, 1), got {level!r}")
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise ValueError(f"the loss log has a non-finite loss ({losses[bad]!r}) at step {bad + 1}: the run diverged, "
+                         f"and no slope or change describes it")
+
+
 def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) -> Slope:
     """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based), with its interval."""
     from scipy.stats import t as student_t
 
+    _check_log(losses, tail, level)
     n = len(losses)
     start = max(1, int(n * (1 - tail)))
     if n - start < 3:
@@ -106,6 +119,7 @@ def last_doubling(losses: list[float], tail: float = TAIL, level: float = LEVEL)
     interval is ten or more times narrower; under a decaying learning rate it includes the annealing's gain."""
     from scipy.stats import norm
 
+    _check_log(losses, tail, level)
     n = len(losses)
     late, early = losses[max(1, int(n * (1 - tail))):], losses[int(n * (1 - tail) / 2):n // 2]
     if min(len(late), len(early)) < 2:

@@ -80,6 +80,20 @@ def test_a_log_too_short_for_the_last_doubling_is_refused():
         last_doubling([1.0] * 12)
 
 
+@pytest.mark.parametrize("which", ["tail_slope", "last_doubling"])
+def test_a_diverged_log_or_a_bad_fraction_is_refused_by_name(which):
+    """A NaN loss would make every bound NaN and the verdict read "no trend": the log is refused instead."""
+    import models.convergence as conv
+
+    fn = getattr(conv, which)
+    with pytest.raises(ValueError, match=r"non-finite loss \(nan\) at step 7: the run diverged"):
+        fn([0.5] * 6 + [math.nan] + [0.5] * 93)
+    with pytest.raises(ValueError, match=r"tail must be a fraction of the steps in \(0, 1\), got 1.5"):
+        fn([0.5] * 100, tail=1.5)
+    with pytest.raises(ValueError, match=r"level must be a confidence level in \(0, 1\), got 95"):
+        fn([0.5] * 100, level=95)
+
+
 def test_a_log_too_short_for_a_slope_is_refused():
     with pytest.raises(ValueError, match="at least 3 steps in the last 10%, the log has 5 steps"):
         slope_per_doubling([1.0] * 5)
