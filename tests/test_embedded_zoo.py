@@ -88,3 +88,38 @@ def test_each_checkpoint_is_what_its_config_and_description_say(name):
     assert size and int(size.group(1)) == config["dataset_size"], (entry.description, config["dataset_size"])
     assert entry.dataset.endswith(f"-{config['dataset_size']}"), (entry.dataset, config["dataset_size"])
     assert entry.kernel_options == config["kernel_options"], (entry.kernel_options, config["kernel_options"])
+
+
+def _readme_convergence_rows() -> dict[str, list[str]]:
+    """The README's convergence table (the one headed 'loss, last 10%'): zoo name -> [loss, slope, last doubling]
+    cells, a row of two names ("`a` / `b`") split into one row each."""
+    lines = (ROOT.parents[1] / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model | steps | loss, last 10% |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("| `"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        names = [n.strip(" `") for n in cells[0].split(" / ")]
+        for k, name in enumerate(names):
+            rows[name] = [c.split(" / ")[k] if len(names) > 1 else c for c in cells[2:5]]
+    return rows
+
+
+def test_the_readme_convergence_table_matches_the_shipped_loss_logs():
+    """Every zoo model has a row in the README's convergence table, and its loss over the last 10%, the slope's
+    interval and the change over the last doubling are what models.convergence computes from the shipped log
+    (4 decimals, as printed), so that a retrained model cannot leave stale figures behind."""
+    from models.convergence import last_doubling, tail_slope
+
+    rows = _readme_convergence_rows()
+    assert sorted(rows) == sorted(ZOO)
+    for name, (loss, slope, doubling) in rows.items():
+        losses = read_losses(ZOO[name].source)
+        tail = losses[max(1, int(len(losses) * 0.9)):]
+        assert loss.startswith(f"{sum(tail) / len(tail):.4f}"), (name, loss)
+        s = tail_slope(losses)
+        assert slope == f"{s.value:+.4f} [{s.low:+.4f}, {s.high:+.4f}] {s.verdict}", (name, slope)
+        if not doubling.startswith("- "):  # the distilled model's windows lie in different rounds: not given
+            d = last_doubling(losses)
+            assert doubling == f"{d.value:+.4f} [{d.low:+.4f}, {d.high:+.4f}] {d.verdict}", (name, doubling)
