@@ -77,6 +77,19 @@ def _check_log(losses: list[float], tail: float, level: float) -> None:
                          f"and no slope or change describes it")
 
 
+def _lag1(resid: torch.Tensor) -> float:
+    """The lag-1 autocorrelation of zero-mean residuals (0 when they are all 0)."""
+    ss = float((resid * resid).sum())
+    return float((resid[1:] * resid[:-1]).sum()) / ss if ss > 0 else 0.0
+
+
+def _ar1_widening(lag1: float) -> float:
+    """The AR(1) variance factor (1 + r) / (1 - r) for a mean or a trend of serially correlated values (Santer et al.
+    2000); r is clipped to [0, 0.99]: a negative correlation would narrow the interval, and is not taken."""
+    r = min(max(lag1, 0.0), 0.99)
+    return (1 + r) / (1 - r)
+
+
 def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) -> Slope:
     """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based), with its interval."""
     from scipy.stats import t as student_t
@@ -94,21 +107,17 @@ def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) ->
     value = float((x * (y - y.mean())).sum()) / sxx
     resid = y - y.mean() - value * x
     ss = float((resid * resid).sum())
-    lag1 = float((resid[1:] * resid[:-1]).sum()) / ss if ss > 0 else 0.0
-    r = min(max(lag1, 0.0), 0.99)  # negative correlation would narrow the interval: not taken
-    se = math.sqrt(ss / (len(y) - 2) / sxx) * math.sqrt((1 + r) / (1 - r))
+    lag1 = _lag1(resid)
+    se = math.sqrt(ss / (len(y) - 2) / sxx * _ar1_widening(lag1))
     half = float(student_t.ppf(0.5 + level / 2, len(y) - 2)) * se
     return Slope(value, value - half, value + half, lag1)
 
 
 def _mean_and_variance(values: torch.Tensor) -> tuple[float, float]:
-    """A window's mean and the variance of that mean, widened for serial correlation by the AR(1) factor
-    (1 + r) / (1 - r) as in `Slope`."""
+    """A window's mean and the variance of that mean, widened for serial correlation as in `Slope`."""
     centred = values - values.mean()
     ss = float((centred * centred).sum())
-    r = float((centred[1:] * centred[:-1]).sum()) / ss if ss > 0 else 0.0
-    r = min(max(r, 0.0), 0.99)
-    return float(values.mean()), ss / (len(values) - 1) / len(values) * (1 + r) / (1 - r)
+    return float(values.mean()), ss / (len(values) - 1) / len(values) * _ar1_widening(_lag1(centred))
 
 
 def last_doubling(losses: list[float], tail: float = TAIL, level: float = LEVEL) -> Slope:

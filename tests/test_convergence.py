@@ -50,7 +50,7 @@ def test_the_slope_verdict_falls_rises_or_level():
     assert tail_slope(_noisy_log(+0.07, 0.002, 0.0, 6000, gen)).verdict == "rises"
     flat = tail_slope(_noisy_log(0.0, 0.05, 0.0, 6000, gen))
     assert flat.verdict == "no trend" and flat.low < 0 < flat.high
-    assert abs(flat.lag1) < 0.15  # independent steps: the residuals' lag-1 correlation is near 0 (600 steps)
+    assert abs(flat.lag1) < 0.15  # independent steps: lag-1 correlation near 0 (sd 1 / sqrt(600) = 0.04; 0.15 is 3.7 sd)
 
 
 def test_the_last_doubling_change_of_a_log_linear_loss_is_its_coefficient_and_covers_it_under_noise():
