@@ -1,7 +1,10 @@
 """Mutation cases, run by tests/test_mutations.py in a pytest of its own (no test_ prefix: `pytest tests` does not
 collect it). Each row is a claim case that holds on sound input and one deliberately broken input: one side's noise
 space permuted, a model's "weights" replaced (D* on photos it never saw: the closed form's weights are its training
-set), a conditional model's labels shifted, a DPS observation swapped for another, or noise ids off by one. The
+set), a conditional model's labels shifted, a DPS observation swapped for another, noise ids off by one, every noise
+made one (the layout case), the hyperplane grid's points shuffled (neighbours no longer neighbours), a model's loss
+log swapped for the other model's (the loss case), or a generalizing model replaced by D* of its training set (the
+GL case of the generalization end). The
 sound case must hold with its control caught; the mutated case must fail. The sound models are D* (the closed
 form: fast and exact) and, where a claim needs networks, the embedded zoo's.
 
@@ -9,18 +12,24 @@ Test ids: `<row>-sound` and `<row>-mutated`; tests/test_mutations.py reads the o
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import torch
 
 from cases import Bar, Case, Run, score_bar
-from cases.embedded import COND, L2048
+from cases.embedded import COND, L2048, M4, UNCOND_OF
+from cases.encoding import LIPSCHITZ
 from cases.names import optimal
-from cases.regimes import GL_LOW_BAR
+from cases.regimes import GL_BAR, GL_LOW_BAR, LOSS_STEPS
+from cases.variants import LAYOUT
 from fixtures.measure import Measure, permuted_bank
 from fixtures.samples import SampleSource
 from fixtures.zoo import Model
 from models.datasets import embedded_photos
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
+from models.store import SampleSet
 
 SIZE = 64
 # one D* under two names and two samplers; rp_optimal pairs a run with optimal(SIZE), the one that is never broken
@@ -28,6 +37,9 @@ DSTAR, DSTAR_B = Run(optimal(SIZE)), Run(optimal("m64"), "heun", 35)
 FALLS = Bar("<", None, "Sec. 3, Fig. 5 (a direction case)")
 DPS = tuple(Run(m, "dps", 34) for m in L2048[:2])
 COND_RUNS = (Run(COND[0]), Run(COND[0], "heun", 35))
+ROUNDTRIP = Run(optimal("m64"), "heun", 99)  # Theorem 1's round trip, as the suite's case runs it
+LOSS_RUNS = (Run(M4[0]), Run(L2048[0]))  # Fig. 13: the 4-image UNet-16's loss below the 2,048-image one's
+BETWEEN = (Run(UNCOND_OF[COND[0]]), Run(COND[0]))  # Fig. 6c: the unconditional model and its conditional one
 
 # (row, the claim kind it stands for, case, mutation, the run it breaks)
 ROWS = [
@@ -57,6 +69,27 @@ ROWS = [
     # control must catch: the shifted pairs then share their noise)
     ("control", "control", Case("control", "Sec. 2.1", "rp", (DSTAR, DSTAR_B), score_bar("<"),
                                 params={"pairing": "shifted"}), "noise ids off by one", DSTAR_B),
+    # f(f^-1(y)) = y for D*; a D* of other photos maps every noise to those photos, so no round trip comes back
+    ("roundtrip", "theorem1", Case("theorem1", "Theorem 1 (f^-1)", "roundtrip", (ROUNDTRIP,),
+                                   Bar("==", 1.0, "Theorem 1"), params={"dataset": "m64"}, noises=8),
+     "weights perturbed", ROUNDTRIP),
+    # neighbouring grid noises give similar images; shuffled, the grid's 4-neighbours are unrelated noises
+    ("neighbours", "encoding", Case("encoding", "Sec. 2.2", "neighbours", (DSTAR,), LIPSCHITZ, params={"points": 12}),
+     "grid shuffled", DSTAR),
+    # one noise under the two labels keeps its layout; with every noise one noise, other noises agree perfectly
+    ("layout", "conditional", Case("C4", "Fig. 6a", "layout_mae", (Run(COND[0]),), LAYOUT, versus=(Run(COND[0]),),
+                                   params={"pool": 4, "pairing": "same noise, other label",
+                                           "versus_pairing": "other noise, same label"}, noises=16),
+     "noise constant", Run(COND[0])),
+    # GL at the generalization end (the 2,048-image UNet-16: GL 0.82 over 128 noises); a model that memorizes its
+    # training set (D* of those 2,048 thumbnails) copies it, GL 0
+    ("gl-generalizing", "C3", Case("C3", "Fig. 2b", "gl", (Run(L2048[0]),), GL_BAR, params={"size": 2048}),
+     "memorizing", Run(L2048[0])),
+    ("rp-between", "conditional", Case("C4", "Fig. 6c", "rp_between", BETWEEN, score_bar(), noises=16),
+     "noise permuted", BETWEEN[1]),
+    # the 4-image model's loss below the 2,048-image one's; with the 2,048-image log in its place, the two tie
+    ("loss", "C3", Case("C3", "Appendix A.5, Fig. 13", "loss", LOSS_RUNS[:1], Bar("<", None, "Fig. 13"),
+                        versus=LOSS_RUNS[1:], params={"last_steps": LOSS_STEPS}), "loss log swapped", LOSS_RUNS[0]),
 ]
 
 
@@ -70,6 +103,11 @@ class Mutant(Measure):
 
     def _model(self, name: str) -> Model:
         m = self.base_model(name)
+        if name == self.target.model and self.mutation == "loss log swapped":  # the other loss run's checkpoint log
+            return dataclasses.replace(m, entry=self.base_model(LOSS_RUNS[1].model).entry)
+        if name == self.target.model and self.mutation == "memorizing":  # D* of the GL case's training set
+            memorized = self.training_set(2048).as_tensor()
+            return Model(name, OptimalDenoiser(memorized), m.kernel, m.sample_shape, f"{m.fingerprint}:memorizing")
         if self.mutation != "weights perturbed" or name != self.target.model:
             return m
         other = embedded_photos(SIZE, size=16, photos="other")  # D* of photos the sound model never saw
@@ -82,9 +120,20 @@ class Mutant(Measure):
             bank = bank or self.bank_for(run, n)
             bank = NoiseBank(bank.eps.roll(1, 0), bank.ids, bank.seed)
             extra = (extra or {}) | {"mutation": self.mutation}
+        if run == self.target and self.mutation == "noise constant":  # every id gets the first id's noise
+            bank = bank or self.bank_for(run, n)
+            bank = NoiseBank(bank.eps[:1].expand_as(bank.eps).clone(), bank.ids, bank.seed)
+            extra = (extra or {}) | {"mutation": self.mutation}
         if run == self.target and self.mutation == "labels shifted" and label is not None:
             label = (label + 1) % self.model(run.model).num_classes
         return super().sample(run, n, label, bank, extra, run_fn)
+
+    def hyperplane_sets(self, run, points, permuted=False):
+        anchors, grid = super().hyperplane_sets(run, points, permuted)
+        if run == self.target and self.mutation == "grid shuffled":  # a fixed shuffle of the grid's points
+            order = torch.randperm(len(grid.ids), generator=torch.Generator().manual_seed(0)).numpy()
+            grid = SampleSet(grid.images[order], grid.ids[order], grid.nfe, grid.key)
+        return anchors, grid
 
     def inpainted(self, run, n, mask, truth_shift=0):
         if run == self.target and self.mutation == "observation swapped":
