@@ -139,11 +139,6 @@ def last_doubling(losses: list[float], tail: float = TAIL, level: float = LEVEL)
     return Slope(m1 - m0, m1 - m0 - half, m1 - m0 + half, math.nan)
 
 
-def slope_per_doubling(losses: list[float], tail: float = TAIL) -> float:
-    """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based)."""
-    return tail_slope(losses, tail).value
-
-
 @torch.no_grad()
 def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: int = 256) -> float:
     """Monte Carlo of the run's objective with D* on its training set: E w(sigma) ||D*(y + sigma n; sigma) - y||^2,

@@ -4,14 +4,14 @@ import math
 import pytest
 import torch
 
-from models.convergence import optimal_loss, slope_per_doubling
+from models.convergence import optimal_loss, tail_slope
 from models.training import TrainConfig
 
 
 def test_the_slope_of_a_log_linear_loss_is_its_coefficient():
     losses = [1.0 - 0.07 * math.log2(step) for step in range(1, 4001)]  # falls 0.07 per doubling
-    assert slope_per_doubling(losses) == pytest.approx(-0.07, abs=1e-9)
-    assert slope_per_doubling([0.3] * 1000) == pytest.approx(0.0, abs=1e-12)  # levelled off
+    assert tail_slope(losses).value == pytest.approx(-0.07, abs=1e-9)
+    assert tail_slope([0.3] * 1000).value == pytest.approx(0.0, abs=1e-12)  # levelled off
 
 
 def _noisy_log(slope: float, sd: float, phi: float, steps: int, gen: torch.Generator) -> list[float]:
@@ -29,8 +29,6 @@ def test_the_slope_interval_covers_the_true_slope_95_times_in_100(phi):
     """Simulated logs with a known slope and per-step noise like the zoo's (sd 0.05, 6,000 steps; the zoo's residual
     lag-1 correlations are -0.07 to +0.04), and with strongly correlated steps (phi 0.6, which the AR(1) widening must
     cover). Coverage over 300 logs must lie within 0.95 +- 3 binomial standard deviations (0.912-0.988)."""
-    from models.convergence import tail_slope
-
     gen = torch.Generator().manual_seed(1)
     covered = 0
     for _ in range(300):
@@ -39,11 +37,9 @@ def test_the_slope_interval_covers_the_true_slope_95_times_in_100(phi):
     assert 0.912 <= covered / 300 <= 0.988, covered
 
 
-def test_the_slope_verdict_falls_rises_or_level():
+def test_the_slope_verdict_falls_rises_or_shows_no_trend():
     """A loss falling 0.07 per doubling (the unconverged zoo's rate, issue text) with small noise is found falling,
     a rising one rising, and a flat noisy one shows no trend; the verdict is what the interval says."""
-    from models.convergence import tail_slope
-
     gen = torch.Generator().manual_seed(2)
     falling = tail_slope(_noisy_log(-0.07, 0.002, 0.0, 6000, gen))
     assert falling.verdict == "falls" and falling.high < 0 and falling.low < -0.07 < falling.high
@@ -58,7 +54,7 @@ def test_the_last_doubling_change_of_a_log_linear_loss_is_its_coefficient_and_co
     changes by -0.07 between them (up to the discrete steps: within 1e-3 at 6,000 steps); under per-step noise like
     the zoo's (sd 0.05) the interval covers the true change in 0.95 +- 3 binomial standard deviations of 300 logs,
     and is at least ten times narrower than the last-10% slope's."""
-    from models.convergence import last_doubling, tail_slope
+    from models.convergence import last_doubling
 
     exact = last_doubling([1.0 - 0.07 * math.log2(step) for step in range(1, 6001)])
     assert exact.value == pytest.approx(-0.07, abs=1e-3) and exact.verdict == "falls"
@@ -68,7 +64,8 @@ def test_the_last_doubling_change_of_a_log_linear_loss_is_its_coefficient_and_co
         log = _noisy_log(-0.02, 0.05, 0.0, 6000, gen)
         d = last_doubling(log)
         covered += d.low - 1e-3 <= -0.02 <= d.high + 1e-3
-        widths.append((tail_slope(log).high - tail_slope(log).low) / (d.high - d.low))
+        s = tail_slope(log)
+        widths.append((s.high - s.low) / (d.high - d.low))
     assert 0.912 <= covered / 300 <= 0.988, covered
     assert min(widths) > 10
 
@@ -96,7 +93,7 @@ def test_a_diverged_log_or_a_bad_fraction_is_refused_by_name(which):
 
 def test_a_log_too_short_for_a_slope_is_refused():
     with pytest.raises(ValueError, match="at least 3 steps in the last 10%, the log has 5 steps"):
-        slope_per_doubling([1.0] * 5)
+        tail_slope([1.0] * 5)
 
 
 def edm_config(n: int) -> TrainConfig:
