@@ -220,6 +220,24 @@ class HyperplaneMap:
         return cohen_kappa(self.nearest, other.nearest, classes=3)
 
 
+class AnchorError(ValueError):
+    """Hyperplane anchors whose images are not distinct: the nearest-anchor map cannot tell them apart."""
+
+
+def check_distinct_anchors(anchor_emb: torch.Tensor, ids, threshold: float = SSCD_THRESHOLD, who: str = "") -> None:
+    """Raise AnchorError when two anchor images are SSCD-similar above `threshold` (the RP bar: the same image, by
+    the paper's own measure). A map over two copies of one image splits their region by chance, and Cohen's kappa
+    between two such maps measures that chance, not the models' encoding (Fig. 4 spans three distinct images)."""
+    e = torch.nn.functional.normalize(anchor_emb.float(), dim=1)
+    sims = e @ e.T
+    same = [(ids[i], ids[j], float(sims[i, j])) for i in range(len(e)) for j in range(i + 1, len(e))
+            if sims[i, j] > threshold]
+    if same:
+        pairs = ", ".join(f"noise ids {a} and {b} ({s:.3f})" for a, b, s in same)
+        raise AnchorError(f"{who + ': ' if who else ''}the hyperplane anchors give the same image by SSCD similarity "
+                          f"above {threshold}: {pairs}; the nearest-anchor map needs three distinct anchor images")
+
+
 def hyperplane_map(anchor_emb: torch.Tensor, grid_emb: torch.Tensor) -> HyperplaneMap:
     """i = argmax_k M_SSCD(x_k, x(alpha, beta)) and its value, for anchors x_1..x_3 (paper Sec. 2.2)."""
     sims = torch.nn.functional.normalize(grid_emb.float(), dim=1) @ torch.nn.functional.normalize(

@@ -44,3 +44,40 @@ def test_a_metric_added_in_its_own_module_is_measured_and_recorded(tmp_path):
     record, = load_results(run / "results.json")["cases"]
     assert record["metric"] == "toy_mean_level" and record["outcome"] == "failed" and record["n"] == 4
     assert 0 < record["value"] < 255 and len(record["worst"]) == 4
+
+
+class _HyperplaneStub:
+    """Measure's hyperplane interface over fixed images; `embed` is the flattened image, so equal images embed
+    alike. The first model's anchors 0 and 1 are one image; the second model's three anchors are distinct."""
+
+    def __init__(self):
+        import numpy as np
+
+        from models.store import SampleSet
+
+        eye = np.eye(3, dtype=np.uint8)[:, None, None, :] * 255  # three distinct 1x1 images, (3, 1, 1, 3)
+        self.sets = {"a": SampleSet(eye[[0, 0, 2]], np.arange(3), 20, {}), "b": SampleSet(eye, np.arange(3), 20, {})}
+        self.grid = SampleSet(eye[[0, 1, 2, 2]], np.arange(4), 20, {})
+
+    def hyperplane_sets(self, run, points, permuted=False):
+        return self.sets[run.model], self.grid
+
+    def embed(self, images):
+        import torch
+
+        return torch.as_tensor(images).reshape(len(images), -1).float()
+
+
+def test_the_hyperplane_case_refuses_anchors_that_give_one_image():
+    """Two copies of one image split their region of the map by chance: the measurement stops, naming the model
+    and the noise ids, rather than score that chance as the models' agreement."""
+    from cases import Bar, Case, Run
+    from fixtures.metrics import agreement
+    from models.scores import AnchorError
+
+    stub = _HyperplaneStub()
+    case = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("a")), Bar(">=", 0.6, "s"), params={"points": 2})
+    with pytest.raises(AnchorError, match=r"^a under dpm3@20: .*noise ids 0 and 1 \(1\.000\)"):
+        agreement(stub, case, Side.of(case))
+    sound = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("b")), Bar(">=", 0.6, "s"), params={"points": 2})
+    assert agreement(stub, sound, Side.of(sound)).value == 1.0

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.scores import (GLScore, MAEScore, PairingError, RPBetweenScore, RPScore, hyperplane_map, rp_manifold,
-                           SSCD_THRESHOLD)
+from models.scores import (SSCD_THRESHOLD, AnchorError, GLScore, MAEScore, PairingError, RPBetweenScore, RPScore,
+                           check_distinct_anchors, hyperplane_map, rp_manifold)
 
 
 def unit_rows(a):
@@ -169,3 +169,14 @@ def test_hyperplane_map_and_agreement():
     other = hyperplane_map(anchors, grid[[0, 1, 2, 2]])
     assert m.agreement(other) == 0.75
     assert SSCD_THRESHOLD == 0.6
+
+
+def test_hyperplane_anchors_must_be_distinct_images():
+    distinct = torch.eye(3)
+    check_distinct_anchors(distinct, [0, 1, 2])
+    near = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])  # ids 0 and 1 at cosine 0.8
+    with pytest.raises(AnchorError, match=r"unet: .*noise ids 0 and 1 \(0\.800\); .*three distinct anchor images"):
+        check_distinct_anchors(near, [0, 1, 2], who="unet")
+    check_distinct_anchors(near, [0, 1, 2], threshold=0.85)  # the bar is the case's SSCD threshold
+    at_bar = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # cosine 0.6 is not above the bar: distinct (RP counts > 0.6)
+    check_distinct_anchors(at_bar, [5, 7])
