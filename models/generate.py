@@ -34,12 +34,25 @@ def solve(D: Denoiser, x: torch.Tensor, kernel: Kernel, sampler: str = "dpm3", n
     return spec.fn(D, x, sigmas, label)
 
 
+def _prior_range(kernel: Kernel, grid_range: dict) -> None:
+    """A sampler that starts from the kernel's prior (a bank noise through `Kernel.initial_state`) or ends on it
+    (`noise_of_state`) must integrate from the kernel's own sigma_max: a grid from another level would start from a
+    state scaled for the wrong one (a sample std 4.0 instead of 0.5 from sigma_max 10 on the EDM kernel)."""
+    hi = grid_range.get("sigma_max")
+    if hi is not None and float(hi) != kernel.sigma_max:
+        raise ValueError(f"sigma_max={hi} differs from the kernel's sigma_max {kernel.sigma_max:.6g}, where the bank "
+                         f"noise starts; set it in the kernel instead (sigma_max for ve and edm, t_max for vp and subvp: "
+                         f"make_kernel's parameters, a zoo entry's kernel_options), or call solve() with a state at "
+                         f"that level")
+
+
 def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler", steps: int = 100,
            grid: str = "edm", label=None, **grid_range) -> Sampled:
     """f^-1: integrate the same ODE from sigma_min up to sigma_max and return the bank noise eps
     (Theorem 1; the image is taken as the state at sigma_min). `sampled.nfe` counts evaluations."""
     if sampler == "consistency":
         raise ValueError("the one-step consistency sampler has no inverse ODE; use euler, heun or dpm1-3")
+    _prior_range(kernel, grid_range)
     sigmas = make_grid(grid, kernel, steps + 1, append_zero=False, **grid_range).flip(0)
     out = SAMPLERS[sampler].fn(D, x0.to(torch.float64), sigmas, label)
     return Sampled(kernel.noise_of_state(out.x), out.nfe)
@@ -118,6 +131,7 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
     posterior sampling); `rows` are the positions in `ids` of the micro-batch's rows, -1 for padding. On the
     CPU, `workers` threads share the micro-batches, one intra-op thread each (models/fast.py); on a GPU the
     micro-batches run one after the other."""
+    _prior_range(kernel, grid_range)
     shape = getattr(D, "sample_shape", None)
     if shape is not None:
         bank.check_shape(shape)

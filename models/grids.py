@@ -45,10 +45,11 @@ GRIDS = Registry("grid", {"edm": edm_grid, "uniform-t": uniform_t_grid, "logsnr"
 
 def make_grid(name: str, kernel: Kernel, n: int, append_zero: bool = True, **range_) -> torch.Tensor:
     """n noise levels from the named grid, each on one of the kernel's levels (`Kernel.round_sigma`), then a final 0
-    (the last step returns D) if `append_zero`."""
+    (the last step returns D) if `append_zero`. Levels that rounding makes equal are kept once: a step of length 0
+    would waste evaluations (Heun) or divide by it (DPM-Solver++'s h), so a rounded grid may hold fewer than n."""
     if n < 1:
         raise ValueError(f"a step grid needs at least 1 noise level, got n={n}")
     sigmas = GRIDS[name](kernel, n, **range_) if n > 1 else torch.tensor([_range(kernel, **range_)[1]],
                                                                           dtype=torch.float64)
-    sigmas = kernel.round_sigma(sigmas)
+    sigmas = torch.unique_consecutive(kernel.round_sigma(sigmas))
     return torch.cat([sigmas, sigmas.new_zeros(1)]) if append_zero else sigmas

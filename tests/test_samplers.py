@@ -170,3 +170,34 @@ def test_a_heun_step_refuses_rows_that_end_at_zero_beside_rows_that_do_not():
     zero = lambda x, s, label=None: torch.zeros_like(x)
     both = heun_step(zero, x, torch.tensor([2.0, 2.0]), torch.tensor([1.0, 1.0]))
     torch.testing.assert_close(both, x / 2)  # D = 0: x(sigma) = x * sigma / sigma_0, exact for Heun
+
+
+def _coarse_levels(sigmas: torch.Tensor) -> torch.Tensor:
+    """A network's discrete levels, as an iDDPM pickle rounds them: 40 levels log-spaced over the EDM range."""
+    levels = torch.logspace(math.log10(0.002), math.log10(80.0), 40, dtype=torch.float64)
+    return levels[(sigmas[:, None] - levels[None]).abs().argmin(1)]
+
+
+@pytest.mark.parametrize("sampler", ["dpm2", "dpm3", "heun"])
+def test_a_grid_rounded_onto_fewer_levels_keeps_each_level_once(sampler):
+    """64 grid points on 40 levels repeat some: a zero step made DPM-Solver++ divide by h = 0 (NaN)."""
+    k = make_kernel("edm", round_sigma=_coarse_levels)
+    s = make_grid("edm", k, 64)
+    assert bool((s[1:] < s[:-1]).all()) and len(s) - 1 < 64
+    out = solve(GaussianData(), 80 * torch.randn(8, dtype=torch.float64), k, sampler, 64)
+    assert torch.isfinite(out.x).all() and out.nfe <= 64
+
+
+def test_a_grid_start_other_than_the_kernels_prior_is_refused():
+    """The bank noise starts at the kernel's sigma_max; a grid from another level would start from a state scaled
+    for the wrong level (EDM kernel, data std 0.5: sample std 4.0 from sigma_max 10)."""
+    from models.generate import invert
+
+    k, data = make_kernel("edm"), GaussianData()
+    bank = NoiseBank.draw(0, (4,), n=4)
+    with pytest.raises(ValueError, match=r"sigma_max=10.0 differs from the kernel's sigma_max 80, .*t_max for vp"):
+        generate(data, k, bank, nfe=10, sigma_max=10.0)
+    with pytest.raises(ValueError, match=r"sigma_max=10.0 differs"):
+        invert(data, torch.zeros(2, 4), k, steps=10, sigma_max=10.0)
+    assert torch.equal(generate(data, k, bank, nfe=10, sigma_max=80.0).x, generate(data, k, bank, nfe=10).x)
+    assert torch.isfinite(generate(data, k, bank, nfe=10, sigma_min=0.01).x).all()  # the low end may move
