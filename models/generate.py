@@ -41,9 +41,9 @@ def _prior_range(kernel: Kernel, grid_range: dict) -> None:
     hi = grid_range.get("sigma_max")
     if hi is not None and float(hi) != kernel.sigma_max:
         raise ValueError(f"sigma_max={hi} differs from the kernel's sigma_max {kernel.sigma_max:.6g}, where the bank "
-                         f"noise starts; set it in the kernel instead (sigma_max for ve and edm, t_max for vp and subvp: "
-                         f"make_kernel's parameters, a zoo entry's kernel_options), or call solve() with a state at "
-                         f"that level")
+                         f"noise starts; set it in the kernel instead (sigma_max for ve and edm, t_max for vp and "
+                         f"subvp: make_kernel's parameters, a zoo entry's kernel_options), or call solve() with a "
+                         f"state at that level")
 
 
 def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler", steps: int = 100,

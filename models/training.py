@@ -154,7 +154,47 @@ def read_losses(folder: str | os.PathLike) -> list[float]:
     if path is None:
         raise FileNotFoundError(f"{folder} holds no {LOSS_LOG} or {PACKED_LOSS_LOG}")
     text = lzma.decompress(path.read_bytes()).decode() if path.name == PACKED_LOSS_LOG else path.read_text()
-    return [json.loads(line)["loss"] for line in text.splitlines()]
+    records = [json.loads(line) for line in text.splitlines()]
+    for i, r in enumerate(records):  # the analyses take a loss's position for its step
+        if r.get("step") != i + 1:
+            raise ValueError(f"{path}: line {i + 1} logs step {r.get('step')!r}, expected {i + 1}: a loss log holds "
+                             f"steps 1, 2, ... once each, in order")
+    return [r["loss"] for r in records]
+
+
+WRAP_FIELDS = ("kernel", "kernel_options", "prediction", "time_input", "time_scale", "sigma_data")
+
+
+def _check_same_wrap(meta: dict, cfg: "TrainConfig", source) -> None:
+    """A fine-tune or progressive distillation trains the checkpoint's network on under `cfg`'s wrap (the student
+    starts as the teacher): both must turn the network's output into D the same way, else training starts from a
+    different denoiser than the checkpoint's and nothing says so."""
+    recorded = {"kernel_options": {}, "sigma_data": 0.5} | meta  # checkpoints from before these fields were recorded
+    differ = [f"{k} {recorded[k]!r} in the checkpoint, {getattr(cfg, k)!r} in the config" for k in WRAP_FIELDS
+              if k in recorded and recorded[k] != getattr(cfg, k)]
+    if differ:
+        raise ValueError(f"{source} was trained under another wrap than this config's: {'; '.join(differ)}; give "
+                         f"the config the checkpoint's values")
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep the log's lines of steps 1..step (those the saved training state has taken): lines a stopped run wrote
+    past its last saved state would otherwise appear twice once the run resumes from that state."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut short by a killed run
+            break
+        if record.get("step") != len(kept) + 1 or len(kept) == step or not line.endswith("\n"):
+            break
+        kept.append(line)
+    if len(kept) != step:
+        raise ValueError(f"{path} holds {len(kept)} whole steps in order, but the saved training state is at step "
+                         f"{step}; the log cannot be resumed (remove the folder to start over)")
+    atomic_write(path, lambda f: f.write("".join(kept).encode()))
 
 
 def pack_loss_log(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -229,6 +269,8 @@ class Trainer:
         self._progressive = bool(cfg.distill_from) and cfg.distill_method == "progressive"
         if cfg.finetune_from or cfg.distill_from:
             self.net, meta = load_checkpoint(cfg.finetune_from or cfg.distill_from)
+            if cfg.finetune_from or self._progressive:  # the network goes on under this config's wrap
+                _check_same_wrap(meta, cfg, cfg.finetune_from or cfg.distill_from)
             if cfg.distill_from:
                 # the teacher keeps its own parameterization; the student starts from its weights
                 self.teacher = wrap_for(meta.get("config", asdict(cfg)) if cfg.distill_method == "consistency" else cfg,
@@ -261,7 +303,8 @@ class Trainer:
         path = self.out / "train_state.pt"
         if not path.is_file():
             return
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        # on the CPU: the generator's state must stay a CPU tensor; load_state_dict copies the rest to the device
+        state = torch.load(path, map_location="cpu", weights_only=False)
         # a field added after the state was written reads as its default
         defaults = {f.name: f.default for f in fields(TrainConfig)}
         if {**defaults, **state["config"]} != asdict(self.cfg):
@@ -381,6 +424,7 @@ class Trainer:
 
     def run(self, dtype: Optional[torch.dtype] = None) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
+        _trim_log(self.out / LOSS_LOG, self.step)
         log = open(self.out / LOSS_LOG, "a")
         started = time.perf_counter()
         try:

@@ -125,12 +125,14 @@ def load_denoiser(entry: ZooEntry, device: str | torch.device = "cpu", dtype: to
 
 
 def _network(load_network: Callable[[ZooEntry], tuple]) -> Callable[..., NetworkDenoiser]:
-    """A format's loader from a function returning (network, kernel, prediction, time input, time scale)."""
+    """A format's loader from a function returning (network, kernel, prediction, time input, time scale[, options of
+    the wrap, e.g. sigma_data])."""
 
     def load(entry: ZooEntry, device, dtype) -> NetworkDenoiser:
-        net, kernel, prediction, time_input, time_scale = load_network(entry)
+        net, kernel, prediction, time_input, time_scale, *wrap_options = load_network(entry)
         classes = _check_network(entry, net)
-        return NetworkDenoiser(cast(net, device, dtype).eval(), kernel, prediction, time_input=time_input,
+        return NetworkDenoiser(cast(net, device, dtype).eval(), kernel, prediction, **(wrap_options or [{}])[0],
+                               time_input=time_input,
                                time_scale=time_scale, sample_shape=entry.sample_shape, num_classes=classes)
 
     return load
@@ -173,7 +175,9 @@ def _load_samenoise(entry: ZooEntry):
     for key in ("kernel", "kernel_options", "prediction", "time_input", "time_scale", "image_size"):
         if key in recorded and recorded[key] != getattr(entry, key):
             raise _mismatch(entry, key, getattr(entry, key), recorded[key])
-    return net, make_kernel(entry.kernel, **entry.kernel_options), entry.prediction, entry.time_input, entry.time_scale
+    # sigma_data is the checkpoint's own (the EDM preconditioning it was trained under), not the entry's to state
+    return (net, make_kernel(entry.kernel, **entry.kernel_options), entry.prediction, entry.time_input,
+            entry.time_scale, {"sigma_data": float(meta.get("sigma_data", 0.5))})
 
 
 DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -349,6 +353,10 @@ def _load_edm_pickle(entry: ZooEntry):
     if entry.kernel != "edm" or entry.prediction != "x0" or entry.time_input != "sigma" or entry.time_scale != 1:
         raise ZooError(f"zoo entry {entry.name!r}: EDM pickles are denoisers in sigma-space; the entry must say "
                        f"kernel = 'edm', prediction = 'x0', time_input = 'sigma' (and no time_scale)")
+    unknown = sorted(set(entry.kernel_options) - {"sigma_min", "sigma_max"})
+    if unknown:
+        raise ZooError(f"zoo entry {entry.name!r}: kernel_options {', '.join(unknown)} do not apply to an EDM pickle; "
+                       f"valid: sigma_max, sigma_min")
     options = {"sigma_min": 0.002, "sigma_max": 80.0} | entry.kernel_options  # EDM's defaults (Karras et al. 2022)
     options["sigma_min"] = max(options["sigma_min"], float(getattr(net, "sigma_min", 0.0)))
     options["sigma_max"] = min(options["sigma_max"], float(getattr(net, "sigma_max", float("inf"))))

@@ -48,6 +48,41 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_a_run_stopped_between_checkpoints_resumes_without_repeating_steps(tmp_path, monkeypatch):
+    """Steps logged after the last saved state (here 11-15, flushed when the run stopped) are dropped on resume, not
+    logged twice: the convergence figures take a loss's position in the log for its step."""
+    from models import training
+
+    straight = tmp_path / "straight"
+    train(tiny(steps=20), straight)
+    stopped = tmp_path / "stopped"
+    real_loss = training.Trainer.loss
+
+    def stop_at_16(self):
+        if self.step == 15:
+            raise KeyboardInterrupt
+        return real_loss(self)
+
+    monkeypatch.setattr(training.Trainer, "loss", stop_at_16)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(steps=20), stopped)
+    assert len(losses(stopped)) == 15  # the state was saved at step 10
+    with open(stopped / "loss.jsonl", "a") as f:
+        f.write('{"step": 16, "lo')  # and a line cut short, as a killed run leaves it
+    monkeypatch.setattr(training.Trainer, "loss", real_loss)
+    train(tiny(steps=20), stopped)
+    assert losses(stopped) == losses(straight)
+    assert training.read_losses(stopped) == losses(straight)
+
+
+def test_a_loss_log_with_repeated_or_missing_steps_is_refused(tmp_path):
+    from models.training import read_losses
+
+    (tmp_path / "loss.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.5}) + "\n" for s in (1, 2, 3, 2, 3)))
+    with pytest.raises(ValueError, match=r"line 4 logs step 2, expected 4: a loss log holds steps 1, 2, ... once"):
+        read_losses(tmp_path)
+
+
 def test_resume_refuses_another_config(tmp_path):
     train(tiny(steps=10), tmp_path)
     with pytest.raises(ValueError, match="another training config"):
@@ -94,6 +129,18 @@ def test_progressive_distillation_runs_and_lowers_its_loss(tmp_path):
     train(tiny(steps=40, distill_from=str(teacher), distill_steps=2, **EDM), tmp_path / "student")
     got = losses(tmp_path / "student")
     assert sum(got[-10:]) < sum(got[:10])
+
+
+@pytest.mark.parametrize("purpose", ["distill_from", "finetune_from"])
+def test_a_teacher_or_pretrained_model_under_another_wrap_is_refused(tmp_path, purpose):
+    """The student (or the fine-tuned model) starts as the checkpoint's network: wrapped another way it would start
+    from another denoiser (a VP eps teacher under the EDM wrap: D off by 1.9, measured)."""
+    base = train(tiny(steps=2, kernel="vp", prediction="eps", objective="eps", time_input="t", time_scale=999.0),
+                 tmp_path / "base")
+    extra = {"distill_steps": 2} if purpose == "distill_from" else {}
+    with pytest.raises(ValueError, match=r"under another wrap than this config's: kernel 'vp' in the checkpoint, "
+                                         r"'edm' in the config; prediction 'eps' in the checkpoint, 'edm'"):
+        Trainer(tiny(steps=2, **EDM, **{purpose: str(base)}, **extra), tmp_path / "student")
 
 
 @pytest.mark.parametrize("stop", [6, 8])  # in the middle of the second round, and where the third begins

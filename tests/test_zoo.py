@@ -84,6 +84,22 @@ def test_mismatches_are_refused_at_load_time(saved_unet, change, message):
         load_denoiser(entry_for(saved_unet, **change))
 
 
+def test_a_checkpoints_sigma_data_is_the_one_it_samples_with(tmp_path):
+    """EDM preconditioning with the sigma_data the model was trained under (recorded in samenoise.json), not 0.5."""
+    from models.training import train, wrap_for
+
+    cfg = TrainConfig(arch_options={"base_channels": 8}, image_size=8, dataset_size=8, batch_size=8, steps=2,
+                      kernel="edm", prediction="edm", objective="edm", time_input="log-sigma", time_scale=1.0,
+                      sigma_data=1.0)
+    folder = train(cfg, tmp_path / "run")
+    D = load_denoiser(ZooEntry(name="unet-edm", source=str(folder), kernel="edm", prediction="edm",
+                               time_input="log-sigma", time_scale=1.0, image_size=8))
+    trained = wrap_for(cfg, D.net)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert D.sigma_data == 1.0 and torch.equal(D(x, 2.0), trained(x, 2.0))
+
+
 def test_label_to_an_unconditional_entry_is_refused(saved_unet):
     D = load_denoiser(entry_for(saved_unet))
     with pytest.raises(ValueError, match="label was given to an unconditional denoiser"):
@@ -162,6 +178,10 @@ def test_edm_pickle_loads_with_the_packages(tmp_path, monkeypatch):
     x = torch.ones(1, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(D(x, 1.0), x / 2 * 0.5)
+    bad = ZooEntry(name="edm-tiny", source=str(tmp_path / "edm.pkl"), format="edm-pickle", kernel="edm",
+                   prediction="x0", time_input="sigma", image_size=8, kernel_options={"t_max": 0.9})
+    with pytest.raises(ZooError, match=r"kernel_options t_max do not apply to an EDM pickle; valid: sigma_max, "):
+        load_denoiser(bad)
     for m in ("torch_utils.nets", "torch_utils", "dnnlib"):
         sys.modules.pop(m, None)
 
