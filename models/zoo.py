@@ -208,7 +208,9 @@ def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
     return "vp-discrete", kernel, prediction
 
 
-def _local_or_hub(entry: ZooEntry) -> Path:
+def resolve_source(entry: ZooEntry) -> Path:
+    """The entry's checkpoint folder: its source itself, or a hub id's snapshot in the local cache (a folder named by
+    the snapshot's commit)."""
     local = Path(entry.source)
     if local.is_dir():
         return local
@@ -280,7 +282,7 @@ def _load_latent(entry: ZooEntry, device, dtype) -> LatentDenoiser:
     prompt), e.g. Stable Diffusion v1-1 ... v1-4 (paper Appendix A.2)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    local = _local_or_hub(entry)
+    local = resolve_source(entry)
     for sub in ("unet", "vae", "scheduler"):
         if not (local / sub).is_dir():
             raise ZooError(f"zoo entry {entry.name!r}: {local} has no {sub}/ folder; a latent entry needs unet/, vae/ "
@@ -304,7 +306,7 @@ def _load_diffusers(entry: ZooEntry):
     local hub cache), laid out as a pipeline (unet/, scheduler/) or as a bare model (both configs at the root)."""
     from diffusers import UNet2DModel
 
-    local = _local_or_hub(entry)
+    local = resolve_source(entry)
     try:
         net = UNet2DModel.from_pretrained(str(local), subfolder="unet" if (local / "unet").is_dir() else None)
     except (OSError, ValueError) as e:
@@ -433,8 +435,8 @@ def _published(name: str) -> Callable:
 # A new format is one entry here (plus its test).
 FORMATS: Registry[Format] = Registry("format", {
     "samenoise": Format(_folder_available, _network(_load_samenoise)),
-    "diffusers": Format(_local_or_hub, _network(_load_diffusers), hub=True),
-    "diffusers-latent": Format(_local_or_hub, _load_latent, hub=True),
+    "diffusers": Format(resolve_source, _network(_load_diffusers), hub=True),
+    "diffusers-latent": Format(resolve_source, _load_latent, hub=True),
     "edm-pickle": Format(_edm_pickle_available, _network(_load_edm_pickle)),
     "guided-diffusion": Format(_published("adm_available"), _network(_published("load_adm"))),
     "improved-diffusion": Format(_published("adm_available"), _network(_published("load_adm"))),

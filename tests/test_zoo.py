@@ -100,6 +100,24 @@ def test_a_checkpoints_sigma_data_is_the_one_it_samples_with(tmp_path):
         assert D.sigma_data == 1.0 and torch.equal(D(x, 2.0), trained(x, 2.0))
 
 
+def test_an_entrys_settings_and_weights_are_in_its_fingerprint(saved_unet):
+    """The store keys samples by this fingerprint: an entry edited (its kernel options, prompt, flags, ...) or its
+    weights changed must not get the old samples; its description is not part of what it samples."""
+    import dataclasses
+
+    from fixtures.zoo import entry_fingerprint
+
+    entry = entry_for(saved_unet)
+    fp = entry_fingerprint(entry)
+    assert entry_fingerprint(dataclasses.replace(entry, description="another text")) == fp
+    for change in (dict(kernel_options={"t_max": 0.9}), dict(time_scale=1000.0), dict(prompt="a photo"),
+                   dict(flags={"noise_schedule": "cosine"}), dict(grid="logsnr")):
+        assert entry_fingerprint(dataclasses.replace(entry, **change)) != fp, change
+    weights = saved_unet / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")
+    assert entry_fingerprint(entry) != fp
+
+
 def test_label_to_an_unconditional_entry_is_refused(saved_unet):
     D = load_denoiser(entry_for(saved_unet))
     with pytest.raises(ValueError, match="label was given to an unconditional denoiser"):
