@@ -49,15 +49,34 @@ def test_a_run_that_records_nothing_writes_nothing_and_leaves_earlier_runs_alone
 
 
 def test_results_survive_an_output_folder_that_fails_at_the_end(tmp_path):
-    out = run(tmp_path, env={"SAMENOISE_TEST_SABOTAGE": "1"})
+    """The results go to a file of the run's own in the temporary folder, and a --results file is written all the
+    same."""
+    named = tmp_path / "named.json"
+    out = run(tmp_path, "--results", str(named), env={"SAMENOISE_TEST_SABOTAGE": "1"})
     line = next(l for l in out.stdout.splitlines() if "could not write the run's output" in l)
     fallback = Path(line.split("results are saved to ")[1].split(" instead")[0])
     try:
         assert fallback.parent == Path(tempfile.gettempdir())
         assert {c["outcome"] for c in json.loads(fallback.read_text())["cases"]} == {"passed", "failed", "error",
                                                                                       "skipped"}
+        assert named.read_bytes() == fallback.read_bytes()
     finally:
         fallback.unlink(missing_ok=True)
+
+
+def test_two_runs_finishing_at_once_under_one_name_keep_both_folders(tmp_path):
+    """A run's folder is named by its start to the second; the rename itself decides which run gets the name."""
+    from fixtures.results import _rename_free
+
+    runs = tmp_path / "runs"
+    (runs / "20260101-000000-main-2").mkdir(parents=True)  # empty: left by something else, not taken over
+    got = []
+    for k in range(3):
+        tmp = Path(tempfile.mkdtemp(dir=tmp_path))
+        (tmp / "results.json").write_text(str(k))
+        got.append(_rename_free(tmp, runs, "20260101-000000-main"))
+    assert [p.name for p in got] == ["20260101-000000-main", "20260101-000000-main-3", "20260101-000000-main-4"]
+    assert [(p / "results.json").read_text() for p in got] == ["0", "1", "2"]
 
 
 def test_no_temporary_files_or_locks_are_left(tmp_path):
