@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -70,6 +71,9 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             os.close(fd)  # closing releases the lock
 
 
+_OWN_TMP = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))  # tempfile's 8 random characters
+
+
 def sweep_stale(root: str | os.PathLike, older_than: float = STALE_SECONDS) -> list[Path]:
     """Remove the temporary files and folders (`.<name>.<random>.tmp`) that writes killed mid-way left under
     `root`; return what was removed."""
@@ -78,6 +82,8 @@ def sweep_stale(root: str | os.PathLike, older_than: float = STALE_SECONDS) -> l
         return removed
     cutoff = time.time() - older_than
     for p in root.rglob(f".*{TMP_SUFFIX}"):
+        if not _OWN_TMP.fullmatch(p.name):  # only names of tempfile's making, not any hidden .tmp of the user's
+            continue
         try:
             if p.lstat().st_mtime >= cutoff:
                 continue

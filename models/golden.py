@@ -86,8 +86,9 @@ class Golden:
             emb = q.astype(np.float32) * scale.astype(np.float32)
         except Exception as e:  # missing, truncated, not an archive, missing members
             raise GoldenError(f"golden file {path} cannot be read ({type(e).__name__}: {e})") from e
-        if header.get("format") != FORMAT:
-            raise GoldenError(f"golden file {path} has format {header.get('format')!r}, expected {FORMAT!r}")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            found = header.get("format") if isinstance(header, dict) else f"a header that is a {type(header).__name__}"
+            raise GoldenError(f"golden file {path} has format {found!r}, expected {FORMAT!r}")
         if cls._digest(header, ids, np.concatenate([q.view(np.uint8), scale.view(np.uint8)], 1), thumbs) != digest:
             raise GoldenError(f"golden file {path} fails its sha256: it was edited or damaged")
         fields = {k: header[k] for k in ("model", "bank_hash", "sampler", "nfe", "grid", "label", "descriptor")}

@@ -33,16 +33,19 @@ def test_a_lock_excludes_other_processes_and_leaves_no_file(tmp_path):
 
 
 def test_the_sweep_removes_only_stale_temporaries(tmp_path):
+    """Temporary names as tempfile makes them (`.<name>.<8 random characters>.tmp`); an old hidden .tmp of another
+    kind, e.g. the user's own in a folder given as --cache-dir, is left alone."""
     atomic_write(tmp_path / "a" / "kept.json", lambda f: f.write(b"{}"))
-    stale, fresh = tmp_path / "a" / ".kept.json.x1.tmp", tmp_path / "a" / ".other.json.x2.tmp"
-    stale_dir = tmp_path / "runs" / ".20260101-000000-main.tmp"
-    for p in (stale, fresh):
+    stale, fresh = tmp_path / "a" / ".kept.json.x1ab_9zq.tmp", tmp_path / "a" / ".other.json.x2ab_9zq.tmp"
+    stale_dir = tmp_path / "runs" / ".20260101-000000-main.k3j_0a9b.tmp"
+    foreign = tmp_path / "a" / ".notes.tmp"
+    for p in (stale, fresh, foreign):
         p.write_text("half")
     stale_dir.mkdir(parents=True)
     (stale_dir / "results.json").write_text("{")
     old = time.time() - STALE_SECONDS - 60
-    for p in (stale, stale_dir):
+    for p in (stale, stale_dir, foreign):
         os.utime(p, (old, old))
     removed = sweep_stale(tmp_path)
     assert sorted(removed) == sorted([stale, stale_dir])
-    assert fresh.exists() and (tmp_path / "a" / "kept.json").exists()
+    assert fresh.exists() and foreign.exists() and (tmp_path / "a" / "kept.json").exists()

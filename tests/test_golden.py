@@ -49,6 +49,10 @@ def test_truncated_or_edited_files_are_refused(tmp_path):
     np.savez(tmp_path / "h.npz", **members)
     with pytest.raises(GoldenError, match="fails its sha256"):
         Golden.load(tmp_path / "h.npz")
+    members["header"] = np.array(json.dumps(["not", "a", "header"]))
+    np.savez(tmp_path / "h.npz", **members)
+    with pytest.raises(GoldenError, match="has format 'a header that is a list'"):
+        Golden.load(tmp_path / "h.npz")
 
 
 def run_regression(tmp_path, candidate, *extra, golden="ref.npz"):
