@@ -20,7 +20,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 pytest_plugins = ["fixtures.devices", "fixtures.descriptor", "fixtures.zoo", "fixtures.samples", "fixtures.results",
                   "fixtures.measure"]
 
-DEFAULT_NOISES = 128  # a CPU run; the paper uses 10,000 (Sec. 2.1), pass --noises 10000 on a GPU
+from cases import DEFAULT_NOISES  # noqa: E402  (after HF_HUB_OFFLINE is set)
+
 DEFAULT_CACHE = ".cache/samenoise"
 DEFAULT_REPORTS = "reports/out"
 REAL_ZOO = Path(__file__).resolve().parent / "models" / "real.toml"  # its absent entries may skip, unless named

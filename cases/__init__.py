@@ -85,6 +85,9 @@ def score_bar(op: str = ">=") -> Bar:
     return Bar(op, SCORE_BAR, SCORE_BAR_SOURCE)
 
 
+DEFAULT_NOISES = 128  # noises per case on a CPU run; the paper uses 10,000 (Sec. 2.1): --noises 10000 on a GPU
+
+
 @dataclass(frozen=True)
 class Case:
     """A claim row. `runs` are the sample sets it compares; `versus` (for directional cases) are the runs
@@ -99,7 +102,9 @@ class Case:
     params: dict[str, Any] = field(default_factory=dict)
     title: str = ""  # overrides the generated middle part of the id
     marks: tuple[str, ...] = ()  # pytest marker names (slow, weights, gpu)
-    noises: Optional[int] = None  # a fixed number of noises for this case (None: the run's --noises)
+    # this case's number of noises at the default DEFAULT_NOISES (None: the run's --noises); a run with more noises
+    # than the default scales it by the same factor (Measure.n)
+    noises: Optional[int] = None
     rhs: str = ""  # overrides the generated right-hand side of the id
     tag: str = ""  # the axis a case tests, in its id for -k (e.g. C2's arch, kernel, sampler, seed, distill)
 

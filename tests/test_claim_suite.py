@@ -44,6 +44,20 @@ def test_cases_name_only_models_the_suite_can_provide():
             assert m in EMBEDDED or parse(m) is not None, (c.id, m)
 
 
+def test_a_case_with_its_own_noise_count_keeps_it_up_to_the_default_and_scales_above():
+    """The conditional (128 noises, each under both labels) and DPS (64 observations) cases: at --noises 512 they run
+    512 and 256, at the paper's 10,000 their share of it; below the default they keep their own count."""
+    from cases import DEFAULT_NOISES
+    from cases.variants import INVERSE_NOISES
+    from fixtures.measure import Measure
+
+    own = Case("C4", "s", "rp", (Run("a"),), Bar(">=", 0.6, "s"), noises=INVERSE_NOISES)
+    plain = Case("C4", "s", "rp", (Run("a"),), Bar(">=", 0.6, "s"))
+    counts = {n: (Measure(None, None, None, None, n, "d").n(own), Measure(None, None, None, None, n, "d").n(plain))
+              for n in (32, DEFAULT_NOISES, 512, 10_000)}
+    assert counts == {32: (64, 32), 128: (64, 128), 512: (256, 512), 10_000: (5000, 10_000)}
+
+
 def test_bar_directions():
     assert Bar(">=", 0.6, "s").holds(0.6) and not Bar(">=", 0.6, "s").holds(0.59)
     assert Bar("<", None, "s").holds(0.1, 0.2) and not Bar("<", None, "s").holds(0.2, 0.2)
