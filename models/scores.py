@@ -68,6 +68,9 @@ class _PerPairScore(Metric):
         self.add_state("labels", default=[], dist_reduce_fx="cat")
 
     def _add(self, values: torch.Tensor, ids: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
+        if values.numel() != torch.as_tensor(ids).numel():
+            raise PairingError(f"{values.numel()} pair values for {torch.as_tensor(ids).numel()} noise ids: every pair "
+                               f"needs its id")
         self.values.append(values.detach().float().reshape(-1))
         self.ids.append(torch.as_tensor(ids, dtype=torch.int64, device=values.device).reshape(-1))
         self.labels.append(torch.full_like(self.ids[-1], -1) if labels is None

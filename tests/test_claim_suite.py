@@ -58,6 +58,23 @@ def test_a_case_with_its_own_noise_count_keeps_it_up_to_the_default_and_scales_a
     assert counts == {32: (64, 32), 128: (64, 128), 512: (256, 512), 10_000: (5000, 10_000)}
 
 
+def test_the_round_trip_case_runs_one_pair_per_training_image_at_most():
+    """Theorem 1's round trip maps the first n training images there and back: at --noises 10,000 its scaled count
+    (1,250) is capped at the 64 images of its training set, not scored against ids it has no image for."""
+    import numpy as np
+
+    from cases.catalog import ALL
+    from fixtures.metrics import Side, roundtrip_mae
+    from fixtures.measure import Measure
+
+    case = next(c for c in ALL if c.metric == "roundtrip")
+    images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    m = Measure(None, None, None, None, 10_000, "d")
+    m.roundtrip = lambda run, size, n: (images[:n], images[:n])  # an exact round trip of the first n images
+    got = roundtrip_mae(m, case, Side.of(case))
+    assert m.n(case) > 64 and got.n == 64 and got.value == 1.0
+
+
 def test_bar_directions():
     assert Bar(">=", 0.6, "s").holds(0.6) and not Bar(">=", 0.6, "s").holds(0.59)
     assert Bar("<", None, "s").holds(0.1, 0.2) and not Bar("<", None, "s").holds(0.2, 0.2)

@@ -180,3 +180,10 @@ def test_hyperplane_anchors_must_be_distinct_images():
     check_distinct_anchors(near, [0, 1, 2], threshold=0.85)  # the bar is the case's SSCD threshold
     at_bar = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # cosine 0.6 is not above the bar: distinct (RP counts > 0.6)
     check_distinct_anchors(at_bar, [5, 7])
+
+
+def test_pair_values_and_their_ids_must_be_as_many():
+    """64 images scored against 125 ids (a set shorter than the ids it was given) is refused, not paired by luck."""
+    x = torch.zeros(64, 3, 4, 4, dtype=torch.uint8)
+    with pytest.raises(PairingError, match=r"64 pair values for 125 noise ids"):
+        MAEScore().update(x, x, torch.arange(125), torch.arange(125))
