@@ -97,8 +97,9 @@ def _check_options(config: pytest.Config) -> None:
     from fixtures.results import unwritable
 
     opt, usage = config.getoption, pytest.UsageError
-    if opt("--noises") < 1:
-        raise usage(f"--noises must be at least 1, got {opt('--noises')}")
+    if opt("--noises") < 2:  # every control pairs a noise with another noise of the run
+        raise usage(f"--noises must be at least 2 (a case's control pairs each noise with another), got "
+                    f"{opt('--noises')}")
     if opt("--workers") is not None and not 1 <= opt("--workers") <= 256:
         raise usage(f"--workers must be between 1 and 256 threads, got {opt('--workers')}")
     for name in ("--golden-rp", "--golden-mae"):

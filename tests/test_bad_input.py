@@ -68,7 +68,9 @@ def a_zoo(tmp: Path, body: str) -> Path:
 
 # (row id, options as a function of a temporary folder, text the one-line error must contain)
 OPTION_ROWS = [
-    ("noises-zero", lambda t: {"--noises": 0}, "--noises must be at least 1, got 0"),
+    ("noises-zero", lambda t: {"--noises": 0}, "--noises must be at least 2 (a case's control pairs each noise with "
+                                               "another), got 0"),
+    ("noises-one", lambda t: {"--noises": 1}, "another), got 1"),
     ("noises-negative", lambda t: {"--noises": -5}, "got -5"),
     ("workers-zero", lambda t: {"--workers": 0}, "--workers must be between 1 and 256 threads, got 0"),
     ("golden-rp-above-1", lambda t: {"--golden-rp": 1.5}, "--golden-rp is a score bar between 0 and 1, got 1.5"),

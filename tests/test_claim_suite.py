@@ -116,7 +116,7 @@ def test_a_failing_case_gives_the_reference_its_metric_measured_beside_it():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--noises", "0"], "--noises must be at least 1, got 0"),
+    (["--noises", "0"], "--noises must be at least 2 (a case's control pairs each noise with another), got 0"),
     (["--models", "unet16-edm-m64,no-such-model"], "unknown model names ['no-such-model']; valid names:"),
     (["--cache-dir", "/proc/forbidden"], "--cache-dir /proc/forbidden cannot be written"),
 ])
