@@ -75,12 +75,12 @@ OPTION_ROWS = [
     ("workers-zero", lambda t: {"--workers": 0}, "--workers must be between 1 and 256 threads, got 0"),
     ("golden-rp-above-1", lambda t: {"--golden-rp": 1.5}, "--golden-rp is a score bar between 0 and 1, got 1.5"),
     ("golden-mae-below-0", lambda t: {"--golden-mae": -0.1}, "--golden-mae is a score bar between 0 and 1, got -0.1"),
-    ("cache-dir-under-a-file", lambda t: {"--cache-dir": str(a_file(t) / "cache")}, "--cache-dir"),
+    ("cache-dir-under-a-file", lambda t: {"--cache-dir": str(a_file(t) / "cache")}, "plain-file is not a folder"),
     ("cache-dir-is-a-file", lambda t: {"--cache-dir": str(a_file(t))}, "cannot be written: it is a file"),
     ("cache-dir-in-proc", lambda t: {"--cache-dir": "/proc/forbidden"}, "--cache-dir /proc/forbidden cannot be"),
-    ("report-dir-under-a-file", lambda t: {"--report-dir": str(a_file(t) / "out")}, "--report-dir"),
+    ("report-dir-under-a-file", lambda t: {"--report-dir": str(a_file(t) / "out")}, "plain-file is not a folder"),
     ("report-dir-in-proc", lambda t: {"--report-dir": "/proc/forbidden"}, "--report-dir /proc/forbidden cannot be"),
-    ("results-under-a-file", lambda t: {"--results": str(a_file(t) / "r.json")}, "--results"),
+    ("results-under-a-file", lambda t: {"--results": str(a_file(t) / "r.json")}, "plain-file is not a folder"),
     ("results-is-a-folder", lambda t: {"--results": str(t)}, "cannot be written: it is a folder"),
     ("device-gpu", lambda t: {"--device": "gpu"}, "--device 'gpu' is not a device the suite samples on; valid: cpu"),
     ("device-empty", lambda t: {"--device": ""}, "--device '' is not a device"),
@@ -120,7 +120,7 @@ OPTION_ROWS = [
     ("golden-truncated", lambda t: {"--candidate": "unet16-edm-m64", "--golden": [str(a_golden(t))]},
      "golden.npz cannot be read"),
     ("golden-unwritable", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
-                                     "--golden": [str(a_file(t) / "g.npz")]}, "--golden"),
+                                     "--golden": [str(a_file(t) / "g.npz")]}, "plain-file is not a folder"),
 ]
 
 

@@ -71,3 +71,29 @@ def test_dps_runner_is_batch_invariant(setup):
                                                                             steps=10), micro_batch=4).x
                         for i in range(5)])
     assert torch.allclose(whole, single, atol=1e-10)
+
+
+def test_dps_on_a_vp_kernel_is_algorithm_1_written_in_x_t(setup):
+    """The paper's Algorithm 1 runs on x_t = s_t x_hat; the suite runs it in sigma-space, where the guidance step
+    becomes grad / (s_i s_(i-1)). Written out here in x_t with DDIM steps (DPM-Solver++ of order 1) on the VP
+    kernel, whose s_t < 1: the two agree to float64 rounding (s = 1 on the EDM kernel hides that factor)."""
+    D, _, data = setup
+    kernel = make_kernel("vp")
+    truth, keep = data[:3].double(), make_mask("hard", 8)
+    sigmas = make_grid("edm", kernel, 12)
+    x_hat = kernel.initial_state(NoiseBank.draw(0, (3, 8, 8), n=3).eps.double())
+    s_of = lambda sigma: float(kernel.s_of_sigma(torch.as_tensor(float(sigma), dtype=torch.float64)))  # noqa: E731
+    x_t = s_of(sigmas[0]) * x_hat
+    for sig, nxt in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        s, s_next = s_of(sig), s_of(nxt)
+        xg = x_t.detach().requires_grad_(True)
+        x0 = D(xg / s, sig)  # the model in x_t: x0_hat(x_t) = D(x_t / s_t; sigma_t)
+        grad, = torch.autograd.grad(((keep * truth - keep * x0) ** 2).sum(), xg)  # Algorithm 1, line 5
+        x0 = x0.detach()
+        if nxt == 0:
+            break  # line 7: return x0_hat
+        ddim = s_next * nxt / (s * sig) * x_t + s_next * (1 - nxt / sig) * x0  # line 4, first order
+        x_t = ddim - 1.0 * grad  # xi_i = 1 (Appendix F)
+    got = dps(D, x_hat, kernel, sigmas, keep * truth, keep, order=1).x
+    assert s_of(sigmas[1]) < 0.1  # the factor is far from 1 on this grid
+    torch.testing.assert_close(got, x0, rtol=1e-9, atol=1e-9)  # float64 on both sides
