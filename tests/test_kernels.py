@@ -61,7 +61,8 @@ def test_sigma_space_round_trip(name):
     x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
     t = torch.tensor([k.t_min, k.t_max, 0.5 * (k.t_min + k.t_max), k.t_max], dtype=torch.float64)
     x_hat = k.to_sigma_space(x, t)
-    assert torch.allclose(x_hat[0], x[0] / k.s(k.t_min))
+    for row in range(len(t)):  # each row with its own t (one s for all rows passed when only row 0 was checked)
+        torch.testing.assert_close(x_hat[row], x[row] / k.s(t[row]), rtol=1e-12, atol=0)  # float64
     assert torch.allclose(k.from_sigma_space(x_hat, t), x, rtol=1e-12)
 
 
