@@ -14,7 +14,7 @@ from typing import Optional
 import pytest
 import torch
 
-from fixtures.benchmarks import interleaved, ratio, ratio_interval, record, spread
+from fixtures.benchmarks import interleaved, network_flops, ratio, ratio_interval, record, spread
 from fixtures.devices import synchronize
 from fixtures.samples import MICRO_BATCH
 from fixtures.zoo import EMBEDDED_ZOO
@@ -194,14 +194,10 @@ def _square_matmul(device, n: int = 1024):
 def test_sampling_fraction_of_flop_limit(benchmark, device, workers, name):
     """Sampling's FLOP rate (the network's FLOPs from torch.utils.flop_counter, times the evaluations) over a square
     float32 matmul's rate on all the cores, in the same run, interleaved (issue #15 goal: >= 0.8)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     fast = _zoo_denoiser(name, device, "traced")
     bank = NoiseBank.draw(0, fast.sample_shape, n=NOISES)
     x = torch.randn(MICRO_BATCH, *fast.sample_shape, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fast.net(x, torch.full((MICRO_BATCH,), 0.3, device=device))
-    per_image_evaluation = counter.get_total_flops() / MICRO_BATCH
+    per_image_evaluation = network_flops(fast.net, x, torch.full((MICRO_BATCH,), 0.3, device=device)) / MICRO_BATCH
     matmul_flops, matmul = _square_matmul(device)
     codes = {"generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers),
              "matmul": lambda: [matmul() for _ in range(10)]}

@@ -175,14 +175,15 @@ class BinError:
 def error_per_sigma(cfg: TrainConfig, D, edges=SIGMA_BINS, samples: int = 512, seed: int = 0,
                     batch: int = 128) -> dict[str, BinError]:
     """The eps error and the spread of the eps scale over the run's training images at sigma = the geometric centre
-    of each bin that lies inside the kernel's range, keyed by the bin ('0.1-1')."""
+    of each bin whose centre lies inside the kernel's range, keyed by the bin ('0.1-1'): a model is not evaluated at
+    noise levels it was never trained on."""
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
     kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
     out = {}
     for lo, hi in zip(edges[:-1], edges[1:]):
-        if hi <= kernel.sigma_min or lo >= kernel.sigma_max:
-            continue
         sigma = math.sqrt(lo * hi)
+        if not kernel.sigma_min <= sigma <= kernel.sigma_max:
+            continue
         g = torch.Generator().manual_seed(seed)
         errors, betas, slopes = [], [], []
         for start in range(0, samples, batch):

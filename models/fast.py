@@ -31,8 +31,9 @@ from typing import Callable, Iterable, Iterator, Optional, TypeVar
 import torch
 
 RUNNERS = ("eager", "traced", "compiled")
-CHECKED_CALLS = 3  # a trace's first calls are compared with the module too: TorchScript's profiling executor swaps in
-# its optimized graph (fusions, on a GPU) after the first call, and that graph must give the module's output as well
+CHECKED_CALLS = 4  # a trace's first calls are compared with the module too: TorchScript's profiling executor swaps in
+# its optimized graph (fusions, on a GPU) after the first call, and that graph must give the module's output as well;
+# the first call repeats the input the trace was made with, so three new inputs are checked
 T, R = TypeVar("T"), TypeVar("R")
 
 
@@ -61,6 +62,7 @@ class Runner:
         self._traces: dict[tuple, Optional[torch.jit.ScriptModule]] = {}
         self.refused: dict[tuple, str] = {}  # signature -> why it runs eager
         self._checks: dict[tuple, int] = {}  # signature -> calls still compared with the module
+        self._pending: dict[tuple, int] = {}  # signature -> checked calls still running (their trace unconfirmed)
         self._lock = threading.Lock()
         self._compiled = None
 
@@ -77,19 +79,31 @@ class Runner:
         with self._lock:  # one trace per signature, even when two workers ask for it at once
             if key not in self._traces:
                 self._traces[key] = self._trace(key, args)
-                self._checks[key] = CHECKED_CALLS
+                self._checks[key], self._pending[key] = CHECKED_CALLS, 0
             trace, check = self._traces[key], self._checks.get(key, 0) > 0
             if check:
                 self._checks[key] -= 1
-        if trace is None:
+                self._pending[key] += 1
+            # while another worker's check is still running the trace is unconfirmed: this call runs the module, as
+            # it would on one worker if that check refused the trace
+            unconfirmed = not check and self._pending.get(key, 0) > 0
+        if trace is None or unconfirmed:
             return _unwrap(self.net(*args))
-        out = _unwrap(trace(*args))
-        if check and not torch.equal(out, want := _unwrap(self.net(*args))):
+        if not check:
+            return _unwrap(trace(*args))
+        same, why = False, "the check itself raised an error"
+        try:
+            out, want = _unwrap(trace(*args)), _unwrap(self.net(*args))
+            same = torch.equal(out, want)
+            if not same:
+                why = _differs(out, want) + " on a later call"
+        finally:
             with self._lock:
-                self._traces[key] = None
-                self.refused[key] = _differs(out, want) + " on a later call"
-            return want
-        return out
+                self._pending[key] -= 1
+                if not same:
+                    self._traces[key] = None
+                    self.refused[key] = why
+        return out if same else want
 
     def _trace(self, key: tuple, args: tuple) -> Optional[torch.jit.ScriptModule]:
         import warnings
@@ -104,6 +118,9 @@ class Runner:
                 got, want = _unwrap(trace(*args)), _unwrap(self.net(*args))
         except Exception as e:  # a network TorchScript cannot trace: it runs eager, as before
             self.refused[key] = f"{type(e).__name__}: {e}"
+            return None
+        if not isinstance(want, torch.Tensor) or not isinstance(got, torch.Tensor):
+            self.refused[key] = f"the module returns a {type(want).__name__}, not a tensor: it runs eager"
             return None
         if not torch.equal(got, want):
             self.refused[key] = _differs(got, want)

@@ -87,6 +87,66 @@ def test_a_trace_that_turns_on_a_checked_call_is_dropped_for_the_module():
     assert "on a later call" in why and not any(runner._traces.values())
 
 
+class _ValueBranch(torch.nn.Module):
+    """Doubles x once t exceeds 1: a branch on an input's value, which a trace bakes in as the branch it saw (t = 0).
+    The module sleeps on that branch, so that a check of it is still running when the next call comes."""
+
+    def forward(self, x, t):
+        if float(t.max()) > 1:
+            import time
+
+            time.sleep(0.3)
+            return x * 2.0
+        return x * 1.0
+
+
+def test_a_value_branch_turning_on_the_third_new_input_is_caught():
+    """The first call repeats the traced input; the checks cover three new inputs after it."""
+    runner = Runner(_ValueBranch().eval(), "traced")
+    x, calm, turned = torch.ones(2, 3), torch.zeros(2), torch.full((2,), 5.0)
+    with torch.no_grad():
+        outs = [runner(x, t) for t in (calm, calm, calm, turned)]
+    assert float(outs[-1][0, 0]) == 2.0 and "on a later call" in next(iter(runner.refused.values()))
+
+
+def test_a_call_during_a_running_check_does_not_use_the_unconfirmed_trace():
+    """Two workers: the fourth call's check (slow, and about to refuse the trace) is still running when the fifth
+    comes; the fifth runs the module, as it would on one worker, not the trace that is being refused."""
+    import threading
+    import time
+
+    runner = Runner(_ValueBranch().eval(), "traced")
+    x, calm, turned = torch.ones(2, 3), torch.zeros(2), torch.full((2,), 5.0)
+    outs = {}
+
+    def call(k):
+        with torch.no_grad():
+            outs[k] = float(runner(x, turned)[0, 0])
+
+    with torch.no_grad():
+        for _ in range(3):
+            runner(x, calm)
+    first = threading.Thread(target=call, args=(4,))
+    first.start()
+    time.sleep(0.1)  # the fourth call is inside its check, sleeping in the module
+    call(5)
+    first.join()
+    assert outs == {4: 2.0, 5: 2.0} and runner.refused
+
+
+class _TupleOut(torch.nn.Module):
+    def forward(self, x, t):
+        return x * 2.0, t
+
+
+def test_a_network_returning_a_tuple_runs_eager_with_the_reason():
+    runner = Runner(_TupleOut().eval(), "traced")
+    with torch.no_grad():
+        out = runner(torch.ones(2, 3), torch.zeros(2))
+    assert isinstance(out, tuple) and torch.equal(out[0], torch.full((2, 3), 2.0))
+    assert "returns a tuple, not a tensor" in next(iter(runner.refused.values()))
+
+
 def test_gradients_go_through_the_module(zoo):
     D = load_denoiser(zoo["unet16-edm-m64"]).use("traced")
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64, requires_grad=True)
