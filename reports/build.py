@@ -82,6 +82,10 @@ class Report:
         except ReportError as e:
             self.figures.append((title, f"not drawn: {e}", None))
             return
+        except Exception as e:  # one figure's failure (a store entry missing noises, a label matplotlib cannot
+            # typeset) leaves the rest of the report
+            self.figures.append((title, f"not drawn ({type(e).__name__}: {e})", None))
+            return
         name, note = name if isinstance(name, tuple) else (name, "")
         self.figures.append((title, note if name else missing, name))
 
@@ -274,6 +278,9 @@ class Report:
         golden = c["extra"].get("golden")
         if golden is None:
             a, b = (self.samples.get(h) for h in c["extra"]["samples"])
+            if c.get("params", {}).get("pairing") == "shifted":  # a control: a's id i against b's next id (mod n)
+                order = [int(i) for i in a.ids]
+                return a.take(ids), b.take([order[(order.index(i) + 1) % len(order)] for i in ids])
             return a.take(ids), b.take(ids)
         from models.golden import Golden, GoldenError, thumbnails
         from models.atomic import file_sha256
@@ -371,7 +378,7 @@ class Report:
             counts = {o: sum(c["outcome"] == o for c in group) for o in OUTCOMES}
             measured = counts["passed"] + counts["failed"]
             if not measured:
-                verdict = "not run"
+                verdict = "errors" if counts["error"] else "not run"
             elif counts["passed"] == measured and not counts["error"]:
                 verdict = "holds"
             elif counts["passed"] == 0:
@@ -385,7 +392,7 @@ class Report:
             values = "; ".join(f"{m} {min(v):.2g}" + (f"-{max(v):.2g}" if max(v) != min(v) else "")
                                for m, v in ranges.items())
             count = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "none collected"
-            kind = {"holds": "holds", "fails": "fails", "not run": "notrun"}.get(verdict, "partly")
+            kind = {"holds": "holds", "fails": "fails", "errors": "fails", "not run": "notrun"}.get(verdict, "partly")
             rows.append(f"<tr class='{kind}'><td>{esc(title)}</td><td>{esc(verdict)}</td><td>{esc(count)}</td>"
                         f"<td>{esc(values)}</td><td>{esc(paper)}</td></tr>")
         return ("<table><tr><th>claim</th><th>verdict</th><th>cases</th><th>measured (range)</th>"

@@ -98,10 +98,18 @@ def decision_holds(decision: Any, bar: dict, where: str) -> bool:
     b = Bar(bar["op"], bar["value"], bar["source"])
     holds = Interval(*decision["interval"]).side(b) == "pass"
     control = decision.get("control")
-    if control is not None:
-        if not isinstance(control, dict) or not isinstance(control.get("interval"), list):
-            raise ResultsError(f"{where}: 'control' needs an 'interval'")
-        holds = holds and Interval(*control["interval"]).caught(b)
+    if control is not None:  # checked whatever the case's own interval says: the report shows it either way
+        if not isinstance(control, dict) or not _number(control.get("value")) or \
+                not isinstance(control.get("interval"), list) or len(control["interval"]) < 2 or \
+                not all(_number(v) for v in control["interval"][:2]) or not isinstance(control.get("caught"), bool):
+            raise ResultsError(f"{where}: 'control' needs a finite 'value', an 'interval' [lo, hi, ...] and "
+                               f"'caught'")
+        lo, hi, *how = control["interval"]
+        caught = Interval(lo, hi, str(how[0]) if how else "").caught(b)
+        if caught != control["caught"]:
+            raise ResultsError(f"{where}: the control's interval says {'caught' if caught else 'not caught'}, "
+                               f"but the record says caught {control['caught']}")
+        holds = holds and caught
     return holds
 
 

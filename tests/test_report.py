@@ -165,6 +165,38 @@ def test_the_scorecard_says_per_claim_whether_it_holds_with_counts_and_the_paper
     assert "<td>Real checkpoints (App. A.1, A.2)</td><td>not run</td><td>1 skipped</td>" in card
     assert "<td>torch 2.13.0, diffusers -</td>" in page and "None" not in page and "{" not in card
     assert "no zoo entry for x" in page  # a skipped case shows its reason in the table
+    crashed = pair_case([], ident="manifold/x~y/dpm3@20: rp_manifold>=0.6", claim="manifold", part="manifold",
+                        metric="rp_manifold", value=None, outcome="error", reason="call: RuntimeError: boom")
+    doc["cases"].append(crashed)
+    results.write_text(json.dumps(doc))
+    page = build_report(results, tmp_path / "cache", tmp_path / "out2").read_text()
+    assert "<tr class='fails'><td>Manifold reproducibility (App. A.3)</td><td>errors</td><td>1 error</td>" in page
+
+
+def test_a_control_records_fields_and_verdict_are_checked_whatever_the_case_says(tmp_path):
+    """A failing case's control is shown too: a NaN value, a missing 'caught' or a 'caught' its own interval
+    contradicts is refused, not shown."""
+    for change, says in (({"value": float("nan")}, "'control' needs a finite 'value'"),
+                         ({"caught": None}, "and 'caught'"),
+                         ({"caught": False}, "the control's interval says caught, but the record says caught False")):
+        record = pair_case(["x", "y"])
+        record["decision"]["control"] |= change
+        with pytest.raises(ReportError, match=re.escape(says)):
+            load_results(write_results(tmp_path, [record]))
+
+
+def test_a_shifted_controls_worst_pairs_show_the_pairs_it_scored(tmp_path):
+    """A control pairs a's id i with b's next id: its worst-pairs figure shows those, not a[i] beside b[i]."""
+    from reports.build import Report, StoredSets
+
+    results = make_run(tmp_path, n=8)
+    doc = json.loads(results.read_text())
+    case = doc["cases"][0] | {"params": {"pairing": "shifted"}, "worst": [[3, 0.1], [7, 0.2]]}
+    stored = StoredSets(tmp_path / "cache")
+    report = Report(load_results(write_results(tmp_path, [case])), stored, tmp_path / "out")
+    a, b = report.worst_pair_images(report.cases[0])
+    sa, sb = (stored.get(h) for h in case["extra"]["samples"])
+    assert np.array_equal(a, sa.take([3, 7])) and np.array_equal(b, sb.take([4, 0]))  # 7's partner wraps to 0
 
 
 def test_the_rebuild_command_writes_beside_its_results_file_by_default(tmp_path, capsys):
@@ -176,3 +208,15 @@ def test_the_rebuild_command_writes_beside_its_results_file_by_default(tmp_path,
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "missing.json")])
     assert err.value.code == 2 and "missing.json: cannot read the results file" in capsys.readouterr().err
+
+
+def test_a_figure_that_fails_unexpectedly_is_said_not_drawn_and_the_page_is_built(tmp_path, monkeypatch):
+    """E.g. a model name that matplotlib reads as maths, or a store entry without the noise ids a figure shows."""
+    from reports.build import Report
+
+    def broken(self, fig, name):
+        raise RuntimeError(f"cannot typeset {name}")
+
+    monkeypatch.setattr(Report, "save", broken)
+    page = build_report(make_run(tmp_path), tmp_path / "cache", tmp_path / "out").read_text()
+    assert "not drawn (RuntimeError: cannot typeset" in page and "<h2>Claims</h2>" in page
