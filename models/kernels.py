@@ -161,25 +161,36 @@ class VPDiscrete(Kernel):
         alpha_bar = torch.cumprod(1 - as64(betas), 0)
         self.log_sigmas = 0.5 * torch.log((1 - alpha_bar) / alpha_bar)
         self.t_min, self.t_max = 0.0, float(len(alpha_bar) - 1)
+        self._tables = {self.log_sigmas.device: self.log_sigmas}
+        self._log_range = (float(self.log_sigmas[0]), float(self.log_sigmas[-1]))
 
     @property
     def num_train_timesteps(self) -> int:
         return len(self.log_sigmas)
 
+    def _table(self, like: torch.Tensor) -> torch.Tensor:
+        """log sigma_n on the query's device (a GPU run asks with the rows' sigmas on the GPU), copied once."""
+        if like.device not in self._tables:
+            self._tables[like.device] = self.log_sigmas.to(like.device)
+        return self._tables[like.device]
+
     def sigma(self, t):
         t = as64(t).clamp(self.t_min, self.t_max)
-        lo = t.floor().long().clamp(max=len(self.log_sigmas) - 2)
+        table = self._table(t)
+        lo = t.floor().long().clamp(max=len(table) - 2)
         w = t - lo
-        return torch.exp((1 - w) * self.log_sigmas[lo] + w * self.log_sigmas[lo + 1])
+        return torch.exp((1 - w) * table[lo] + w * table[lo + 1])
 
     def s(self, t):
         return torch.rsqrt(1 + self.sigma(t) ** 2)
 
     def t(self, sigma):
-        log_sigma = torch.log(as64(sigma)).clamp(self.log_sigmas[0], self.log_sigmas[-1])
-        hi = torch.searchsorted(self.log_sigmas, log_sigma.reshape(-1)).clamp(1, len(self.log_sigmas) - 1)
+        sigma = as64(sigma)
+        table = self._table(sigma)
+        log_sigma = torch.log(sigma).clamp(*self._log_range)
+        hi = torch.searchsorted(table, log_sigma.reshape(-1)).clamp(1, len(table) - 1)
         lo = hi - 1
-        w = (log_sigma.reshape(-1) - self.log_sigmas[lo]) / (self.log_sigmas[hi] - self.log_sigmas[lo])
+        w = (log_sigma.reshape(-1) - table[lo]) / (table[hi] - table[lo])
         return (lo + w).reshape(log_sigma.shape)
 
 

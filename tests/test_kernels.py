@@ -87,3 +87,14 @@ def test_vp_matches_published_endpoints():
 def test_unknown_kernel_lists_valid_names():
     with pytest.raises(UnknownNameError, match="unknown kernel 'vpp'; valid kernels: edm, subvp, ve, vp, vp-discrete"):
         make_kernel("vpp")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_kernel_answers_on_the_querys_device(name):
+    """A GPU run asks with each row's sigma on the GPU; the 'meta' device stands in for it here (no GPU on CI). The
+    discrete chain's table of levels lived on the CPU and mixed devices (searchsorted refused it)."""
+    k = make_kernel(name)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64) * k.t_max
+    sigma = k.sigma(t)
+    assert k.sigma(t.to("meta")).device.type == "meta" and k.t(sigma.to("meta")).device.type == "meta"
+    assert k.s_of_sigma(sigma.to("meta")).device.type == "meta"

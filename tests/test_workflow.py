@@ -18,7 +18,8 @@ def steps():
 
 def pytest_command() -> list[str]:
     _, all_steps = steps()
-    runs = [s["run"].replace("\\\n", " ") for s in all_steps if "python -m pytest bench" in s.get("run", "")]
+    runs = [s["run"].replace("\\\n", " ") for s in all_steps
+            if "python -m pytest bench" in s.get("run", "") and "--benchmark-compare" in s.get("run", "")]
     assert len(runs) == 1, "one step runs the suite"
     line = next(line for line in runs[0].splitlines() if "python -m pytest bench" in line)
     return shlex.split(line[line.index("python -m pytest"):])
@@ -33,6 +34,19 @@ def test_every_option_of_the_nightly_command_is_known_to_the_suite():
     assert options and not [o for o in options if o not in known]
     assert args[args.index("--noises") + 1] == "10000" and args[args.index("--device") + 1] == "cuda"
     assert args[args.index("--benchmark-compare-fail") + 1].startswith("mean:")  # the stated margin
+
+
+def test_the_first_night_seeds_the_benchmark_history_it_compares_with():
+    """pytest-benchmark stops a run that asks --benchmark-compare-fail without a saved run to compare with (exit 4,
+    after the whole night); an earlier step saves one throughput run, only when the history is empty."""
+    _, all_steps = steps()
+    runs = [s.get("run", "") for s in all_steps]
+    suite = next(i for i, r in enumerate(runs) if "--benchmark-compare-fail" in r)
+    seeds = [i for i, r in enumerate(runs) if "--benchmark-autosave" in r and "--benchmark-compare" not in r]
+    assert seeds and seeds[0] < suite
+    seed = runs[seeds[0]]
+    storage = re.search(r"--benchmark-storage file://(\S+)", runs[suite]).group(1)
+    assert f"if ! ls {storage}/*/*.json" in seed and f"--benchmark-storage file://{storage}" in seed
 
 
 def test_the_artifacts_hold_the_report_the_results_and_the_benchmark_json():
