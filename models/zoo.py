@@ -129,11 +129,12 @@ def _network(load_network: Callable[[ZooEntry], tuple]) -> Callable[..., Network
     the wrap, e.g. sigma_data])."""
 
     def load(entry: ZooEntry, device, dtype) -> NetworkDenoiser:
-        net, kernel, prediction, time_input, time_scale, *wrap_options = load_network(entry)
+        net, kernel, prediction, time_input, time_scale, *rest = load_network(entry)
+        wrap_options = rest[0] if rest else {}
         classes = _check_network(entry, net)
-        return NetworkDenoiser(cast(net, device, dtype).eval(), kernel, prediction, **(wrap_options or [{}])[0],
-                               time_input=time_input,
-                               time_scale=time_scale, sample_shape=entry.sample_shape, num_classes=classes)
+        return NetworkDenoiser(cast(net, device, dtype).eval(), kernel, prediction, time_input=time_input,
+                               time_scale=time_scale, sample_shape=entry.sample_shape, num_classes=classes,
+                               **wrap_options)
 
     return load
 
