@@ -108,8 +108,12 @@ def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) ->
     resid = y - y.mean() - value * x
     ss = float((resid * resid).sum())
     lag1 = _lag1(resid)
-    se = math.sqrt(ss / (len(y) - 2) / sxx * _ar1_widening(lag1))
-    half = float(student_t.ppf(0.5 + level / 2, len(y) - 2)) * se
+    widening = _ar1_widening(lag1)
+    se = math.sqrt(ss / (len(y) - 2) / sxx * widening)
+    # Santer et al. 2000 take the t quantile at n_eff - 2 degrees of freedom, n_eff = n (1 - r) / (1 + r). On a short
+    # correlated tail it still covers less than 95% (30 steps, AR(1) 0.6 / 0.9: 0.90 / 0.77 by simulation, against
+    # 0.68 at 0.9 with n - 2), as r is underestimated there; the zoo's tails of 500+ steps cover 0.94-0.95
+    half = float(student_t.ppf(0.5 + level / 2, max(len(y) / widening - 2, 1.0))) * se
     return Slope(value, value - half, value + half, lag1)
 
 
