@@ -385,10 +385,11 @@ class Report:
                 verdict = "fails"
             else:
                 verdict = f"holds in {counts['passed']} of {measured + counts['error']}"
-            ranges = defaultdict(list)
+            ranges = defaultdict(list)  # cases claimed low (a bar '<', '<=') apart from those claimed high
             for c in group:
                 if c["outcome"] in MEASURED:
-                    ranges[c["metric"]].append(c["value"])
+                    low = c["bar"]["op"] in ("<", "<=")
+                    ranges[c["metric"] + (" (claimed low)" if low else "")].append(c["value"])
             values = "; ".join(f"{m} {min(v):.2g}" + (f"-{max(v):.2g}" if max(v) != min(v) else "")
                                for m, v in ranges.items())
             count = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "none collected"
