@@ -43,6 +43,8 @@ class UViT(nn.Module):
     def __init__(self, image_size: int = 16, channels: int = 3, patch_size: int = 2, dim: int = 128, depth: int = 7,
                  heads: int = 4, num_classes: Optional[int] = None):
         super().__init__()
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"a class-conditional U-ViT needs num_classes >= 1 (None: unconditional), got {num_classes}")
         if image_size % patch_size or depth % 2 == 0:
             raise ValueError(f"U-ViT needs image_size divisible by patch_size and an odd depth, got "
                              f"image_size={image_size}, patch_size={patch_size}, depth={depth}")

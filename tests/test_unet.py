@@ -1,5 +1,6 @@
-"""The UNet builder: its GroupNorm epsilon, what it does to the output's scale, and bad values."""
+"""The UNet builder (its GroupNorm epsilon, what it does to the output's scale, bad values) and the U-ViT's bad values."""
 import math
+import re
 
 import pytest
 import torch
@@ -42,3 +43,13 @@ def test_default_groupnorm_hides_the_input_scale_and_a_large_epsilon_keeps_it(se
 def test_bad_epsilon_is_refused_with_its_value(bad):
     with pytest.raises(ValueError, match=r"norm_eps must be a finite number above 0, got"):
         build_unet(image_size=8, base_channels=8, norm_eps=bad)
+
+
+@pytest.mark.parametrize("bad, says", [(0, "num_classes >= 1 (None: unconditional), got 0"),
+                                       (-2, "got -2")])
+def test_a_uvit_with_no_classes_is_refused(bad, says):
+    """num_classes 0 made a label slot in the position embedding with no label token: a size error at the first call."""
+    from models.uvit import UViT
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        UViT(image_size=8, dim=32, depth=3, heads=4, num_classes=bad)
