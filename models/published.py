@@ -233,14 +233,22 @@ def _score_sde_network(entry: ZooEntry, root: Path, config) -> torch.nn.Module:
     name = config.model.name
     module = "ncsnv2" if name == "ncsn" or name.startswith("ncsnv2") else name  # ncsnv2.py holds NCSN and NCSNv2
     utils = score_sde_module(root, "utils")
+    undefined = (f"zoo entry {entry.name!r}: config {entry.config} names model.name = {name!r}, which "
+                 f"score_sde_pytorch's models/ does not define")
     try:
         score_sde_module(root, module)
-        return utils.get_model(name)(config)
-    except (ModuleNotFoundError, KeyError) as e:
-        if isinstance(e, ModuleNotFoundError) and e.name != f"{SCORE_SDE_PACKAGE}.{module}":
+    except ModuleNotFoundError as e:
+        if e.name != f"{SCORE_SDE_PACKAGE}.{module}":
             raise
-        raise ZooError(f"zoo entry {entry.name!r}: config {entry.config} names model.name = {name!r}, which "
-                       f"score_sde_pytorch's models/ does not define") from e
+        raise ZooError(undefined) from e
+    except (OSError, RuntimeError) as e:  # DDPM++ / NCSN++ (ncsnpp.py) build CUDA kernels (op/) at import
+        raise Unavailable(f"zoo entry {entry.name!r}: importing score_sde's models/{module}.py failed "
+                          f"({type(e).__name__}: {e}); its networks build CUDA kernels at import: run it where "
+                          f"torch has CUDA, with the CUDA toolkit and ninja (the nightly GPU job)") from e
+    try:
+        return utils.get_model(name)(config)
+    except KeyError as e:
+        raise ZooError(undefined) from e
 
 
 def score_sde_kernel(config) -> tuple[str, Kernel, str, str, float]:

@@ -399,6 +399,22 @@ def test_score_sde_entry_that_disagrees_with_its_config_is_refused(tmp_path, sco
         load_denoiser(score_sde_entry(tmp_path, "subvp_cont"))
 
 
+def test_a_score_sde_network_that_builds_cuda_kernels_at_import_is_unavailable_without_them(tmp_path,
+                                                                                           score_sde_code):
+    """DDPM++ (ncsnpp.py) compiles score_sde's op/ kernels when imported; where that fails (no CUDA), its cases are
+    skipped saying what they need, not errors."""
+    from models.zoo import Unavailable
+
+    save_score_sde(score_sde_code, "subvp_cont", tmp_path / "sde.pth")
+    (score_sde_code / "models" / "ncsnpp.py").write_text(
+        "raise OSError('CUDA_HOME environment variable is not set')  # as torch.utils.cpp_extension.load says\n")
+    cfg = score_sde_code / "configs" / "subvp_cont.py"
+    cfg.write_text(cfg.read_text().replace('name="ddpm"', 'name="ncsnpp"'))
+    with pytest.raises(Unavailable, match=r"models/ncsnpp.py failed \(OSError: CUDA_HOME .*\); its networks build "
+                                          r"CUDA kernels at import"):
+        load_denoiser(score_sde_entry(tmp_path, "subvp_cont"))
+
+
 def test_score_sde_checkpoint_that_does_not_fit_is_refused(tmp_path, score_sde_code):
     save_score_sde(score_sde_code, "vp_cont", tmp_path / "sde.pth")
     state = torch.load(tmp_path / "sde.pth", weights_only=True)
