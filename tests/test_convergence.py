@@ -135,6 +135,17 @@ def test_the_error_per_sigma_bin_puts_d_star_below_the_zero_denoiser_and_below_i
         assert own < wrong, (factor, own, wrong)
 
 
+def test_a_bin_whose_centre_lies_outside_the_kernels_range_is_left_out():
+    """A VE kernel cut at sigma_max 20 is never trained at sigma 31.6, the centre of the 10-100 bin."""
+    from models.convergence import error_per_sigma
+    from models.training import TrainConfig
+
+    cfg = TrainConfig(kernel="ve", prediction="eps", objective="ve", time_input="log-sigma", time_scale=1.0,
+                      image_size=8, dataset_size=8, kernel_options={"sigma_max": 20.0})
+    got = error_per_sigma(cfg, lambda x, sigma: torch.zeros_like(x), samples=8)
+    assert list(got) == ["0.01-0.1", "0.1-1", "1-10"]
+
+
 def test_the_table_names_each_zoo_folders_training_time(tmp_path, capsys):
     """The convergence table sits beside the training time (train_time.json of an embedded zoo folder); a run
     folder without one says '-'."""

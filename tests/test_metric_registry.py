@@ -81,3 +81,17 @@ def test_the_hyperplane_case_refuses_anchors_that_give_one_image():
         agreement(stub, case, Side.of(case))
     sound = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("b")), Bar(">=", 0.6, "s"), params={"points": 2})
     assert agreement(stub, sound, Side.of(sound)).value == 1.0
+
+
+def test_rp_cond_refuses_models_with_different_class_counts():
+    """RP_cond pairs class c of one model with class c of the other; a zip over 2 and 3 classes cut one short."""
+    from types import SimpleNamespace
+
+    from cases import Bar, Case, Run
+    from fixtures.metrics import rp_cond
+
+    counts = {"a": 2, "b": 3}
+    stub = SimpleNamespace(class_sets=lambda case, run: [None] * counts[run.model])
+    case = Case("C4", "Fig. 6b", "rp_cond", (Run("a"), Run("b")), Bar(">=", 0.6, "s"))
+    with pytest.raises(ValueError, match=r"RP_cond compares the same classes: a has 2, b 3"):
+        rp_cond(stub, case, Side.of(case))
