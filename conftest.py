@@ -200,6 +200,14 @@ def _check_regression(config: pytest.Config, zoo) -> None:
     elif not (Path(candidate) / "samenoise.json").is_file():
         raise pytest.UsageError(f"--candidate {candidate}: not a suite checkpoint folder (it has no samenoise.json); "
                                 f"for another format add a zoo entry with --zoo")
+    else:
+        from fixtures.zoo import entry_from_checkpoint
+
+        try:  # its weights and config too: a candidate the user named is never skipped for a missing file
+            check_available(entry_from_checkpoint(Path(candidate)))
+        except (ZooError, ValueError, KeyError) as e:  # a samenoise.json that is not JSON, or lacks a field
+            what = f"samenoise.json lacks {e}" if isinstance(e, KeyError) else str(e)
+            raise pytest.UsageError(f"--candidate {candidate}: {what}") from e
     for g in goldens:
         if recording:
             if why := unwritable(Path(g), folder=False):

@@ -151,8 +151,16 @@ def check_available(entry: ZooEntry) -> None:
 
 
 def _folder_available(entry: ZooEntry) -> None:
-    if not Path(entry.source).is_dir():
+    """The suite's checkpoint folder with the three files `load_checkpoint` reads (checked here, before any case
+    runs, so that a named model with a file missing stops the run instead of being skipped later)."""
+    from models.checkpoints import META, WEIGHTS
+
+    folder = Path(entry.source)
+    if not folder.is_dir():
         raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist")
+    missing = [name for name in ("config.json", WEIGHTS, META) if not (folder / name).is_file()]
+    if missing:
+        raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} has no {', '.join(missing)}")
 
 
 def _edm_pickle_available(entry: ZooEntry) -> None:

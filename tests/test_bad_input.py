@@ -60,6 +60,23 @@ def a_golden(tmp: Path) -> Path:
     return path
 
 
+def a_candidate_without_weights(tmp: Path) -> Path:
+    """A suite checkpoint folder whose weights file is missing (config.json and samenoise.json only)."""
+    import shutil
+
+    folder = tmp / "ckpt"
+    folder.mkdir()
+    for name in ("config.json", "samenoise.json"):
+        shutil.copy(ROOT / "models" / "embedded" / "unet16-edm-m64" / name, folder / name)
+    return folder
+
+
+def a_zoo_entry_without_weights(tmp: Path) -> str:
+    folder = a_candidate_without_weights(tmp)
+    return (f'[models.half]\nsource = "{folder}"\nkernel = "edm"\nprediction = "edm"\ntime_input = "log-sigma"\n'
+            f'image_size = 16\n')
+
+
 def a_zoo(tmp: Path, body: str) -> Path:
     path = tmp / "zoo.toml"
     path.write_text(body)
@@ -111,6 +128,12 @@ OPTION_ROWS = [
      "ckpt: no zoo entry of that name, and the path does not exist"),
     ("candidate-not-a-checkpoint", lambda t: {"--candidate": str(t), "--golden": [str(t / "g.npz")]},
      "not a suite checkpoint folder (it has no samenoise.json)"),
+    ("candidate-without-weights", lambda t: {"--candidate": str(a_candidate_without_weights(t)),
+                                             "--golden": [str(t / "g.npz")], "--update-golden": True},
+     "/ckpt has no diffusion_pytorch_model.safetensors"),
+    ("models-names-an-incomplete-entry",
+     lambda t: {"--zoo": [str(a_zoo(t, a_zoo_entry_without_weights(t)))], "--models": "half"},
+     "zoo entry 'half': checkpoint folder"),
     ("candidate-without-golden", lambda t: {"--candidate": "unet16-edm-m64"},
      "needs both --candidate and --golden; got --candidate unet16-edm-m64"),
     ("golden-without-candidate", lambda t: {"--golden": [str(t / "g.npz")]}, "needs both --candidate and --golden"),

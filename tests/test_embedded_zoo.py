@@ -65,6 +65,24 @@ def test_the_sweep_samples_a_shipped_checkpoint_of_its_own_config(tmp_path):
     assert embedded_twin(recipe | {"dataset_size": 4, "seed": 2}) is None
 
 
+def test_a_sweep_model_whose_shipped_twin_is_missing_is_an_incomplete_checkout_not_a_skip(tmp_path, monkeypatch):
+    """The sweep's 4-image model is the shipped unet16-edm-m4: if that checkpoint is missing the case errors (as the
+    shipped model's own cases do), it is not skipped as an absent real checkpoint."""
+    from cases.names import sweep
+    from fixtures import zoo as fixtures_zoo
+    from fixtures.zoo import ModelLoader
+    from models.zoo import Unavailable, ZooError
+
+    def absent(entry, device="cpu", dtype=None):
+        raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} has no config.json")
+
+    monkeypatch.setattr(fixtures_zoo, "load_denoiser", absent)
+    loader = ModelLoader(ZOO, torch.device("cpu"), tmp_path, runner="eager")
+    with pytest.raises(ZooError, match=r"embedded zoo entry 'unet16-edm-m4'.*the checkout is incomplete") as err:
+        loader(sweep("unet16-edm", 4))
+    assert not isinstance(err.value, Unavailable)
+
+
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_each_checkpoint_is_what_its_config_and_description_say(name):
     """A checkpoint retrained without its config file (or the other way round) is caught: the config recorded in
