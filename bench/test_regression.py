@@ -35,6 +35,9 @@ def test_record_golden(golden_file, pytestconfig, measure, descriptor):
     Golden(model=m.entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid, label=None,
            descriptor=descriptor.identity, ids=s.ids, embeddings=measure.embed(s.images).numpy(),
            thumbnails=thumbnails(s.images)).save(golden_file)
+    writer = pytestconfig.pluginmanager.get_plugin("samenoise-results")
+    if writer is not None:  # the run's last lines say what it wrote
+        writer.lines.append(f"samenoise: golden file ({len(s.ids)} noises, {run.sampler}@{run.nfe}) -> {golden_file}")
 
 
 def test_regression(golden_file, golden_metric, pytestconfig, measure, claim):

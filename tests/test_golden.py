@@ -71,6 +71,8 @@ def outcomes(tmp_path) -> dict:
 def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
     out = run_regression(tmp_path, REFERENCE, "--update-golden")
     assert out.returncode == 0, out.stdout[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == (f"samenoise: golden file (16 noises, dpm3@20) -> "
+                                                   f"{tmp_path / 'ref.npz'}")  # the run says what it wrote
     size = (tmp_path / "ref.npz").stat().st_size
     assert size < 64 * 1024  # 16 noises
     # the same checkpoint re-saved in float32 passes
