@@ -63,6 +63,10 @@ def run_regression(tmp_path, candidate, *extra, golden="ref.npz"):
                            "--report-dir", "", *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def record_ids(tmp_path) -> set:
+    return {c["id"] for c in json.loads((tmp_path / "results.json").read_text())["cases"]}
+
+
 def outcomes(tmp_path) -> dict:
     cases = json.loads((tmp_path / "results.json").read_text())["cases"]
     return {c["metric"].removeprefix("golden_"): (c["passed"], c["value"]) for c in cases}
@@ -92,12 +96,16 @@ def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
     assert "lies wholly on the failing side of >= 0.6; control 0 " in out.stdout
     assert "caught [regression golden file" in out.stdout
     assert "worst noise ids" in out.stdout and outcomes(tmp_path)["rp"][0] is False
+    measured_ids = record_ids(tmp_path)
     # a golden file recorded under another sampler is refused, naming the mismatch
     zoo = tmp_path / "zoo.toml"
     zoo.write_text(f'[models.heun-variant]\nsource = "{src}"\nkernel = "edm"\nprediction = "edm"\n'
                    f'time_input = "log-sigma"\nsampler = "heun"\nnfe = 35\nimage_size = 16\n')
     out = run_regression(tmp_path, "heun-variant", "--zoo", str(zoo))
     assert out.returncode == 1 and "was made with sampler 'dpm3', this run uses 'heun'" in out.stdout
+    # a regression record keeps its item's id, which names the golden file, whether it was measured or errored
+    assert record_ids(tmp_path) == measured_ids == {f"regression/{tmp_path / 'ref.npz'}/{m}" for m in ("rp", "mae")}
+    assert {c["outcome"] for c in json.loads((tmp_path / "results.json").read_text())["cases"]} == {"error"}
 
 
 def test_the_same_architecture_retrained_from_another_seed_passes_the_rp_regression(tmp_path):
