@@ -37,7 +37,7 @@ def test_record_golden(golden_file, pytestconfig, measure, descriptor):
            thumbnails=thumbnails(s.images)).save(golden_file)
     writer = pytestconfig.pluginmanager.get_plugin("samenoise-results")
     if writer is not None:  # the run's last lines say what it wrote
-        writer.lines.append(f"samenoise: golden file ({len(s.ids)} noises, {run.sampler}@{run.nfe}) -> {golden_file}")
+        writer.written.append(f"golden file ({len(s.ids)} noises, {run.sampler}@{run.nfe}) -> {golden_file}")
 
 
 def test_regression(golden_file, golden_metric, pytestconfig, measure, claim):

@@ -14,6 +14,7 @@ from models.atomic import atomic_write
 
 META = "samenoise.json"
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name, so UNet2DModel.from_pretrained reads it
+FILES = ("config.json", WEIGHTS, META)  # what a checkpoint folder holds; load_checkpoint reads all three
 
 
 class CheckpointError(ValueError):
@@ -62,7 +63,7 @@ def load_checkpoint(folder: str | os.PathLike, dtype: torch.dtype = torch.float3
                     ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The network (eval mode, `dtype`) and its samenoise.json."""
     folder = Path(folder)
-    for name in ("config.json", WEIGHTS, META):
+    for name in FILES:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"checkpoint {folder} has no {name}; expected config.json, {WEIGHTS} and {META}")
     config, meta = (_read_json(folder / name) for name in ("config.json", META))

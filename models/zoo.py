@@ -153,12 +153,12 @@ def check_available(entry: ZooEntry) -> None:
 def _folder_available(entry: ZooEntry) -> None:
     """The suite's checkpoint folder with the three files `load_checkpoint` reads (checked here, before any case
     runs, so that a named model with a file missing stops the run instead of being skipped later)."""
-    from models.checkpoints import META, WEIGHTS
+    from models.checkpoints import FILES
 
     folder = Path(entry.source)
     if not folder.is_dir():
         raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist")
-    missing = [name for name in ("config.json", WEIGHTS, META) if not (folder / name).is_file()]
+    missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} has no {', '.join(missing)}")
 
