@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from models.atomic import atomic_write
 
@@ -52,9 +52,7 @@ def save_checkpoint(folder: str | os.PathLike, net: torch.nn.Module, meta: dict[
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
              for k, v in net.state_dict().items()}
     atomic_write(folder / "config.json", lambda f: f.write(json.dumps(network_config(net), indent=1).encode()))
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, folder / WEIGHTS)
+    atomic_write(folder / WEIGHTS, lambda f: f.write(save(state)))
     atomic_write(folder / META, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
     return folder
 

@@ -49,3 +49,46 @@ def test_the_sweep_removes_only_stale_temporaries(tmp_path):
     removed = sweep_stale(tmp_path)
     assert sorted(removed) == sorted([stale, stale_dir])
     assert fresh.exists() and foreign.exists() and (tmp_path / "a" / "kept.json").exists()
+
+
+def test_a_write_reaches_the_disk_before_its_rename_and_the_rename_before_the_return(tmp_path, monkeypatch):
+    """The file's data are synced while it is still the temporary, then its folder after the rename: after a
+    power cut the path holds the old file or the whole new one."""
+    import stat
+
+    import models.atomic as atomic
+
+    events, replace = [], os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync", "dir" if stat.S_ISDIR(st.st_mode) else f"file:{st.st_size}"))
+
+    def replace_logged(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace_logged)
+    atomic_write(tmp_path / "x.bin", lambda f: f.write(b"12345"))
+    assert events == [("fsync", "file:5"), ("replace", "x.bin"), ("fsync", "dir")]
+    assert (tmp_path / "x.bin").read_bytes() == b"12345"
+
+
+def test_checkpoint_weights_are_written_atomically_and_equal_safetensors_own_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from models.checkpoints import WEIGHTS, load_checkpoint, save_checkpoint
+    from models.unet import build_unet
+
+    net = build_unet(image_size=8, base_channels=8)
+    save_checkpoint(tmp_path / "ck", net, {"kind": "test"})
+    ref = tmp_path / "ref.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(ref))
+    assert (tmp_path / "ck" / WEIGHTS).read_bytes() == ref.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == sorted(["config.json", WEIGHTS, "samenoise.json"])
+    loaded, meta = load_checkpoint(tmp_path / "ck")
+    assert meta == {"kind": "test"}
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
