@@ -128,15 +128,29 @@ class Runner:
         return trace
 
 
+_THREADS_LOCK = threading.Lock()
+_THREADS_HELD: list[tuple[object, int]] = []  # the open intra_op_threads blocks, oldest first
+_THREADS_BASE = [0]  # the count before the first of them
+
+
 @contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to n (process-wide) for the block, then restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    """torch's intra-op thread count set to n (process-wide) for the block, then restored. Blocks may overlap
+    in time from several threads and close in any order: the count is the newest open block's, and the one
+    before the first block once all have closed (a plain save-and-restore would leave a later-opened, earlier-
+    closed block's saved value behind)."""
+    token = object()
+    with _THREADS_LOCK:
+        if not _THREADS_HELD:
+            _THREADS_BASE[0] = torch.get_num_threads()
+        _THREADS_HELD.append((token, n))
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _THREADS_HELD[:] = [h for h in _THREADS_HELD if h[0] is not token]
+            torch.set_num_threads(_THREADS_HELD[-1][1] if _THREADS_HELD else _THREADS_BASE[0])
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1) -> list[R]:

@@ -173,6 +173,41 @@ def test_parallel_map_keeps_order_restores_threads_and_raises():
     assert torch.get_num_threads() == before
 
 
+def test_overlapping_thread_blocks_from_two_threads_restore_the_count_whatever_order_they_close_in():
+    """Thread A opens a block, thread B opens one, A closes, B closes: the count a new thread sees afterwards is
+    the one before A's block (a plain save-and-restore in each block left B's saved 1 behind)."""
+    import threading
+
+    def in_new_thread(fn):
+        out = []
+        t = threading.Thread(target=lambda: out.append(fn()))
+        t.start()
+        t.join()
+        return out[0]
+
+    before = in_new_thread(torch.get_num_threads)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with intra_op_threads(1):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with intra_op_threads(1):
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert in_new_thread(torch.get_num_threads) == before
+
+
 @pytest.mark.parametrize("bad, match", [("jit", "network runner 'jit' is unknown; valid: eager, traced, compiled")])
 def test_bad_runner_and_workers_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
