@@ -83,16 +83,32 @@ class Golden:
             with np.load(path, allow_pickle=False) as z:
                 ids, q, scale, thumbs = z["ids"], z["embeddings"], z["scale"], z["thumbnails"]
                 header, digest = json.loads(str(z["header"])), str(z["sha256"])
-            emb = q.astype(np.float32) * scale.astype(np.float32)
         except Exception as e:  # missing, truncated, not an archive, missing members
             raise GoldenError(f"golden file {path} cannot be read ({type(e).__name__}: {e})") from e
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             found = header.get("format") if isinstance(header, dict) else f"a header that is a {type(header).__name__}"
             raise GoldenError(f"golden file {path} has format {found!r}, expected {FORMAT!r}")
+        cls._check_arrays(path, header, ids, q, scale, thumbs)
         if cls._digest(header, ids, np.concatenate([q.view(np.uint8), scale.view(np.uint8)], 1), thumbs) != digest:
             raise GoldenError(f"golden file {path} fails its sha256: it was edited or damaged")
+        emb = q.astype(np.float32) * scale.astype(np.float32)
         fields = {k: header[k] for k in ("model", "bank_hash", "sampler", "nfe", "grid", "label", "descriptor")}
         return cls(**fields, ids=ids, embeddings=emb, thumbnails=thumbs)
+
+    @staticmethod
+    def _check_arrays(path, header: dict, ids, q, scale, thumbs) -> None:
+        """The arrays' kinds and shapes as `save` writes them: the digest covers their bytes, not their shapes, so
+        a reshaped member (e.g. thumbnails (n, 16, 16, 3) stored as (n, 8, 32, 3)) is refused here."""
+        n = header.get("n")
+        want = {"ids": (ids, "int64", lambda s: s == (n,), f"({n},)"),
+                "embeddings": (q, "int8", lambda s: len(s) == 2 and s[0] == n and s[1] > 0, f"({n}, d)"),
+                "scale": (scale, "float16", lambda s: s == (n, 1), f"({n}, 1)"),
+                "thumbnails": (thumbs, "uint8", lambda s: len(s) == 4 and s[0] == n and s[1] == s[2] > 0 and s[3] == 3,
+                               f"({n}, h, h, 3)")}
+        for name, (a, dtype, ok, shown) in want.items():
+            if a.dtype != np.dtype(dtype) or not ok(a.shape):
+                raise GoldenError(f"golden file {path} has {name} of {a.dtype} {tuple(a.shape)}, expected {dtype} "
+                                  f"{shown} for its {n} noises: it was edited or damaged")
 
     def check_compatible(self, path, **run) -> None:
         """Refuse a comparison made under another noise bank, sampler, NFE, grid, label or descriptor."""

@@ -55,6 +55,19 @@ def test_truncated_or_edited_files_are_refused(tmp_path):
         Golden.load(tmp_path / "h.npz")
 
 
+@pytest.mark.parametrize("member, reshape, match", [
+    ("thumbnails", lambda a: a.reshape(4, 8, 32, 3), r"thumbnails of uint8 \(4, 8, 32, 3\), expected uint8 \(4, h, h, 3\)"),
+    ("embeddings", lambda a: a.reshape(8, 4), r"embeddings of int8 \(8, 4\), expected int8 \(4, d\)"),
+    ("ids", lambda a: a.reshape(2, 2), r"ids of int64 \(2, 2\), expected int64 \(4,\)")])
+def test_a_reshaped_member_is_refused_though_its_bytes_keep_the_digest(tmp_path, member, reshape, match):
+    with np.load(golden().save(tmp_path / "g.npz")) as z:
+        members = dict(z)
+    members[member] = reshape(members[member])
+    np.savez(tmp_path / "g.npz", **members)
+    with pytest.raises(GoldenError, match=match):
+        Golden.load(tmp_path / "g.npz")
+
+
 def run_regression(tmp_path, candidate, *extra, golden="ref.npz"):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "bench/test_regression.py",
