@@ -125,6 +125,16 @@ def test_bad_options_stop_the_run_at_collection(tmp_path, args, message):
     assert out.returncode == 4 and message in out.stderr, out.stderr + out.stdout
 
 
+def test_models_keeps_the_throughput_cases_of_the_named_models_and_the_model_free_ones(tmp_path):
+    out = pytest_run("bench/test_throughput.py", "bench/test_training_throughput.py", "--collect-only", "-q",
+                     "--cache-dir", str(tmp_path), "--models", "uvit-edm-m64")
+    ids = {line.split("::", 1)[1] for line in out.stdout.splitlines() if "::" in line}
+    assert "test_generate_against_bare_forwards[uvit-edm-m64]" in ids
+    assert "test_training_step_throughput[uvit-edm-m64]" in ids
+    assert "test_optimal_denoiser_throughput" in ids and "test_sampler_throughput[euler@10]" in ids
+    assert not [i for i in ids if "unet" in i], ids
+
+
 def test_a_zoo_file_with_unknown_keys_stops_the_run(tmp_path):
     zoo = tmp_path / "zoo.toml"
     zoo.write_text('[models.x]\nsource = "x"\ncolour = "red"\n')
