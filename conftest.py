@@ -163,6 +163,7 @@ def _check_zoo(config: pytest.Config):
             zoo.update(entries)
         named = [m for m in (config.getoption("--models") or "").split(",") if m]
         valid = sorted(zoo) + list(pseudo_models())
+        valid += [m for m in _built_in_case_models(zoo) if m not in valid]
         unknown = [m for m in named if m not in valid]
         if unknown:
             raise pytest.UsageError(f"--models: unknown model names {unknown}; valid names: {', '.join(valid)}")
@@ -172,6 +173,15 @@ def _check_zoo(config: pytest.Config):
     except ZooError as e:
         raise pytest.UsageError(str(e)) from e
     return zoo
+
+
+def _built_in_case_models(zoo) -> list[str]:
+    """The built-in models the cases name beyond the zoo (the slow sweep's `unet16-edm-n16`, D* of a size), so that
+    --models can select their cases."""
+    from cases.catalog import ALL
+    from cases.names import parse
+
+    return sorted({m for c in ALL for m in c.models if m not in zoo and parse(m) is not None})
 
 
 def _check_regression(config: pytest.Config, zoo) -> None:

@@ -135,6 +135,13 @@ def test_models_keeps_the_throughput_cases_of_the_named_models_and_the_model_fre
     assert not [i for i in ids if "unet" in i], ids
 
 
+def test_models_can_name_the_slow_sweeps_models(tmp_path):
+    out = pytest_run("bench/test_c3_regimes.py", "--collect-only", "-q", "-m", "slow", "--cache-dir", str(tmp_path),
+                     "--models", "unet16-edm-n4,unet32-edm-n4")
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert out.returncode == 0 and ids and all("-n4/" in i for i in ids), out.stdout + out.stderr
+
+
 def test_a_zoo_file_with_unknown_keys_stops_the_run(tmp_path):
     zoo = tmp_path / "zoo.toml"
     zoo.write_text('[models.x]\nsource = "x"\ncolour = "red"\n')
