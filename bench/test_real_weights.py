@@ -14,4 +14,11 @@ def test_real_pair(case, measure, zoo, claim):
     if missing:  # conftest.py turns this into a skip that says what to provide
         raise Unavailable(f"no zoo entry for {', '.join(missing)}: pass --zoo {REAL_ZOO} (or your own zoo file) "
                           f"with the checkpoints in place")
+    prompt = case.params.get("prompt")
+    if prompt is not None:  # the record names the prompt: the entries must sample that one
+        other = {m: zoo[m].prompt or f"embeddings {zoo[m].prompt_embeddings}" for m in case.models
+                 if zoo[m].prompt != prompt}
+        if other:
+            raise ValueError(f"{case.id}: the case's prompt is {prompt!r} ({case.source}), but the zoo entries sample "
+                             f"{other}; set their `prompt` to it")
     claim(case, *measure.case(case))

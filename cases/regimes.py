@@ -79,13 +79,15 @@ for k, n in enumerate(SWEEP_SIZES):
             SWEEP.append(Case("C3", SOURCE + "b", "gl", (r,), RISES, marks=("slow",), **before))
 
 # Theorem 1: D*'s samples are training images, and f^-1 (ODE inversion) maps a training image to a noise that
-# maps back to it.
+# maps back to it. Only D*'s round trip is a case: a network's ODE inverts numerically whatever its weights (the
+# 64-image UNet-32 with Gaussian noise of each tensor's std added to every weight still came back within MAE 15 for
+# 16 of 16 training images, median MAE 0.04; measured), so a network round trip could not fail; that a trained
+# network's map is D*'s is Fig. 5's claim, the rp_optimal cases.
 THEOREM_NOISES = 16
 THEOREM = [Case("theorem1", "Sec. 3, Theorem 1", "in_training_set", (Run(optimal(ds)),),
                 Bar("==", 1.0, "Theorem 1: every sample of D* is a training image (MAE < 15 to its nearest one, "
                                "Sec. 2.1)"),
                 params={"dataset": ds}) for ds in DATASETS]
-THEOREM += [Case("theorem1", "Sec. 3, Theorem 1 (f^-1)", "roundtrip", (Run(m, "heun", 99),),
-                 Bar("==", 1.0, "Theorem 1: f(f^-1(y)) = y; every round trip within MAE 15 (Sec. 2.1)") if m.startswith(
-                     "optimal") else score_bar(), params={"dataset": "m64"}, noises=THEOREM_NOISES)
-            for m in (optimal("m64"), "unet32-edm-m64")]
+THEOREM += [Case("theorem1", "Sec. 3, Theorem 1 (f^-1)", "roundtrip", (Run(optimal("m64"), "heun", 99),),
+                 Bar("==", 1.0, "Theorem 1: f(f^-1(y)) = y; every round trip within MAE 15 (Sec. 2.1)"),
+                 params={"dataset": "m64"}, noises=THEOREM_NOISES)]

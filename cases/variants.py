@@ -11,8 +11,9 @@ CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6c", "rp_between", (Run(UNCOND_OF[c]), 
                      noises=COND_NOISES) for c in COND]
 # Low-level structure under a label change (Fig. 6a, 20, 21): the 4 x 4 average-pooled colour layout (0-255) of one
 # noise under two labels is closer than that of two noises under one label.
-LAYOUT = Bar("<", None, "Sec. 4, Fig. 6a / 20 / 21: the same noise under different labels keeps its layout and colours")
-CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6a", "layout_mae", (Run(c),), LAYOUT, versus=(Run(c),),
+LAYOUT = Bar("<", None, "Appendix E, Fig. 20 (i) and (l), Fig. 21: the same noise under different labels keeps its "
+                       "low-level structure (layout and colours)")
+CONDITIONAL += [Case("C4", "Appendix E, Fig. 20, 21", "layout_mae", (Run(c),), LAYOUT, versus=(Run(c),),
                      params={"pool": 4, "pairing": "same noise, other label",
                              "versus_pairing": "other noise, same label"},
                      noises=COND_NOISES, title=f"{c}[same noise, other label]/dpm3@20",
@@ -22,10 +23,12 @@ CONDITIONAL += [Case("C4", "Sec. 4, Fig. 6a", "layout_mae", (Run(c),), LAYOUT, v
 INVERSE_NOISES = 64  # each noise has its own observation (Appendix F, Fig. 25); 64 on a CPU run
 WITHIN, ACROSS = (L2048[0], L2048[1]), (L2048[1], L2048[2])  # UNet vs UNet, UNet vs U-ViT
 INVERSE = []
+# Fig. 7 and 22 use the easy mask only (Appendix F); Fig. 25 both
+INVERSE_SOURCES = {"easy": "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "hard": "Appendix F, Fig. 25 (the hard mask)"}
 for mask in ("easy", "hard"):
-    INVERSE.append(Case("C4", "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "rp", tuple(Run(m, "dps", 34) for m in WITHIN),
+    INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in WITHIN),
                         score_bar(), params={"mask": mask}, noises=INVERSE_NOISES))
-    INVERSE.append(Case("C4", "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "rp", tuple(Run(m, "dps", 34) for m in ACROSS),
+    INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in ACROSS),
                         Bar("<", None, "Sec. 4 / Fig. 25: reproducibility of DPS holds within an architecture family, "
                                        "less across families"),
                         versus=tuple(Run(m, "dps", 34) for m in WITHIN), params={"mask": mask}, noises=INVERSE_NOISES))

@@ -80,7 +80,7 @@ ROWS = [
     ("neighbours", "encoding", Case("encoding", "Sec. 2.2", "neighbours", (DSTAR,), LIPSCHITZ, params={"points": 12}),
      "grid shuffled", DSTAR),
     # one noise under the two labels keeps its layout; with every noise one noise, other noises agree perfectly
-    ("layout", "conditional", Case("C4", "Fig. 6a", "layout_mae", (Run(COND[0]),), LAYOUT, versus=(Run(COND[0]),),
+    ("layout", "conditional", Case("C4", "App. E", "layout_mae", (Run(COND[0]),), LAYOUT, versus=(Run(COND[0]),),
                                    params={"pool": 4, "pairing": "same noise, other label",
                                            "versus_pairing": "other noise, same label"}, noises=16),
      "noise constant", Run(COND[0])),

@@ -21,7 +21,7 @@ EMBEDDED = read_zoo(ROOT / "models" / "embedded" / "zoo.toml")
 def test_case_ids_are_unique_and_read_like_the_claim():
     ids = [c.id for c in ALL]
     assert len(ids) == len(set(ids))
-    assert "C2/arch/unet16-edm-m64~unet32-edm-m64/dpm3@20: rp>=0.6" in ids
+    assert "C2/arch/unet16-edm-l2048~unet32-edm-l2048/dpm3@20: rp>=0.6" in ids
 
 
 def test_every_bar_names_its_source_and_every_direction_has_a_right_side():
@@ -256,3 +256,19 @@ def test_random_labels_give_each_noise_its_own_class_for_every_model(tmp_path):
         alone = source(Run("c", "euler", 4), bank, label=c)
         rows = (classes == c).numpy()
         assert (mixed.images[rows] == alone.images[rows]).all()
+
+
+def test_a_prompt_case_refuses_zoo_entries_that_sample_another_prompt():
+    """The Stable Diffusion cases record Appendix A.2's prompt; an entry edited to sample another one is refused
+    before anything is sampled (the record would name a prompt that was not used)."""
+    import dataclasses
+
+    import bench.test_real_weights as real_bench
+    from cases.real import SD_PROMPT
+
+    case = next(c for c in ALL if c.params.get("prompt") == SD_PROMPT)
+    zoo = read_zoo(ROOT / "models" / "real.toml")
+    assert all(zoo[m].prompt == SD_PROMPT for m in case.models)  # as shipped
+    zoo[case.models[1]] = dataclasses.replace(zoo[case.models[1]], prompt="a cat")
+    with pytest.raises(ValueError, match=f"but the zoo entries sample {{'{case.models[1]}': 'a cat'}}"):
+        real_bench.test_real_pair(case, measure=None, zoo=zoo, claim=None)

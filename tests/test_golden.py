@@ -56,7 +56,8 @@ def test_truncated_or_edited_files_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("member, reshape, match", [
-    ("thumbnails", lambda a: a.reshape(4, 8, 32, 3), r"thumbnails of uint8 \(4, 8, 32, 3\), expected uint8 \(4, h, h, 3\)"),
+    ("thumbnails", lambda a: a.reshape(4, 8, 32, 3),
+     r"thumbnails of uint8 \(4, 8, 32, 3\), expected uint8 \(4, h, h, 3\)"),
     ("embeddings", lambda a: a.reshape(8, 4), r"embeddings of int8 \(8, 4\), expected int8 \(4, d\)"),
     ("ids", lambda a: a.reshape(2, 2), r"ids of int64 \(2, 2\), expected int64 \(4,\)")])
 def test_a_reshaped_member_is_refused_though_its_bytes_keep_the_digest(tmp_path, member, reshape, match):
