@@ -29,6 +29,7 @@ UNCOND_OF = {"unet16-edm-cond-l2048": "unet16-edm-l2048", "uvit-edm-cond-l2048":
 RESEEDED = {"unet16-edm-m4": "unet16-edm-m4-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1"}
 # attention-only fine-tune of a model pretrained on other photos (Appendix G), and the same UNet from scratch
 FINETUNED, SCRATCH = "unet32-edm-ft-m64", "unet32-edm-m64"
+PRETRAINED = "unet32-edm-other-l2048"  # the fine-tunes' pretraining: 2,048 thumbnails of ten other photos
 FINETUNED_L, SCRATCH_L = "unet32-edm-ft-l2048", "unet32-edm-l2048"  # the same, in the generalization regime
 # two VAEs of different architectures on the same 2,048 thumbnails, decoded from the same noise (Appendix C)
 VAES = ("vae-conv-l2048", "vae-mlp-l2048")

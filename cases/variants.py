@@ -1,7 +1,7 @@
 """C4 (Sec. 4): conditional models (Fig. 6, Appendix E), inverse problems (Fig. 7, Appendix F) and
 fine-tuning (Fig. 8, Appendix G)."""
 from cases import Bar, Case, Run, score_bar
-from cases.embedded import COND, FINETUNED, FINETUNED_L, L2048, SCRATCH, SCRATCH_L, UNCOND_OF
+from cases.embedded import COND, FINETUNED, FINETUNED_L, L2048, PRETRAINED, SCRATCH, SCRATCH_L, UNCOND_OF
 
 # Conditional cases sample every class for each noise: 128 noises (the default) x 2 classes = 256 samples per
 # model on a CPU run.
@@ -68,3 +68,13 @@ FINETUNE += [Case("C4", "Sec. 4, Fig. 8a", "rp", (Run(FINETUNED_L), Run(SCRATCH_
                   Bar(">=", 0.6, "Sec. 4, Fig. 8b: in the generalization regime the fine-tuned model generalizes as "
                                  "the one from scratch; the GL bar 0.6 (Fig. 2b)"),
                   params={"size": 2048, "dataset": "l2048"})]
+# Appendix G, Fig. 26: models trained on disjoint data (the pretraining's other photos, CIFAR-100 in the paper, and
+# the 2,048 thumbnails, CIFAR-10) give "striking similarities" from the same noise, in low-level structure as under
+# a label change (Appendix E): the colour layouts of one noise under the two models are closer than of two noises.
+DISJOINT = Bar("<", None, "Appendix G, Fig. 26: despite the distinct nature of CIFAR-100 and CIFAR-10, their "
+                          "generations from the same initial noise exhibit striking similarities")
+FINETUNE += [Case("C4", "Appendix G, Fig. 26", "layout_mae", (Run(PRETRAINED), Run(SCRATCH_L)), DISJOINT,
+                  versus=(Run(PRETRAINED), Run(SCRATCH_L)),
+                  params={"pool": 4, "pairing": "same noise, other model", "versus_pairing": "other noise, other model"},
+                  title=f"{PRETRAINED}~{SCRATCH_L}[same noise, disjoint data]/dpm3@20",
+                  rhs="layout_mae(other noise)")]

@@ -192,7 +192,7 @@ def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
 
 def colour_layout(images: torch.Tensor, pool: int) -> torch.Tensor:
     """The pool x pool mean colours (0-255, rounded) of (n, H, W, C) uint8 images: their low-level layout, which a
-    label change keeps (Sec. 4, Fig. 6a)."""
+    label change keeps (Appendix E, Fig. 20, 21)."""
     side = images.shape[1] // pool
     x = images.permute(0, 3, 1, 2).double()
     return torch.nn.functional.avg_pool2d(x, side).round().to(torch.uint8).permute(0, 2, 3, 1)
