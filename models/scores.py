@@ -164,15 +164,22 @@ class RPBetweenScore(_PerPairScore):
     """RP_between = P(max_c M_SSCD(x1, x2^c) > 0.6): unconditional x1 against the conditional x2^c of every
     class c, from the same noise (paper Sec. 4). Per-pair values are the max over c."""
 
-    def __init__(self, threshold: float = SSCD_THRESHOLD, **kwargs):
+    def __init__(self, threshold: float = SSCD_THRESHOLD, other_class: bool = False, **kwargs):
+        """With `other_class`, the per-pair value is the best similarity over the classes other than the best one
+        (the second largest): RP with a class that does not match the unconditional sample, which Sec. 4's claim
+        (ii) ("only if the class matches") puts below the bar."""
         super().__init__(threshold, above=True, **kwargs)
+        self.other_class = other_class
 
     def update(self, emb_uncond: torch.Tensor, ids_uncond, emb_cond: torch.Tensor, ids_cond) -> None:
         """emb_cond is (C, n, d): class c's samples of the same n noises."""
         check_paired(ids_uncond, ids_cond)
         if emb_cond.ndim != 3 or emb_cond.shape[1] != len(emb_uncond):
             raise ValueError(f"emb_cond must be (classes, {len(emb_uncond)}, d), got {tuple(emb_cond.shape)}")
-        self._add(cosine(emb_uncond[None], emb_cond).amax(0), ids_uncond)
+        if self.other_class and len(emb_cond) < 2:
+            raise ValueError(f"RP with another class needs at least 2 classes, got {len(emb_cond)}")
+        sims = cosine(emb_uncond[None], emb_cond)  # (C, n)
+        self._add(sims.topk(2, 0).values[1] if self.other_class else sims.amax(0), ids_uncond)
 
 
 def rp_manifold(emb1: torch.Tensor, emb2: torch.Tensor, threshold: float = SSCD_THRESHOLD) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Mutation cases, run by tests/test_mutations.py in a pytest of its own (no test_ prefix: `pytest tests` does not
 collect it). Each row is a claim case that holds on sound input and one deliberately broken input: one side's noise
 space permuted, a model's "weights" replaced (D* on photos it never saw: the closed form's weights are its training
-set), a conditional model's labels shifted, a DPS observation swapped for another, noise ids off by one, every noise
+set), a conditional model's labels shifted or ignored, a DPS observation swapped for another, noise ids off by one, every noise
 made one (the layout case), one of two models' noise ids off by one (the layout case of two models), the hyperplane grid's points shuffled (neighbours no longer neighbours), a model's loss
 log swapped for the other model's (the loss case), or a generalizing model replaced by D* of its training set (the
 GL case of the generalization end). The
@@ -96,6 +96,10 @@ ROWS = [
                                         params={"pool": 4, "pairing": "same noise, other model",
                                                 "versus_pairing": "other noise, other model"}, noises=32),
      "noise ids off by one", DISJOINT_RUNS[1]),
+    # against the class that does not match, the unconditional sample is another image; a conditional model that
+    # ignores its label gives the matching image under every class
+    ("rp-between-other", "conditional", Case("C4", "Sec. 4 (ii)", "rp_between_other", BETWEEN, Bar("<", 0.6, "Sec. 4"),
+                                             noises=16), "labels ignored", BETWEEN[1]),
     ("rp-between", "conditional", Case("C4", "Fig. 6c", "rp_between", BETWEEN, score_bar(), noises=16),
      "noise permuted", BETWEEN[1]),
     # the 4-image model's loss below the 2,048-image one's; with the 2,048-image log in its place, the two tie
@@ -135,6 +139,8 @@ class Mutant(Measure):
             bank = bank or self.bank_for(run, n)
             bank = NoiseBank(bank.eps[:1].expand_as(bank.eps).clone(), bank.ids, bank.seed)
             extra = (extra or {}) | {"mutation": self.mutation}
+        if run == self.target and self.mutation == "labels ignored" and label is not None:
+            label, extra = 0, (extra or {}) | {"mutation": self.mutation}
         if run == self.target and self.mutation == "labels shifted" and label is not None:
             label = (label + 1) % self.model(run.model).num_classes
         return super().sample(run, n, label, bank, extra, run_fn)

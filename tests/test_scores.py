@@ -84,6 +84,24 @@ def test_rp_between_takes_the_best_class():
     assert m.pairs().values.tolist() == pytest.approx([1.0, 1.0])
 
 
+def test_rp_between_with_another_class_takes_the_second_best_class():
+    """Three classes: noise 0 matches class 1 (1.0), then class 2 (0.8), class 0 (0); noise 1 matches class 0 and
+    no other (0, 0.28): the other-class values are 0.8 and 0.28, one above 0.6."""
+    unc = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    tilt = torch.tensor([0.8, 0.6])
+    cond = torch.stack([torch.stack([torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0])]),
+                        torch.stack([torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])]),
+                        torch.stack([tilt, torch.tensor([0.96, 0.28])])])
+    best, other = RPBetweenScore(), RPBetweenScore(other_class=True)
+    for m in (best, other):
+        m.update(unc, [5, 6], cond, [5, 6])
+    assert best.pairs().values.tolist() == pytest.approx([1.0, 1.0])
+    assert sorted(other.pairs().values.tolist()) == pytest.approx([0.28, 0.8])
+    assert float(other.compute()) == 0.5
+    with pytest.raises(ValueError, match="needs at least 2 classes, got 1"):
+        RPBetweenScore(other_class=True).update(unc, [5, 6], cond[:1], [5, 6])
+
+
 def test_rp_cond_pairs_same_noise_and_class():
     m = RPScore()
     e = torch.eye(3)
