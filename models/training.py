@@ -96,6 +96,7 @@ class TrainConfig:
     pixel_std: float = 0.1
 
     def __post_init__(self):
+        self._check_types_and_ranges()
         ARCHS[self.arch]
         try:
             make_kernel(self.kernel, **self.kernel_options)
@@ -129,6 +130,37 @@ class TrainConfig:
             # D = x - sigma eps_hat must hit an x0 target at sigma_max: the gradient grows as sigma^2 and
             # training diverges; Salimans & Ho (2022, Sec. 4) distill x0- or v-parameterized students.
             raise ValueError("progressive distillation needs prediction 'edm', 'x0' or 'v', got 'eps'")
+
+
+    # (field, test, what the valid values are): every count and rate a run reads, so that a bad value stops the run
+    # before anything is written instead of training to a wrong model (steps 0, lr 0) or failing mid-way
+    _RANGES = (("steps", lambda v: v >= 1, "an integer >= 1"), ("batch_size", lambda v: v >= 1, "an integer >= 1"),
+               ("checkpoint_every", lambda v: v >= 1, "an integer >= 1"),
+               ("dataset_size", lambda v: v >= 1, "an integer >= 1"), ("image_size", lambda v: v >= 1, "an integer >= 1"),
+               ("photos_per_class", lambda v: v >= 1, "an integer >= 1"),
+               ("warmup_steps", lambda v: v >= 0, "an integer >= 0"),
+               ("cd_steps", lambda v: v >= 2, "an integer >= 2 (a consistency pair needs two noise levels)"),
+               ("lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
+               ("time_scale", lambda v: 0 < v < math.inf, "a finite number > 0"),
+               ("sigma_data", lambda v: 0 < v < math.inf, "a finite number > 0"),
+               ("sigma_std", lambda v: 0 < v < math.inf, "a finite number > 0"),
+               ("pixel_std", lambda v: 0 < v < math.inf, "a finite number > 0"),
+               ("sigma_mean", lambda v: math.isfinite(v), "a finite number"),
+               ("ema_decay", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+               ("cd_target_decay", lambda v: 0 <= v < 1, "a number in [0, 1)"))
+
+    def _check_types_and_ranges(self) -> None:
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "Optional[str]": (str, type(None)),
+                 "dict[str, Any]": (dict,)}
+        for f in fields(self):
+            value, want = getattr(self, f.name), kinds.get(f.type)
+            if want is None:
+                continue
+            if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+                raise ValueError(f"{f.name} must be of type {f.type}, got {value!r} ({type(value).__name__})")
+        for name, ok, valid in self._RANGES:
+            if not ok(getattr(self, name)):
+                raise ValueError(f"{name} must be {valid}, got {getattr(self, name)!r}")
 
 
 LOSS_LOG = "loss.jsonl"  # one {"step", "loss"} line per step, as training writes it
@@ -177,24 +209,52 @@ def _check_same_wrap(meta: dict, cfg: "TrainConfig", source) -> None:
                          f"the config the checkpoint's values")
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Keep the log's lines of steps 1..step (those the saved training state has taken): lines a stopped run wrote
-    past its last saved state would otherwise appear twice once the run resumes from that state."""
+NETWORK_FIELDS = ("arch", "arch_options", "image_size", "conditional")
+
+
+def _check_same_network(meta: dict, cfg: "TrainConfig", source) -> None:
+    """A fine-tune or distillation trains the checkpoint's own network; the config's architecture fields are recorded
+    in the result's samenoise.json, so they must be the checkpoint's (a UNet checkpoint under arch 'uvit' gave a
+    model whose config.json and samenoise.json disagreed)."""
+    recorded = dict(meta.get("config", {}))
+    if "image_size" in meta:
+        recorded["image_size"] = meta["image_size"]
+    differ = [f"{k} {recorded[k]!r} in the checkpoint, {getattr(cfg, k)!r} in the config" for k in NETWORK_FIELDS
+              if k in recorded and recorded[k] != getattr(cfg, k)]
+    if differ:
+        raise ValueError(f"{source} holds another network than this config describes: {'; '.join(differ)}; give the "
+                         f"config the checkpoint's values")
+
+
+def _kept_log(path: Path, step: int) -> str:
+    """The log's lines of steps 1..step (those the saved training state has taken); refused when it has fewer."""
     if not path.is_file():
-        return
+        if step:
+            raise ValueError(f"the saved training state is at step {step}, but {path} is missing: the log cannot be "
+                             f"resumed (restore it, or remove the folder to start over)")
+        return ""
     kept = []
     for line in path.read_text().splitlines(keepends=True):
         try:
             record = json.loads(line)
         except ValueError:  # a line cut short by a killed run
             break
-        if record.get("step") != len(kept) + 1 or len(kept) == step or not line.endswith("\n"):
+        if not isinstance(record, dict) or record.get("step") != len(kept) + 1 or len(kept) == step \
+                or not line.endswith("\n"):
             break
         kept.append(line)
     if len(kept) != step:
         raise ValueError(f"{path} holds {len(kept)} whole steps in order, but the saved training state is at step "
                          f"{step}; the log cannot be resumed (remove the folder to start over)")
-    atomic_write(path, lambda f: f.write("".join(kept).encode()))
+    return "".join(kept)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep the log's lines of steps 1..step: lines a stopped run wrote past its last saved state would otherwise
+    appear twice once the run resumes from that state."""
+    kept = _kept_log(path, step)
+    if path.is_file():
+        atomic_write(path, lambda f: f.write(kept.encode()))
 
 
 def pack_loss_log(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -214,6 +274,11 @@ def is_attention(name: str) -> bool:
 
 
 def _build(cfg: TrainConfig, num_classes: Optional[int]) -> torch.nn.Module:
+    builder = ARCHS[cfg.arch]
+    valid = [p for p in inspect.signature(builder).parameters if p not in ("self", "image_size", "num_classes")]
+    unknown = sorted(set(cfg.arch_options) - set(valid))
+    if unknown:
+        raise ValueError(f"arch_options {unknown} do not fit arch {cfg.arch!r}; valid options: {', '.join(valid)}")
     if cfg.arch in VAE_ARCHS:
         return ARCHS[cfg.arch](image_size=cfg.image_size, **cfg.arch_options)
     options = dict(image_size=cfg.image_size, num_classes=num_classes) | cfg.arch_options
@@ -269,6 +334,7 @@ class Trainer:
         self._progressive = bool(cfg.distill_from) and cfg.distill_method == "progressive"
         if cfg.finetune_from or cfg.distill_from:
             self.net, meta = load_checkpoint(cfg.finetune_from or cfg.distill_from)
+            _check_same_network(meta, cfg, cfg.finetune_from or cfg.distill_from)
             if cfg.finetune_from or self._progressive:  # the network goes on under this config's wrap
                 _check_same_wrap(meta, cfg, cfg.finetune_from or cfg.distill_from)
             if cfg.distill_from:
@@ -304,7 +370,13 @@ class Trainer:
         if not path.is_file():
             return
         # on the CPU: the generator's state must stay a CPU tensor; load_state_dict copies the rest to the device
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated by a full disk, or not a training state at all
+            raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); restore it, or remove the folder to "
+                             f"start over") from e
+        if not isinstance(state, dict) or not {"config", "net", "ema", "opt", "gen", "step"} <= set(state):
+            raise ValueError(f"{path} is not a training state of this suite; remove the folder to start over")
         # a field added after the state was written reads as its default
         defaults = {f.name: f.default for f in fields(TrainConfig)}
         if {**defaults, **state["config"]} != asdict(self.cfg):
@@ -318,6 +390,7 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
         self.step = state["step"]
+        _kept_log(self.out / LOSS_LOG, self.step)  # a log that cannot go on with this state stops the run here
 
     def _save_state(self) -> None:
         state = dict(config=asdict(self.cfg), net=self.net.state_dict(), ema=self.ema.state_dict(),
@@ -485,14 +558,26 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--float16", action="store_true", help="store the final weights in float16")
     args = parser.parse_args(argv)
-    with open(args.config, "rb") as f:
-        raw = tomllib.load(f)
+    try:
+        with open(args.config, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        parser.error(f"config {args.config} cannot be read: {e.strerror or e}")
+    except tomllib.TOMLDecodeError as e:
+        parser.error(f"config {args.config} is not valid TOML: {e}")
     valid = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(raw) - valid)
     if unknown:
         parser.error(f"{args.config}: unknown keys {unknown}; valid keys: {', '.join(sorted(valid))}")
-    path = train(TrainConfig(**raw), args.out, args.device, torch.float16 if args.float16 else None)
-    print(path)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"output folder {out} is a file")
+    try:  # every check of the config, its checkpoints and a saved state runs here, before a step is taken
+        trainer = Trainer(TrainConfig(**raw), out, args.device)
+    except (ValueError, TypeError, LookupError, OSError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        parser.error(f"{args.config}: {message}")
+    print(trainer.run(torch.float16 if args.float16 else None))
 
 
 if __name__ == "__main__":

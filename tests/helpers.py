@@ -80,3 +80,13 @@ def edm_stand_in(folder: Path, nets_py: str) -> None:
         (folder / pkg).mkdir()
         (folder / pkg / "__init__.py").write_text("")
     (folder / "torch_utils" / "nets.py").write_text(nets_py)
+
+
+def frozen_copy(cfg):
+    """A training config with learning rate 0: the same batches and noise step for step, and no update (the baseline
+    a "loss falls" test compares with). A run's own config check refuses lr 0, so it is set after construction."""
+    import dataclasses
+
+    out = dataclasses.replace(cfg)
+    out.lr = 0.0
+    return out

@@ -25,10 +25,10 @@ def learns(cfg, folder, tail=10) -> tuple[float, float]:
     """The mean loss over the last `tail` steps of a run and of the same run with lr 0: the same batches and noise
     step for step (the generator does not depend on the learning rate), so the difference is what training learned
     (a per-step comparison with the run's own first steps passed without any update, noise alone)."""
-    from dataclasses import replace
+    from tests.helpers import frozen_copy
 
     train(cfg, folder / "trained")
-    train(replace(cfg, lr=0.0), folder / "frozen")
+    train(frozen_copy(cfg), folder / "frozen")
     got, frozen = losses(folder / "trained"), losses(folder / "frozen")
     assert len(got) == len(frozen) == cfg.steps and all(map(math.isfinite, got))
     return sum(got[-tail:]) / tail, sum(frozen[-tail:]) / tail
@@ -257,6 +257,80 @@ def test_training_command_refuses_unknown_keys(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "c.toml"), str(tmp_path / "out")])
     assert "unknown keys ['stepz']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"steps": -5}, "steps must be an integer >= 1, got -5"), ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"checkpoint_every": 0}, "checkpoint_every must be an integer >= 1, got 0"),
+    ({"lr": 0.0}, "lr must be a finite number > 0, got 0.0"), ({"lr": float("nan")}, "lr must be a finite number > 0"),
+    ({"ema_decay": 1.5}, r"ema_decay must be a number in \[0, 1\), got 1.5"),
+    ({"cd_steps": 1}, "cd_steps must be an integer >= 2"), ({"sigma_data": -0.5}, "sigma_data must be a finite number"),
+    ({"steps": "10"}, "steps must be of type int, got '10' \\(str\\)"),
+    ({"conditional": 1}, "conditional must be of type bool, got 1 \\(int\\)"),
+    ({"steps": True}, "steps must be of type int, got True \\(bool\\)")])
+def test_out_of_range_or_mistyped_settings_are_refused_by_name(bad, message):
+    """Each of these trained (steps 0 or -5: an untrained model; lr 0: no update; ema_decay 1.5: an EMA pushed past the
+    weights) or failed mid-run (checkpoint_every 0: a division by zero after the first step)."""
+    with pytest.raises(ValueError, match=message):
+        tiny(**bad)
+
+
+def test_unknown_arch_options_are_refused_with_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"arch_options \['foo'\] do not fit arch 'unet'; valid options: channels, "
+                                         r"base_channels, attention, norm_eps"):
+        Trainer(tiny(arch_options={"base_channels": 8, "foo": 1}), tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "not a state"])
+def test_a_damaged_training_state_is_refused_naming_the_file(tmp_path, damage):
+    train(tiny(steps=10), tmp_path)
+    path = tmp_path / "train_state.pt"
+    if damage == "garbage":
+        path.write_text("garbage\n")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        torch.save({"step": 3}, path)
+    match = "is not a training state of this suite" if damage == "not a state" else "train_state.pt cannot be read"
+    with pytest.raises(ValueError, match=match):
+        Trainer(tiny(steps=10), tmp_path)
+
+
+def test_a_resume_without_its_loss_log_is_refused_before_training(tmp_path):
+    """Resumed without its log, a run wrote a log starting at the saved step, which every reader refuses."""
+    train(tiny(steps=10), tmp_path)
+    (tmp_path / "loss.jsonl").unlink()
+    with pytest.raises(ValueError, match="the saved training state is at step 10, but .*loss.jsonl is missing"):
+        Trainer(tiny(steps=10), tmp_path)
+
+
+@pytest.mark.parametrize("field, value", [("arch", "uvit"), ("image_size", 16), ("arch_options", {"base_channels": 16}),
+                                          ("conditional", True)])
+def test_a_checkpoint_of_another_network_is_refused_for_fine_tuning(tmp_path, field, value):
+    """The fine-tune trains the checkpoint's own network and records the config's fields: a UNet checkpoint under arch
+    'uvit' made a model whose config.json and samenoise.json disagreed."""
+    base = train(tiny(steps=2), tmp_path / "base")
+    options = {"arch_options": TINY["uvit"]} if field == "arch" else {}
+    with pytest.raises(ValueError, match=f"holds another network than this config describes: {field} "):
+        Trainer(tiny(steps=2, finetune_from=str(base), **{field: value}, **options), tmp_path / "ft")
+
+
+@pytest.mark.parametrize("content, message", [(None, "cannot be read: No such file or directory"),
+                                              ("steps = \n", "is not valid TOML"),
+                                              ("steps = 0\n", "steps must be an integer >= 1, got 0"),
+                                              ("finetune_from = 'nowhere'\n", "nowhere has no config.json")])
+def test_training_command_says_what_is_wrong_in_one_line(tmp_path, capsys, content, message):
+    from models.training import main
+
+    config = tmp_path / "c.toml"
+    if content is not None:
+        config.write_text(content)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(config), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_training_command_trains_from_a_toml_file(tmp_path):

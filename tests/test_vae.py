@@ -1,5 +1,4 @@
 """The Appendix C generators: two VAEs trained by the suite's training loop and sampled from the bank's noise."""
-import dataclasses
 import json
 
 import pytest
@@ -10,6 +9,7 @@ from models.noise import NoiseBank
 from models.generate import generate
 from models.training import TrainConfig, train, wrap_for
 from models.zoo import ZooEntry, ZooError, load_denoiser
+from tests.helpers import frozen_copy
 
 VAE = dict(objective="elbo", kernel="edm", prediction="generator", time_input="t", time_scale=1.0, image_size=8,
            dataset_size=8, batch_size=8, steps=40, lr=1e-3, checkpoint_every=20)
@@ -25,7 +25,7 @@ def entry(folder, name="g", **kw):
 def test_a_vae_trains_and_samples_the_decoded_noise(tmp_path, arch):
     cfg = TrainConfig(arch=arch, arch_options=OPTIONS[arch], **VAE)
     model = train(cfg, tmp_path)
-    train(dataclasses.replace(cfg, lr=0.0), tmp_path / "frozen")  # the same batches and noise, no update
+    train(frozen_copy(cfg), tmp_path / "frozen")  # the same batches and noise, no update
     losses, frozen = ([json.loads(line)["loss"] for line in open(folder / "loss.jsonl")]
                       for folder in (tmp_path, tmp_path / "frozen"))
     assert sum(losses[-10:]) < sum(frozen[-10:])  # the negative ELBO falls below the untrained model's
