@@ -302,8 +302,7 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     if meta_path is None or loss_log_path(folder) is None:
         raise FileNotFoundError(f"{folder} holds no samenoise.json and loss.jsonl (or loss.jsonl.xz) of a suite "
                                 f"training run")
-    raw = json.loads(meta_path.read_text())["config"]
-    cfg = TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
+    cfg = _config(meta_path)
     losses = read_losses(folder)
     tail = losses[max(1, int(len(losses) * (1 - TAIL))):]
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
@@ -318,6 +317,21 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
                        floor, train_time)
 
 
+def _config(meta_path: Path) -> TrainConfig:
+    """The training config a checkpoint's samenoise.json records, refused by name when it has none or a bad one."""
+    try:
+        raw = json.loads(meta_path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{meta_path} is not JSON ({e})") from e
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+        raise ValueError(f"{meta_path} records no training config (its 'config'): not a checkpoint this suite trained")
+    names = {f.name for f in fields(TrainConfig)}
+    try:
+        return TrainConfig(**{k: v for k, v in raw["config"].items() if k in names})
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{meta_path}: its training config is refused: {e.args[0] if e.args else e}") from e
+
+
 def _load(folder: str | Path):
     """(TrainConfig, float64 denoiser) of a run or checkpoint folder."""
     from models.checkpoints import load_checkpoint
@@ -326,9 +340,8 @@ def _load(folder: str | Path):
     folder = Path(folder)
     model = folder / "model" if (folder / "model" / "samenoise.json").is_file() else folder
     net, meta = load_checkpoint(model)
-    raw = meta["config"]
-    cfg = TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
-    return cfg, wrap_for(raw, net.double())
+    cfg = _config(model / "samenoise.json")
+    return cfg, wrap_for(meta["config"], net.double())
 
 
 def print_bins(folder: str | Path, samples: int = 512) -> None:
@@ -370,10 +383,21 @@ def print_handover(folder: str | Path) -> None:
         f"{'model alone' if math.isinf(h) else f'sigma_h {h:g}'}: {share:.3f}" for h, share in shares.items()))
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.convergence", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="training run or checkpoint folders (with loss.jsonl)")
-    parser.add_argument("--samples", type=int, default=4096, help="Monte Carlo samples of D*'s loss (default 4096)")
+    parser.add_argument("--samples", type=_at_least_one, default=4096,
+                        help="Monte Carlo samples of D*'s loss (default 4096)")
     parser.add_argument("--bins", action="store_true",
                         help="also print the eps error and eps-scale spread per sigma decade, model and D*")
     parser.add_argument("--handover", action="store_true",
@@ -393,6 +417,10 @@ def main(argv=None) -> None:
     except (FileNotFoundError, ValueError) as e:
         parser.exit(2, f"error: {e}\n")
     for name, cfg, _ in loaded:
+        if cfg.objective == "elbo":
+            parser.exit(2, f"error: {' and '.join(flags)} compare{'s' if len(flags) == 1 else ''} a denoiser with D*; "
+                           f"{name} is a VAE (objective 'elbo'), which has none: run the table without "
+                           f"{' and '.join(flags)}\n")
         if cfg.conditional:
             verb = "compares" if len(flags) == 1 else "compare"
             parser.exit(2, f"error: {' and '.join(flags)} {verb} an unconditional model with the unconditional D*; "

@@ -185,13 +185,27 @@ def read_losses(folder: str | os.PathLike) -> list[float]:
     path = loss_log_path(folder)
     if path is None:
         raise FileNotFoundError(f"{folder} holds no {LOSS_LOG} or {PACKED_LOSS_LOG}")
-    text = lzma.decompress(path.read_bytes()).decode() if path.name == PACKED_LOSS_LOG else path.read_text()
-    records = [json.loads(line) for line in text.splitlines()]
-    for i, r in enumerate(records):  # the analyses take a loss's position for its step
-        if r.get("step") != i + 1:
-            raise ValueError(f"{path}: line {i + 1} logs step {r.get('step')!r}, expected {i + 1}: a loss log holds "
-                             f"steps 1, 2, ... once each, in order")
-    return [r["loss"] for r in records]
+    try:
+        text = lzma.decompress(path.read_bytes()).decode() if path.name == PACKED_LOSS_LOG else path.read_text()
+    except (lzma.LZMAError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e})") from e
+    losses = []
+    for i, line in enumerate(text.splitlines()):  # the analyses take a loss's position for its step
+        try:
+            r = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}: line {i + 1} is not a JSON record ({e}): {line[:60]!r}") from e
+        if not isinstance(r, dict) or r.get("step") != i + 1:
+            got = r.get("step") if isinstance(r, dict) else r
+            raise ValueError(f"{path}: line {i + 1} logs step {got!r}, expected {i + 1}: a loss log holds "
+                             f"steps 1, 2, ... once each, in order, one {{\"step\", \"loss\"}} record a line")
+        loss = r.get("loss")
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+            raise ValueError(f"{path}: line {i + 1} logs loss {loss!r}, expected a number")
+        losses.append(float(loss))
+    if not losses:
+        raise ValueError(f"{path} logs no step")
+    return losses
 
 
 WRAP_FIELDS = ("kernel", "kernel_options", "prediction", "time_input", "time_scale", "sigma_data")

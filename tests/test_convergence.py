@@ -287,3 +287,57 @@ def test_the_d_star_comparisons_refuse_a_conditional_model_before_the_table(caps
     assert "| model |" not in out.out
     assert ("--bins and --handover compare an unconditional model with the unconditional D*; unet16-edm-cond-l2048 "
             "is conditional (2048 images in classes of 5 photos)") in out.err
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"step": 41, "loss"', 'line 41 is not a JSON record'), ('', 'line 41 is not a JSON record'),
+    ('[1, 2]', 'line 41 logs step [1, 2], expected 41'), ('{"step": 41}', 'line 41 logs loss None, expected a number'),
+    ('{"step": 41, "loss": "abc"}', "line 41 logs loss 'abc', expected a number"), (None, 'logs no step')])
+def test_a_malformed_loss_log_is_refused_naming_the_file_and_line(tmp_path, capsys, line, message):
+    """Each of these crashed the table with a traceback (KeyError, TypeError, ZeroDivisionError) or an error that named
+    neither the file nor the line."""
+    import json
+    from dataclasses import asdict
+
+    from models.convergence import main
+
+    (tmp_path / "samenoise.json").write_text(json.dumps({"config": asdict(edm_config(4))}))
+    good = "".join(json.dumps({"step": s, "loss": 0.5}) + "\n" for s in range(1, 41))
+    (tmp_path / "loss.jsonl").write_text("" if line is None else good + line + "\n")
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), "--samples", "8"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{tmp_path / 'loss.jsonl'}" in err and message in err, err
+
+
+@pytest.mark.parametrize("meta, message", [("{}", "records no training config"), ("{", "is not JSON"),
+                                           ('{"config": {"kernel": "vq"}}', "unknown kernel 'vq'")])
+def test_a_checkpoint_without_a_usable_training_config_is_refused_by_name(tmp_path, capsys, meta, message):
+    from models.convergence import main
+
+    (tmp_path / "samenoise.json").write_text(meta)
+    (tmp_path / "loss.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "samenoise.json" in err and message in err, err
+
+
+@pytest.mark.parametrize("samples", ["0", "-5", "x"])
+def test_samples_below_one_are_refused(capsys, samples):
+    """--samples -5 printed a D* floor of -0.0000, 0 divided by zero."""
+    from models.convergence import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["models/embedded/unet16-edm-m4", "--samples", samples])
+    assert e.value.code == 2 and "--samples: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_the_d_star_comparisons_refuse_a_vae(capsys):
+    """A VAE has no denoiser to compare with D*: --bins printed eps errors of 1166 against D*'s 0."""
+    from models.convergence import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["models/embedded/vae-conv-l2048", "--bins"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "vae-conv-l2048 is a VAE (objective 'elbo'), which has none" in err, err
