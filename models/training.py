@@ -382,6 +382,10 @@ class Trainer:
     def _resume(self) -> None:
         path = self.out / "train_state.pt"
         if not path.is_file():
+            finished = [p.name for p in (self.out / "model", self.out / PACKED_LOSS_LOG) if p.exists()]
+            if finished:  # e.g. a copy of a shipped zoo folder: training would overwrite its model and log
+                raise ValueError(f"{self.out} holds {' and '.join(finished)} but no train_state.pt to resume from: "
+                                 f"use a new output folder")
             return
         # on the CPU: the generator's state must stay a CPU tensor; load_state_dict copies the rest to the device
         try:

@@ -297,6 +297,13 @@ def test_a_damaged_training_state_is_refused_naming_the_file(tmp_path, damage):
         Trainer(tiny(steps=10), tmp_path)
 
 
+def test_a_folder_with_a_model_but_no_training_state_is_not_overwritten(tmp_path):
+    train(tiny(steps=10), tmp_path)
+    (tmp_path / "train_state.pt").unlink()
+    with pytest.raises(ValueError, match="holds model but no train_state.pt to resume from: use a new output folder"):
+        Trainer(tiny(steps=10), tmp_path)
+
+
 def test_a_resume_without_its_loss_log_is_refused_before_training(tmp_path):
     """Resumed without its log, a run wrote a log starting at the saved step, which every reader refuses."""
     train(tiny(steps=10), tmp_path)
