@@ -92,6 +92,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ResultsWriter(config), "samenoise-results")
 
 
+def _option(config: pytest.Config, name: str):
+    """An option another plugin adds (None when that plugin is not loaded, e.g. under -p no:benchmark)."""
+    try:
+        return config.getoption(name)
+    except (ValueError, KeyError):
+        return None
+
+
 def _check_options(config: pytest.Config) -> None:
     """Bad options stop the run before collection, with what is wrong and what is valid."""
     from fixtures.results import unwritable
@@ -111,6 +119,20 @@ def _check_options(config: pytest.Config) -> None:
             raise usage(f"{name} {value} cannot be written: {why}")
     if opt("--results") and (why := unwritable(Path(opt("--results")), folder=False)):
         raise usage(f"--results {opt('--results')} cannot be written: {why}")
+    outputs = {"--results": opt("--results"), "--benchmark-json": _option(config, "benchmark_json")}
+    inputs = {f"--golden {g}": g for g in opt("--golden")}
+    for out_name, out in outputs.items():
+        for in_name, src in inputs.items():
+            if out and src and Path(out).resolve() == Path(src).resolve():
+                raise usage(f"{out_name} {out} is the file of {in_name}: the run would write over it; name another file")
+    if outputs["--results"] and outputs["--benchmark-json"] and \
+            Path(outputs["--results"]).resolve() == Path(outputs["--benchmark-json"]).resolve():
+        raise usage(f"--results and --benchmark-json name one file, {outputs['--results']}: name two")
+    bench_json = outputs["--benchmark-json"]
+    if bench_json:  # pytest-benchmark writes it after the run and does not make its folder (a fresh checkout lacks it)
+        if why := unwritable(Path(bench_json), folder=False):
+            raise usage(f"--benchmark-json {bench_json} cannot be written: {why}")
+        Path(bench_json).parent.mkdir(parents=True, exist_ok=True)
     _check_device(opt("--device"))
     _check_descriptor(config)
     _check_regression(config, _check_zoo(config))

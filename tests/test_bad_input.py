@@ -142,6 +142,13 @@ OPTION_ROWS = [
      "g.npz: the file does not exist (record it first with --update-golden)"),
     ("golden-truncated", lambda t: {"--candidate": "unet16-edm-m64", "--golden": [str(a_golden(t))]},
      "golden.npz cannot be read"),
+    ("results-over-the-golden-file", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
+                                                "--golden": [str(t / "g.npz")], "--results": str(t / "g.npz")},
+     "g.npz is the file of --golden"),
+    ("results-and-benchmark-json-one-file", lambda t: {"--results": str(t / "r.json"),
+                                                       "benchmark_json": t / "r.json"},
+     "--results and --benchmark-json name one file"),
+    ("benchmark-json-is-a-folder", lambda t: {"benchmark_json": t}, "--benchmark-json"),
     ("golden-unwritable", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
                                      "--golden": [str(a_file(t) / "g.npz")]}, "plain-file is not a folder"),
 ]
@@ -257,3 +264,10 @@ def test_the_run_stops_before_collection_with_exit_code_4(tmp_path, args, says):
                      str(tmp_path / "r"), *args)
     assert out.returncode == 4 and says in out.stderr, out.stderr + out.stdout
     assert "collected" not in out.stdout and not (tmp_path / "r").exists()
+
+
+def test_the_folder_of_benchmark_json_is_made_before_the_run(tmp_path):
+    """pytest-benchmark writes its JSON after the run and makes no folder: on a fresh checkout the nightly run ended
+    with FileNotFoundError after every case had run."""
+    conftest._check_options(FakeConfig(benchmark_json=tmp_path / "reports" / "out" / "benchmark.json"))
+    assert (tmp_path / "reports" / "out").is_dir()
