@@ -429,6 +429,9 @@ class Report:
         metadata = "".join(f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_format(v))}</td></tr>"
                            for k, v in self.doc["meta"].items())
         counts = ", ".join(f"{n} {o}" for o in OUTCOMES if (n := sum(c["outcome"] == o for c in self.records)))
+        why = self.doc["meta"].get("stopped_early")
+        stopped = (f"<p class='none'><b>This run stopped early ({esc(str(why))}): the cases it did not reach have no "
+                   f"record, so a claim shown as not run may have cases that were never tried.</b></p>" if why else "")
         page = f"""<!doctype html><html><head><meta charset="utf-8"><title>samenoise report</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.failed td,tr.error td,tr.fails td{{background:#fdd}}
@@ -437,7 +440,7 @@ tr.notrun td,tr.skipped td{{background:#eee}}
 summary{{cursor:pointer}}
 img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 </style></head><body><h1>samenoise report</h1>
-<p>{len(self.records)} claim cases: {esc(counts or 'none')}. Figures open full size when clicked.</p>
+<p>{len(self.records)} claim cases: {esc(counts or 'none')}. Figures open full size when clicked.</p>{stopped}
 <h2>Claims</h2>{self.scorecard()}<h2>Run</h2><table>{metadata}</table>
 <h2>Cases by claim (failing first)</h2>{self.case_tables()}<h2>Figures</h2>{figs}</body></html>"""
         return atomic_write(self.out / "index.html", lambda f: f.write(page.encode()))

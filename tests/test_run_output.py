@@ -83,3 +83,19 @@ def test_no_temporary_files_or_locks_are_left(tmp_path):
     run(tmp_path)
     left = [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".lock"))]
     assert not left
+
+
+def test_a_run_stopped_early_says_so_and_leaves_latest_on_the_last_whole_run(tmp_path):
+    """Stopped by -x (or Ctrl-C), a run wrote a report that looked whole, its unreached claims shown as "none
+    collected", and moved `latest` to it."""
+    run(tmp_path)
+    whole = (tmp_path / "out" / "latest").resolve()
+    out = run(tmp_path, "-x")
+    assert out.returncode == 1, out.stdout[-3000:]
+    stopped, = [r for r in (tmp_path / "out" / "runs").iterdir() if r.resolve() != whole]
+    doc = load_results(stopped / "results.json")
+    assert "stopping after 1 failures" in doc["meta"]["stopped_early"]
+    assert len(doc["cases"]) < 6
+    assert (tmp_path / "out" / "latest").resolve() == whole
+    assert "This run stopped early (stopping after 1 failures)" in (stopped / "index.html").read_text()
+    assert "(the run stopped early: stopping after 1 failures;" in out.stdout
