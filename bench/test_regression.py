@@ -3,7 +3,8 @@
     pytest bench/test_regression.py --candidate unet16-edm-m64 --golden ref.npz --update-golden   # record
     pytest bench/test_regression.py --candidate path/to/new-checkpoint --golden ref.npz           # check
 
-The candidate is sampled with its entry's sampler and NFE on the golden file's noises. Two cases per golden
+The candidate is sampled with its entry's sampler and NFE on the golden file's noises (a conditional one under its
+first class, label 0, recorded in the file). Two cases per golden
 file, `rp` (descriptor embeddings, content) and `mae` (thumbnails, pixels), must reach --golden-rp and
 --golden-mae (default 0.6 each, the paper's bars, Sec. 2.1); select one with -k, e.g. `-k "regression and rp"`."""
 from cases.regression import GOLDEN_BARS, item_id, regression_case
@@ -31,8 +32,9 @@ def candidate_run(pytestconfig, measure):
 def test_record_golden(golden_file, pytestconfig, measure, descriptor):
     m, run = candidate_run(pytestconfig, measure)
     bank = measure.bank(m.sample_shape, pytestconfig.getoption("--noises"))
-    s = measure.sample(run, len(bank), bank=bank)
-    Golden(model=m.entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid, label=None,
+    label = 0 if m.num_classes else None  # a conditional candidate is recorded under its first class
+    s = measure.sample(run, len(bank), label=label, bank=bank)
+    Golden(model=m.entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid, label=label,
            descriptor=descriptor.identity, ids=s.ids, embeddings=measure.embed(s.images).numpy(),
            thumbnails=thumbnails(s.images)).save(golden_file)
     writer = pytestconfig.pluginmanager.get_plugin("samenoise-results")

@@ -122,6 +122,18 @@ def test_regression_workflow_on_an_embedded_checkpoint(tmp_path):
     assert {c["outcome"] for c in json.loads((tmp_path / "results.json").read_text())["cases"]} == {"error"}
 
 
+def test_a_conditional_candidate_is_recorded_and_checked_under_its_first_class(tmp_path):
+    """It crashed inside diffusers (no class labels) both when recorded and when checked."""
+    cond = "unet16-edm-cond-l2048"
+    out = run_regression(tmp_path, cond, "--update-golden", "--noises", "8")
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert Golden.load(tmp_path / "ref.npz").label == 0
+    out = run_regression(tmp_path, cond, "--noises", "8")
+    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-2000:]
+    out = run_regression(tmp_path, "unet16-edm-l2048", "--noises", "8")  # an unconditional one against it: refused
+    assert out.returncode == 1 and "was made with label 0, this run uses None" in out.stdout, out.stdout[-2000:]
+
+
 def test_the_same_architecture_retrained_from_another_seed_passes_the_rp_regression(tmp_path):
     """Sec. 1 and 2.1: reproducibility holds regardless of weight initialization and training run. The embedded
     unet16-edm-l2048 retrained with seed 1 (initialization, batch order, training noise) must pass the content
