@@ -124,7 +124,8 @@ def _check_options(config: pytest.Config) -> None:
     for out_name, out in outputs.items():
         for in_name, src in inputs.items():
             if out and src and Path(out).resolve() == Path(src).resolve():
-                raise usage(f"{out_name} {out} is the file of {in_name}: the run would write over it; name another file")
+                raise usage(f"{out_name} {out} is the file of {in_name}: the run would write over it; name another "
+                            f"file")
     if outputs["--results"] and outputs["--benchmark-json"] and \
             Path(outputs["--results"]).resolve() == Path(outputs["--benchmark-json"]).resolve():
         raise usage(f"--results and --benchmark-json name one file, {outputs['--results']}: name two")
@@ -240,6 +241,17 @@ def _check_regression(config: pytest.Config, zoo) -> None:
         except (ZooError, ValueError, KeyError) as e:  # a samenoise.json that is not JSON, or lacks a field
             what = f"samenoise.json lacks {e}" if isinstance(e, KeyError) else str(e)
             raise pytest.UsageError(f"--candidate {candidate}: {what}") from e
+    if recording:  # the check runs on the file's noises: too few, and even a perfect match cannot clear the bar
+        from models.stats import wilson
+
+        noises = config.getoption("--noises")
+        bar = max(config.getoption("--golden-rp"), config.getoption("--golden-mae"))
+        if wilson(noises, noises)[0] <= bar:
+            least = next(n for n in range(noises, 10**6) if wilson(n, n)[0] > bar)
+            raise pytest.UsageError(f"--update-golden at --noises {noises}: a check against this file could never "
+                                    f"pass, since even {noises} of {noises} pairs give a 95% interval reaching "
+                                    f"{wilson(noises, noises)[0]:.2f}, not above the bar {bar:g} (Wilson); record at "
+                                    f"least {least} noises")
     for g in goldens:
         if recording:
             if why := unwritable(Path(g), folder=False):

@@ -149,6 +149,13 @@ OPTION_ROWS = [
                                                        "benchmark_json": t / "r.json"},
      "--results and --benchmark-json name one file"),
     ("benchmark-json-is-a-folder", lambda t: {"benchmark_json": t}, "--benchmark-json"),
+    ("golden-too-few-noises", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True, "--noises": 4,
+                                         "--golden": [str(t / "g.npz")]},
+     "even 4 of 4 pairs give a 95% interval reaching 0.51, not above the bar 0.6 (Wilson); record at least 6 noises"),
+    ("golden-too-few-noises-for-a-high-bar", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
+                                                        "--noises": 16, "--golden-rp": 0.9,
+                                                        "--golden": [str(t / "g.npz")]},
+     "not above the bar 0.9 (Wilson); record at least 35 noises"),
     ("golden-unwritable", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
                                      "--golden": [str(a_file(t) / "g.npz")]}, "plain-file is not a folder"),
 ]
