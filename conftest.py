@@ -221,6 +221,10 @@ def _check_regression(config: pytest.Config, zoo) -> None:
     if not candidate or not goldens:
         raise pytest.UsageError(f"checkpoint regression needs both --candidate and --golden; got "
                                 f"{'--candidate ' + candidate if candidate else '--golden ' + ', '.join(goldens)}")
+    if candidate in zoo and (Path(candidate) / "samenoise.json").is_file():
+        raise pytest.UsageError(f"--candidate {candidate} names both the zoo entry {candidate} and the checkpoint "
+                                f"folder ./{candidate}; write ./{candidate} for the folder (or run from another folder "
+                                f"for the zoo entry)")
     if candidate in zoo:
         try:
             check_available(zoo[candidate])
@@ -238,9 +242,8 @@ def _check_regression(config: pytest.Config, zoo) -> None:
 
         try:  # its weights and config too: a candidate the user named is never skipped for a missing file
             check_available(entry_from_checkpoint(Path(candidate)))
-        except (ZooError, ValueError, KeyError) as e:  # a samenoise.json that is not JSON, or lacks a field
-            what = f"samenoise.json lacks {e}" if isinstance(e, KeyError) else str(e)
-            raise pytest.UsageError(f"--candidate {candidate}: {what}") from e
+        except (ZooError, ValueError) as e:  # a samenoise.json that is not JSON, or lacks a field
+            raise pytest.UsageError(f"--candidate {candidate}: {e}") from e
     if recording:  # the check runs on the file's noises: too few, and even a perfect match cannot clear the bar
         from models.stats import wilson
 
@@ -256,6 +259,8 @@ def _check_regression(config: pytest.Config, zoo) -> None:
         if recording:
             if why := unwritable(Path(g), folder=False):
                 raise pytest.UsageError(f"--golden {g} cannot be written: {why}")
+        elif Path(g).is_dir():
+            raise pytest.UsageError(f"--golden {g} is a folder; give the golden file in it")
         elif not Path(g).is_file():
             raise pytest.UsageError(f"--golden {g}: the file does not exist (record it first with --update-golden)")
         else:

@@ -71,6 +71,12 @@ def a_candidate_without_weights(tmp: Path) -> Path:
     return folder
 
 
+def a_candidate_with_broken_meta(tmp: Path, text: str) -> Path:
+    folder = a_candidate_without_weights(tmp)
+    (folder / "samenoise.json").write_text(text)
+    return folder
+
+
 def a_zoo_entry_without_weights(tmp: Path) -> str:
     folder = a_candidate_without_weights(tmp)
     return (f'[models.half]\nsource = "{folder}"\nkernel = "edm"\nprediction = "edm"\ntime_input = "log-sigma"\n'
@@ -149,6 +155,14 @@ OPTION_ROWS = [
                                                        "benchmark_json": t / "r.json"},
      "--results and --benchmark-json name one file"),
     ("benchmark-json-is-a-folder", lambda t: {"benchmark_json": t}, "--benchmark-json"),
+    ("candidate-meta-not-json", lambda t: {"--candidate": str(a_candidate_with_broken_meta(t, "{kernel")),
+                                           "--golden": [str(t / "g.npz")], "--update-golden": True},
+     "ckpt/samenoise.json is not JSON"),
+    ("candidate-meta-without-kernel", lambda t: {"--candidate": str(a_candidate_with_broken_meta(t, "{}")),
+                                                 "--golden": [str(t / "g.npz")], "--update-golden": True},
+     "ckpt/samenoise.json lacks 'kernel'"),
+    ("golden-is-a-folder", lambda t: {"--candidate": "unet16-edm-m64", "--golden": [str(t)]},
+     "is a folder; give the golden file in it"),
     ("golden-too-few-noises", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True, "--noises": 4,
                                          "--golden": [str(t / "g.npz")]},
      "even 4 of 4 pairs give a 95% interval reaching 0.51, not above the bar 0.6 (Wilson); record at least 6 noises"),

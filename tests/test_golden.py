@@ -130,8 +130,23 @@ def test_a_conditional_candidate_is_recorded_and_checked_under_its_first_class(t
     assert Golden.load(tmp_path / "ref.npz").label == 0
     out = run_regression(tmp_path, cond, "--noises", "8")
     assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-2000:]
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]  # what the run checked, against what
+    assert meta["candidate"] == cond and meta["golden_files"] == {str((tmp_path / "ref.npz").resolve()): 8}
     out = run_regression(tmp_path, "unet16-edm-l2048", "--noises", "8")  # an unconditional one against it: refused
     assert out.returncode == 1 and "was made with label 0, this run uses None" in out.stdout, out.stdout[-2000:]
+
+
+def test_a_candidate_name_that_is_both_a_zoo_entry_and_a_folder_here_is_refused(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "models" / "embedded" / "uvit-edm-m4", tmp_path / REFERENCE)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(ROOT / "bench"),
+                          f"--rootdir={ROOT}", "--candidate", REFERENCE, "--golden", str(tmp_path / "g.npz"),
+                          "--update-golden", f"--cache-dir={tmp_path / 'cache'}", "--report-dir", ""],
+                         cwd=tmp_path, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 4 and f"names both the zoo entry {REFERENCE} and the checkpoint folder" in out.stderr, \
+        out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_the_same_architecture_retrained_from_another_seed_passes_the_rp_regression(tmp_path):
