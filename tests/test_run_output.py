@@ -99,3 +99,30 @@ def test_a_run_stopped_early_says_so_and_leaves_latest_on_the_last_whole_run(tmp
     assert (tmp_path / "out" / "latest").resolve() == whole
     assert "This run stopped early (stopping after 1 failures)" in (stopped / "index.html").read_text()
     assert "(the run stopped early: stopping after 1 failures;" in out.stdout
+
+
+def test_a_run_folder_is_readable_by_others_as_its_files_are(tmp_path):
+    """mkdtemp made it 0700 while its files were 0644: a web server or another user could not open the report."""
+    import os
+    import stat
+
+    from models.atomic import UMASK
+
+    run(tmp_path)
+    folder, = (tmp_path / "out" / "runs").iterdir()
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o777 & ~UMASK
+
+
+def test_a_latest_that_is_a_real_folder_is_left_alone_and_said(tmp_path):
+    import shutil
+
+    run(tmp_path)
+    latest = tmp_path / "out" / "latest"
+    target = latest.resolve()
+    latest.unlink()
+    shutil.copytree(target, latest)  # e.g. `cp -rL`
+    out = run(tmp_path)
+    assert f"samenoise: {latest} is not a link (a copy?); left as it is" in out.stdout
+    assert latest.is_dir() and not latest.is_symlink()
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 2
+    assert not list((tmp_path / "out").glob(".latest.*"))
