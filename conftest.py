@@ -100,6 +100,9 @@ def _option(config: pytest.Config, name: str):
         return None
 
 
+MAX_NOISES = 1_000_000
+
+
 def _check_options(config: pytest.Config) -> None:
     """Bad options stop the run before collection, with what is wrong and what is valid."""
     from fixtures.results import unwritable
@@ -108,6 +111,9 @@ def _check_options(config: pytest.Config) -> None:
     if opt("--noises") < 2:  # every control pairs a noise with another noise of the run
         raise usage(f"--noises must be at least 2 (a case's control pairs each noise with another), got "
                     f"{opt('--noises')}")
+    if opt("--noises") > MAX_NOISES:  # a case draws its whole bank at once: 12 KB a noise at 32 px
+        raise usage(f"--noises must be at most {MAX_NOISES:,} (the paper uses 10,000; a case holds its noises in "
+                    f"memory, 12 GB at this count for 32-px models), got {opt('--noises'):,}")
     if opt("--workers") is not None and not 1 <= opt("--workers") <= 256:
         raise usage(f"--workers must be between 1 and 256 threads, got {opt('--workers')}")
     for name in ("--golden-rp", "--golden-mae"):

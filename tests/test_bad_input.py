@@ -103,6 +103,7 @@ OPTION_ROWS = [
     ("cache-dir-in-proc", lambda t: {"--cache-dir": "/proc/forbidden"}, "--cache-dir /proc/forbidden cannot be"),
     ("report-dir-under-a-file", lambda t: {"--report-dir": str(a_file(t) / "out")}, "plain-file is not a folder"),
     ("report-dir-in-proc", lambda t: {"--report-dir": "/proc/forbidden"}, "--report-dir /proc/forbidden cannot be"),
+    ("noises-huge", lambda t: {"--noises": 10**12}, "--noises must be at most 1,000,000"),
     ("results-under-a-file", lambda t: {"--results": str(a_file(t) / "r.json")}, "plain-file is not a folder"),
     ("results-is-a-folder", lambda t: {"--results": str(t)}, "cannot be written: it is a folder"),
     ("device-gpu", lambda t: {"--device": "gpu"}, "--device 'gpu' is not a device the suite samples on; valid: cpu"),
