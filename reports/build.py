@@ -491,7 +491,8 @@ def _format(v: Any) -> str:
 def write_runs_index(root: str | os.PathLike) -> Path:
     """`<root>/index.html`: every run folder under `<root>/runs`, newest first, with its report and results."""
     root, esc = Path(root), html.escape
-    runs = sorted((p.name for p in (root / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")),
+    runs = sorted((p.name for p in (root / "runs").iterdir()  # a folder without results: a run still writing
+                   if p.is_dir() and not p.name.startswith(".") and (p / "results.json").is_file()),
                   reverse=True) if (root / "runs").is_dir() else []
     rows = "".join(f"<li><a href='runs/{esc(n)}/index.html'>{esc(n)}</a> (<a href='runs/{esc(n)}/results.json'>"
                    f"results</a>)</li>" for n in runs)

@@ -126,3 +126,23 @@ def test_a_latest_that_is_a_real_folder_is_left_alone_and_said(tmp_path):
     assert latest.is_dir() and not latest.is_symlink()
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 2
     assert not list((tmp_path / "out").glob(".latest.*"))
+
+
+def test_a_run_that_finds_its_name_taken_carries_the_name_it_gets(tmp_path):
+    """Two runs started in the same second: the second's folder was `<name>-2` but its results and report said
+    `<name>`. Folders of this kind's names for the next minutes are made first, so the run ends up with `-2`."""
+    import datetime
+
+    runs = tmp_path / "out" / "runs"
+    now = datetime.datetime.now()
+    for s in range(-5, 300):
+        (runs / ((now + datetime.timedelta(seconds=s)).strftime("%Y%m%d-%H%M%S") + "-subset")).mkdir(parents=True,
+                                                                                                     exist_ok=True)
+    out = run(tmp_path)
+    assert out.returncode == 1, out.stdout[-3000:]
+    mine, = [p for p in runs.iterdir() if (p / "results.json").is_file()]
+    assert mine.name.endswith("-subset-2")
+    assert load_results(mine / "results.json")["meta"]["run"] == mine.name
+    assert f"samenoise: results -> {mine / 'results.json'}" in out.stdout
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert mine.name in index and index.count("<li>") == 1  # the empty folders are no runs
