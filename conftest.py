@@ -77,6 +77,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {doc}")
     if "huggingface_hub" in sys.modules:  # imported before this file set the variable: its constant is read once
         sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+    for dest, default in (("cache_dir", DEFAULT_CACHE), ("report_dir", DEFAULT_REPORTS)):
+        if getattr(config.option, dest) == default:  # the defaults belong to the checkout, wherever pytest runs from
+            setattr(config.option, dest, str(config.rootpath / default))
     _check_options(config)
     from hypothesis.configuration import set_hypothesis_home_dir
 

@@ -293,3 +293,17 @@ def test_the_folder_of_benchmark_json_is_made_before_the_run(tmp_path):
     with FileNotFoundError after every case had run."""
     conftest._check_options(FakeConfig(benchmark_json=tmp_path / "reports" / "out" / "benchmark.json"))
     assert (tmp_path / "reports" / "out").is_dir()
+
+
+def test_the_default_folders_belong_to_the_checkout_wherever_pytest_runs_from(tmp_path):
+    """Run from bench/, a run wrote a cold bench/.cache and bench/reports/out, which .gitignore does not cover."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.option_probe",
+                          "--collect-only", "-q", f"--benchmark-storage=file://{tmp_path}", "test_controls.py"],
+                         cwd=ROOT / "bench", capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
+    assert f"cache-dir={ROOT / '.cache' / 'samenoise'} report-dir={ROOT / 'reports' / 'out'}" in out.stdout, \
+        out.stdout[-2000:] + out.stderr[-2000:]
