@@ -14,7 +14,7 @@ from typing import Optional
 import pytest
 import torch
 
-from fixtures.benchmarks import interleaved, network_flops, ratio, ratio_interval, record, spread
+from fixtures.benchmarks import interleaved, network_flops, ratio, ratio_interval, record, spread, timed_rounds
 from fixtures.devices import synchronize
 from fixtures.samples import MICRO_BATCH
 from fixtures.zoo import EMBEDDED_ZOO
@@ -89,7 +89,7 @@ def test_generate_against_bare_forwards(benchmark, device, workers, name):
              "bare": _bare_forwards(eager, device, evaluations),
              "generate_eager": lambda: generate(eager, eager.kernel, bank, nfe=NFE, device=device),
              "generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers)}
-    out = benchmark.pedantic(codes["generate"], rounds=1, iterations=1, warmup_rounds=1)
+    out = benchmark.pedantic(codes["generate"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device),
                         until=[("generate_eager", "bare_one_thread"), ("bare", "generate")])
     benchmark.extra_info.update(model=name, noises=NOISES, nfe=NFE, micro_batch=MICRO_BATCH, workers=workers,
@@ -161,7 +161,7 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, name, samp
     codes = {"diffusers": lambda: loop(bank.take(bank.ids.tolist())),
              "suite": lambda: generate(fast, fast.kernel, bank, sampler=sampler, nfe=NFE, device=device,
                                        workers=workers)}
-    ours = benchmark.pedantic(codes["suite"], rounds=1, iterations=1, warmup_rounds=1).x
+    ours = benchmark.pedantic(codes["suite"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1).x
     theirs = codes["diffusers"]()
     theirs64 = _diffusers_loop(net, getattr(diffusers, cls).from_config(scheduler.config), device,
                                torch.float64)(bank.take(bank.ids.tolist()))
@@ -201,7 +201,7 @@ def test_sampling_fraction_of_flop_limit(benchmark, device, workers, name):
     matmul_flops, matmul = _square_matmul(device)
     codes = {"generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers),
              "matmul": lambda: [matmul() for _ in range(10)]}
-    benchmark.pedantic(codes["generate"], rounds=1, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(codes["generate"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device), until=[("matmul", "generate")])
     sampling_flops = per_image_evaluation * NOISES * NFE
     # the FLOP rates' ratio round by round: sampling FLOPs / matmul FLOPs times the matmul's / sampling's time

@@ -81,3 +81,12 @@ def test_network_flops_count_the_cpus_fused_attention():
     q = torch.randn(2, 4, 16, 8)
     flops = network_flops(lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x), q)
     assert flops == 2 * 2 * 2 * 4 * 16 * 16 * 8
+
+
+def test_a_gpu_run_times_five_rounds_where_a_cpu_run_times_one():
+    import torch
+
+    from fixtures.benchmarks import timed_rounds
+
+    assert [timed_rounds(d) for d in ("cpu", torch.device("cpu"), "cuda", "cuda:1", torch.device("meta"))] == \
+        [1, 1, 5, 5, 5]
