@@ -79,7 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
     for dest, default in (("cache_dir", DEFAULT_CACHE), ("report_dir", DEFAULT_REPORTS)):
         if getattr(config.option, dest) == default:  # the defaults belong to the checkout, wherever pytest runs from
-            setattr(config.option, dest, str(config.rootpath / default))
+            setattr(config.option, dest, str(Path(__file__).resolve().parent / default))
     _check_options(config)
     from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -259,11 +259,12 @@ def _check_regression(config: pytest.Config, zoo) -> None:
         noises = config.getoption("--noises")
         bar = max(config.getoption("--golden-rp"), config.getoption("--golden-mae"))
         if wilson(noises, noises)[0] <= bar:
-            least = next(n for n in range(noises, 10**6) if wilson(n, n)[0] > bar)
+            least = next((n for n in range(noises, MAX_NOISES + 1) if wilson(n, n)[0] > bar), None)
             raise pytest.UsageError(f"--update-golden at --noises {noises}: a check against this file could never "
                                     f"pass, since even {noises} of {noises} pairs give a 95% interval reaching "
-                                    f"{wilson(noises, noises)[0]:.2f}, not above the bar {bar:g} (Wilson); record at "
-                                    f"least {least} noises")
+                                    f"{wilson(noises, noises)[0]:.2f}, not above the bar {bar:g} (Wilson); "
+                                    + (f"record at least {least} noises" if least else
+                                       f"no count up to {MAX_NOISES:,} clears it: lower --golden-rp / --golden-mae"))
     for g in goldens:
         if recording:
             if why := unwritable(Path(g), folder=False):

@@ -84,4 +84,4 @@ FINETUNE += [Case("C4", "Appendix G, Fig. 26", "layout_mae", (Run(PRETRAINED), R
                   versus=(Run(PRETRAINED), Run(SCRATCH_L)),
                   params={"pool": 4, "pairing": "same noise, other model", "versus_pairing": "other noise, other model"},
                   title=f"{PRETRAINED}~{SCRATCH_L}[same noise, disjoint data]/dpm3@20",
-                  rhs="layout_mae(other noise)")]
+                  rhs="layout_mae(other noise)", group="finetune")]

@@ -304,6 +304,10 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
                                 f"training run")
     cfg = _config(meta_path)
     losses = read_losses(folder)
+    try:  # a log too short for them is refused here, naming the log
+        slope, doubling = tail_slope(losses), last_doubling(losses)
+    except ValueError as e:
+        raise ValueError(f"{loss_log_path(folder)}: {e}") from e
     tail = losses[max(1, int(len(losses) * (1 - TAIL))):]
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
     # nor has a VAE's ELBO: it is not a denoising loss
@@ -313,8 +317,7 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
     if timing.is_file():
         took = json.loads(timing.read_text())
         train_time = f"{took['wall_seconds']} s, {took['threads']} thread{'' if took['threads'] == 1 else 's'}"
-    return Convergence(folder.name, len(losses), sum(tail) / len(tail), tail_slope(losses), last_doubling(losses),
-                       floor, train_time)
+    return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope, doubling, floor, train_time)
 
 
 def _config(meta_path: Path) -> TrainConfig:

@@ -111,6 +111,9 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
         local = (base or path.parent) / entry.source
         if not FORMATS[entry.format].hub or local.exists():  # a hub id stays as it is
             entry = ZooEntry(**{**entry.__dict__, "source": str(local)})
+        if entry.prompt and entry.prompt_embeddings:  # the embeddings win when loading: the prompt would mislead
+            raise ZooError(f"{path}: entry {name!r} has both prompt and prompt_embeddings; give one (the embeddings "
+                           f"are sampled when both are set)")
         if entry.prompt_embeddings:
             prompts = str((base or path.parent) / entry.prompt_embeddings)
             entry = ZooEntry(**{**entry.__dict__, "prompt_embeddings": prompts})

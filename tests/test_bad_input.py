@@ -127,6 +127,9 @@ OPTION_ROWS = [
     ("zoo-bad-sampler", lambda t: {"--zoo": [str(a_zoo(t, '[models.x]\nsource = "x"\nsampler = "dpm++"\n'))]},
      "entry 'x' has sampler 'dpm++'; valid samplers: euler"),
     ("zoo-not-toml", lambda t: {"--zoo": [str(a_zoo(t, "[models.x\n"))]}, "cannot read the zoo file"),
+    ("zoo-prompt-and-embeddings", lambda t: {"--zoo": [str(a_zoo(t, '[models.x]\nsource = "x"\nprompt = "a cat"\n'
+                                                                 'prompt_embeddings = "cat.npy"\n'))]},
+     "entry 'x' has both prompt and prompt_embeddings; give one"),
     ("models-unknown", lambda t: {"--models": "unet16-edm-m64,no-such-model"}, "unknown model names ['no-such-model']"),
     ("models-names-absent-real-checkpoint",
      lambda t: {"--zoo": [str(ROOT / "models" / "real.toml")], "--models": "edm-cifar10-uncond-vp"},
@@ -307,3 +310,11 @@ def test_the_default_folders_belong_to_the_checkout_wherever_pytest_runs_from(tm
                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
     assert f"cache-dir={ROOT / '.cache' / 'samenoise'} report-dir={ROOT / 'reports' / 'out'}" in out.stdout, \
         out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_a_bar_no_noise_count_can_clear_says_so():
+    """At --golden-rp 1 no count's Wilson interval clears the bar: the search ran off its end (StopIteration)."""
+    config = FakeConfig(**{"--candidate": "unet16-edm-m64", "--update-golden": True, "--golden-rp": 1.0,
+                           "--golden": ["/tmp/g.npz"]})
+    with pytest.raises(pytest.UsageError, match="no count up to 1,000,000 clears it: lower --golden-rp"):
+        conftest._check_regression(config, conftest._check_zoo(config))

@@ -272,3 +272,9 @@ def test_a_prompt_case_refuses_zoo_entries_that_sample_another_prompt():
     zoo[case.models[1]] = dataclasses.replace(zoo[case.models[1]], prompt="a cat")
     with pytest.raises(ValueError, match=f"but the zoo entries sample {{'{case.models[1]}': 'a cat'}}"):
         real_bench.test_real_pair(case, measure=None, zoo=zoo, claim=None)
+
+
+def test_the_c4_cases_sit_in_their_claims_scorecard_row():
+    """Sec. 4 (ii) is a conditional claim; Appendix G's disjoint-data case belongs with fine-tuning (Fig. 26)."""
+    parts = {c.id: c.part for c in ALL if c.metric == "rp_between_other" or "disjoint data" in c.id}
+    assert sorted(parts.values()) == ["conditional", "conditional", "finetune"], parts

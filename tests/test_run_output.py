@@ -65,18 +65,26 @@ def test_results_survive_an_output_folder_that_fails_at_the_end(tmp_path):
 
 
 def test_two_runs_finishing_at_once_under_one_name_keep_both_folders(tmp_path):
-    """A run's folder is named by its start to the second; the rename itself decides which run gets the name."""
-    from fixtures.results import _rename_free
+    """A run's folder is named by its start to the second; making the folder (mkdir) decides which run gets the name,
+    and a rename lands only on a folder the run made itself."""
+    from fixtures.results import _rename_onto_reserved, _reserve
 
     runs = tmp_path / "runs"
-    (runs / "20260101-000000-main-2").mkdir(parents=True)  # empty: left by something else, not taken over
+    (runs / "20260101-000000-main-2").mkdir(parents=True)  # empty: another run's reservation, not taken over
     got = []
     for k in range(3):
         tmp = Path(tempfile.mkdtemp(dir=tmp_path))
         (tmp / "results.json").write_text(str(k))
-        got.append(_rename_free(tmp, runs, "20260101-000000-main"))
+        got.append(_rename_onto_reserved(tmp, runs, "20260101-000000-main"))
     assert [p.name for p in got] == ["20260101-000000-main", "20260101-000000-main-3", "20260101-000000-main-4"]
     assert [(p / "results.json").read_text() for p in got] == ["0", "1", "2"]
+    # a reserved folder that something filled meanwhile is left as it is; the run reserves another
+    mine = _reserve(runs, "20260101-000001-main")
+    (mine / "intruder").write_text("x")
+    tmp = Path(tempfile.mkdtemp(dir=tmp_path))
+    (tmp / "results.json").write_text("3")
+    final = _rename_onto_reserved(tmp, runs, "20260101-000001-main", mine)
+    assert final.name == "20260101-000001-main-2" and (mine / "intruder").is_file()
 
 
 def test_no_temporary_files_or_locks_are_left(tmp_path):
@@ -146,3 +154,12 @@ def test_a_run_that_finds_its_name_taken_carries_the_name_it_gets(tmp_path):
     assert f"samenoise: results -> {mine / 'results.json'}" in out.stdout
     index = (tmp_path / "out" / "index.html").read_text()
     assert mine.name in index and index.count("<li>") == 1  # the empty folders are no runs
+
+
+def test_a_whole_run_whose_last_case_trips_x_is_not_stopped_early(tmp_path):
+    """pytest flags -x's stop on the failure itself, also when the failing case was the last to run."""
+    out = run(tmp_path, "-x", "-k", "misses")
+    assert out.returncode == 1, out.stdout[-3000:]
+    folder, = (tmp_path / "out" / "runs").iterdir()
+    assert "stopped_early" not in load_results(folder / "results.json")["meta"]
+    assert (tmp_path / "out" / "latest").resolve() == folder.resolve()
