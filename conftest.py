@@ -20,10 +20,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 pytest_plugins = ["fixtures.devices", "fixtures.descriptor", "fixtures.zoo", "fixtures.samples", "fixtures.results",
                   "fixtures.measure"]
 
-from cases import DEFAULT_NOISES  # noqa: E402  (after HF_HUB_OFFLINE is set)
+from cases import DEFAULT_NOISES, SCORE_BAR  # noqa: E402  (after HF_HUB_OFFLINE is set)
 
 DEFAULT_CACHE = ".cache/samenoise"
 DEFAULT_REPORTS = "reports/out"
+GOLDEN_DEFAULT_BAR = SCORE_BAR  # the regression check's RP and MAE score bars: the paper's 0.6 (Sec. 2.1)
 REAL_ZOO = Path(__file__).resolve().parent / "models" / "real.toml"  # its absent entries may skip, unless named
 DESCRIPTOR_FIXTURES = ("descriptor", "embed", "make_run_descriptor")
 
@@ -65,8 +66,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="zoo entry name or suite checkpoint folder checked against the golden file(s)")
     group.addoption("--update-golden", action="store_true",
                     help="record the golden file(s) from --candidate instead of comparing")
-    group.addoption("--golden-rp", type=float, default=0.6, help="RP score bar of the regression case (default 0.6)")
-    group.addoption("--golden-mae", type=float, default=0.6, help="MAE score bar of the regression case (default 0.6)")
+    group.addoption("--golden-rp", type=float, default=GOLDEN_DEFAULT_BAR,
+                    help="RP score bar of the regression case (default 0.6)")
+    group.addoption("--golden-mae", type=float, default=GOLDEN_DEFAULT_BAR,
+                    help="MAE score bar of the regression case (default 0.6)")
     group.addoption("--report-dir", default=DEFAULT_REPORTS,
                     help=f"folder of the runs' output (default {DEFAULT_REPORTS}): each run writes runs/<date>-<time>-"
                          f"<kind>/ with results.json and the HTML report; latest points at the newest ('' for none)")
@@ -226,6 +229,10 @@ def _check_regression(config: pytest.Config, zoo) -> None:
     if not candidate and not goldens:
         if recording:
             raise pytest.UsageError("--update-golden needs --candidate MODEL and --golden FILE")
+        for name in ("--golden-rp", "--golden-mae"):  # a bar given for a check that is not run would go unused
+            if config.getoption(name) != GOLDEN_DEFAULT_BAR:
+                raise pytest.UsageError(f"{name} is the bar of a checkpoint regression check, which needs --candidate "
+                                        f"MODEL and --golden FILE; got {name} {config.getoption(name):g} alone")
         return
     if not candidate or not goldens:
         raise pytest.UsageError(f"checkpoint regression needs both --candidate and --golden; got "

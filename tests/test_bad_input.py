@@ -147,6 +147,9 @@ OPTION_ROWS = [
     ("candidate-without-golden", lambda t: {"--candidate": "unet16-edm-m64"},
      "needs both --candidate and --golden; got --candidate unet16-edm-m64"),
     ("golden-without-candidate", lambda t: {"--golden": [str(t / "g.npz")]}, "needs both --candidate and --golden"),
+    ("golden-rp-alone", lambda t: {"--golden-rp": 0.9}, "--golden-rp is the bar of a checkpoint regression check, "
+                                                        "which needs --candidate MODEL and --golden FILE; got "
+                                                        "--golden-rp 0.9 alone"),
     ("update-golden-alone", lambda t: {"--update-golden": True}, "--update-golden needs --candidate MODEL and"),
     ("golden-missing", lambda t: {"--candidate": "unet16-edm-m64", "--golden": [str(t / "g.npz")]},
      "g.npz: the file does not exist (record it first with --update-golden)"),
