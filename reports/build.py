@@ -21,6 +21,12 @@ from models.atomic import atomic_write
 from models.store import SampleSet, SampleStore, StoreError
 from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 
+SSCD_UNIT, PIXEL_UNIT = "SSCD similarity", "pixel MAE, 0-255"
+# the unit of a metric's per-pair values, as the worst-pairs figure prints them (fixtures/metrics.py's Metric.unit)
+UNITS = {"rp": SSCD_UNIT, "rp_optimal": SSCD_UNIT, "rp_cond": SSCD_UNIT, "rp_between": SSCD_UNIT,
+         "rp_between_other": SSCD_UNIT, "golden_rp": SSCD_UNIT, "neighbours": SSCD_UNIT, "mae": PIXEL_UNIT,
+         "golden_mae": PIXEL_UNIT}
+
 # one error type for whatever the report cannot use: a results file, a store entry, a golden file
 ReportError = ResultsError
 
@@ -144,7 +150,7 @@ class Report:
             m = np.full((len(names), len(names)), np.nan)
             for i, a in enumerate(names):
                 for j, b in enumerate(names):
-                    m[i, j] = 1.0 if a == b else values[metric].get((a, b), np.nan)
+                    m[i, j] = values[metric].get((a, b), np.nan)  # the diagonal was never measured: blank
             im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
             ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
             ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -153,12 +159,13 @@ class Report:
                     if not np.isnan(m[i, j]):
                         ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
                                 color="k" if m[i, j] > 0.6 else "w")
-            ax.set_title({"rp": "RP score", "mae": "MAE score"}[metric] + " (blank: pair not run)", fontsize=9)
+            ax.set_title({"rp": "RP score", "mae": "MAE score"}[metric] + " (blank: pair not run, or a model with "
+                         "itself)", fontsize=9)
             fig.colorbar(im, ax=ax, shrink=0.8)
         return self.save(fig, "matrices.png")
 
     def fig_regimes(self):
-        """Figures 2, 5, 8: RP between models, RP with D* and GL against the training-set size."""
+        """Figures 2, 5: RP between models, RP with D* and GL against the training-set size."""
         series = defaultdict(dict)  # (panel, line) -> {size: value}; a case's own side is measured at its size
         for c in self.of_figure("Fig. 2", "Fig. 5"):
             size = c["params"].get("size")
@@ -183,10 +190,12 @@ class Report:
             for (k, label), pts in sorted(series.items()):
                 if k == kind:
                     pts = sorted(pts.items())
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+                    # markers only: a line would join sizes that were not measured (the dip of Fig. 2a lies between)
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=label)
             ax.set_xscale("log", base=2)
             ax.set_ylim(-0.05, 1.05)
             ax.set_xlabel("training images")
+            ax.set_ylabel(kind, fontsize=8)
             ax.set_title(kind, fontsize=9)
             ax.legend(fontsize=6)
         return self.save(fig, "regimes.png"), note
@@ -216,8 +225,8 @@ class Report:
         cases = sorted(self.of_figure("Fig. 12"), key=lambda c: c["runs"][0]["nfe"])
         if not cases:
             return None
-        rows = [(f"{c['runs'][0]['sampler']}@{c['runs'][0]['nfe']}", self.samples.get(c["extra"]["samples"][0]))
-                for c in cases]
+        rows = [(f"{c['runs'][0]['sampler']}@{c['runs'][0]['nfe']}\nRP {c['value']:.2f}",
+                 self.samples.get(c["extra"]["samples"][0])) for c in cases]
         last = cases[-1]
         ref = last["runs"][1]
         rows.append((f"{ref['sampler']}@{ref['nfe']}", self.samples.get(last["extra"]["samples"][1])))
@@ -225,9 +234,11 @@ class Report:
         fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.1 * len(rows)), squeeze=False)
         for ax, (label, s) in zip(axes[:, 0], rows):
             ax.imshow(np.concatenate(list(s.take(list(range(8)))), axis=1), interpolation="nearest")
-            ax.set_ylabel(label, rotation=0, ha="right", fontsize=7)
+            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
+        axes[0, 0].set_title(f"{last['runs'][0]['model']}, noise ids 0-7; RP of each row against the last",
+                             fontsize=7)
         return self.save(fig, "nfe.png")
 
     def fig_inverse(self):
@@ -300,6 +311,10 @@ class Report:
         their similarity; cases whose samples are gone are named instead of drawn."""
         failing = [c for c in self.cases if c["outcome"] == "failed" and c["worst"] and
                    (len(c["extra"].get("samples", [])) == 2 or c["extra"].get("golden"))]
+        # the recorded worst pairs are the least similar: they explain a failed claim of high similarity, not a
+        # failed claim of low similarity (a '<' case) nor a case that failed on its control alone
+        left = [c["id"] for c in failing if c["bar"]["op"] in ("<", "<=") or own_side(c) == "pass"]
+        failing = [c for c in failing if c["id"] not in left]
         if not failing:
             return None
         drawn, skipped = [], []
@@ -311,23 +326,30 @@ class Report:
         if not drawn:
             raise ReportError("; ".join(skipped))
         plt = _plt()
-        fig, axes = plt.subplots(len(drawn), 1, figsize=(8, 1.3 * len(drawn)), squeeze=False)
+        fig, axes = plt.subplots(len(drawn), 1, figsize=(8, 1.6 * len(drawn)), squeeze=False)  # two title lines
         for ax, (c, (a, b)) in zip(axes[:, 0], drawn):
             pairs = [np.concatenate([x, y], axis=0) for x, y in zip(a, b)]
             ax.imshow(np.concatenate(pairs, axis=1), interpolation="nearest")
-            under = "  (top: candidate, bottom: golden)" if c["extra"].get("golden") else ""
-            ax.set_title(c["id"] + "   " + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]) + under,
-                         fontsize=6)
+            if c["extra"].get("golden"):
+                under = "top: candidate, bottom: golden file"
+            else:
+                under = "top: " + ", bottom: ".join(f"{r['model']}/{r['sampler']}@{r['nfe']}" for r in c["runs"][:2])
+            unit = UNITS.get(c["metric"], "")
+            ax.set_title(f"{c['id']}\n{under}; noise id: {unit or 'value'}   "
+                         + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]), fontsize=6)
             ax.axis("off")
-        note = ("partial: not drawn for " + "; ".join(skipped)) if skipped else ""
-        return self.save(fig, "worst.png"), note
+        fig.tight_layout()
+        notes = (["partial: not drawn for " + "; ".join(skipped)] if skipped else []) + (
+            [f"not drawn, as their recorded pairs (the least similar) do not show why they failed: {', '.join(left)} "
+             f"(claims of low similarity, or cases that failed on their control only)"] if left else [])
+        return self.save(fig, "worst.png"), "; ".join(notes)
 
     # --- page --------------------------------------------------------------------------------------
     def build(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         self.add("Same noise, model beside model (Fig. 1, 16)", self.fig_grids, "no C2 pair case ran")
         self.add("RP and MAE score matrices (Fig. 3, 14, 15)", self.fig_matrices, "fewer than two C2 models ran")
-        self.add("Regimes against training-set size (Fig. 2, 5, 8)", self.fig_regimes, "no C3 case ran")
+        self.add("Regimes against training-set size (Fig. 2, 5)", self.fig_regimes, "no C3 case ran")
         self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran")
         self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran")
         self.add("Inpainting by deterministic DPS (Fig. 7)", self.fig_inverse, "no inverse-problem case ran")
@@ -349,7 +371,8 @@ class Report:
         fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
         for y, c in enumerate(rows):
             lo, hi, _ = c["decision"]["interval"]
-            colour = "tab:green" if c["outcome"] == "passed" else "tab:red"
+            colour = ("tab:green" if c["outcome"] == "passed" else
+                      "tab:orange" if own_side(c) == "straddle" else "tab:red")
             ax.plot([lo, hi], [y, y], color=colour, lw=2)
             ax.plot([c["value"]], [y], "o", color=colour, ms=4)
             control = c["decision"].get("control")
@@ -364,10 +387,12 @@ class Report:
             paper = PAPER_VALUES.get((c["part"], c["metric"]))
             if paper is not None:
                 ax.plot([paper] * 2, [y - 0.4, y + 0.4], ":", color="black", lw=1)
-        ax.set_yticks(range(len(rows)), [c["id"][:90] for c in rows], fontsize=6)
+        ax.set_yticks(range(len(rows)), [c["id"] if len(c["id"]) <= 90 else c["id"][:89] + "…" for c in rows],
+                      fontsize=6)
         ax.invert_yaxis()
-        ax.set_xlabel("value with 95% interval (colour: outcome); grey x: control; red: bar; hollow: right-hand side; "
-                      "dotted: the paper's least similar pair", fontsize=7)
+        ax.set_xlabel("value with 95% interval (green: holds, red: fails, orange: undecided, the interval straddles "
+                      "the bar); grey x: control; red line: bar; hollow: right-hand side; dotted: the paper's least "
+                      "similar pair", fontsize=7)
         return self.save(fig, f"forest-{part}.png")
 
     def scorecard(self) -> str:
@@ -390,9 +415,12 @@ class Report:
                 if c["outcome"] in MEASURED:
                     low = c["bar"]["op"] in ("<", "<=")
                     ranges[c["metric"] + (" (claimed low)" if low else "")].append(c["value"])
-            values = "; ".join(f"{m} {min(v):.2g}" + (f"-{max(v):.2g}" if max(v) != min(v) else "")
+            values = "; ".join(f"{m} {min(v):.3g}" + (f"-{max(v):.3g}" if f"{max(v):.3g}" != f"{min(v):.3g}" else "")
                                for m, v in ranges.items())
-            count = ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "none collected"
+            undecided = sum(c["outcome"] == "failed" and own_side(c) == "straddle" for c in group)
+            count = ", ".join(f"{n} {o}" + (f" ({undecided} undecided: the interval straddles the bar)"
+                                            if o == "failed" and undecided else "")
+                              for o, n in counts.items() if n) or "none collected"
             kind = {"holds": "holds", "fails": "fails", "errors": "fails", "not run": "notrun"}.get(verdict, "partly")
             rows.append(f"<tr class='{kind}'><td>{esc(title)}</td><td>{esc(verdict)}</td><td>{esc(count)}</td>"
                         f"<td>{esc(values)}</td><td>{esc(paper)}</td></tr>")
@@ -486,6 +514,22 @@ def _format(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(_format(x)[:16] for x in v) or "-"
     return str(v)
+
+
+def own_side(c: dict) -> Optional[str]:
+    """Where a threshold case's own interval lies against its bar: 'pass', 'fail' or 'straddle' (None for a
+    direction or exact case). A failed case whose side is 'pass' failed on its control; 'straddle' is undecided at
+    the run's noise count."""
+    op, bar, d = c["bar"]["op"], c["bar"]["value"], c.get("decision")
+    if bar is None or op not in (">=", ">", "<", "<=") or not isinstance(d, dict):
+        return None
+    lo, hi = d["interval"][:2]
+    high = op in (">=", ">")
+    if (lo > bar) if high else (hi < bar):
+        return "pass"
+    if (hi < bar) if high else (lo > bar):
+        return "fail"
+    return "straddle"
 
 
 def write_runs_index(root: str | os.PathLike) -> Path:

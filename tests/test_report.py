@@ -220,3 +220,16 @@ def test_a_figure_that_fails_unexpectedly_is_said_not_drawn_and_the_page_is_buil
     monkeypatch.setattr(Report, "save", broken)
     page = build_report(make_run(tmp_path), tmp_path / "cache", tmp_path / "out").read_text()
     assert "not drawn (RuntimeError: cannot typeset" in page and "<h2>Claims</h2>" in page
+
+
+@pytest.mark.parametrize("op, interval, side", [(">=", (0.62, 0.8), "pass"), (">=", (0.3, 0.5), "fail"),
+                                                (">=", (0.55, 0.7), "straddle"), ("<", (0.1, 0.3), "pass"),
+                                                ("<", (0.7, 0.9), "fail"), ("<", (0.5, 0.65), "straddle")])
+def test_a_threshold_cases_own_side_tells_undecided_and_control_failures_apart(op, interval, side):
+    """The forest plots colour an undecided case apart, the scorecard counts it, and the worst-pairs figure leaves
+    out cases whose recorded (least similar) pairs do not explain their failure."""
+    from reports.build import own_side
+
+    case = {"bar": {"op": op, "value": 0.6}, "decision": {"interval": [*interval, "Wilson"]}}
+    assert own_side(case) == side
+    assert own_side({"bar": {"op": "<", "value": None}, "decision": {"interval": [0, 1, "x"]}}) is None
