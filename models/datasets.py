@@ -198,5 +198,9 @@ def load_folder(folder: str | Path) -> ImageSet:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Model output in [-1, 1], NCHW, to uint8 NHWC: round((x + 1) * 127.5), clipped (inverse of `as_tensor`)."""
+    """Model output in [-1, 1], NCHW, to uint8 NHWC: round((x + 1) * 127.5), clipped (inverse of `as_tensor`).
+    NaN or infinite values are refused: clipping turned NaN into black and infinity into white without a word."""
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{bad} image values are NaN or infinite; a sampler or decoder diverged")
     return ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

@@ -240,9 +240,12 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
     keys = []
     store = SampleStore(tmp_path)
     store.get_or_make = lambda key, make: keys.append(key)
-    model = lambda name: SimpleNamespace(fingerprint="f", grid="edm", D=compiled)  # noqa: E731
-    for runner in ("traced", "compiled"):
-        SampleSource(model, store, "cpu", runner=runner)(SimpleNamespace(model="m", sampler="dpm3", nfe=2), _Bank())
+    # keyed by the runner the model's network runs under, whichever source asks (a source built without the run's
+    # --compile, as the mutation cases' was, stored compiled samples under the traced key)
+    traced = load_denoiser(zoo["unet16-edm-m64"]).use("traced")
+    for D in (traced, compiled):
+        model = lambda name, D=D: SimpleNamespace(fingerprint="f", grid="edm", D=D)  # noqa: E731
+        SampleSource(model, store, "cpu")(SimpleNamespace(model="m", sampler="dpm3", nfe=2), _Bank())
     assert "runner" not in keys[0] and keys[1]["runner"] == "compiled"
 
 

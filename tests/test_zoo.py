@@ -348,3 +348,75 @@ def test_a_new_checkpoint_format_is_one_registry_entry(tmp_path, monkeypatch):
     (tmp_path / "w.bin").unlink()
     with pytest.raises(zoo.Unavailable, match="w.bin is missing"):
         zoo.check_available(entries["t"])
+
+
+def test_a_latent_models_decode_does_not_depend_on_the_cores_or_workers():
+    """The decode ran on torch's default thread count after sampling on one thread a call: this decoder gave images
+    that differ by 1 uint8 pixel between 1 and 2 threads (measured), under one store key."""
+    import types
+
+    from diffusers import AutoencoderKL
+
+    from models.datasets import to_uint8
+    from models.fast import intra_op_threads
+    from models.zoo import LatentDenoiser
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(64, 128), latent_channels=4,
+                        sample_size=32, norm_num_groups=32).eval()
+    holder = types.SimpleNamespace(vae=vae)
+    latents = torch.randn(16, 4, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.55
+    outs = []
+    for threads, workers in ((1, 1), (2, 1), (2, 2)):
+        with intra_op_threads(threads):
+            outs.append(to_uint8(LatentDenoiser.decode(holder, latents, workers=workers)))
+    assert all((o == outs[0]).all() for o in outs[1:])
+
+
+def test_images_with_nan_or_infinite_values_are_refused_not_clipped():
+    from models.datasets import to_uint8
+
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0, 0, 0], x[0, 1, 0, 0] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match="2 image values are NaN or infinite"):
+        to_uint8(x)
+
+
+def test_a_fingerprint_follows_a_symlinked_weights_folder(tmp_path):
+    """rglob does not enter a linked folder: a diffusers checkpoint whose unet/ links to retrained weights kept its
+    fingerprint, and the store served the old weights' samples."""
+    import os
+
+    from fixtures.zoo import fingerprint_path
+
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "w.bin").write_bytes(b"A")
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "model_index.json").write_text("{}")
+    os.symlink(tmp_path / "weights", ck / "unet")
+    os.symlink(ck, ck / "loop")  # a link back up the tree is walked once
+    before = fingerprint_path(ck)
+    (tmp_path / "weights" / "w.bin").write_bytes(b"B")
+    assert fingerprint_path(ck) != before
+
+
+def test_a_score_sde_entrys_fingerprint_follows_its_config_files(tmp_path, monkeypatch):
+    """The config sets the SDE (beta or sigma range, discrete or continuous, centring); it entered the key by name."""
+    from fixtures.zoo import entry_fingerprint
+    from models.published import SCORE_SDE_ENV
+
+    root = tmp_path / "score_sde_pytorch"
+    (root / "models").mkdir(parents=True)
+    (root / "sde_lib.py").write_text("")
+    (root / "models" / "utils.py").write_text("")
+    (root / "configs" / "vp").mkdir(parents=True)
+    (root / "configs" / "default_cifar10_configs.py").write_text("BETA_MAX = 20.0\n")
+    (root / "configs" / "vp" / "cifar10.py").write_text("from configs.default_cifar10_configs import *\n")
+    (tmp_path / "ckpt.pth").write_bytes(b"weights")
+    monkeypatch.setenv(SCORE_SDE_ENV, str(root))
+    entry = ZooEntry(name="ddpm", source=str(tmp_path / "ckpt.pth"), format="score-sde", config="configs/vp/cifar10.py")
+    before = entry_fingerprint(entry)
+    (root / "configs" / "default_cifar10_configs.py").write_text("BETA_MAX = 10.0\n")
+    assert entry_fingerprint(entry) != before
