@@ -57,9 +57,14 @@ def test_the_default_thumbnails_are_those_the_embedded_zoo_was_trained_on():
     assert embedded_photos(cfg["dataset_size"], size=cfg["image_size"]).hash == meta["dataset_hash"]
 
 
-def test_to_uint8_inverts_as_tensor():
+def test_to_uint8_inverts_as_tensor_and_clips_outside_the_range():
     s = embedded_photos(8, size=16)
     assert np.array_equal(to_uint8(s.as_tensor()), s.images)
+    # values past [-1, 1] saturate: a byte cast alone wraps 258 to 2
+    import torch
+
+    assert (to_uint8(torch.full((1, 3, 2, 2), 1.05)) == 255).all()
+    assert (to_uint8(torch.full((1, 3, 2, 2), -1.05)) == 0).all()
 
 
 def _write_cifar10(folder, n_per_batch=4):

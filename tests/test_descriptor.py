@@ -168,4 +168,11 @@ def test_cache_reuses_and_recomputes_a_corrupted_entry(tmp_path, thumbs):
     other = cache.path(cache.key(thumbs.images[:9], Counting()))
     other.write_bytes(entry.read_bytes())
     assert cache.embed(Counting(), thumbs.images[:9]).shape == (9, 8) and calls == [10, 10, 10, 9, 9]
+    # another descriptor (or size, or weights: its identity) never reuses these embeddings
+
+    class Other(Counting):
+        identity = "counting@2:0"
+
+    cache.embed(Other(), thumbs.images[:9])
+    assert calls == [10, 10, 10, 9, 9, 9]
     assert not list(tmp_path.rglob("*.lock")) and not list(tmp_path.rglob("*.tmp"))

@@ -111,6 +111,17 @@ def test_grids_span_the_kernel(grid, kernel):
     assert bool((s[1:] < s[:-1]).all())
 
 
+@pytest.mark.parametrize("kernel", ["vp", "ve", "edm", "subvp", "vp-discrete"])
+def test_each_grid_is_uniform_in_its_own_variable(kernel):
+    """uniform-t in the kernel's time, logsnr in log sigma, edm in sigma^(1/7) (Karras et al. 2022, Eq. 5): the
+    endpoints alone would not tell one spacing from another."""
+    k = make_kernel(kernel)
+    for grid, variable in (("uniform-t", lambda s: k.t(s)), ("logsnr", torch.log), ("edm", lambda s: s ** (1 / 7))):
+        v = variable(make_grid(grid, k, 12)[:-1].double())
+        steps = v[1:] - v[:-1]
+        assert torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-6, atol=1e-9), (grid, steps)
+
+
 def _models():
     torch.manual_seed(0)
     net = wrap(TinyEpsNet(), "vp", "eps", sample_shape=(3, 8, 8))
@@ -201,3 +212,21 @@ def test_a_grid_start_other_than_the_kernels_prior_is_refused():
         invert(data, torch.zeros(2, 4), k, steps=10, sigma_max=10.0)
     assert torch.equal(generate(data, k, bank, nfe=10, sigma_max=80.0).x, generate(data, k, bank, nfe=10).x)
     assert torch.isfinite(generate(data, k, bank, nfe=10, sigma_min=0.01).x).all()  # the low end may move
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim", "heun", "dpm1", "dpm2", "dpm3"])
+def test_every_sampler_passes_the_label_to_every_evaluation(sampler):
+    """A class-conditional D* sampled under class c equals D* of class c's images alone, whatever the sampler: a
+    solver that dropped the label in one of its evaluations (e.g. Heun's corrector) would mix the classes."""
+    from models.generate import generate
+    from models.noise import NoiseBank
+
+    data = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    labels = torch.tensor([0, 1] * 4)
+    kernel, bank = make_kernel("edm"), NoiseBank.draw(0, (3, 4, 4), n=4)
+    both = OptimalDenoiser(data, labels, dtype=torch.float64)
+    for c in (0, 1):
+        alone = OptimalDenoiser(data[labels == c], dtype=torch.float64)
+        got = generate(both, kernel, bank, sampler=sampler, nfe=6, label=c).x
+        want = generate(alone, kernel, bank, sampler=sampler, nfe=6).x
+        assert torch.allclose(got, want, atol=1e-10), (sampler, c)

@@ -100,6 +100,11 @@ def test_rp_between_with_another_class_takes_the_second_best_class():
     assert float(other.compute()) == 0.5
     with pytest.raises(ValueError, match="needs at least 2 classes, got 1"):
         RPBetweenScore(other_class=True).update(unc, [5, 6], cond[:1], [5, 6])
+    # the conditional samples must be of the same noises, as a (classes, n, d) stack
+    with pytest.raises(PairingError):
+        RPBetweenScore().update(unc, [5, 6], cond, [5, 7])
+    with pytest.raises(ValueError, match=r"emb_cond must be \(classes, 2, d\), got \(3, 1, 2\)"):
+        RPBetweenScore().update(unc, [5, 6], cond[:, :1], [5, 6])
 
 
 def test_rp_cond_pairs_same_noise_and_class():

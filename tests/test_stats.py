@@ -61,6 +61,9 @@ def test_noises_to_decide_is_the_first_n_whose_wilson_interval_clears_the_bar():
     n = stats.noises_to_decide(0.65, 0.6)
     assert stats.wilson(0.65 * n, n)[0] > 0.6 >= stats.wilson(0.65 * (n - 1), n - 1)[0]
     assert stats.noises_to_decide(0.6, 0.6) is None
+    # below the bar: the first n whose interval lies wholly under it
+    n = stats.noises_to_decide(0.55, 0.6)
+    assert n is not None and stats.wilson(0.55 * n, n)[1] < 0.6 <= stats.wilson(0.55 * (n - 1), n - 1)[1]
 
 
 def ones(k, n):
@@ -75,6 +78,11 @@ def test_a_threshold_case_holds_only_when_the_whole_interval_clears_the_bar():
     assert clear.holds and not straddle.holds and not below.holds
     assert "straddles the bar 0.6" in straddle.reason and straddle.noises_to_decide > n
     assert "wholly on the failing side" in below.reason
+    # a claim of low values (a '<' bar) the same way round: only an interval wholly under the bar holds
+    low = Bar("<", 0.6, "src")
+    assert decide_threshold(low, 0.3, interval_of(ones(38, n)), n).holds
+    assert not decide_threshold(low, 0.55, interval_of(ones(70, n)), n).holds  # [0.46, 0.63] straddles 0.6
+    assert not decide_threshold(low, 0.8, interval_of(ones(102, n)), n).holds
 
 
 def test_a_control_that_is_not_caught_makes_the_case_fail():
@@ -114,10 +122,27 @@ def test_direction_cases_use_a_paired_test_and_ties_never_hold():
     assert decide_direction(Bar("<", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).test["name"] == \
         "paired bootstrap"
     assert decide_direction(Bar("<", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).holds
-    # sides that share no noise ids: an unpaired bootstrap
+    assert not decide_direction(Bar(">", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).holds
+    # a noisy difference whose interval straddles 0 holds neither way
+    noise = torch.randn(n, generator=torch.Generator().manual_seed(0)).tolist()
+    noisy = [x + e for x, e in zip(a, noise)]
+    for op in ("<", ">"):
+        assert not decide_direction(Bar(op, None, "src"), paired(a), paired(noisy), Interval(0, 1, "x")).holds
+    # sides that share no noise ids: an unpaired bootstrap, the right way round
     other = (list(range(n, 2 * n)), b)
-    assert decide_direction(Bar("<", None, "src"), paired(a), other, Interval(0, 1, "x")).test["name"] == \
-        "unpaired bootstrap"
+    unpaired = decide_direction(Bar("<", None, "src"), paired(a), other, Interval(0, 1, "x"))
+    assert unpaired.test["name"] == "unpaired bootstrap"
+    shifted = (list(range(n, 2 * n)), (torch.linspace(0, 1, n) + 0.5).tolist())  # clearly above a
+    assert decide_direction(Bar("<", None, "src"), paired(a), shifted, Interval(0, 1, "x")).holds
+    assert not decide_direction(Bar(">", None, "src"), paired(a), shifted, Interval(0, 1, "x")).holds
+    # values that share a noise (keys "noise/label"): resampled by noise, the right way round
+    keys = [f"{i}/{c}" for i in range(n // 2) for c in range(2)]
+    lo_side, hi_side = (keys, [v * 0.5 for v in a]), (keys, [v * 0.5 + 0.3 for v in a])
+    assert decide_direction(Bar("<", None, "src"), lo_side, hi_side, Interval(0, 1, "x")).holds
+    assert not decide_direction(Bar(">", None, "src"), lo_side, hi_side, Interval(0, 1, "x")).holds
+    noisy_side = (keys, [v * 0.5 + e for v, e in zip(a, noise)])
+    for op in ("<", ">"):
+        assert not decide_direction(Bar(op, None, "src"), lo_side, noisy_side, Interval(0, 1, "x")).holds
 
 
 def test_bad_input_is_refused_with_the_valid_range():
@@ -163,6 +188,7 @@ def test_units_that_share_a_noise_are_resampled_together():
     flat = interval_of(values)
     assert clustered.method == "bootstrap over noises" and flat.method == "Wilson"
     assert clustered.hi - clustered.lo > 1.8 * (flat.hi - flat.lo)  # about sqrt(5) wider
+    assert 0 <= clustered.lo < 0.5 < clustered.hi <= 1  # around the mean, within the values' range
 
 
 def test_an_exact_claims_control_is_caught_only_when_its_interval_excludes_the_bar():

@@ -50,8 +50,8 @@ def test_damaged_entries_are_refused_with_the_file_name(tmp_path):
         store.get(KEY)
 
 
-@pytest.mark.parametrize("member", ["ids", "nfe", "key"])
-def test_the_sha256_covers_ids_nfe_and_key(tmp_path, member):
+@pytest.mark.parametrize("member", ["images", "ids", "nfe", "key"])
+def test_the_sha256_covers_images_ids_nfe_and_key(tmp_path, member):
     """Each member edited alone fails the sha256. The key is rewritten as the same key in other bytes (indented JSON):
     another key would be refused earlier, by its hash, and would not show that the sha256 covers the key."""
     store = SampleStore(tmp_path)
@@ -59,7 +59,9 @@ def test_the_sha256_covers_ids_nfe_and_key(tmp_path, member):
     path = store.path(KEY)
     with np.load(path) as z:
         members = dict(z)
-    members[member] = {"ids": np.array([1, 0, 2, 3]), "nfe": np.int64(21),
+    edited = members["images"].copy()
+    edited.flat[0] ^= 1  # one pixel, one bit
+    members[member] = {"images": edited, "ids": np.array([1, 0, 2, 3]), "nfe": np.int64(21),
                        "key": np.array(json.dumps(KEY, sort_keys=True, indent=1))}[member]
     with open(path, "wb") as f:
         np.savez(f, **members)

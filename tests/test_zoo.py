@@ -76,6 +76,9 @@ def test_samenoise_checkpoint_loads_and_samples(saved_unet):
 @pytest.mark.parametrize("change, message", [
     (dict(kernel="ve"), r"kernel is 've' in the entry but 'vp' in its checkpoint"),
     (dict(image_size=16), r"image_size is 16 in the entry but 8"),
+    (dict(prediction="v"), r"prediction is 'v' in the entry but 'eps'"),
+    (dict(time_input="log-sigma"), r"time_input is 'log-sigma' in the entry but 't'"),
+    (dict(time_scale=1.0), r"time_scale is 1.0 in the entry but 999.0"),
     (dict(channels=1), r"channels is 1 in the entry but 3"),
     (dict(conditional=True), "marked conditional but its network takes no label"),
     (dict(source="/nonexistent/ck"), "checkpoint folder /nonexistent/ck does not exist"),
