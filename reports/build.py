@@ -17,15 +17,10 @@ import numpy as np
 
 from cases import PAPER_VALUES, PARTS
 from cases.names import parse
+from fixtures.metrics import METRICS
 from models.atomic import atomic_write
 from models.store import SampleSet, SampleStore, StoreError
 from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
-
-SSCD_UNIT, PIXEL_UNIT = "SSCD similarity", "pixel MAE, 0-255"
-# the unit of a metric's per-pair values, as the worst-pairs figure prints them (fixtures/metrics.py's Metric.unit)
-UNITS = {"rp": SSCD_UNIT, "rp_optimal": SSCD_UNIT, "rp_cond": SSCD_UNIT, "rp_between": SSCD_UNIT,
-         "rp_between_other": SSCD_UNIT, "golden_rp": SSCD_UNIT, "neighbours": SSCD_UNIT, "mae": PIXEL_UNIT,
-         "golden_mae": PIXEL_UNIT}
 
 # one error type for whatever the report cannot use: a results file, a store entry, a golden file
 ReportError = ResultsError
@@ -334,7 +329,7 @@ class Report:
                 under = "top: candidate, bottom: golden file"
             else:
                 under = "top: " + ", bottom: ".join(f"{r['model']}/{r['sampler']}@{r['nfe']}" for r in c["runs"][:2])
-            unit = UNITS.get(c["metric"], "")
+            unit = METRICS[c["metric"]].unit if c["metric"] in METRICS else ""
             ax.set_title(f"{c['id']}\n{under}; noise id: {unit or 'value'}   "
                          + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]), fontsize=6)
             ax.axis("off")
