@@ -7,6 +7,7 @@ between an entry and its checkpoint is refused at load time, before any sampling
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import pickle
@@ -259,22 +260,19 @@ class LatentDenoiser(NetworkDenoiser):
         self.vae = vae
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, batch: int = 8, workers: int = 1) -> torch.Tensor:
-        """The VAE's images of `latents`, `batch` rows a call; on a CPU one intra-op thread a call on `workers`
-        threads, as generate samples, so that the images do not depend on the machine's cores (the decoder's
-        convolutions split their work by thread count: 1 and 2 threads differed in the low bits, 2 uint8 pixels of a
-        small decoder)."""
-        from models.fast import parallel_map
+    def decode(self, latents: torch.Tensor, batch: int = 8) -> torch.Tensor:
+        """The VAE's images of `latents`, `batch` rows a call, one call at a time; on a CPU on one intra-op thread,
+        as generate samples, so that the images do not depend on the machine's cores (the decoder's convolutions
+        split their work by thread count: 1 and 2 threads differed by a uint8 pixel of a test decoder). One call at a
+        time: a Stable-Diffusion-sized decode takes about 1 GiB a latent (measured), so calls on every core at once
+        would multiply that by the cores."""
+        from models.fast import intra_op_threads
 
         p = next(self.vae.parameters())
         scale = self.vae.config.get("scaling_factor", 0.18215)
-
-        def one(i: int) -> torch.Tensor:
-            return self.vae.decode((latents[i:i + batch] / scale).to(p.device, p.dtype)).sample.double().cpu()
-
-        starts = range(0, len(latents), batch)
-        parts = parallel_map(one, starts, workers) if p.device.type == "cpu" else [one(i) for i in starts]
-        return torch.cat(parts)
+        with intra_op_threads(1) if p.device.type == "cpu" else contextlib.nullcontext():
+            return torch.cat([self.vae.decode((latents[i:i + batch] / scale).to(p.device, p.dtype)).sample.double()
+                              .cpu() for i in range(0, len(latents), batch)])
 
 
 def _prompt_embeddings(entry: ZooEntry, local: Path) -> torch.Tensor:

@@ -88,7 +88,7 @@ class Report:
             self.figures.append((title, f"not drawn ({type(e).__name__}: {e})", None))
             return
         name, note = name if isinstance(name, tuple) else (name, "")
-        self.figures.append((title, note if name else missing, name))
+        self.figures.append((title, note if name or note else missing, name))
 
     # --- figures --------------------------------------------------------------------------------
     def of_figure(self, *figures: str) -> list[dict]:
@@ -310,8 +310,10 @@ class Report:
         # failed claim of low similarity (a '<' case) nor a case that failed on its control alone
         left = [c["id"] for c in failing if c["bar"]["op"] in ("<", "<=") or own_side(c) == "pass"]
         failing = [c for c in failing if c["id"] not in left]
+        left_note = (f"not drawn, as their recorded pairs (the least similar) do not show why they failed: "
+                     f"{', '.join(left)} (claims of low similarity, or cases that failed on their control only)")
         if not failing:
-            return None
+            return (None, left_note) if left else None
         drawn, skipped = [], []
         for c in failing:
             try:
@@ -334,9 +336,7 @@ class Report:
                          + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]), fontsize=6)
             ax.axis("off")
         fig.tight_layout()
-        notes = (["partial: not drawn for " + "; ".join(skipped)] if skipped else []) + (
-            [f"not drawn, as their recorded pairs (the least similar) do not show why they failed: {', '.join(left)} "
-             f"(claims of low similarity, or cases that failed on their control only)"] if left else [])
+        notes = (["partial: not drawn for " + "; ".join(skipped)] if skipped else []) + ([left_note] if left else [])
         return self.save(fig, "worst.png"), "; ".join(notes)
 
     # --- page --------------------------------------------------------------------------------------

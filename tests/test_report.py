@@ -233,3 +233,21 @@ def test_a_threshold_cases_own_side_tells_undecided_and_control_failures_apart(o
     case = {"bar": {"op": op, "value": 0.6}, "decision": {"interval": [*interval, "Wilson"]}}
     assert own_side(case) == side
     assert own_side({"bar": {"op": "<", "value": None}, "decision": {"interval": [0, 1, "x"]}}) is None
+
+
+def test_failed_cases_the_worst_pairs_do_not_explain_are_named_even_when_none_is_drawn(tmp_path):
+    """A claim of low similarity that failed (its recorded pairs are the least similar): no worst-pairs image, and
+    the page names the case instead of saying that no pair case failed."""
+    store = SampleStore(tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    hashes = []
+    for model in ("a", "b"):
+        key = {"model": model, "sampler": "dpm3", "nfe": 20}
+        store.put(key, rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), range(64), 20)
+        hashes.append(key_hash(key))
+    low = pair_case(hashes, ident="control/a~b/dpm3@20: rp<0.6", claim="control", part="control", figure="",
+                    value=0.7, bar={"op": "<", "value": 0.6, "source": "src"})
+    low["decision"]["control"] = None  # a claim that something does not hold is itself a control
+    page = build_report(write_results(tmp_path, [low]), tmp_path / "cache", tmp_path / "out").read_text()
+    assert "worst.png" not in page and "no failing pair case" not in page
+    assert "do not show why they failed: control/a~b/dpm3@20: rp&lt;0.6" in page

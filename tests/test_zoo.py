@@ -353,7 +353,7 @@ def test_a_new_checkpoint_format_is_one_registry_entry(tmp_path, monkeypatch):
         zoo.check_available(entries["t"])
 
 
-def test_a_latent_models_decode_does_not_depend_on_the_cores_or_workers():
+def test_a_latent_models_decode_does_not_depend_on_the_cores():
     """The decode ran on torch's default thread count after sampling on one thread a call: this decoder gave images
     that differ by 1 uint8 pixel between 1 and 2 threads (measured), under one store key."""
     import types
@@ -371,9 +371,9 @@ def test_a_latent_models_decode_does_not_depend_on_the_cores_or_workers():
     holder = types.SimpleNamespace(vae=vae)
     latents = torch.randn(16, 4, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.55
     outs = []
-    for threads, workers in ((1, 1), (2, 1), (2, 2)):
+    for threads in (1, 2):
         with intra_op_threads(threads):
-            outs.append(to_uint8(LatentDenoiser.decode(holder, latents, workers=workers)))
+            outs.append(to_uint8(LatentDenoiser.decode(holder, latents)))
     assert all((o == outs[0]).all() for o in outs[1:])
 
 
@@ -423,3 +423,36 @@ def test_a_score_sde_entrys_fingerprint_follows_its_config_files(tmp_path, monke
     before = entry_fingerprint(entry)
     (root / "configs" / "default_cifar10_configs.py").write_text("BETA_MAX = 10.0\n")
     assert entry_fingerprint(entry) != before
+
+
+def test_a_fingerprint_does_not_depend_on_the_order_folders_are_listed(tmp_path):
+    """A link to a sibling folder (unet_ema -> unet) is walked under both names: skipping a real folder seen once
+    hashed the files under whichever name the file system listed first."""
+    import os
+
+    from fixtures.zoo import _files_under
+
+    (tmp_path / "ck" / "unet").mkdir(parents=True)
+    (tmp_path / "ck" / "unet" / "w.bin").write_bytes(b"A")
+    os.symlink(tmp_path / "ck" / "unet", tmp_path / "ck" / "unet_ema")
+    assert [str(p.relative_to(tmp_path / "ck")) for p in _files_under(tmp_path / "ck")] == ["unet/w.bin",
+                                                                                            "unet_ema/w.bin"]
+
+
+def test_a_score_sde_key_ignores_bytecode_and_hashes_no_folder_above_the_checkout(tmp_path, monkeypatch):
+    from fixtures.zoo import _score_sde_config_digest
+    from models.published import SCORE_SDE_ENV
+
+    root = tmp_path / "score_sde_pytorch"
+    (root / "models").mkdir(parents=True)
+    (root / "sde_lib.py").write_text("")
+    (root / "models" / "utils.py").write_text("")
+    (root / "configs").mkdir()
+    (root / "configs" / "a.py").write_text("X = 1\n")
+    monkeypatch.setenv(SCORE_SDE_ENV, str(root))
+    before = _score_sde_config_digest("configs/a.py")
+    (root / "configs" / "__pycache__").mkdir()
+    (root / "configs" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"bytecode")  # written by loading it
+    assert _score_sde_config_digest("configs/a.py") == before
+    (tmp_path / "elsewhere.py").write_text("Y = 2\n")  # a config outside the checkout: that file, not its folder
+    assert _score_sde_config_digest("../elsewhere.py") is not None
