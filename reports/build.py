@@ -213,7 +213,31 @@ class Report:
             ax.set_title(f"{c['runs'][0]['model']}\nneighbour RP {c['value']:.2f}", fontsize=7)
             ax.set_xlabel("alpha")
             ax.set_ylabel("beta")
+        kappas = "; ".join(f"{a['runs'][0]['model']} vs {a['runs'][1]['model']} kappa {a['value']:.2f}"
+                           for a in self.of_figure("Fig. 4") if a["metric"] == "agreement")
+        fig.suptitle("colour: the nearest of the three anchor images (red, green, blue: anchor noise 0, 1, 2); "
+                     "brightness: its SSCD similarity" + (f"\nmaps agree: {kappas}" if kappas else ""), fontsize=7)
+        fig.tight_layout()
         return self.save(fig, "hyperplane.png")
+
+    def fig_manifold(self):
+        """Figure 11: RP at each point of the slerp paths between two noises, for each model pair."""
+        cases = [c for c in self.of_figure("Fig. 11") if c["extra"].get("per_point")]
+        if not cases:
+            return None
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for c in cases:
+            pts = c["extra"]["per_point"]
+            ax.plot(np.linspace(0, 1, len(pts)), pts, "o-", ms=3,
+                    label=" vs ".join(r["model"] for r in c["runs"]) + f" ({c['value']:.2f})")
+        ax.axhline(0.6, color="red", lw=1)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("position along the slerp path between two noises")
+        ax.set_ylabel("RP over the paths")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        return self.save(fig, "manifold.png")
 
     def fig_nfe(self):
         """Figure 12: the same noises across NFE."""
@@ -241,7 +265,13 @@ class Report:
         from models.datasets import embedded_photos
         from models.inverse import make_mask
 
-        cases = [c for c in self.of_figure("Fig. 7") if c["params"].get("mask") and not c.get("versus_runs")]
+        seen, cases = set(), []  # one row per mask and model pair, from the cases that sampled it with its own noise
+        for c in self.cases:
+            pair = (c["params"].get("mask"), tuple(r["model"] for r in c["runs"]))
+            if (c["part"] == "inverse" and pair[0] and not c["params"].get("pairing")
+                    and len(c["extra"].get("samples", [])) >= 2 and pair not in seen):
+                seen.add(pair)
+                cases.append(c)
         if not cases:
             return None
         plt = _plt()
@@ -254,8 +284,9 @@ class Report:
             observed = (truth * keep + 127 * (1 - keep)).astype(np.uint8)
             rows = [np.concatenate(list(r), axis=1) for r in (observed, truth, a.take(range(8)), b.take(range(8)))]
             ax.imshow(np.concatenate(rows, axis=0), interpolation="nearest")
-            ax.set_title(f"{c['params']['mask']}: observation / truth / {c['runs'][0]['model']} / "
-                         f"{c['runs'][1]['model']} (RP {c['value']:.2f})", fontsize=7)
+            ax.set_title(f"{c['params']['mask']} mask: observation / truth / {c['runs'][0]['model']} / "
+                         f"{c['runs'][1]['model']} (RP {c['value']:.2f}; {c['id'].split(': ', 1)[1]} "
+                         f"{c['outcome']})", fontsize=7)
             ax.axis("off")
         return self.save(fig, "inverse.png")
 
@@ -347,7 +378,8 @@ class Report:
         self.add("Regimes against training-set size (Fig. 2, 5)", self.fig_regimes, "no C3 case ran")
         self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran")
         self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran")
-        self.add("Inpainting by deterministic DPS (Fig. 7)", self.fig_inverse, "no inverse-problem case ran")
+        self.add("RP along slerp paths between noises (Fig. 11)", self.fig_manifold, "no manifold case ran")
+        self.add("Inpainting by deterministic DPS (Fig. 7, 25)", self.fig_inverse, "no inverse-problem case ran")
         self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran")
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
         for part, (title, _) in PARTS.items():
