@@ -251,3 +251,13 @@ def test_failed_cases_the_worst_pairs_do_not_explain_are_named_even_when_none_is
     page = build_report(write_results(tmp_path, [low]), tmp_path / "cache", tmp_path / "out").read_text()
     assert "worst.png" not in page and "no failing pair case" not in page
     assert "do not show why they failed: control/a~b/dpm3@20: rp&lt;0.6" in page
+
+
+def test_the_manifold_figure_draws_rp_along_the_slerp_paths(tmp_path):
+    case = pair_case([], ident="manifold/a~b/dpm3@20: rp_manifold>=0.6", claim="manifold", part="manifold",
+                     figure="Fig. 11", metric="rp_manifold", value=0.8, outcome="passed", passed=True, worst=[],
+                     extra={"per_point": [0.9, 0.7, 0.8]})
+    page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out").read_text()
+    assert "manifold.png" in page and "no manifold case ran" not in page
+    img = np.asarray(Image.open(tmp_path / "out" / "manifold.png").convert("L"))
+    assert img.std() > 5  # not blank
