@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from models.checkpoints import CheckpointError, cast, load_checkpoint
@@ -274,6 +275,14 @@ class LatentDenoiser(NetworkDenoiser):
             return torch.cat([self.vae.decode((latents[i:i + batch] / scale).to(p.device, p.dtype)).sample.double()
                               .cpu() for i in range(0, len(latents), batch)])
 
+    def decode_uint8(self, latents: torch.Tensor, batch: int = 8) -> np.ndarray:
+        """`decode` turned into uint8 NHWC images batch by batch: at 10,000 Stable Diffusion noises the float64
+        images of the whole set at once would take about 63 GB, their uint8 about 8 GB."""
+        from models.datasets import to_uint8
+
+        return np.concatenate([to_uint8(self.decode(latents[i:i + batch], batch))
+                               for i in range(0, len(latents), batch)])
+
 
 def _prompt_embeddings(entry: ZooEntry, local: Path) -> torch.Tensor:
     if entry.prompt_embeddings:
@@ -373,6 +382,8 @@ def _load_edm_pickle(entry: ZooEntry):
     check_available(entry)
     with open(entry.source, "rb") as f:
         net = pickle.load(f)["ema"]
+    if getattr(net, "use_fp16", False):  # EDM's forward runs float16 on CUDA only (its ImageNet model, --fp16=1): the
+        net.use_fp16 = False  # suite samples in the precision it asks for, the same on a GPU as on a CPU
     if entry.kernel != "edm" or entry.prediction != "x0" or entry.time_input != "sigma" or entry.time_scale != 1:
         raise ZooError(f"zoo entry {entry.name!r}: EDM pickles are denoisers in sigma-space; the entry must say "
                        f"kernel = 'edm', prediction = 'x0', time_input = 'sigma' (and no time_scale)")

@@ -500,3 +500,31 @@ def test_edm_baseline_pickle_keeps_to_its_sigma_levels_and_takes_class_indices(t
     x = torch.zeros(2, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         assert D(x, 1.0, torch.tensor([0, 3]))[:, 0, 0, 0].tolist() == [1.0, 4.0]
+
+
+def test_an_edm_pickle_trained_in_float16_samples_in_float32_on_every_device(tmp_path, edm_code):
+    """EDM's forward switches to float16 on CUDA when its `use_fp16` is set (the ImageNet-64 model, --fp16=1): the
+    suite turns it off, so that the nightly GPU run samples in the precision a CPU run does."""
+    edm_code("""
+        import torch
+        class Precond(torch.nn.Module):
+            img_resolution, img_channels, label_dim = 8, 3, 0
+            use_fp16 = True
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.tensor(0.5))
+            def forward(self, x, sigma, class_labels=None):
+                dtype = torch.float16 if self.use_fp16 else torch.float32  # as EDM does on CUDA
+                return x.to(dtype) * self.w.to(dtype)
+    """)
+    from torch_utils.nets import Precond  # noqa: E402
+
+    with open(tmp_path / "edm.pkl", "wb") as f:
+        pickle.dump({"ema": Precond()}, f)
+    entry = ZooEntry(name="edm-fp16", source=str(tmp_path / "edm.pkl"), format="edm-pickle", kernel="edm",
+                     prediction="x0", time_input="sigma", image_size=8)
+    D = load_denoiser(entry)
+    assert D.net.use_fp16 is False
+    x = torch.full((1, 3, 8, 8), 1 / 3, dtype=torch.float64)
+    with torch.no_grad():
+        assert D.net(x.float(), torch.ones(1)).dtype == torch.float32
