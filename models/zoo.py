@@ -289,7 +289,7 @@ def _prompt_embeddings(entry: ZooEntry, local: Path) -> torch.Tensor:
         path = Path(entry.prompt_embeddings)
         if not path.is_file():
             raise ZooError(f"zoo entry {entry.name!r}: prompt_embeddings file {path} does not exist")
-        emb = torch.from_numpy(__import__("numpy").load(path)) if path.suffix == ".npy" else torch.load(
+        emb = torch.from_numpy(np.load(path)) if path.suffix == ".npy" else torch.load(
             path, weights_only=True)
         return emb.float().reshape((1,) + tuple(emb.shape[-2:]))
     if not entry.prompt:

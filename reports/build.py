@@ -399,7 +399,7 @@ class Report:
         for y, c in enumerate(rows):
             lo, hi, _ = c["decision"]["interval"]
             colour = ("tab:green" if c["outcome"] == "passed" else
-                      "tab:orange" if own_side(c) == "straddle" else "tab:red")
+                      "tab:orange" if own_side(c) == "straddles" else "tab:red")
             ax.plot([lo, hi], [y, y], color=colour, lw=2)
             ax.plot([c["value"]], [y], "o", color=colour, ms=4)
             control = c["decision"].get("control")
@@ -444,7 +444,7 @@ class Report:
                     ranges[c["metric"] + (" (claimed low)" if low else "")].append(c["value"])
             values = "; ".join(f"{m} {min(v):.3g}" + (f"-{max(v):.3g}" if f"{max(v):.3g}" != f"{min(v):.3g}" else "")
                                for m, v in ranges.items())
-            undecided = sum(c["outcome"] == "failed" and own_side(c) == "straddle" for c in group)
+            undecided = sum(c["outcome"] == "failed" and own_side(c) == "straddles" for c in group)
             count = ", ".join(f"{n} {o}" + (f" ({undecided} undecided: the interval straddles the bar)"
                                             if o == "failed" and undecided else "")
                               for o, n in counts.items() if n) or "none collected"
@@ -544,19 +544,17 @@ def _format(v: Any) -> str:
 
 
 def own_side(c: dict) -> Optional[str]:
-    """Where a threshold case's own interval lies against its bar: 'pass', 'fail' or 'straddle' (None for a
-    direction or exact case). A failed case whose side is 'pass' failed on its control; 'straddle' is undecided at
-    the run's noise count."""
+    """Where a threshold case's own interval lies against its bar (cases.decision's rule): 'pass', 'fail' or
+    'straddles' (None for a direction or exact case). A failed case whose side is 'pass' failed on its control;
+    'straddles' is undecided at the run's noise count."""
+    from cases import Bar
+    from cases.decision import Interval
+
     op, bar, d = c["bar"]["op"], c["bar"]["value"], c.get("decision")
     if bar is None or op not in (">=", ">", "<", "<=") or not isinstance(d, dict):
         return None
-    lo, hi = d["interval"][:2]
-    high = op in (">=", ">")
-    if (lo > bar) if high else (hi < bar):
-        return "pass"
-    if (hi < bar) if high else (lo > bar):
-        return "fail"
-    return "straddle"
+    lo, hi, method = d["interval"][:3]
+    return Interval(lo, hi, method).side(Bar(op, bar, c["bar"].get("source", "")))
 
 
 def write_runs_index(root: str | os.PathLike) -> Path:

@@ -223,8 +223,8 @@ def test_a_figure_that_fails_unexpectedly_is_said_not_drawn_and_the_page_is_buil
 
 
 @pytest.mark.parametrize("op, interval, side", [(">=", (0.62, 0.8), "pass"), (">=", (0.3, 0.5), "fail"),
-                                                (">=", (0.55, 0.7), "straddle"), ("<", (0.1, 0.3), "pass"),
-                                                ("<", (0.7, 0.9), "fail"), ("<", (0.5, 0.65), "straddle")])
+                                                (">=", (0.55, 0.7), "straddles"), ("<", (0.1, 0.3), "pass"),
+                                                ("<", (0.7, 0.9), "fail"), ("<", (0.5, 0.65), "straddles")])
 def test_a_threshold_cases_own_side_tells_undecided_and_control_failures_apart(op, interval, side):
     """The forest plots colour an undecided case apart, the scorecard counts it, and the worst-pairs figure leaves
     out cases whose recorded (least similar) pairs do not explain their failure."""
