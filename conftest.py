@@ -26,12 +26,15 @@ DEFAULT_CACHE = ".cache/samenoise"
 DEFAULT_REPORTS = "reports/out"
 GOLDEN_DEFAULT_BAR = SCORE_BAR  # the regression check's RP and MAE score bars: the paper's 0.6 (Sec. 2.1)
 REAL_ZOO = Path(__file__).resolve().parent / "models" / "real.toml"  # its absent entries may skip, unless named
+BENCHMARK_STORAGE_DEFAULT = "file://./.benchmarks"  # pytest-benchmark's default --benchmark-storage
 DESCRIPTOR_FIXTURES = ("descriptor", "embed", "make_run_descriptor")
 
 MARKERS = {
     "gpu": "needs a CUDA device (skipped without one)",
     "weights": "needs real published checkpoints from a local path (skipped when absent)",
     "slow": "long sweeps or training; deselect with -m 'not slow'",
+    "golden_rp": "the checkpoint regression's RP case (bench/test_regression.py)",
+    "golden_mae": "the checkpoint regression's MAE score case (bench/test_regression.py)",
 }
 
 
@@ -83,6 +86,10 @@ def pytest_configure(config: pytest.Config) -> None:
     for dest, default in (("cache_dir", DEFAULT_CACHE), ("report_dir", DEFAULT_REPORTS)):
         if getattr(config.option, dest) == default:  # the defaults belong to the checkout, wherever pytest runs from
             setattr(config.option, dest, str(Path(__file__).resolve().parent / default))
+    if _option(config, "benchmark_storage") == BENCHMARK_STORAGE_DEFAULT:  # pytest-benchmark makes it at every run
+        home = config.option.report_dir or config.option.cache_dir
+        if home:  # saved benchmark runs (--benchmark-save/-autosave) beside the runs, not in the working directory
+            config.option.benchmark_storage = f"file://{Path(home).resolve() / 'benchmarks'}"
     _check_options(config)
     from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -158,7 +165,8 @@ def _check_device(name: str) -> None:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         device = None
-    if device is None or device.type not in ("cpu", "cuda"):
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
+        # torch takes cpu:N for any N and runs it on the one CPU device, so another index names nothing
         raise pytest.UsageError(f"--device {name!r} is not a device the suite samples on; valid: cpu, cuda, cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -170,7 +178,7 @@ def _check_device(name: str) -> None:
 
 
 def _check_descriptor(config: pytest.Config) -> None:
-    from models.descriptor import DESCRIPTORS
+    from models.descriptor import DESCRIPTORS, weights_format_error
 
     name, path, size = (config.getoption(o) for o in ("--descriptor", "--descriptor-path", "--descriptor-size"))
     if name not in DESCRIPTORS:
@@ -180,6 +188,8 @@ def _check_descriptor(config: pytest.Config) -> None:
                                 f"or 320)")
     if path is not None and not Path(path).is_file():
         raise pytest.UsageError(f"--descriptor-path {path}: the file does not exist")
+    if path is not None and (why := weights_format_error(name, path)):
+        raise pytest.UsageError(f"--descriptor-path {path}: {why}")
 
 
 def _check_zoo(config: pytest.Config):

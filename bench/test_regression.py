@@ -6,7 +6,10 @@
 The candidate is sampled with its entry's sampler and NFE on the golden file's noises (a conditional one under its
 first class, label 0, recorded in the file). Two cases per golden
 file, `rp` (descriptor embeddings, content) and `mae` (thumbnails, pixels), must reach --golden-rp and
---golden-mae (default 0.6 each, the paper's bars, Sec. 2.1); select one with -k, e.g. `-k "regression and rp"`."""
+--golden-mae (default 0.6 each, the paper's bars, Sec. 2.1); select one by its marker, `-m golden_rp` or
+`-m golden_mae` (`-k "regression and rp"` also picks `mae` cases whose golden file's path contains "rp")."""
+import pytest
+
 from cases.regression import GOLDEN_BARS, item_id, regression_case
 from cases import Run
 from models.golden import Golden, thumbnails
@@ -15,8 +18,10 @@ from models.golden import Golden, thumbnails
 def pytest_generate_tests(metafunc):
     files = metafunc.config.getoption("--golden") or [None]
     if "golden_metric" in metafunc.fixturenames:
-        metafunc.parametrize("golden_file, golden_metric", [(f, m) for f in files for m in GOLDEN_BARS],
-                             ids=[item_id(f, m) for f in files for m in GOLDEN_BARS])
+        # each metric is also a marker: -m golden_rp selects by name, where -k would also match a golden file's path
+        metafunc.parametrize("golden_file, golden_metric",
+                             [pytest.param(f, m, marks=getattr(pytest.mark, m), id=item_id(f, m))
+                              for f in files for m in GOLDEN_BARS])
     elif "golden_file" in metafunc.fixturenames:
         metafunc.parametrize("golden_file", files, ids=[f"record/{f or '-'}" for f in files])
 

@@ -24,5 +24,5 @@ def regression_case(golden_file: str, metric: str, bar: float, candidate: Option
 
 
 def item_id(golden_file: Optional[str], metric: str) -> str:
-    """The test id of a regression item: `regression/<file>/rp` (selected with -k "regression and rp")."""
+    """The test id of a regression item: `regression/<file>/rp` (select a metric with its marker, -m golden_rp)."""
     return f"regression/{golden_file or '-'}/{metric.removeprefix('golden_')}"

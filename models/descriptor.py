@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Optional
@@ -168,6 +169,31 @@ def descriptor_weights(name: str, path: Optional[str | Path] = None) -> Path:
         raise FileNotFoundError(f"SSCD TorchScript file not found: {found}. "
                                 + TORCHSCRIPT_HELP.format(file=file, name=name))
     return found
+
+
+def weights_format_error(name: str, path: str | Path) -> Optional[str]:
+    """Why `path` cannot be the weights of descriptor `name`, or None. The ONNX file is opened by onnxruntime (a
+    fraction of a second for SSCD's 28 MB); a TorchScript file must be a TorchScript archive (a zip with the
+    module's code and constants; a plain torch.save file has neither). Called at collection, so that a wrong file
+    stops the run before any case, not each case that embeds."""
+    if name == OnnxSSCD.name:
+        import onnxruntime as ort
+
+        try:
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"{name} needs an ONNX model that onnxruntime opens; it says: {first}"
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        members = []
+    if not (any("/code/" in m for m in members) and any(m.endswith("constants.pkl") for m in members)):
+        return f"{name} needs a TorchScript archive (torch.jit.save), e.g. {TorchScriptSSCD.files[name]}; " \
+               f"this file is not one"
+    return None
 
 
 def make_descriptor(name: str = "sscd-int8", path: Optional[str | Path] = None, **options) -> Descriptor:

@@ -51,6 +51,15 @@ def a_file(tmp: Path) -> Path:
     return f
 
 
+def a_state_dict(tmp: Path) -> Path:
+    """A zip written by torch.save: not a TorchScript archive (no code, no constants)."""
+    import torch
+
+    f = tmp / "state.pt"
+    torch.save({"w": torch.zeros(2)}, f)
+    return f
+
+
 def a_golden(tmp: Path) -> Path:
     g = Golden(model="m", bank_hash="h", sampler="dpm3", nfe=20, grid="edm", label=None, descriptor="d",
                ids=np.arange(4), embeddings=np.ones((4, 8), np.float32), thumbnails=np.zeros((4, 2, 2, 3), np.uint8))
@@ -109,10 +118,17 @@ OPTION_ROWS = [
     ("device-gpu", lambda t: {"--device": "gpu"}, "--device 'gpu' is not a device the suite samples on; valid: cpu"),
     ("device-empty", lambda t: {"--device": ""}, "--device '' is not a device"),
     ("device-meta", lambda t: {"--device": "meta"}, "--device 'meta' is not a device"),
+    ("device-cpu-index", lambda t: {"--device": "cpu:7"}, "--device 'cpu:7' is not a device the suite samples on"),
     ("descriptor-unknown", lambda t: {"--descriptor": "nosuch"}, "--descriptor 'nosuch' is unknown; valid: sscd-int8"),
     ("descriptor-size-zero", lambda t: {"--descriptor-size": 0}, "--descriptor-size 0 is out of range"),
     ("descriptor-size-huge", lambda t: {"--descriptor-size": 100000}, "--descriptor-size 100000 is out of range"),
     ("descriptor-path-missing", lambda t: {"--descriptor-path": str(t / "sscd.pt")}, "sscd.pt: the file does not"),
+    ("descriptor-path-not-onnx", lambda t: {"--descriptor-path": str(a_file(t))},
+     "plain-file: sscd-int8 needs an ONNX model that onnxruntime opens; it says: [ONNXRuntimeError]"),
+    ("descriptor-path-not-torchscript", lambda t: {"--descriptor": "sscd-mixup", "--descriptor-path": str(a_file(t))},
+     "sscd-mixup needs a TorchScript archive (torch.jit.save), e.g. sscd_disc_mixup.torchscript.pt; this file is not"),
+    ("descriptor-path-a-state-dict", lambda t: {"--descriptor": "sscd-large", "--descriptor-path": str(a_state_dict(t))},
+     "state.pt: sscd-large needs a TorchScript archive"),
     ("zoo-file-missing", lambda t: {"--zoo": [str(t / "nope.toml")]}, "nope.toml: cannot read the zoo file"),
     ("zoo-unknown-key", lambda t: {"--zoo": [str(a_zoo(t, '[models.x]\nsource = "x"\ncolour = "red"\n'))]},
      "entry 'x' has unknown keys ['colour']"),

@@ -136,6 +136,22 @@ def test_a_conditional_candidate_is_recorded_and_checked_under_its_first_class(t
     assert out.returncode == 1 and "was made with label 0, this run uses None" in out.stdout, out.stdout[-2000:]
 
 
+def test_a_metric_is_selected_by_its_marker_whatever_the_golden_file_is_called(tmp_path):
+    """-k "regression and rp" also matched the mae case of a golden file whose path contains "rp"; the markers do
+    not (collection only: the file must exist and load)."""
+    out = run_regression(tmp_path, REFERENCE, "--update-golden", "--noises", "6", golden="rp.npz")
+    assert out.returncode == 0, out.stdout[-2000:]
+
+    def collected(*select):
+        out = run_regression(tmp_path, REFERENCE, "--collect-only", "-q", *select, golden="rp.npz")
+        return {line.split("[", 1)[1].rstrip("]") for line in out.stdout.splitlines() if "::" in line}
+
+    case = f"regression/{tmp_path / 'rp.npz'}"
+    assert collected("-m", "golden_rp") == {f"{case}/rp"}
+    assert collected("-m", "golden_mae") == {f"{case}/mae"}
+    assert collected("-k", "regression and rp") == {f"{case}/rp", f"{case}/mae"}  # why the markers exist
+
+
 def test_a_candidate_name_that_is_both_a_zoo_entry_and_a_folder_here_is_refused(tmp_path):
     import shutil
 

@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 from reports.schema import load_results
-from tests.helpers import pytest_run
+from tests.helpers import ROOT, pytest_run
 
 
 def run(tmp_path, *args, env=None):
@@ -163,3 +163,18 @@ def test_a_whole_run_whose_last_case_trips_x_is_not_stopped_early(tmp_path):
     folder, = (tmp_path / "out" / "runs").iterdir()
     assert "stopped_early" not in load_results(folder / "results.json")["meta"]
     assert (tmp_path / "out" / "latest").resolve() == folder.resolve()
+
+
+def test_saved_benchmarks_go_beside_the_runs_not_into_the_working_directory(tmp_path):
+    """pytest-benchmark makes its storage folder (default ./.benchmarks) at every run, wherever pytest runs from."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    common = (str(ROOT / "tests" / "claim_outcomes.py"), "--collect-only", "-q", f"--cache-dir={tmp_path / 'cache'}")
+    out = pytest_run(*common, f"--report-dir={tmp_path / 'out'}", cwd=work)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert list(work.iterdir()) == [] and (tmp_path / "out" / "benchmarks").is_dir()
+    out = pytest_run(*common, "--report-dir=", cwd=work)  # no report folder: beside the store
+    assert list(work.iterdir()) == [] and (tmp_path / "cache" / "benchmarks").is_dir()
+    out = pytest_run(*common, f"--report-dir={tmp_path / 'out2'}", f"--benchmark-storage=file://{tmp_path / 'mine'}",
+                     cwd=work)  # the user's own: kept
+    assert out.returncode == 0 and (tmp_path / "mine").is_dir() and not (tmp_path / "out2" / "benchmarks").exists()
