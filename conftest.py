@@ -45,6 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="threads that share each model's micro-batches, one core each (default: torch's thread "
                          "count, i.e. the cores or OMP_NUM_THREADS; 1 samples on one core; CPU only; samples do not "
                          "depend on it)")
+    group.addoption("--micro-batch", type=int, default=None, metavar="ROWS",
+                    help="rows per network call (default 16 on a CPU, 256 on a GPU; a zoo entry's micro_batch takes "
+                         "its place); a row's low bits depend on it, so samples are stored under it")
     group.addoption("--compile", action="store_true",
                     help="torch.compile the networks (for long GPU runs: compiling takes tens of seconds per model; "
                          "its calls take turns; samples differ from eager in the low bits and are stored under their "
@@ -114,6 +117,7 @@ def _option(config: pytest.Config, name: str):
 
 
 MAX_NOISES = 1_000_000
+MAX_MICRO_BATCH = 65_536  # far above what a GPU holds for any zoo network; a bound on a typo, not a tuned limit
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -127,6 +131,8 @@ def _check_options(config: pytest.Config) -> None:
     if opt("--noises") > MAX_NOISES:  # a case draws its whole bank at once: 12 KB a noise at 32 px
         raise usage(f"--noises must be at most {MAX_NOISES:,} (the paper uses 10,000; a case holds its noises in "
                     f"memory, 12 GB at this count for 32-px models), got {opt('--noises'):,}")
+    if opt("--micro-batch") is not None and not 1 <= opt("--micro-batch") <= MAX_MICRO_BATCH:
+        raise usage(f"--micro-batch must be between 1 and {MAX_MICRO_BATCH:,} rows, got {opt('--micro-batch')}")
     if opt("--workers") is not None and not 1 <= opt("--workers") <= 256:
         raise usage(f"--workers must be between 1 and 256 threads, got {opt('--workers')}")
     for name in ("--golden-rp", "--golden-mae"):

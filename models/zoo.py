@@ -54,6 +54,9 @@ class ZooEntry:
     num_classes: Optional[int] = None
     description: str = ""
     kernel_options: dict[str, Any] = field(default_factory=dict)
+    # rows per network call for this model, in place of the run's (--micro-batch; 16 on a CPU, 256 on a GPU): a cap
+    # for networks whose activations at the run's micro-batch would not fit on the device (Stable Diffusion)
+    micro_batch: Optional[int] = None
     # latent text-to-image models (format "diffusers-latent"): image_size and channels describe the latents
     prompt: str = ""  # encoded with the checkpoint's text_encoder/ and tokenizer/ (needs `transformers`)
     prompt_embeddings: str = ""  # or a .npy/.pt file of precomputed (1, tokens, dim) text embeddings
@@ -107,6 +110,9 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
             if getattr(entry, key) not in registry:
                 raise ZooError(f"{path}: entry {name!r} has {key} {getattr(entry, key)!r}; valid {key}s: "
                                f"{', '.join(registry)}")
+        if entry.micro_batch is not None and (type(entry.micro_batch) is not int or entry.micro_batch < 1):
+            raise ZooError(f"{path}: entry {name!r} has micro_batch {entry.micro_batch!r}; valid: a whole number of "
+                           f"rows, at least 1 (leave it out for the run's --micro-batch)")
         if entry.kernel not in KERNELS:
             raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; "
                            f"valid kernels: {', '.join(sorted(KERNELS))}")

@@ -112,7 +112,8 @@ class Mutant(Measure):
     """The suite's Measure with one run broken by `mutation`."""
 
     def __init__(self, base: Measure, mutation: str, target: Run):
-        samples = SampleSource(self._model, base.samples.store, base.samples.device, base.samples.workers)
+        samples = SampleSource(self._model, base.samples.store, base.samples.device, base.samples.workers,
+                               base.samples.micro_batch)
         super().__init__(self._model, base.bank, samples, base.embed, base.noises, base.descriptor_identity)
         self.base_model, self.mutation, self.target = base.model, mutation, target
 

@@ -105,6 +105,7 @@ OPTION_ROWS = [
     ("noises-one", lambda t: {"--noises": 1}, "another), got 1"),
     ("noises-negative", lambda t: {"--noises": -5}, "got -5"),
     ("workers-zero", lambda t: {"--workers": 0}, "--workers must be between 1 and 256 threads, got 0"),
+    ("micro-batch-zero", lambda t: {"--micro-batch": 0}, "--micro-batch must be between 1 and 65,536 rows, got 0"),
     ("golden-rp-above-1", lambda t: {"--golden-rp": 1.5}, "--golden-rp is a score bar between 0 and 1, got 1.5"),
     ("golden-mae-below-0", lambda t: {"--golden-mae": -0.1}, "--golden-mae is a score bar between 0 and 1, got -0.1"),
     ("cache-dir-under-a-file", lambda t: {"--cache-dir": str(a_file(t) / "cache")}, "plain-file is not a folder"),

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from cases import OPS, Bar, Case, Run
 from cases.catalog import ALL, of
@@ -10,7 +11,7 @@ from cases.regimes import REGIMES
 from cases.variants import CONDITIONAL
 from fixtures.results import Measured, check
 from cases.names import parse
-from models.zoo import read_zoo
+from models.zoo import ZooError, read_zoo
 from tests.helpers import proportion, pytest_run
 from reports.schema import RESULTS_FORMAT
 
@@ -210,6 +211,47 @@ def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
     sets = {grid: source(Run("g", "euler", 4), bank) for grid, source in sources.items()}
     assert sets["edm"].key["grid"] == "edm" and sets["uniform-t"].key["grid"] == "uniform-t"
     assert not (sets["edm"].images == sets["uniform-t"].images).all()  # 4 Euler steps on other grids differ
+
+
+def test_a_zoo_entry_micro_batch_takes_the_place_of_the_runs_in_the_solve_and_the_key(tmp_path):
+    """Rows per network call: the run's (16 on a CPU, 256 on a GPU, or --micro-batch), or the entry's own."""
+    import dataclasses
+
+    from fixtures.samples import SampleSource, run_micro_batch
+    from fixtures.zoo import Model
+    from models.kernels import make_kernel
+    from models.noise import NoiseBank
+    from models.store import SampleStore
+    from models.zoo import ZooEntry
+    from tests.helpers import GaussianData
+
+    assert run_micro_batch(None, torch.device("cpu")) == 16 and run_micro_batch(None, torch.device("cuda")) == 256
+    assert run_micro_batch(5, torch.device("cuda")) == 5 and run_micro_batch(5, torch.device("cpu")) == 5
+    calls = []
+
+    def D(x, sigma, label=None):
+        calls.append(len(x))
+        return GaussianData()(x, sigma)
+
+    plain = ZooEntry(name="p", source="-", kernel="edm", image_size=4)
+    entries = {"p": plain, "q": dataclasses.replace(plain, name="q", micro_batch=3)}
+    source = SampleSource(lambda name: Model(name, D, make_kernel("edm"), (3, 4, 4), "fp", entry=entries[name]),
+                          SampleStore(tmp_path), "cpu", micro_batch=8)
+    bank = NoiseBank.draw(0, (3, 4, 4), n=10)
+    for name, rows in (("p", 8), ("q", 3)):
+        calls.clear()
+        got = source(Run(name, "euler", 2), bank)
+        assert got.key["micro_batch"] == rows and set(calls) == {rows}, (name, calls)
+    with pytest.raises(ZooError, match="entry 'x' has micro_batch 0; valid: a whole number of rows, at least 1"):
+        read_zoo(write_zoo(tmp_path, '[models.x]\nsource = "x"\nmicro_batch = 0\n'))
+    with pytest.raises(ZooError, match="entry 'x' has micro_batch '16'; valid"):
+        read_zoo(write_zoo(tmp_path, '[models.x]\nsource = "x"\nmicro_batch = "16"\n'))
+
+
+def write_zoo(tmp_path, text: str):
+    path = tmp_path / "zoo.toml"
+    path.write_text(text)
+    return path
 
 
 def test_every_part_of_the_paper_has_cases_and_the_report_finds_its_figures_by_case_data():

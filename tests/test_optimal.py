@@ -134,3 +134,19 @@ def test_cifar10_size_fits_a_2_gib_working_budget():
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["finite"]
     assert got["extra_kib"] < 2 * 1024 * 1024
+
+
+def test_the_gpu_sizes_give_the_cpu_sizes_output():
+    """D* on a GPU takes larger products (fixtures/zoo.py, optimal_sizes); run here on the CPU, they must agree with
+    the CPU's sizes within float32 rounding (the sizes change only low bits)."""
+    from fixtures.zoo import optimal_sizes
+
+    assert optimal_sizes(torch.device("cpu")) == {}
+    sizes = optimal_sizes(torch.device("cuda"))
+    assert sizes["batch_size"] > 64 and sizes["chunk_size"] > 1024
+    data = torch.rand(3000, 3, 4, 4) * 2 - 1  # more images than one CPU chunk, fewer than one GPU chunk
+    x = torch.randn(300, 3, 4, 4)
+    for sigma in (0.05, 1.0, 20.0):
+        want = OptimalDenoiser(data)(x * sigma, sigma)
+        got = OptimalDenoiser(data, **sizes)(x * sigma, sigma)
+        assert torch.allclose(got, want, atol=2e-6, rtol=0), (sigma, float((got - want).abs().max()))
