@@ -17,7 +17,7 @@ import numpy as np
 
 from cases import PAPER_VALUES, PARTS
 from cases.names import parse
-from fixtures.metrics import METRICS
+from fixtures.metrics import LOSS_CURVE_STRIDE, METRICS
 from models.atomic import atomic_write
 from models.store import SampleSet, SampleStore, StoreError
 from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
@@ -260,6 +260,37 @@ class Report:
                              fontsize=7)
         return self.save(fig, "nfe.png")
 
+    def fig_loss(self):
+        """Figure 13: the training loss of the model on the small set against the model on the large one, one panel
+        per case, from the curves the cases record (every LOSS_CURVE_STRIDE-th step); the steps each case averages
+        are drawn bold, the rest as a running mean over 2% of the run beside the raw curve."""
+        cases = [c for c in self.of_figure("Fig. 13") if c["metric"] == "loss" and c["extra"].get("loss")
+                 and ((c.get("versus") or {}).get("extra") or {}).get("loss")]
+        if not cases:
+            return None
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(cases), figsize=(3.4 * len(cases), 2.8), squeeze=False)
+        for ax, c in zip(axes[0], cases):
+            last = c["params"].get("last_steps", 0)
+            for run, side, colour in ((c["runs"][0], c, "C0"), (c["versus_runs"][0], c["versus"], "C1")):
+                curve = np.asarray(side["extra"]["loss"], dtype=float)
+                steps = np.arange(len(curve)) * LOSS_CURVE_STRIDE + 1
+                ax.plot(steps, curve, color=colour, alpha=0.2, lw=0.5)
+                w = max(1, len(curve) // 50)
+                mean = np.convolve(curve, np.ones(w) / w, mode="valid")
+                ax.plot(steps[w - 1:], mean, color=colour, lw=1, label=f"{run['model']}: {side['value']:.4f}")
+                tail = steps >= steps[-1] + LOSS_CURVE_STRIDE - last
+                ax.plot(steps[tail], np.full(tail.sum(), side["value"]), color=colour, lw=3)
+            ax.set_xscale("log")
+            ax.set_xlabel("training step", fontsize=7)
+            ax.set_ylabel("loss", fontsize=7)
+            ax.tick_params(labelsize=6)
+            ax.legend(fontsize=6, title=f"mean of the last {last} steps", title_fontsize=6)
+            ax.set_title(f"loss of {c['runs'][0]['model']} < loss of {c['versus_runs'][0]['model']}: {c['outcome']}",
+                         fontsize=7)
+        fig.tight_layout()
+        return self.save(fig, "loss.png")
+
     def fig_inverse(self):
         """Figure 7: the observation, the truth and each model's DPS result, for the first noises."""
         from models.datasets import embedded_photos
@@ -379,6 +410,7 @@ class Report:
         self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran")
         self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran")
         self.add("RP along slerp paths between noises (Fig. 11)", self.fig_manifold, "no manifold case ran")
+        self.add("Training loss, small set against large (Fig. 13)", self.fig_loss, "no training-loss case ran")
         self.add("Inpainting by deterministic DPS (Fig. 7, 25)", self.fig_inverse, "no inverse-problem case ran")
         self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran")
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")

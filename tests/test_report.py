@@ -261,3 +261,25 @@ def test_the_manifold_figure_draws_rp_along_the_slerp_paths(tmp_path):
     assert "manifold.png" in page and "no manifold case ran" not in page
     img = np.asarray(Image.open(tmp_path / "out" / "manifold.png").convert("L"))
     assert img.std() > 5  # not blank
+
+
+def test_the_loss_figure_draws_both_recorded_curves_of_each_case(tmp_path):
+    """Fig. 13 from the curves the loss cases record (every 10th step), the small set's model against the large's."""
+    small, large = list(np.linspace(1.0, 0.2, 300)), list(np.linspace(1.0, 0.5, 300))
+    case = pair_case([], ident="C3/s/dpm3@20: loss<loss(l/dpm3@20)", claim="C3", part="C3", figure="Fig. 13",
+                     metric="loss", value=0.2, outcome="passed", passed=True, worst=[], models=["s", "l"],
+                     runs=[{"model": "s", "sampler": "dpm3", "nfe": 20}],
+                     versus_runs=[{"model": "l", "sampler": "dpm3", "nfe": 20}], params={"last_steps": 200},
+                     versus={"value": 0.5, "n": 200, "extra": {"loss": large}}, extra={"loss": small},
+                     bar={"op": "<", "value": None, "source": "Fig. 13"})
+    case["decision"] |= {"control": None, "test": {"name": "unpaired bootstrap", "difference": [-0.31, -0.29],
+                                                   "sizes": [200, 200], "direction": "<", "holds": True}}
+    page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out").read_text()
+    assert "loss.png" in page and "no training-loss case ran" not in page
+    img = np.asarray(Image.open(tmp_path / "out" / "loss.png").convert("RGB")).astype(int)
+    blue, orange = np.array([31, 119, 180]), np.array([255, 127, 14])  # matplotlib's C0 and C1: both curves drawn
+    for colour in (blue, orange):
+        assert (np.abs(img - colour).sum(-1) < 40).sum() > 100
+    del case["versus"]["extra"]["loss"]  # a record without the other curve: said, not half-drawn
+    page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out2").read_text()
+    assert "no training-loss case ran" in page and "loss.png" not in page
