@@ -248,6 +248,25 @@ def test_a_zoo_entry_micro_batch_takes_the_place_of_the_runs_in_the_solve_and_th
         read_zoo(write_zoo(tmp_path, '[models.x]\nsource = "x"\nmicro_batch = "16"\n'))
 
 
+def test_a_gpu_samples_key_records_the_tf32_switches_and_a_cpus_does_not(tmp_path, monkeypatch):
+    """cuDNN rounds convolutions to TF32 by default (matmuls not): either switch changes a GPU sample's low bits."""
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import Model
+    from models.kernels import make_kernel
+    from models.store import SampleStore
+    from tests.helpers import GaussianData
+
+    m = Model("g", GaussianData(), make_kernel("edm"), (3, 4, 4), "fp")
+    keys = {d: SampleSource(lambda name: m, SampleStore(tmp_path), d)._key(Run("g", "euler", 4), m)
+            for d in ("cpu", "cuda")}
+    assert "tf32" not in keys["cpu"]
+    assert keys["cuda"]["tf32"] == {"cudnn": torch.backends.cudnn.allow_tf32,
+                                    "matmul": torch.backends.cuda.matmul.allow_tf32}
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", not torch.backends.cudnn.allow_tf32)
+    flipped = SampleSource(lambda name: m, SampleStore(tmp_path), "cuda")._key(Run("g", "euler", 4), m)
+    assert flipped["tf32"] != keys["cuda"]["tf32"]
+
+
 def write_zoo(tmp_path, text: str):
     path = tmp_path / "zoo.toml"
     path.write_text(text)

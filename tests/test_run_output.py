@@ -20,6 +20,7 @@ def test_every_collected_case_is_recorded_with_its_outcome_and_the_paths_come_la
     runs = sorted((tmp_path / "out" / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.endswith("-subset")
     doc = load_results(runs[0] / "results.json")
+    assert doc["meta"]["micro_batch"] == 16 and "tf32" not in doc["meta"]  # the CPU's rows per call; no GPU switches
     outcomes = {c["id"].split("/")[1].split("-")[0]: (c["outcome"], c.get("reason", "")) for c in doc["cases"]}
     assert outcomes == {"holds": ("passed", ""), "misses": ("failed", ""),
                         "crashes": ("error", "call: RuntimeError: the sampler diverged at sigma 80"),
