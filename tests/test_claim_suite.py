@@ -260,11 +260,14 @@ def test_a_gpu_samples_key_records_the_tf32_switches_and_a_cpus_does_not(tmp_pat
     keys = {d: SampleSource(lambda name: m, SampleStore(tmp_path), d)._key(Run("g", "euler", 4), m)
             for d in ("cpu", "cuda")}
     assert "tf32" not in keys["cpu"]
-    assert keys["cuda"]["tf32"] == {"cudnn": torch.backends.cudnn.allow_tf32,
-                                    "matmul": torch.backends.cuda.matmul.allow_tf32}
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    cuda = SampleSource(lambda name: m, SampleStore(tmp_path), "cuda")
+    assert cuda._key(Run("g", "euler", 4), m)["tf32"] == {"cudnn": torch.backends.cudnn.allow_tf32,
+                                                           "matmul": torch.backends.cuda.matmul.allow_tf32}
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")  # the driver's switch, below torch's flags
+    assert cuda._key(Run("g", "euler", 4), m)["tf32"]["override"] == "0"
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", not torch.backends.cudnn.allow_tf32)
-    flipped = SampleSource(lambda name: m, SampleStore(tmp_path), "cuda")._key(Run("g", "euler", 4), m)
-    assert flipped["tf32"] != keys["cuda"]["tf32"]
+    assert cuda._key(Run("g", "euler", 4), m)["tf32"]["cudnn"] != keys["cuda"]["tf32"]["cudnn"]
 
 
 def write_zoo(tmp_path, text: str):
