@@ -16,8 +16,7 @@ import torch
 
 from fixtures.benchmarks import interleaved, network_flops, ratio, ratio_interval, record, spread, timed_rounds
 from fixtures.devices import synchronize
-from fixtures.samples import MICRO_BATCH
-from fixtures.zoo import EMBEDDED_ZOO
+from fixtures.zoo import EMBEDDED_ZOO, optimal_sizes
 from models.denoisers import wrap
 from models.fast import intra_op_threads
 from models.generate import generate, solve
@@ -29,10 +28,16 @@ from models.stats import median_interval
 from models.unet import build_unet
 from models.zoo import load_denoiser, read_zoo
 
-BATCH = 16
 CASES = [pytest.param(name, nfe, id=f"{name}@{nfe}") for name in sorted(SAMPLERS) if name != "consistency"
          for nfe in (10, 35)] + [pytest.param("consistency", 1, id="consistency@1")]  # one-step only
-NOISES, NFE = 32, 10  # two micro-batches of the suite's 16 rows (one per core), NFE 10: a few seconds a round
+NFE = 10  # a few seconds a round on 2 cores
+# each case samples two micro-batches of the run's rows (fixtures/samples.py: 16 on a CPU, one per core; 256 on a GPU),
+# the shape the suite's own sampling runs at
+
+
+@pytest.fixture(scope="module")
+def noises(micro_batch) -> int:
+    return 2 * micro_batch
 ZOO_NETS = ("unet32-edm-m64", "uvit-edm-m64")  # the embedded zoo's slower UNet and its transformer
 
 
@@ -44,9 +49,10 @@ def small_unet(device):
 
 
 @pytest.mark.parametrize("sampler, nfe", CASES)
-def test_sampler_throughput(benchmark, small_unet, device, sampler, nfe):
+def test_sampler_throughput(benchmark, small_unet, device, micro_batch, sampler, nfe):
+    """One micro-batch of the run's rows through each sampler."""
     kernel = make_kernel("vp")
-    x = kernel.initial_state(torch.randn(BATCH, 3, 16, 16, dtype=torch.float64, device=device))
+    x = kernel.initial_state(torch.randn(micro_batch, 3, 16, 16, dtype=torch.float64, device=device))
 
     def run():
         out = solve(small_unet, x, kernel, sampler, nfe)
@@ -54,8 +60,8 @@ def test_sampler_throughput(benchmark, small_unet, device, sampler, nfe):
         return out
 
     out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update(nfe=out.nfe, batch=BATCH, threads=torch.get_num_threads(), device=str(device))
-    record(benchmark, images_per_s=lambda t: BATCH / t, evaluations_per_s=lambda t: BATCH * out.nfe / t)
+    benchmark.extra_info.update(nfe=out.nfe, batch=micro_batch, threads=torch.get_num_threads(), device=str(device))
+    record(benchmark, images_per_s=lambda t: micro_batch / t, evaluations_per_s=lambda t: micro_batch * out.nfe / t)
     assert torch.isfinite(out.x).all()
 
 
@@ -63,11 +69,11 @@ def _zoo_denoiser(name: str, device, runner: str = "eager", dtype: torch.dtype =
     return load_denoiser(read_zoo(EMBEDDED_ZOO)[name], device, dtype).use(runner)
 
 
-def _bare_forwards(D, device, evaluations: int, threads: Optional[int] = None):
-    """The network calls generate makes (micro-batches of 16), and nothing else; on `threads` intra-op threads
+def _bare_forwards(D, device, evaluations: int, rows: int, threads: Optional[int] = None):
+    """The network calls generate makes (micro-batches of `rows`), and nothing else; on `threads` intra-op threads
     (default: torch's own count)."""
-    x = torch.randn(MICRO_BATCH, *D.sample_shape, device=device)
-    t = torch.full((MICRO_BATCH,), 0.3, device=device)
+    x = torch.randn(rows, *D.sample_shape, device=device)
+    t = torch.full((rows,), 0.3, device=device)
 
     @torch.no_grad()
     def run():
@@ -78,21 +84,23 @@ def _bare_forwards(D, device, evaluations: int, threads: Optional[int] = None):
 
 
 @pytest.mark.parametrize("name", ZOO_NETS)
-def test_generate_against_bare_forwards(benchmark, device, workers, name):
+def test_generate_against_bare_forwards(benchmark, device, workers, micro_batch, noises, name):
     """generate's own cost: eager generate on one worker against the same eager forwards on one intra-op thread (the
     sampler's arithmetic, the finiteness check, padding); and the suite's default path (frozen traces on `workers`
     threads) against those forwards called eagerly on all the cores, as a plain loop would."""
     eager, fast = _zoo_denoiser(name, device), _zoo_denoiser(name, device, "traced")
-    bank = NoiseBank.draw(0, eager.sample_shape, n=NOISES)
-    evaluations = NFE * NOISES // MICRO_BATCH
-    codes = {"bare_one_thread": _bare_forwards(eager, device, evaluations, threads=1),
-             "bare": _bare_forwards(eager, device, evaluations),
-             "generate_eager": lambda: generate(eager, eager.kernel, bank, nfe=NFE, device=device),
-             "generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers)}
+    bank = NoiseBank.draw(0, eager.sample_shape, n=noises)
+    evaluations = NFE * noises // micro_batch
+    codes = {"bare_one_thread": _bare_forwards(eager, device, evaluations, micro_batch, threads=1),
+             "bare": _bare_forwards(eager, device, evaluations, micro_batch),
+             "generate_eager": lambda: generate(eager, eager.kernel, bank, nfe=NFE, device=device,
+                                                micro_batch=micro_batch),
+             "generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers,
+                                          micro_batch=micro_batch)}
     out = benchmark.pedantic(codes["generate"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device),
                         until=[("generate_eager", "bare_one_thread"), ("bare", "generate")])
-    benchmark.extra_info.update(model=name, noises=NOISES, nfe=NFE, micro_batch=MICRO_BATCH, workers=workers,
+    benchmark.extra_info.update(model=name, noises=noises, nfe=NFE, micro_batch=micro_batch, workers=workers,
                                 device=str(device), rounds=len(times["generate"]),
                                 overhead_over_bare=ratio(times, "generate_eager", "bare_one_thread"),
                                 overhead_interval=ratio_interval(times, "generate_eager", "bare_one_thread"),
@@ -100,11 +108,11 @@ def test_generate_against_bare_forwards(benchmark, device, workers, name):
                                 speedup_over_bare=ratio(times, "bare", "generate"),
                                 speedup_over_bare_interval=ratio_interval(times, "bare", "generate"),
                                 speedup_over_bare_range=spread(times, "bare", "generate"))
-    record(benchmark, "min", images_per_s=lambda t: NOISES / t)
+    record(benchmark, "min", images_per_s=lambda t: noises / t)
     assert torch.isfinite(out.x).all()
 
 
-def _diffusers_loop(net, scheduler, device, dtype=torch.float32):
+def _diffusers_loop(net, scheduler, device, rows: int, dtype=torch.float32):
     """diffusers' own sampling loop (scale_model_input, the network, step) over the same micro-batches, from the
     same initial states sigma_max * eps (their init_noise_sigma is sqrt(sigma_max^2 + 1), a VE convention). With
     `dtype` float64 the state and the sigmas are float64 and the network runs in its own dtype."""
@@ -113,7 +121,7 @@ def _diffusers_loop(net, scheduler, device, dtype=torch.float32):
     @torch.no_grad()
     def run(eps: torch.Tensor) -> torch.Tensor:
         outs = []
-        for chunk in eps.split(MICRO_BATCH):
+        for chunk in eps.split(rows):
             scheduler.set_timesteps(NFE, device=device)
             scheduler.sigmas = scheduler.sigmas.to(dtype)
             x = chunk.to(device, dtype) * scheduler.sigmas[0]
@@ -144,7 +152,7 @@ DIFFUSERS_NETS = ("unet32-edm-l2048", "uvit-edm-l2048")
 
 @pytest.mark.parametrize("name", DIFFUSERS_NETS)
 @pytest.mark.parametrize("sampler", sorted(DIFFUSERS))
-def test_against_diffusers_scheduler_loop(benchmark, device, workers, name, sampler):
+def test_against_diffusers_scheduler_loop(benchmark, device, workers, micro_batch, noises, name, sampler):
     """The suite's generate (default path) against diffusers' scheduler loop on the same checkpoint, NFE and
     micro-batches: the speed ratio, the timed float32 outputs' largest difference beside diffusers' own
     float32-against-float64-state difference (what rounding alone moves), and the same two loops with the network in
@@ -156,30 +164,31 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, name, samp
     scheduler = getattr(diffusers, cls)(sigma_min=fast.kernel.sigma_min, sigma_max=fast.kernel.sigma_max,
                                         sigma_data=fast.sigma_data, **options)
     net = _zoo_denoiser(name, device).net  # the same weights, called eagerly by diffusers' loop
-    bank = NoiseBank.draw(0, fast.sample_shape, n=NOISES)
-    loop = _diffusers_loop(net, scheduler, device)
+    bank = NoiseBank.draw(0, fast.sample_shape, n=noises)
+    loop = _diffusers_loop(net, scheduler, device, micro_batch)
     codes = {"diffusers": lambda: loop(bank.take(bank.ids.tolist())),
              "suite": lambda: generate(fast, fast.kernel, bank, sampler=sampler, nfe=NFE, device=device,
-                                       workers=workers)}
+                                       workers=workers, micro_batch=micro_batch)}
     ours = benchmark.pedantic(codes["suite"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1).x
     theirs = codes["diffusers"]()
-    theirs64 = _diffusers_loop(net, getattr(diffusers, cls).from_config(scheduler.config), device,
+    theirs64 = _diffusers_loop(net, getattr(diffusers, cls).from_config(scheduler.config), device, micro_batch,
                                torch.float64)(bank.take(bank.ids.tolist()))
     times = interleaved(codes, sync=lambda: synchronize(device), until=[("diffusers", "suite")])
     difference = float((ours.float() - theirs).abs().max())
     exact = _zoo_denoiser(name, device, dtype=torch.float64)
     exact_theirs = _diffusers_loop(exact.net, getattr(diffusers, cls).from_config(scheduler.config), device,
-                                   torch.float64)(bank.take(bank.ids.tolist()))
-    exact_ours = generate(exact, exact.kernel, bank, sampler=sampler, nfe=NFE, device=device).x
+                                   micro_batch, torch.float64)(bank.take(bank.ids.tolist()))
+    exact_ours = generate(exact, exact.kernel, bank, sampler=sampler, nfe=NFE, device=device,
+                          micro_batch=micro_batch).x
     algorithm_difference = float((exact_ours - exact_theirs.to(exact_ours)).abs().max())
-    benchmark.extra_info.update(model=name, scheduler=cls, sampler=sampler, noises=NOISES, nfe=NFE,
-                                workers=workers, device=str(device), max_abs_difference=difference,
+    benchmark.extra_info.update(model=name, scheduler=cls, sampler=sampler, noises=noises, nfe=NFE,
+                                micro_batch=micro_batch, workers=workers, device=str(device), max_abs_difference=difference,
                                 float64_network_difference=algorithm_difference,
                                 rounding_control=float((theirs64 - theirs.double()).abs().max()),
                                 rounds=len(times["suite"]), speedup_over_diffusers=ratio(times, "diffusers", "suite"),
                                 speedup_interval=ratio_interval(times, "diffusers", "suite"),
                                 speedup_range=spread(times, "diffusers", "suite"))
-    record(benchmark, "min", images_per_s=lambda t: NOISES / t)
+    record(benchmark, "min", images_per_s=lambda t: noises / t)
     assert algorithm_difference <= MAX_DIFFERENCE, \
         f"{sampler} vs {cls}: with float64 networks the outputs differ by {algorithm_difference:.3g}"
 
@@ -191,45 +200,49 @@ def _square_matmul(device, n: int = 1024):
 
 
 @pytest.mark.parametrize("name", ("unet16-edm-m64", "unet32-edm-m64"))
-def test_sampling_fraction_of_flop_limit(benchmark, device, workers, name):
+def test_sampling_fraction_of_flop_limit(benchmark, device, workers, micro_batch, noises, name):
     """Sampling's FLOP rate (the network's FLOPs from torch.utils.flop_counter, times the evaluations) over a square
     float32 matmul's rate on all the cores, in the same run, interleaved (issue #15 goal: >= 0.8)."""
     fast = _zoo_denoiser(name, device, "traced")
-    bank = NoiseBank.draw(0, fast.sample_shape, n=NOISES)
-    x = torch.randn(MICRO_BATCH, *fast.sample_shape, device=device)
-    per_image_evaluation = network_flops(fast.net, x, torch.full((MICRO_BATCH,), 0.3, device=device)) / MICRO_BATCH
+    bank = NoiseBank.draw(0, fast.sample_shape, n=noises)
+    x = torch.randn(micro_batch, *fast.sample_shape, device=device)
+    per_image_evaluation = network_flops(fast.net, x, torch.full((micro_batch,), 0.3, device=device)) / micro_batch
     matmul_flops, matmul = _square_matmul(device)
-    codes = {"generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers),
+    codes = {"generate": lambda: generate(fast, fast.kernel, bank, nfe=NFE, device=device, workers=workers,
+                                          micro_batch=micro_batch),
              "matmul": lambda: [matmul() for _ in range(10)]}
     benchmark.pedantic(codes["generate"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device), until=[("matmul", "generate")])
-    sampling_flops = per_image_evaluation * NOISES * NFE
+    sampling_flops = per_image_evaluation * noises * NFE
     # the FLOP rates' ratio round by round: sampling FLOPs / matmul FLOPs times the matmul's / sampling's time
     scale = sampling_flops / (10 * matmul_flops)
-    benchmark.extra_info.update(model=name, mflop_per_image_evaluation=per_image_evaluation / 1e6, noises=NOISES,
-                                nfe=NFE, workers=workers, device=str(device),
+    benchmark.extra_info.update(model=name, mflop_per_image_evaluation=per_image_evaluation / 1e6, noises=noises,
+                                nfe=NFE, micro_batch=micro_batch, workers=workers, device=str(device),
                                 matmul_gflops=10 * matmul_flops / min(times["matmul"]) / 1e9,
                                 sampling_gflops=sampling_flops / min(times["generate"]) / 1e9,
                                 rounds=len(times["generate"]),
                                 fraction_of_matmul=scale * ratio(times, "matmul", "generate"),
                                 fraction_interval=tuple(scale * r for r in ratio_interval(times, "matmul", "generate")),
                                 fraction_range=tuple(scale * r for r in spread(times, "matmul", "generate")))
-    record(benchmark, "min", images_per_s=lambda t: NOISES / t)
+    record(benchmark, "min", images_per_s=lambda t: noises / t)
 
 
-N, DIM, QUERY = 50_000, 3 * 32 * 32, 64  # CIFAR-10's size (N = 50,000, d = 3,072, batch 64)
+N, DIM = 50_000, 3 * 32 * 32  # CIFAR-10's size (N = 50,000, d = 3,072)
 
 
 def test_optimal_denoiser_throughput(benchmark, device):
     """D* against the better of two float32 matmul references of the same FLOP count, interleaved: the product of
-    D*'s own shape (64 x 3,072 by 3,072 x 50,000) and a square one (fraction goal >= 0.6)."""
+    D*'s own shape (query x 3,072 by 3,072 x 50,000) and a square one (fraction goal >= 0.6). D* runs with the sizes
+    the suite gives it on this device (fixtures/zoo.py: 64 queries on a CPU, 256 on a GPU)."""
+    sizes = optimal_sizes(device)
+    query = sizes.get("batch_size", 64)
     g = torch.Generator().manual_seed(0)
     data = torch.empty(N, DIM).uniform_(-1, 1, generator=g).to(device)
-    x = torch.randn(QUERY, DIM, generator=g).to(device)
-    D = OptimalDenoiser(data, batch_size=QUERY, device=device)
+    x = torch.randn(query, DIM, generator=g).to(device)
+    D = OptimalDenoiser(data, device=device, **({"batch_size": query} | sizes))
     sigma = torch.tensor(1.0, dtype=torch.float64)
-    flops = 4 * QUERY * N * DIM  # two products per dataset row: logits x.y and weights @ y
-    side = round((2 * QUERY * N * DIM) ** (1 / 3))  # a square product of (nearly) the same FLOPs as one of D*'s
+    flops = 4 * query * N * DIM  # two products per dataset row: logits x.y and weights @ y
+    side = round((2 * query * N * DIM) ** (1 / 3))  # a square product of (nearly) the same FLOPs as one of D*'s
     a, b = torch.randn(side, side, device=device), torch.randn(side, side, device=device)
     codes = {"optimal": lambda: D(x, sigma), "matmul_shape": lambda: x @ data.T, "matmul_square": lambda: a @ b}
     # waited for: on a GPU the call only queues its kernels, and the nightly compares this mean with the last night's
@@ -237,14 +250,14 @@ def test_optimal_denoiser_throughput(benchmark, device):
                              warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device),
                         until=[("matmul_shape", "optimal"), ("matmul_square", "optimal")])
-    ref_flops = {"matmul_shape": 2 * QUERY * N * DIM, "matmul_square": 2 * side**3}
+    ref_flops = {"matmul_shape": 2 * query * N * DIM, "matmul_square": 2 * side**3}
     rounds, best = [], []
     for i in range(len(times["optimal"])):
         rates = {k: ref_flops[k] / times[k][i] for k in ref_flops}
         name = max(rates, key=rates.get)
         best.append(name)
         rounds.append((flops / times["optimal"][i]) / rates[name])
-    benchmark.extra_info.update(n=N, d=DIM, batch=QUERY, dtype="float32", threads=torch.get_num_threads(),
+    benchmark.extra_info.update(n=N, d=DIM, batch=query, dtype="float32", threads=torch.get_num_threads(),
                                 device=str(device), reference=max(set(best), key=best.count),
                                 matmul_shape_gflops=ref_flops["matmul_shape"] / min(times["matmul_shape"]) / 1e9,
                                 matmul_square_gflops=ref_flops["matmul_square"] / min(times["matmul_square"]) / 1e9,
