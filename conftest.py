@@ -8,6 +8,7 @@ on a machine without one; their reason says what to provide.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -89,10 +90,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for dest, default in (("cache_dir", DEFAULT_CACHE), ("report_dir", DEFAULT_REPORTS)):
         if getattr(config.option, dest) == default:  # the defaults belong to the checkout, wherever pytest runs from
             setattr(config.option, dest, str(Path(__file__).resolve().parent / default))
-    if _option(config, "benchmark_storage") == BENCHMARK_STORAGE_DEFAULT:  # pytest-benchmark makes it at every run
-        home = config.option.report_dir or config.option.cache_dir
-        if home:  # saved benchmark runs (--benchmark-save/-autosave) beside the runs, not in the working directory
-            config.option.benchmark_storage = f"file://{Path(home).resolve() / 'benchmarks'}"
+    # pytest-benchmark makes its storage folder at every run, by default ./.benchmarks wherever pytest runs: saved
+    # benchmark runs (--benchmark-save, --benchmark-autosave) go beside the sample store instead, unless given
+    if (_option(config, "benchmark_storage") == BENCHMARK_STORAGE_DEFAULT and config.option.cache_dir
+            and not _given(config, "--benchmark-storage")):
+        config.option.benchmark_storage = f"file://{Path(config.option.cache_dir).resolve() / 'benchmarks'}"
     _check_options(config)
     from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -106,6 +108,13 @@ def pytest_configure(config: pytest.Config) -> None:
             if root:
                 sweep_stale(root)
         config.pluginmanager.register(ResultsWriter(config), "samenoise-results")
+
+
+def _given(config: pytest.Config, option: str) -> bool:
+    """Whether the command line, PYTEST_ADDOPTS or the ini file's addopts name `option` (given its default value)."""
+    args = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
+            *config.getini("addopts")]
+    return any(a == option or a.startswith(option + "=") for a in args)
 
 
 def _option(config: pytest.Config, name: str):
@@ -193,7 +202,8 @@ def _check_descriptor(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--descriptor-size {size} is out of range; valid: 16 to 1024 pixels (SSCD uses 224 "
                                 f"or 320)")
     if path is not None and not Path(path).is_file():
-        raise pytest.UsageError(f"--descriptor-path {path}: the file does not exist")
+        raise pytest.UsageError(f"--descriptor-path {path}: " + ("a folder, not a weights file" if Path(path).is_dir()
+                                                                  else "the file does not exist"))
     if path is not None and (why := weights_format_error(name, path)):
         raise pytest.UsageError(f"--descriptor-path {path}: {why}")
 

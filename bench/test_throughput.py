@@ -36,8 +36,10 @@ NFE = 10  # a few seconds a round on 2 cores
 
 
 @pytest.fixture(scope="module")
-def noises(micro_batch) -> int:
+def ratio_noises(micro_batch) -> int:
     return 2 * micro_batch
+
+
 ZOO_NETS = ("unet32-edm-m64", "uvit-edm-m64")  # the embedded zoo's slower UNet and its transformer
 
 
@@ -84,13 +86,13 @@ def _bare_forwards(D, device, evaluations: int, rows: int, threads: Optional[int
 
 
 @pytest.mark.parametrize("name", ZOO_NETS)
-def test_generate_against_bare_forwards(benchmark, device, workers, micro_batch, noises, name):
+def test_generate_against_bare_forwards(benchmark, device, workers, micro_batch, ratio_noises, name):
     """generate's own cost: eager generate on one worker against the same eager forwards on one intra-op thread (the
     sampler's arithmetic, the finiteness check, padding); and the suite's default path (frozen traces on `workers`
     threads) against those forwards called eagerly on all the cores, as a plain loop would."""
     eager, fast = _zoo_denoiser(name, device), _zoo_denoiser(name, device, "traced")
-    bank = NoiseBank.draw(0, eager.sample_shape, n=noises)
-    evaluations = NFE * noises // micro_batch
+    bank = NoiseBank.draw(0, eager.sample_shape, n=ratio_noises)
+    evaluations = NFE * ratio_noises // micro_batch
     codes = {"bare_one_thread": _bare_forwards(eager, device, evaluations, micro_batch, threads=1),
              "bare": _bare_forwards(eager, device, evaluations, micro_batch),
              "generate_eager": lambda: generate(eager, eager.kernel, bank, nfe=NFE, device=device,
@@ -100,7 +102,7 @@ def test_generate_against_bare_forwards(benchmark, device, workers, micro_batch,
     out = benchmark.pedantic(codes["generate"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device),
                         until=[("generate_eager", "bare_one_thread"), ("bare", "generate")])
-    benchmark.extra_info.update(model=name, noises=noises, nfe=NFE, micro_batch=micro_batch, workers=workers,
+    benchmark.extra_info.update(model=name, noises=ratio_noises, nfe=NFE, micro_batch=micro_batch, workers=workers,
                                 device=str(device), rounds=len(times["generate"]),
                                 overhead_over_bare=ratio(times, "generate_eager", "bare_one_thread"),
                                 overhead_interval=ratio_interval(times, "generate_eager", "bare_one_thread"),
@@ -108,7 +110,7 @@ def test_generate_against_bare_forwards(benchmark, device, workers, micro_batch,
                                 speedup_over_bare=ratio(times, "bare", "generate"),
                                 speedup_over_bare_interval=ratio_interval(times, "bare", "generate"),
                                 speedup_over_bare_range=spread(times, "bare", "generate"))
-    record(benchmark, "min", images_per_s=lambda t: noises / t)
+    record(benchmark, "min", images_per_s=lambda t: ratio_noises / t)
     assert torch.isfinite(out.x).all()
 
 
@@ -152,7 +154,7 @@ DIFFUSERS_NETS = ("unet32-edm-l2048", "uvit-edm-l2048")
 
 @pytest.mark.parametrize("name", DIFFUSERS_NETS)
 @pytest.mark.parametrize("sampler", sorted(DIFFUSERS))
-def test_against_diffusers_scheduler_loop(benchmark, device, workers, micro_batch, noises, name, sampler):
+def test_against_diffusers_scheduler_loop(benchmark, device, workers, micro_batch, ratio_noises, name, sampler):
     """The suite's generate (default path) against diffusers' scheduler loop on the same checkpoint, NFE and
     micro-batches: the speed ratio, the timed float32 outputs' largest difference beside diffusers' own
     float32-against-float64-state difference (what rounding alone moves), and the same two loops with the network in
@@ -164,7 +166,7 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, micro_batc
     scheduler = getattr(diffusers, cls)(sigma_min=fast.kernel.sigma_min, sigma_max=fast.kernel.sigma_max,
                                         sigma_data=fast.sigma_data, **options)
     net = _zoo_denoiser(name, device).net  # the same weights, called eagerly by diffusers' loop
-    bank = NoiseBank.draw(0, fast.sample_shape, n=noises)
+    bank = NoiseBank.draw(0, fast.sample_shape, n=ratio_noises)
     loop = _diffusers_loop(net, scheduler, device, micro_batch)
     codes = {"diffusers": lambda: loop(bank.take(bank.ids.tolist())),
              "suite": lambda: generate(fast, fast.kernel, bank, sampler=sampler, nfe=NFE, device=device,
@@ -181,14 +183,14 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, micro_batc
     exact_ours = generate(exact, exact.kernel, bank, sampler=sampler, nfe=NFE, device=device,
                           micro_batch=micro_batch).x
     algorithm_difference = float((exact_ours - exact_theirs.to(exact_ours)).abs().max())
-    benchmark.extra_info.update(model=name, scheduler=cls, sampler=sampler, noises=noises, nfe=NFE,
+    benchmark.extra_info.update(model=name, scheduler=cls, sampler=sampler, noises=ratio_noises, nfe=NFE,
                                 micro_batch=micro_batch, workers=workers, device=str(device), max_abs_difference=difference,
                                 float64_network_difference=algorithm_difference,
                                 rounding_control=float((theirs64 - theirs.double()).abs().max()),
                                 rounds=len(times["suite"]), speedup_over_diffusers=ratio(times, "diffusers", "suite"),
                                 speedup_interval=ratio_interval(times, "diffusers", "suite"),
                                 speedup_range=spread(times, "diffusers", "suite"))
-    record(benchmark, "min", images_per_s=lambda t: noises / t)
+    record(benchmark, "min", images_per_s=lambda t: ratio_noises / t)
     assert algorithm_difference <= MAX_DIFFERENCE, \
         f"{sampler} vs {cls}: with float64 networks the outputs differ by {algorithm_difference:.3g}"
 
@@ -200,11 +202,11 @@ def _square_matmul(device, n: int = 1024):
 
 
 @pytest.mark.parametrize("name", ("unet16-edm-m64", "unet32-edm-m64"))
-def test_sampling_fraction_of_flop_limit(benchmark, device, workers, micro_batch, noises, name):
+def test_sampling_fraction_of_flop_limit(benchmark, device, workers, micro_batch, ratio_noises, name):
     """Sampling's FLOP rate (the network's FLOPs from torch.utils.flop_counter, times the evaluations) over a square
     float32 matmul's rate on all the cores, in the same run, interleaved (issue #15 goal: >= 0.8)."""
     fast = _zoo_denoiser(name, device, "traced")
-    bank = NoiseBank.draw(0, fast.sample_shape, n=noises)
+    bank = NoiseBank.draw(0, fast.sample_shape, n=ratio_noises)
     x = torch.randn(micro_batch, *fast.sample_shape, device=device)
     per_image_evaluation = network_flops(fast.net, x, torch.full((micro_batch,), 0.3, device=device)) / micro_batch
     matmul_flops, matmul = _square_matmul(device)
@@ -213,18 +215,18 @@ def test_sampling_fraction_of_flop_limit(benchmark, device, workers, micro_batch
              "matmul": lambda: [matmul() for _ in range(10)]}
     benchmark.pedantic(codes["generate"], rounds=timed_rounds(device), iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device), until=[("matmul", "generate")])
-    sampling_flops = per_image_evaluation * noises * NFE
+    sampling_flops = per_image_evaluation * ratio_noises * NFE
     # the FLOP rates' ratio round by round: sampling FLOPs / matmul FLOPs times the matmul's / sampling's time
     scale = sampling_flops / (10 * matmul_flops)
-    benchmark.extra_info.update(model=name, mflop_per_image_evaluation=per_image_evaluation / 1e6, noises=noises,
-                                nfe=NFE, micro_batch=micro_batch, workers=workers, device=str(device),
+    benchmark.extra_info.update(model=name, mflop_per_image_evaluation=per_image_evaluation / 1e6,
+                                noises=ratio_noises, nfe=NFE, micro_batch=micro_batch, workers=workers, device=str(device),
                                 matmul_gflops=10 * matmul_flops / min(times["matmul"]) / 1e9,
                                 sampling_gflops=sampling_flops / min(times["generate"]) / 1e9,
                                 rounds=len(times["generate"]),
                                 fraction_of_matmul=scale * ratio(times, "matmul", "generate"),
                                 fraction_interval=tuple(scale * r for r in ratio_interval(times, "matmul", "generate")),
                                 fraction_range=tuple(scale * r for r in spread(times, "matmul", "generate")))
-    record(benchmark, "min", images_per_s=lambda t: noises / t)
+    record(benchmark, "min", images_per_s=lambda t: ratio_noises / t)
 
 
 N, DIM = 50_000, 3 * 32 * 32  # CIFAR-10's size (N = 50,000, d = 3,072)

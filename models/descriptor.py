@@ -176,6 +176,11 @@ def weights_format_error(name: str, path: str | Path) -> Optional[str]:
     fraction of a second for SSCD's 28 MB); a TorchScript file must be a TorchScript archive (a zip with the
     module's code and constants; a plain torch.save file has neither). Called at collection, so that a wrong file
     stops the run before any case, not each case that embeds."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
     if name == OnnxSSCD.name:
         import onnxruntime as ort
 
@@ -185,10 +190,12 @@ def weights_format_error(name: str, path: str | Path) -> Optional[str]:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             return f"{name} needs an ONNX model that onnxruntime opens; it says: {first}"
         return None
+    if name not in TorchScriptSSCD.files:  # a descriptor added to the registry checks its own weights
+        return None
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except zipfile.BadZipFile:
         members = []
     if not (any("/code/" in m for m in members) and any(m.endswith("constants.pkl") for m in members)):
         return f"{name} needs a TorchScript archive (torch.jit.save), e.g. {TorchScriptSSCD.files[name]}; " \

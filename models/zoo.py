@@ -54,8 +54,8 @@ class ZooEntry:
     num_classes: Optional[int] = None
     description: str = ""
     kernel_options: dict[str, Any] = field(default_factory=dict)
-    # rows per network call for this model, in place of the run's (--micro-batch; 16 on a CPU, 256 on a GPU): a cap
-    # for networks whose activations at the run's micro-batch would not fit on the device (Stable Diffusion)
+    # the most rows per network call for this model (the run's --micro-batch, 16 on a CPU and 256 on a GPU, capped by
+    # it): for networks whose activations at the run's micro-batch may not fit on the device (Stable Diffusion)
     micro_batch: Optional[int] = None
     # latent text-to-image models (format "diffusers-latent"): image_size and channels describe the latents
     prompt: str = ""  # encoded with the checkpoint's text_encoder/ and tokenizer/ (needs `transformers`)

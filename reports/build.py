@@ -264,10 +264,12 @@ class Report:
         """Figure 13: the training loss of the model on the small set against the model on the large one, one panel
         per case, from the curves the cases record (every LOSS_CURVE_STRIDE-th step); the steps each case averages
         are drawn bold, the rest as a running mean over 2% of the run beside the raw curve."""
-        cases = [c for c in self.of_figure("Fig. 13") if c["metric"] == "loss" and c["extra"].get("loss")
-                 and ((c.get("versus") or {}).get("extra") or {}).get("loss")]
+        measured = [c for c in self.of_figure("Fig. 13") if c["metric"] == "loss"]
+        cases = [c for c in measured
+                 if c["extra"].get("loss") and ((c.get("versus") or {}).get("extra") or {}).get("loss")]
         if not cases:
-            return None
+            return (None, f"not drawn: {len(measured)} loss case(s) ran, none with both recorded curves") if measured \
+                else None
         plt = _plt()
         fig, axes = plt.subplots(1, len(cases), figsize=(3.4 * len(cases), 2.8), squeeze=False)
         for ax, c in zip(axes[0], cases):
@@ -289,7 +291,8 @@ class Report:
             ax.set_title(f"loss of {c['runs'][0]['model']} < loss of {c['versus_runs'][0]['model']}: {c['outcome']}",
                          fontsize=7)
         fig.tight_layout()
-        return self.save(fig, "loss.png")
+        left = [c["id"] for c in measured if c not in cases]
+        return self.save(fig, "loss.png"), ("partial: no recorded curves for " + "; ".join(left)) if left else ""
 
     def fig_inverse(self):
         """Figure 7: the observation, the truth and each model's DPS result, for the first noises."""

@@ -213,8 +213,8 @@ def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
     assert not (sets["edm"].images == sets["uniform-t"].images).all()  # 4 Euler steps on other grids differ
 
 
-def test_a_zoo_entry_micro_batch_takes_the_place_of_the_runs_in_the_solve_and_the_key(tmp_path):
-    """Rows per network call: the run's (16 on a CPU, 256 on a GPU, or --micro-batch), or the entry's own."""
+def test_a_zoo_entry_micro_batch_caps_the_runs_in_the_solve_and_the_key(tmp_path):
+    """Rows per network call: the run's (16 on a CPU, 256 on a GPU, or --micro-batch), capped by the entry's own."""
     import dataclasses
 
     from fixtures.samples import SampleSource, run_micro_batch
@@ -234,11 +234,12 @@ def test_a_zoo_entry_micro_batch_takes_the_place_of_the_runs_in_the_solve_and_th
         return GaussianData()(x, sigma)
 
     plain = ZooEntry(name="p", source="-", kernel="edm", image_size=4)
-    entries = {"p": plain, "q": dataclasses.replace(plain, name="q", micro_batch=3)}
+    entries = {"p": plain, "q": dataclasses.replace(plain, name="q", micro_batch=3),
+               "r": dataclasses.replace(plain, name="r", micro_batch=32)}  # a cap above the run's leaves the run's
     source = SampleSource(lambda name: Model(name, D, make_kernel("edm"), (3, 4, 4), "fp", entry=entries[name]),
                           SampleStore(tmp_path), "cpu", micro_batch=8)
     bank = NoiseBank.draw(0, (3, 4, 4), n=10)
-    for name, rows in (("p", 8), ("q", 3)):
+    for name, rows in (("p", 8), ("q", 3), ("r", 8)):
         calls.clear()
         got = source(Run(name, "euler", 2), bank)
         assert got.key["micro_batch"] == rows and set(calls) == {rows}, (name, calls)
@@ -262,12 +263,19 @@ def test_a_gpu_samples_key_records_the_tf32_switches_and_a_cpus_does_not(tmp_pat
     assert "tf32" not in keys["cpu"]
     monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     cuda = SampleSource(lambda name: m, SampleStore(tmp_path), "cuda")
-    assert cuda._key(Run("g", "euler", 4), m)["tf32"] == {"cudnn": torch.backends.cudnn.allow_tf32,
-                                                           "matmul": torch.backends.cuda.matmul.allow_tf32}
+    default = cuda._key(Run("g", "euler", 4), m)["tf32"]
+    assert default == {"conv": "tf32", "matmul": "none"}  # torch's defaults: convolutions in TF32, matmuls not
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")  # the driver's switch, below torch's flags
-    assert cuda._key(Run("g", "euler", 4), m)["tf32"]["override"] == "0"
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", not torch.backends.cudnn.allow_tf32)
-    assert cuda._key(Run("g", "euler", 4), m)["tf32"]["cudnn"] != keys["cuda"]["tf32"]["cudnn"]
+    assert cuda._key(Run("g", "euler", 4), m)["tf32"] == default | {"override": "0"}
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE")
+    allow, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.fp32_precision
+    try:
+        torch.backends.cudnn.allow_tf32 = False  # the legacy flag: seen through the new setting
+        assert cuda._key(Run("g", "euler", 4), m)["tf32"]["conv"] != "tf32"
+        torch.backends.cuda.matmul.fp32_precision = "tf32"  # the new API: a legacy read would raise from here on
+        assert cuda._key(Run("g", "euler", 4), m)["tf32"]["matmul"] == "tf32"
+    finally:  # each through the API it was changed with
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.fp32_precision = allow, matmul
 
 
 def write_zoo(tmp_path, text: str):

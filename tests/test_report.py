@@ -282,4 +282,4 @@ def test_the_loss_figure_draws_both_recorded_curves_of_each_case(tmp_path):
         assert (np.abs(img - colour).sum(-1) < 40).sum() > 100
     del case["versus"]["extra"]["loss"]  # a record without the other curve: said, not half-drawn
     page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out2").read_text()
-    assert "no training-loss case ran" in page and "loss.png" not in page
+    assert "not drawn: 1 loss case(s) ran, none with both recorded curves" in page and "loss.png" not in page

@@ -166,16 +166,16 @@ def test_a_whole_run_whose_last_case_trips_x_is_not_stopped_early(tmp_path):
     assert (tmp_path / "out" / "latest").resolve() == folder.resolve()
 
 
-def test_saved_benchmarks_go_beside_the_runs_not_into_the_working_directory(tmp_path):
+def test_saved_benchmarks_go_beside_the_sample_store_not_into_the_working_directory(tmp_path):
     """pytest-benchmark makes its storage folder (default ./.benchmarks) at every run, wherever pytest runs from."""
     work = tmp_path / "elsewhere"
     work.mkdir()
-    common = (str(ROOT / "tests" / "claim_outcomes.py"), "--collect-only", "-q", f"--cache-dir={tmp_path / 'cache'}")
-    out = pytest_run(*common, f"--report-dir={tmp_path / 'out'}", cwd=work)
+    common = (str(ROOT / "tests" / "claim_outcomes.py"), "--collect-only", "-q", f"--cache-dir={tmp_path / 'cache'}",
+              f"--report-dir={tmp_path / 'out'}")
+    out = pytest_run(*common, cwd=work)
     assert out.returncode == 0, out.stdout[-2000:]
-    assert list(work.iterdir()) == [] and (tmp_path / "out" / "benchmarks").is_dir()
-    out = pytest_run(*common, "--report-dir=", cwd=work)  # no report folder: beside the store
     assert list(work.iterdir()) == [] and (tmp_path / "cache" / "benchmarks").is_dir()
-    out = pytest_run(*common, f"--report-dir={tmp_path / 'out2'}", f"--benchmark-storage=file://{tmp_path / 'mine'}",
-                     cwd=work)  # the user's own: kept
-    assert out.returncode == 0 and (tmp_path / "mine").is_dir() and not (tmp_path / "out2" / "benchmarks").exists()
+    for given in (f"file://{tmp_path / 'mine'}", "file://./.benchmarks"):  # the user's own, even the default: kept
+        out = pytest_run(*common, f"--benchmark-storage={given}", cwd=work)
+        assert out.returncode == 0, out.stdout[-2000:]
+    assert (tmp_path / "mine").is_dir() and (work / ".benchmarks").is_dir()
