@@ -47,8 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "count, i.e. the cores or OMP_NUM_THREADS; 1 samples on one core; CPU only; samples do not "
                          "depend on it)")
     group.addoption("--micro-batch", type=int, default=None, metavar="ROWS",
-                    help="rows per network call (default 16 on a CPU, 256 on a GPU; a zoo entry's micro_batch takes "
-                         "its place); a row's low bits depend on it, so samples are stored under it")
+                    help="rows per network call (default 16 on a CPU, 256 on a GPU; a zoo entry's micro_batch caps "
+                         "it); a row's low bits depend on it, so samples are stored under it")
     group.addoption("--compile", action="store_true",
                     help="torch.compile the networks (for long GPU runs: compiling takes tens of seconds per model; "
                          "its calls take turns; samples differ from eager in the low bits and are stored under their "

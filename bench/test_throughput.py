@@ -184,7 +184,8 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, micro_batc
                           micro_batch=micro_batch).x
     algorithm_difference = float((exact_ours - exact_theirs.to(exact_ours)).abs().max())
     benchmark.extra_info.update(model=name, scheduler=cls, sampler=sampler, noises=ratio_noises, nfe=NFE,
-                                micro_batch=micro_batch, workers=workers, device=str(device), max_abs_difference=difference,
+                                micro_batch=micro_batch, workers=workers, device=str(device),
+                                max_abs_difference=difference,
                                 float64_network_difference=algorithm_difference,
                                 rounding_control=float((theirs64 - theirs.double()).abs().max()),
                                 rounds=len(times["suite"]), speedup_over_diffusers=ratio(times, "diffusers", "suite"),
