@@ -1,5 +1,6 @@
 """The claim suite's plumbing: case tables, option checks at collection, results file, xdist equivalence."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,10 @@ def test_a_zoo_entry_micro_batch_caps_the_runs_in_the_solve_and_the_key(tmp_path
         read_zoo(write_zoo(tmp_path, '[models.x]\nsource = "x"\nmicro_batch = "16"\n'))
 
 
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision")
+                    or os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") is not None,
+                    reason="needs torch's fp32_precision settings (2.9 on) at their defaults (the override variable "
+                           "is read at import)")
 def test_a_gpu_samples_key_records_the_tf32_switches_and_a_cpus_does_not(tmp_path, monkeypatch):
     """cuDNN rounds convolutions to TF32 by default (matmuls not): either switch changes a GPU sample's low bits."""
     from fixtures.samples import SampleSource
