@@ -138,3 +138,15 @@ def test_image_folder_with_class_subfolders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetFormatError, match="empty: no images found"):
         load_folder(tmp_path / "empty")
+
+
+def test_a_set_made_again_is_equal_and_a_callers_writes_do_not_reach_the_next():
+    """embedded_photos keeps each set's arrays for the process (a run asks for the same sets many times) and hands out
+    copies, so one caller's edits stay its own."""
+    first = embedded_photos(12, size=8, per_class=2)
+    first.images[:] = 0
+    first.labels[:] = -1
+    again = embedded_photos(12, size=8, per_class=2)
+    assert again.images.any() and (again.labels >= 0).all()
+    assert again.hash == embedded_photos(12, size=8, per_class=2).hash
+    assert again.hash != embedded_photos(12, size=8, per_class=2, seed=1).hash  # the arguments make the set
