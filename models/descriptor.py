@@ -173,8 +173,8 @@ def descriptor_weights(name: str, path: Optional[str | Path] = None) -> Path:
 
 def weights_format_error(name: str, path: str | Path) -> Optional[str]:
     """Why `path` cannot be the weights of descriptor `name`, or None. The ONNX file is opened by onnxruntime (a
-    fraction of a second for SSCD's 28 MB); a TorchScript file must be a TorchScript archive (a zip with the
-    module's code and constants; a plain torch.save file has neither). Called at collection, so that a wrong file
+    fraction of a second for SSCD's 28 MB); a TorchScript file must be a TorchScript archive (a zip holding the
+    module's code/ folder, which a plain torch.save file lacks). Called at collection, so that a wrong file
     stops the run before any case, not each case that embeds."""
     try:
         with open(path, "rb"):
@@ -197,7 +197,7 @@ def weights_format_error(name: str, path: str | Path) -> Optional[str]:
             members = archive.namelist()
     except zipfile.BadZipFile:
         members = []
-    if not (any("/code/" in m for m in members) and any(m.endswith("constants.pkl") for m in members)):
+    if not any("code" in m.split("/")[:-1] for m in members):  # TorchScript's source folder; torch.save has none
         return f"{name} needs a TorchScript archive (torch.jit.save), e.g. {TorchScriptSSCD.files[name]}; " \
                f"this file is not one"
     return None
