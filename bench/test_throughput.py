@@ -237,12 +237,11 @@ def test_optimal_denoiser_throughput(benchmark, device):
     """D* against the better of two float32 matmul references of the same FLOP count, interleaved: the product of
     D*'s own shape (query x 3,072 by 3,072 x 50,000) and a square one (fraction goal >= 0.6). D* runs with the sizes
     the suite gives it on this device (fixtures/zoo.py: 64 queries on a CPU, 256 on a GPU)."""
-    sizes = optimal_sizes(device)
-    query = sizes.get("batch_size", 64)
     g = torch.Generator().manual_seed(0)
     data = torch.empty(N, DIM).uniform_(-1, 1, generator=g).to(device)
+    D = OptimalDenoiser(data, device=device, **optimal_sizes(device))
+    query = D.batch_size  # one call: one batch of the queries the suite gives D* on this device
     x = torch.randn(query, DIM, generator=g).to(device)
-    D = OptimalDenoiser(data, device=device, **({"batch_size": query} | sizes))
     sigma = torch.tensor(1.0, dtype=torch.float64)
     flops = 4 * query * N * DIM  # two products per dataset row: logits x.y and weights @ y
     side = round((2 * query * N * DIM) ** (1 / 3))  # a square product of (nearly) the same FLOPs as one of D*'s
