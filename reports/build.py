@@ -7,9 +7,15 @@ so instead of being drawn. Rebuild without rerunning anything:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
+import json
 import os
+import shutil
+import tempfile
+import time
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +24,7 @@ import numpy as np
 from cases import PAPER_VALUES, PARTS
 from cases.names import parse
 from fixtures.metrics import LOSS_CURVE_STRIDE, METRICS
-from models.atomic import atomic_write
+from models.atomic import STALE_SECONDS, UMASK, atomic_write
 from models.store import SampleSet, SampleStore, StoreError
 from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 
@@ -27,19 +33,70 @@ ReportError = ResultsError
 
 
 class StoredSets:
-    """Store entries by the key hashes the results name."""
+    """Store entries by the key hashes the results name. Every file read through it is noted in `read` with its
+    size and modification time (None: absent), so that figures drawn from them can be reused only while they
+    stay as they were."""
 
     def __init__(self, cache_dir: Path):
         self.root = Path(cache_dir) / "samples"
+        self.read: dict[str, Optional[list[int]]] = {}
+
+    def note(self, path: Path) -> None:
+        self.read[str(path)] = _stat(path)
 
     def get(self, key_hash: str) -> SampleSet:
         path = self.root / f"{key_hash}.npz"
+        self.note(path)
         if not path.is_file():
             raise ReportError(f"sample store entry {path} is missing (was the run's --cache-dir another folder?)")
         try:
             return SampleStore.read(path)
         except StoreError as e:
             raise ReportError(str(e)) from e
+
+
+def _stat(path: Path) -> Optional[list[int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+# The figure sets kept in <cache-dir>/figures, the most recently used first: 2.8 MB each on the embedded zoo's
+# main job (measured), so the folder stays under about 25 MB.
+FIGURE_SETS_KEPT = 8
+# Run metadata that changes from one run to the next and that no figure draws: left out of the figures' key.
+VOLATILE_META = ("run", "date", "seconds", "git_revision", "cache_dir")
+# What the figures are drawn with, besides the records, the files they read and the suite's own code.
+DRAWING_PACKAGES = ("matplotlib", "numpy", "pillow", "scikit-image", "scikit-learn")
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The suite's own code that the figures may depend on: every module of its packages."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for package in ("reports", "cases", "fixtures", "models"):
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _drawing_setup() -> dict[str, Any]:
+    """The drawing packages' versions and matplotlib's style settings (a matplotlibrc changes every figure)."""
+    import importlib.metadata as md
+
+    import matplotlib
+
+    versions = {}
+    for pkg in DRAWING_PACKAGES:
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    style = {k: repr(v) for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
+    return {"versions": versions, "style": style}
 
 
 def _plt():
@@ -62,12 +119,18 @@ def _grid(images: np.ndarray, side: int = 8) -> np.ndarray:
 
 
 class Report:
-    def __init__(self, doc: dict[str, Any], samples: StoredSets, out: Path):
+    def __init__(self, doc: dict[str, Any], samples: StoredSets, out: Path, figure_cache: Optional[Path] = None):
+        """`figure_cache`: a folder where the figures drawn for one set of records are kept, to be copied instead
+        of drawn again for a run with the same records, files and code (a rerun on a warm store); None: always
+        draw."""
         self.doc, self.samples, self.out = doc, samples, Path(out)
         self.records = doc["cases"]  # every collected case, errors and skips included
         self.cases = [c for c in self.records if c["outcome"] in MEASURED]  # the ones with a value to draw
         self.figures: list[tuple[str, str, Optional[str]]] = []  # (title, caption, png name or None)
         self.notes: list[str] = []
+        self.figure_cache = Path(figure_cache) if figure_cache is not None else None
+        self.reused: Optional[Path] = None  # the kept set the figures were copied from
+        self.failed = False  # a figure raised: its caption says so, and the set is not kept
 
     def save(self, fig, name: str) -> str:
         target = self.out / name
@@ -82,10 +145,12 @@ class Report:
             name = draw()
         except ReportError as e:
             self.figures.append((title, f"not drawn: {e}", None))
+            self.failed = True
             return
         except Exception as e:  # one figure's failure (a store entry missing noises, a label matplotlib cannot
             # typeset) leaves the rest of the report
             self.figures.append((title, f"not drawn ({type(e).__name__}: {e})", None))
+            self.failed = True
             return
         name, note = name if isinstance(name, tuple) else (name, "")
         self.figures.append((title, note if name or note else missing, name))
@@ -357,6 +422,7 @@ class Report:
         from models.atomic import file_sha256
 
         path = Path(golden["path"])
+        self.samples.note(path)
         try:
             if file_sha256(path) != golden["sha256"]:
                 raise ReportError(f"golden file {path} changed since the run (sha256 differs)")
@@ -407,6 +473,12 @@ class Report:
     # --- page --------------------------------------------------------------------------------------
     def build(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
+        if not self.reuse_figures():
+            self.draw_figures()
+            self.keep_figures()
+        return self.write_html()
+
+    def draw_figures(self) -> None:
         self.add("Same noise, model beside model (Fig. 1, 16)", self.fig_grids, "no C2 pair case ran")
         self.add("RP and MAE score matrices (Fig. 3, 14, 15)", self.fig_matrices, "fewer than two C2 models ran")
         self.add("Regimes against training-set size (Fig. 2, 5)", self.fig_regimes, "no C3 case ran")
@@ -420,7 +492,79 @@ class Report:
         for part, (title, _) in PARTS.items():
             self.add(f"Forest plot: {title}", lambda part=part: self.fig_forest(part),
                      "no case of this part was measured")
-        return self.write_html()
+
+    # --- figures kept for reruns -------------------------------------------------------------------
+    # A rerun on a warm store has the same records and reads the same files, so it would draw the same figures:
+    # the 20 figures of the main job take 5-6 s to draw (matplotlib; measured), most of a warm run's report.
+    def figures_key(self) -> str:
+        """What the figures are drawn from: the records (but their run times), the run's metadata (but what changes
+        from run to run unseen by any figure), the suite's code and the drawing packages and style."""
+        meta = {k: v for k, v in self.doc["meta"].items() if k not in VOLATILE_META}
+        cases = [{k: v for k, v in c.items() if k != "seconds"} for c in self.records]
+        inputs = {"meta": meta, "cases": cases, "code": _code_digest(), "drawing": _drawing_setup()}
+        return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=repr).encode()).hexdigest()[:32]
+
+    def reuse_figures(self) -> bool:
+        """Copy the figures kept for these records when every file they were drawn from is as it was then (its
+        size and modification time; a missing file still missing)."""
+        if self.figure_cache is None:
+            return False
+        folder = self.figure_cache / self.figures_key()
+        try:
+            kept = json.loads((folder / "figures.json").read_text())
+            if any(_stat(Path(path)) != stat for path, stat in kept["read"].items()):
+                return False
+            figures = [(str(title), str(caption), name) for title, caption, name in kept["figures"]]
+            for _, _, name in figures:
+                if name:
+                    source = folder / name
+                    atomic_write(self.out / name, lambda f: f.write(source.read_bytes()))
+            os.utime(folder)  # most recently used: kept longest
+        except (OSError, ValueError, KeyError, TypeError):  # absent, half-pruned or foreign: draw them
+            return False
+        self.figures, self.reused = figures, folder
+        return True
+
+    def keep_figures(self) -> None:
+        """Keep this run's figures for a rerun, unless one of them failed; never fails the report."""
+        if self.figure_cache is None or self.failed:
+            return
+        folder = self.figure_cache / self.figures_key()
+        try:
+            self.figure_cache.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.figure_cache, prefix=".figures."))
+        except OSError:
+            return
+        try:
+            os.chmod(tmp, 0o777 & ~UMASK)
+            for _, _, name in self.figures:
+                if name:
+                    shutil.copyfile(self.out / name, tmp / name)
+            (tmp / "figures.json").write_text(json.dumps({"figures": self.figures, "read": self.samples.read}))
+            if folder.exists():  # kept from files that have changed since: replaced
+                old = Path(tempfile.mkdtemp(dir=self.figure_cache, prefix=".figures."))
+                os.replace(folder, old / "set")
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, folder)  # whole or absent; a set kept meanwhile by another run is the same set
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        self.prune_figures()
+
+    def prune_figures(self) -> None:
+        """Keep the FIGURE_SETS_KEPT most recently used sets; remove a temporary folder a killed run left."""
+        now, sets = time.time(), []
+        for entry in self.figure_cache.iterdir():
+            try:
+                age = now - entry.stat().st_mtime
+            except OSError:
+                continue
+            if entry.name.startswith(".figures.") and age > STALE_SECONDS:
+                shutil.rmtree(entry, ignore_errors=True)
+            elif not entry.name.startswith(".") and entry.is_dir():
+                sets.append((age, entry))
+        for _, entry in sorted(sets)[FIGURE_SETS_KEPT:]:
+            shutil.rmtree(entry, ignore_errors=True)
 
     def fig_forest(self, part: str):
         """Per case of a part: the value with its 95% interval, the control's (grey), the bar (red) or the right-hand
@@ -514,6 +658,8 @@ class Report:
     def write_html(self) -> Path:
         esc = html.escape
         image = "<a href='{0}'><img src='{0}' alt='{1}'></a>"
+        reused = (f"<p>Drawn for an earlier run with the same records, store entries and code; copied from "
+                  f"{esc(str(self.reused))}.</p>" if self.reused else "")
         figs = "".join(f"<h3>{esc(t)}</h3>" + (image.format(esc(n), esc(t)) if n else "")
                        + (f"<p class='none'>{esc(cap)}</p>" if cap else "") for t, cap, n in self.figures)
         metadata = "".join(f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{esc(_format(v))}</td></tr>"
@@ -532,7 +678,7 @@ img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
 </style></head><body><h1>samenoise report</h1>
 <p>{len(self.records)} claim cases: {esc(counts or 'none')}. Figures open full size when clicked.</p>{stopped}
 <h2>Claims</h2>{self.scorecard()}<h2>Run</h2><table>{metadata}</table>
-<h2>Cases by claim (failing first)</h2>{self.case_tables()}<h2>Figures</h2>{figs}</body></html>"""
+<h2>Cases by claim (failing first)</h2>{self.case_tables()}<h2>Figures</h2>{reused}{figs}</body></html>"""
         return atomic_write(self.out / "index.html", lambda f: f.write(page.encode()))
 
 
@@ -608,7 +754,10 @@ def write_runs_index(root: str | os.PathLike) -> Path:
 
 
 def build_report(results: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    return Report(load_results(results), StoredSets(Path(cache_dir)), Path(out)).build()
+    """The report of a results file; its figures are kept in `<cache_dir>/figures` and reused by a rebuild or a
+    rerun with the same records (Report.reuse_figures)."""
+    return Report(load_results(results), StoredSets(Path(cache_dir)), Path(out),
+                  figure_cache=Path(cache_dir) / "figures").build()
 
 
 def main(argv=None) -> None:

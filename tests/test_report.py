@@ -1,5 +1,6 @@
 """The report: built from a small results file and sample store; refuses foreign results; says what is missing."""
 import json
+import os
 import re
 
 import numpy as np
@@ -283,3 +284,94 @@ def test_the_loss_figure_draws_both_recorded_curves_of_each_case(tmp_path):
     del case["versus"]["extra"]["loss"]  # a record without the other curve: said, not half-drawn
     page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out2").read_text()
     assert "not drawn: 1 loss case(s) ran, none with both recorded curves" in page and "loss.png" not in page
+
+
+def drawn_figures(monkeypatch) -> list:
+    """Counts the report's figure drawings (a reused set draws none)."""
+    from reports.build import Report
+
+    calls, draw = [], Report.draw_figures
+    monkeypatch.setattr(Report, "draw_figures", lambda self: (calls.append(1), draw(self))[1])
+    return calls
+
+
+def test_a_rerun_with_the_same_records_copies_the_kept_figures_instead_of_drawing(tmp_path, monkeypatch):
+    results, cache = make_run(tmp_path), tmp_path / "cache"
+    calls = drawn_figures(monkeypatch)
+    first = build_report(results, cache, tmp_path / "out1").read_text()
+    doc = json.loads(results.read_text())
+    doc["cases"][0]["seconds"] = 7.5  # a case's run time is not drawn
+    doc["meta"] |= {"run": "another-run", "date": "2026-01-01"}
+    results.write_text(json.dumps(doc))
+    second = build_report(results, cache, tmp_path / "out2").read_text()
+    assert len(calls) == 1 and "Drawn for an earlier run" in second and "Drawn for an earlier run" not in first
+    for name in re.findall(r"src='([^']+)'", first):
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes(), name
+    assert first.split("<h2>Figures</h2>")[1] == second.split("<h2>Figures</h2>")[1].split("</p>", 1)[1]
+
+
+def test_figures_are_drawn_again_when_a_record_or_a_file_they_read_changes(tmp_path, monkeypatch):
+    results, cache = make_run(tmp_path), tmp_path / "cache"
+    calls = drawn_figures(monkeypatch)
+    build_report(results, cache, tmp_path / "out")
+    doc = json.loads(results.read_text())
+    doc["cases"][0] |= {"value": 0.3, "decision": decision_of(0.3)}
+    results.write_text(json.dumps(doc))
+    build_report(results, cache, tmp_path / "out")
+    assert len(calls) == 2  # another value
+    build_report(results, cache, tmp_path / "out")
+    assert len(calls) == 2  # the same again: reused
+    store = SampleStore(cache)
+    entry = next((cache / "samples").glob("*.npz"))
+    key = {"model": "a", "sampler": "dpm3", "nfe": 20}
+    assert entry.name == f"{key_hash(key)}.npz"
+    entry.unlink()
+    store.put(key, np.zeros((64, 8, 8, 3), np.uint8), range(64), 20)  # the same key, other images
+    page = build_report(results, cache, tmp_path / "out").read_text()
+    assert len(calls) == 3 and "Drawn for an earlier run" not in page
+    grid = np.asarray(Image.open(tmp_path / "out" / "grids.png").convert("L"))
+    build_report(results, cache, tmp_path / "out")
+    assert len(calls) == 3  # the set drawn from the new entry replaced the old one
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "grids.png").convert("L")), grid)
+    assert len(list((cache / "figures").iterdir())) == 2  # one set per record set, no temporary folder left
+
+
+def test_a_figure_not_drawn_for_a_missing_entry_is_drawn_once_the_entry_is_back(tmp_path, monkeypatch):
+    results, cache = make_run(tmp_path, with_samples=False), tmp_path / "cache"
+    assert "not drawn: sample store entry" in build_report(results, cache, tmp_path / "out").read_text()
+    assert not (cache / "figures").exists()  # a set with a figure not drawn is not kept
+    assert make_run(tmp_path) == results  # the same records, now with their store entries
+    page = build_report(results, cache, tmp_path / "out").read_text()
+    assert "not drawn" not in page.split("<h2>Figures</h2>")[1].split("Worst pairs")[0]
+
+
+def test_only_the_most_recently_used_figure_sets_are_kept(tmp_path, monkeypatch):
+    import reports.build
+
+    monkeypatch.setattr(reports.build, "FIGURE_SETS_KEPT", 2)
+    results, cache = make_run(tmp_path), tmp_path / "cache"
+    doc = json.loads(results.read_text())
+    stale = cache / "figures" / ".figures.killed"
+    stale.mkdir(parents=True)
+    os.utime(stale, (1, 1))  # a temporary folder a killed run left, long ago
+    for k, value in enumerate((0.1, 0.2, 0.3)):
+        doc["cases"][0] |= {"value": value, "decision": decision_of(value)}
+        results.write_text(json.dumps(doc))
+        build_report(results, cache, tmp_path / f"out{k}")
+    kept = sorted(p.name for p in (cache / "figures").iterdir())
+    assert len(kept) == 2 and not any(name.startswith(".") for name in kept)
+
+
+def test_a_damaged_kept_set_is_drawn_again_and_replaced(tmp_path, monkeypatch):
+    results, cache = make_run(tmp_path), tmp_path / "cache"
+    calls = drawn_figures(monkeypatch)
+    build_report(results, cache, tmp_path / "out")
+    (kept,) = (cache / "figures").iterdir()
+    (kept / "figures.json").write_text("{not json")
+    build_report(results, cache, tmp_path / "out")
+    (kept,) = (cache / "figures").iterdir()
+    (kept / "grids.png").unlink()
+    build_report(results, cache, tmp_path / "out")
+    assert len(calls) == 3
+    build_report(results, cache, tmp_path / "out")
+    assert len(calls) == 3 and (kept / "grids.png").is_file()
