@@ -90,6 +90,11 @@ def cast(net: torch.nn.Module, device: Optional[str | torch.device] = None, dtyp
     return net
 
 
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's config.json (the network's class and constructor arguments), without building the network."""
+    return _read_json(Path(folder) / "config.json")
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())

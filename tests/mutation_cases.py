@@ -12,7 +12,7 @@ Test ids: `<row>-sound` and `<row>-mutated`; tests/test_mutations.py reads the o
 """
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 import pytest
 import torch
@@ -120,7 +120,9 @@ class Mutant(Measure):
     def _model(self, name: str) -> Model:
         m = self.base_model(name)
         if name == self.target.model and self.mutation == "loss log swapped":  # the other loss run's checkpoint log
-            return dataclasses.replace(m, entry=self.base_model(LOSS_RUNS[1].model).entry)
+            swapped = copy.copy(m)  # a copy, not dataclasses.replace: a suite checkpoint's model is built lazily
+            swapped.entry = self.base_model(LOSS_RUNS[1].model).entry
+            return swapped
         if name == self.target.model and self.mutation == "memorizing":  # D* of the GL case's training set
             memorized = self.training_set(2048).as_tensor()
             return Model(name, OptimalDenoiser(memorized), m.kernel, m.sample_shape, f"{m.fingerprint}:memorizing")

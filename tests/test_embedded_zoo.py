@@ -3,6 +3,7 @@ the embedded zoo stays within its size budget and records how each model was mad
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,7 @@ def test_a_sweep_model_whose_shipped_twin_is_missing_is_an_incomplete_checkout_n
     def absent(entry, device="cpu", dtype=None):
         raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} has no config.json")
 
+    monkeypatch.setattr(fixtures_zoo, "check_available", absent)  # a suite checkpoint's files are looked for first
     monkeypatch.setattr(fixtures_zoo, "load_denoiser", absent)
     loader = ModelLoader(ZOO, torch.device("cpu"), tmp_path, runner="eager")
     with pytest.raises(ZooError, match=r"embedded zoo entry 'unet16-edm-m4'.*the checkout is incomplete") as err:
@@ -141,3 +143,42 @@ def test_the_readme_convergence_table_matches_the_shipped_loss_logs():
         if not doubling.startswith("- "):  # the distilled model's windows lie in different rounds: not given
             d = last_doubling(losses)
             assert doubling == f"{d.value:+.4f} [{d.low:+.4f}, {d.high:+.4f}] {d.verdict}", (name, doubling)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in ZOO.items() if e.format == "samenoise"))
+def test_a_shipped_checkpoints_key_facts_read_unbuilt_are_those_of_its_built_denoiser(name):
+    """A store key is made before the network is built (fixtures/zoo.py, CheckpointModel): its kernel, class count,
+    runner and latent flag, read from the entry and config.json, equal the built denoiser's."""
+    from fixtures.zoo import CheckpointModel, ModelLoader, _kernel_facts
+
+    m = ModelLoader(ZOO, torch.device("cpu"), Path("/nonexistent"), runner="traced")(name)
+    assert isinstance(m, CheckpointModel) and m._D is None
+    facts = (_kernel_facts(m.kernel), m.num_classes, m.compiled, m.decodes)
+    D = m.D  # built here, and checked against the facts
+    assert facts == (_kernel_facts(D.kernel), D.num_classes, False, False) and D.runner.mode == "traced"
+    assert (m.num_classes is not None) == ZOO[name].conditional
+
+
+def test_a_stored_set_is_read_without_building_the_network(tmp_path):
+    from cases import Run
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import ModelLoader
+    from models.store import SampleStore
+
+    bank, run = NoiseBank.draw(0, ZOO["unet16-edm-m4"].sample_shape, n=4), Run("unet16-edm-m4", "dpm3", 4)
+    made = SampleSource(ModelLoader(ZOO, torch.device("cpu"), tmp_path), SampleStore(tmp_path), "cpu")(run, bank)
+    loader = ModelLoader(ZOO, torch.device("cpu"), tmp_path)
+    again = SampleSource(loader, SampleStore(tmp_path), "cpu")(run, bank)
+    assert loader("unet16-edm-m4")._D is None and again.key == made.key
+    assert np.array_equal(again.images, made.images)
+
+
+def test_a_checkpoint_that_builds_other_than_its_config_read_says_so(monkeypatch):
+    from fixtures import zoo as fixtures_zoo
+    from fixtures.zoo import ModelLoader
+    from models.zoo import ZooError
+
+    monkeypatch.setattr(fixtures_zoo, "read_config", lambda folder: {"num_class_embeds": 7})
+    m = ModelLoader(ZOO, torch.device("cpu"), Path("/nonexistent"))("unet16-edm-m4")
+    with pytest.raises(ZooError, match=r"zoo entry 'unet16-edm-m4': its checkpoint builds a denoiser with .*None"):
+        m.D

@@ -242,11 +242,19 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
     store.get_or_make = lambda key, make: keys.append(key)
     # keyed by the runner the model's network runs under, whichever source asks (a source built without the run's
     # --compile, as the mutation cases' was, stored compiled samples under the traced key)
+    from fixtures.zoo import Model, ModelLoader
+
     traced = load_denoiser(zoo["unet16-edm-m64"]).use("traced")
     for D in (traced, compiled):
-        model = lambda name, D=D: SimpleNamespace(fingerprint="f", grid="edm", D=D)  # noqa: E731
+        model = lambda name, D=D: Model(name, D, D.kernel, D.sample_shape, "f")  # noqa: E731
         SampleSource(model, store, "cpu")(SimpleNamespace(model="m", sampler="dpm3", nfe=2), _Bank())
+    # a suite checkpoint's model keys the runner it will be built with, before building it
+    for runner in ("traced", "compiled"):
+        loader = ModelLoader(zoo, torch.device("cpu"), tmp_path, runner=runner)
+        SampleSource(loader, store, "cpu")(SimpleNamespace(model="unet16-edm-m64", sampler="dpm3", nfe=2), _Bank())
+        assert loader("unet16-edm-m64")._D is None
     assert "runner" not in keys[0] and keys[1]["runner"] == "compiled"
+    assert "runner" not in keys[2] and keys[3]["runner"] == "compiled"
 
 
 def test_one_label_per_noise_gives_each_noise_what_its_own_label_gives(zoo):
