@@ -150,3 +150,43 @@ def test_a_set_made_again_is_equal_and_a_callers_writes_do_not_reach_the_next():
     assert again.images.any() and (again.labels >= 0).all()
     assert again.hash == embedded_photos(12, size=8, per_class=2).hash
     assert again.hash != embedded_photos(12, size=8, per_class=2, seed=1).hash  # the arguments make the set
+
+
+def test_thumbnail_sets_kept_on_disk_are_read_back_equal_and_remade_when_damaged(tmp_path, monkeypatch):
+    from models import datasets
+
+    made = datasets.embedded_photos(64, size=16)  # in memory only (no folder set)
+    datasets._thumbnails.cache_clear()
+    monkeypatch.setattr(datasets, "_KEPT_IN", None)
+    datasets.keep_thumbnails_in(tmp_path)
+    try:
+        first = datasets.embedded_photos(64, size=16)
+        (kept,) = tmp_path.glob("*.npz")
+        datasets._thumbnails.cache_clear()
+
+        def refuse(*args):
+            raise AssertionError("made again although kept")
+
+        with monkeypatch.context() as m:
+            m.setattr(datasets, "_make_thumbnails", refuse)
+            again = datasets.embedded_photos(64, size=16)
+        for s in (first, again):
+            assert np.array_equal(s.images, made.images) and np.array_equal(s.labels, made.labels)
+            assert s.classes == made.classes and s.hash == made.hash
+        datasets._thumbnails.cache_clear()
+        datasets.embedded_photos(64, size=8)  # other arguments: another file
+        assert len(list(tmp_path.glob("*.npz"))) == 2
+        data = dict(np.load(kept))
+        data["images"] = data["images"].copy()
+        data["images"][0, 0, 0, 0] ^= 1  # a flipped bit: its digest no longer matches
+        np.savez(kept, **data)
+        datasets._thumbnails.cache_clear()
+        assert datasets.embedded_photos(64, size=16).hash == made.hash
+        kept.write_bytes(b"not a zip")
+        datasets._thumbnails.cache_clear()
+        assert datasets.embedded_photos(64, size=16).hash == made.hash
+        with np.load(kept) as f:  # rewritten whole
+            assert np.array_equal(f["images"], made.images)
+    finally:
+        datasets.keep_thumbnails_in(None)
+        datasets._thumbnails.cache_clear()
