@@ -531,7 +531,7 @@ class Report:
             return
         folder = self.figure_cache / self.figures_key()
         try:
-            self.figure_cache.mkdir(parents=True, exist_ok=True)
+            self.figure_cache.mkdir(exist_ok=True)  # in the run's cache folder; a missing one is not made here
             tmp = Path(tempfile.mkdtemp(dir=self.figure_cache, prefix=".figures."))
         except OSError:
             return
