@@ -121,15 +121,10 @@ def keep_thumbnails_in(folder: Optional[str | Path]) -> None:
 
 @lru_cache(maxsize=1)
 def _thumbnail_inputs() -> str:
-    import importlib.metadata as md
+    from models.versions import package_versions
 
-    versions = {}
-    for pkg in _THUMBNAIL_PACKAGES:
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return json.dumps({"versions": versions, "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()})
+    return json.dumps({"versions": package_versions(_THUMBNAIL_PACKAGES),
+                       "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()})
 
 
 def _digest(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> str:

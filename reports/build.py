@@ -85,18 +85,12 @@ def _code_digest() -> str:
 
 def _drawing_setup() -> dict[str, Any]:
     """The drawing packages' versions and matplotlib's style settings (a matplotlibrc changes every figure)."""
-    import importlib.metadata as md
-
     import matplotlib
 
-    versions = {}
-    for pkg in DRAWING_PACKAGES:
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
+    from models.versions import package_versions
+
     style = {k: repr(v) for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
-    return {"versions": versions, "style": style}
+    return {"versions": package_versions(DRAWING_PACKAGES), "style": style}
 
 
 def _plt():
