@@ -111,10 +111,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _given(config: pytest.Config, option: str) -> bool:
-    """Whether the command line, PYTEST_ADDOPTS or the ini file's addopts name `option` (given its default value)."""
+    """Whether the command line (an @argsfile's lines too), PYTEST_ADDOPTS or the ini file's addopts name `option`
+    (given its default value)."""
     args = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
             *config.getini("addopts")]
-    return any(a == option or a.startswith(option + "=") for a in args)
+    return any(a == option or a.startswith(option + "=") for a in _expand_argsfiles(args, config.invocation_params.dir))
+
+
+def _expand_argsfiles(args, cwd: Path, depth: int = 0) -> list[str]:
+    """pytest's `@file` arguments replaced by the file's lines, one argument a line, as its parser reads them."""
+    out = []
+    for a in args:
+        if a.startswith("@") and depth < 8:  # a file naming itself would recurse without end
+            try:
+                lines = (Path(cwd) / a[1:]).read_text().splitlines()
+            except OSError:  # pytest says what is wrong with it
+                out.append(a)
+                continue
+            out += _expand_argsfiles(lines, cwd, depth + 1)
+        else:
+            out.append(a)
+    return out
 
 
 def _option(config: pytest.Config, name: str):

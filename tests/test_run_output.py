@@ -179,3 +179,9 @@ def test_saved_benchmarks_go_beside_the_sample_store_not_into_the_working_direct
         out = pytest_run(*common, f"--benchmark-storage={given}", cwd=work)
         assert out.returncode == 0, out.stdout[-2000:]
     assert (tmp_path / "mine").is_dir() and (work / ".benchmarks").is_dir()
+    in_file = tmp_path / "infile"  # the default value given in an @argsfile is kept too
+    in_file.mkdir()
+    (in_file / "args.txt").write_text("--benchmark-storage=file://./.benchmarks\n")
+    out = pytest_run(*common, "@args.txt", cwd=in_file)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert (in_file / ".benchmarks").is_dir()
