@@ -105,8 +105,8 @@ def embedded_photos(n: int, size: int = 32, seed: int = 0, photos: Sequence[str]
 
 
 # Where the thumbnail sets are kept between runs (<cache-dir>/thumbnails, set by the claim suite's cache_dir fixture in
-# fixtures/samples.py); None: made in each process. A warm run of the claim cases asks for 4,688 thumbnails: 1.4 s to cut, plus 0.7 s to decode the
-# photos (measured), against milliseconds to read them back.
+# fixtures/samples.py); None: made in each process. A warm run of the claim cases asks for 4,688 thumbnails: 1.4 s
+# to cut, plus 0.7 s to decode the photos (measured), against milliseconds to read them back.
 _KEPT_IN: Optional[Path] = None
 # what a thumbnail set is made with besides its arguments: the photos' packages, the crop's arithmetic (torch), and
 # this file's code
