@@ -418,6 +418,13 @@ def _rounds_sigma(net) -> bool:
         return not torch.allclose(torch.as_tensor(net.round_sigma(probe)).float().reshape(-1), probe)
 
 
+def config_classes(config: dict[str, Any], fallback: Optional[int] = None) -> Optional[int]:
+    """A network's class count as its config states it (diffusers' num_class_embeds, the U-ViT's num_classes, else
+    `fallback`); None for an unconditional network."""
+    classes = config.get("num_class_embeds", config.get("num_classes", fallback))
+    return int(classes) if classes else None
+
+
 def _check_network(entry: ZooEntry, net: torch.nn.Module) -> Optional[int]:
     """Refuse a network whose size, channels or conditioning differ from the entry; return its class count."""
     cfg = dict(getattr(net, "config", {}) or {})
@@ -428,14 +435,14 @@ def _check_network(entry: ZooEntry, net: torch.nn.Module) -> Optional[int]:
         raise _mismatch(entry, "image_size", entry.image_size, size)
     if channels is not None and int(channels) != entry.channels:
         raise _mismatch(entry, "channels", entry.channels, channels)
-    classes = cfg.get("num_class_embeds", cfg.get("num_classes", getattr(net, "label_dim", None) or None))
+    classes = config_classes(cfg, getattr(net, "label_dim", None) or None)
     if entry.conditional and not classes:
         raise ZooError(f"zoo entry {entry.name!r} is marked conditional but its network takes no label")
     if not entry.conditional and classes:
         raise ZooError(f"zoo entry {entry.name!r} is marked unconditional but its network takes {classes} classes")
     if entry.conditional and entry.num_classes not in (None, classes):
         raise _mismatch(entry, "num_classes", entry.num_classes, classes)
-    return int(classes) if classes else None
+    return classes
 
 
 @dataclass(frozen=True)
