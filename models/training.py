@@ -36,6 +36,7 @@ from models.datasets import embedded_photos
 from models.denoisers import NetworkDenoiser
 from models.grids import make_grid
 from models.kernels import KERNELS, append_dims, make_kernel
+from models.optimal import OptimalDenoiser
 from models.registry import Registry
 from models.samplers import euler_step, heun_step
 from models.unet import build_unet
@@ -47,6 +48,7 @@ VAE_ARCHS = ("vae-conv", "vae-mlp")  # trained with the 'elbo' objective, sample
 OBJECTIVES = ("eps", "edm", "ve", "elbo")
 DISTILL_METHODS = ("progressive", "consistency")
 LR_DECAYS = ("none", "cosine")
+TARGETS = ("sample", "optimal")
 
 
 @dataclass
@@ -94,6 +96,13 @@ class TrainConfig:
     # 'elbo' objective: the std of the VAE's Gaussian likelihood in [-1, 1] units; 0.1 is 12.75 on 0-255, inside the
     # paper's MAE threshold of 15 for "the same image" (Sec. 2.1)
     pixel_std: float = 0.1
+    # the regression target of a diffusion objective's loss: 'sample', the training image y that the noisy x was made
+    # from (denoising score matching); 'optimal', D*(x; sigma) of the whole training set, i.e. E[y | x] (Theorem 1;
+    # Xu et al. 2023's stable target field with the training set as its reference batch): the same minimizer and the
+    # same expected gradient, without the variance of which image x came from (largest where the posterior is split,
+    # at the noise levels where a sample's training image is chosen). The loss log keeps the loss against y under
+    # either target, so that logs compare across targets.
+    target: str = "sample"
 
     def __post_init__(self):
         self._check_types_and_ranges()
@@ -108,6 +117,11 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"unknown lr_decay {self.lr_decay!r}; valid: {', '.join(LR_DECAYS)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; valid targets: {', '.join(TARGETS)}")
+        if self.target == "optimal" and (self.objective == "elbo" or self.distill_from):
+            raise ValueError("target 'optimal' (D* of the training set) applies to the denoising objectives trained "
+                             "from scratch or fine-tuned, not to the 'elbo' objective or distillation")
         if self.finetune_from and self.distill_from:
             raise ValueError("give at most one of finetune_from and distill_from")
         if self.arch in VAE_ARCHS and self.conditional:
@@ -375,6 +389,9 @@ class Trainer:
         self.D = wrap_for(cfg, self.net)
         self.kernel = self.D.kernel
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        # float64, as the state x is: the target is the exact conditional mean the loss regresses on
+        self.optimal = OptimalDenoiser(self.images, self.labels, dtype=torch.float64, device=self.device) \
+            if cfg.target == "optimal" else None
         self.step = 0
         self._resume()
 
@@ -427,6 +444,18 @@ class Trainer:
         return y, label
 
     def loss(self) -> torch.Tensor:
+        """The loss a training step minimizes."""
+        return self.losses()[0]
+
+    def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss a step minimizes, the loss its log records): the same but under target 'optimal', whose log
+        records the loss against the training images y, as the other target's does."""
+        loss = self._loss()
+        if isinstance(loss, tuple):
+            return loss
+        return loss, loss
+
+    def _loss(self):
         y, label = self._batch()
         if self.cfg.objective == "elbo":
             noise = torch.randn((len(y), self.net.latent), generator=self.gen).to(self.device)
@@ -441,7 +470,11 @@ class Trainer:
         x = (y.double() + s * noise.double())
         denoised = self.D(x, sigma.to(self.device), label)
         w = append_dims(loss_weight(self.cfg.objective, sigma, self.cfg.sigma_data).to(self.device), y.ndim)
-        return (w * (denoised - y.double()) ** 2).mean().float()
+        against_y = (w * (denoised - y.double()) ** 2).mean().float()
+        if self.optimal is None:
+            return against_y
+        target = self.optimal(x, sigma.to(self.device), label)
+        return (w * (denoised - target) ** 2).mean().float(), against_y.detach()
 
     def _distill_loss(self, y, label) -> torch.Tensor:
         """The student's one DDIM step sigma_a -> sigma_b must land where the teacher's two steps land; its target D
@@ -524,7 +557,7 @@ class Trainer:
                     self._next_round()
                 for group in self.opt.param_groups:
                     group["lr"] = self.lr(self.step)
-                loss = self.loss()
+                loss, logged = self.losses()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
@@ -533,7 +566,7 @@ class Trainer:
                     self._update_target()
                 self.step += 1
                 # nine significant digits give back the float32 loss exactly, in fewer bytes than its float64 repr
-                log.write(json.dumps({"step": self.step, "loss": float(f"{loss.item():.9g}")}) + "\n")
+                log.write(json.dumps({"step": self.step, "loss": float(f"{logged.item():.9g}")}) + "\n")
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     log.flush()
                     self._save_state()

@@ -68,20 +68,20 @@ def test_a_run_stopped_between_checkpoints_resumes_without_repeating_steps(tmp_p
     straight = tmp_path / "straight"
     train(tiny(steps=20), straight)
     stopped = tmp_path / "stopped"
-    real_loss = training.Trainer.loss
+    real_losses = training.Trainer.losses
 
     def stop_at_16(self):
         if self.step == 15:
             raise KeyboardInterrupt
-        return real_loss(self)
+        return real_losses(self)
 
-    monkeypatch.setattr(training.Trainer, "loss", stop_at_16)
+    monkeypatch.setattr(training.Trainer, "losses", stop_at_16)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(steps=20), stopped)
     assert len(losses(stopped)) == 15  # the state was saved at step 10
     with open(stopped / "loss.jsonl", "a") as f:
         f.write('{"step": 16, "lo')  # and a line cut short, as a killed run leaves it
-    monkeypatch.setattr(training.Trainer, "loss", real_loss)
+    monkeypatch.setattr(training.Trainer, "losses", real_losses)
     train(tiny(steps=20), stopped)
     assert losses(stopped) == losses(straight)
     assert training.read_losses(stopped) == losses(straight)
@@ -159,16 +159,16 @@ def test_progressive_distillation_rounds_resume_exactly(tmp_path, monkeypatch, s
     teacher = train(tiny(steps=5, **EDM), tmp_path / "teacher")
     pd = dict(EDM, distill_from=str(teacher), distill_steps=2, distill_rounds=3, steps=12, checkpoint_every=2)
     train(tiny(**pd), tmp_path / "straight")
-    calls, loss = [0], Trainer.loss
+    calls, step_losses = [0], Trainer.losses
 
     def interrupted(self):
         calls[0] += 1
         if calls[0] > stop:
             raise KeyboardInterrupt
-        return loss(self)
+        return step_losses(self)
 
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "loss", interrupted)
+        m.setattr(Trainer, "losses", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train(tiny(**pd), tmp_path / "resumed")
     assert "teacher" in torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)
@@ -479,3 +479,52 @@ def test_kernel_options_that_do_not_fit_the_kernel_name_the_valid_ones():
     with pytest.raises(ValueError, match=r"kernel_options \{'tmax': 0.9\} do not fit kernel 'vp'; valid options: "
                                          r"beta_min, beta_max, t_min, t_max"):
         tiny(kernel_options={"tmax": 0.9})
+
+
+def test_the_optimal_target_learns_and_logs_the_loss_against_the_training_images(tmp_path):
+    """Target 'optimal' draws the same batches, noise levels and noise as 'sample' (D* uses no randomness), so the
+    first logged loss, taken before any update, is the same number: the log records the loss against y under either
+    target. The minimized loss (against D*) lowers the logged one as training goes on."""
+    cfg = tiny(steps=40, target="optimal", **EDM)
+    trained, frozen = learns(cfg, tmp_path / "optimal")
+    assert trained < frozen, (trained, frozen)
+    train(tiny(steps=1, **EDM), tmp_path / "sample")
+    assert losses(tmp_path / "optimal" / "trained")[0] == losses(tmp_path / "sample")[0]
+
+
+def test_the_optimal_target_minimizes_the_distance_to_d_star_not_to_the_drawn_image(tmp_path):
+    """The step's loss under 'optimal' is the weighted distance to D*(x) of the training set, recomputed here from the
+    closed form; under 'sample' it is the distance to the image x was made from. With several images and a large
+    sigma, where D*'s posterior is split, the two differ; with one training image D* is that image, and they agree."""
+    from models.kernels import append_dims
+    from models.optimal import OptimalDenoiser
+    from models.training import draw_sigma, loss_weight
+
+    for size in (8, 1):
+        cfg = tiny(dataset_size=size, target="optimal", sigma_mean=2.0, sigma_std=0.1, **EDM)
+        trainer = Trainer(cfg, tmp_path / f"n{size}")
+        gen_state = trainer.gen.get_state()
+        minimized, logged = trainer.losses()
+        trainer.gen.set_state(gen_state)  # the same draws again, by hand
+        y, _ = trainer._batch()
+        sigma = draw_sigma(cfg, trainer.kernel, len(y), trainer.gen)
+        x = y.double() + append_dims(sigma, y.ndim) * torch.randn(y.shape, generator=trainer.gen).double()
+        with torch.no_grad():
+            denoised = trainer.D(x, sigma)
+        w = append_dims(loss_weight("edm", sigma, cfg.sigma_data), y.ndim)
+        d_star = OptimalDenoiser(trainer.images, dtype=torch.float64)(x, sigma)
+        assert torch.allclose(minimized.detach(), (w * (denoised - d_star) ** 2).mean().float(), rtol=1e-6)
+        assert torch.allclose(logged, (w * (denoised - y.double()) ** 2).mean().float(), rtol=1e-6)
+        if size == 1:
+            assert torch.equal(minimized.detach(), logged)
+        else:
+            assert not torch.allclose(minimized.detach(), logged, rtol=1e-2)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(target="d_star"), "unknown target 'd_star'; valid targets: sample, optimal"),
+    (dict(EDM, target="optimal", distill_from="teacher"), "target 'optimal' .* not to the 'elbo' objective or "
+                                                          "distillation")])
+def test_a_bad_target_is_refused_by_name(bad, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**bad)
