@@ -35,14 +35,15 @@ REGIMES += [Case("C3", FIG5, "rp", (Run(M4[1]), Run(optimal("m4"))), CAPACITY,
 
 # Fig. 13 (Appendix A.5): the final training loss is lower in the memorization regime (mean of the last 200 steps).
 # Losses compare only under one objective, sigma draw and schedule: the 4- and 2,048-image models of an architecture
-# share their config but for the dataset size.
+# share their config but for the dataset size and the target (D* or the drawn image: the same expected gradient, and
+# both logs record the loss against the drawn image).
 LOSS_STEPS = 200
 REGIMES += [Case("C3", "Appendix A.5, Fig. 13", "loss", (Run(small),),
                  Bar("<", None, "Appendix A.5, Fig. 13: lower training loss with less data (closer to D*)"),
                  versus=(Run(large),), params={"last_steps": LOSS_STEPS}) for small, large in zip(M4, L2048)]
 
-# The sweep over training-set sizes for two UNet widths (Fig. 2, 5): trains each with its memorization-end recipe
-# (fixtures/zoo.py, SWEEP_RECIPE), so it runs under `slow`. At the ends of the size axis (4 thumbnails, where the
+# The sweep over training-set sizes for two UNet widths (Fig. 2, 5): trains each with the recipe of the 64- and
+# 2,048-image entries (fixtures/zoo.py, SWEEP_RECIPE), so it runs under `slow`. At the ends of the size axis (4 thumbnails, where the
 # embedded models memorize, and 2,048) the paper's levels apply; in between, each size is compared with the
 # previous one: RP with D* falls (Fig. 5) and GL rises (Fig. 2b) as the training set grows.
 SWEEP_SIZES = (4, 16, 64, 256, 1024, 2048)

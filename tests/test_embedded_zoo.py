@@ -49,25 +49,28 @@ def test_every_checkpoint_folder_belongs_to_an_entry():
 
 
 def test_the_sweep_samples_a_shipped_checkpoint_of_its_own_config(tmp_path):
-    """The slow sweep's model at a size whose config the zoo ships trained (the ends of the size axis: the m4 and
-    l2048 entries share the sweep's recipe) is that checkpoint, not a second training of the same config; another
-    size has no twin."""
+    """The slow sweep's model at a size whose config the zoo ships trained (the m64 and l2048 entries share the sweep's
+    recipe) is that checkpoint, not a second training of the same config; another size has no twin, and neither has
+    4 images: the m4 entries add the D* target to the recipe."""
     import tomllib
 
     from cases.names import sweep
     from fixtures.zoo import SWEEP_RECIPE, ModelLoader, embedded_twin
 
     loader = ModelLoader(ZOO, torch.device("cpu"), tmp_path, runner="eager")
-    for size, shipped in ((4, "unet16-edm-m4"), (2048, "unet16-edm-l2048")):
+    for size, shipped in ((64, "unet16-edm-m64"), (2048, "unet16-edm-l2048")):
         assert loader(sweep("unet16-edm", size)).fingerprint == loader(shipped).fingerprint
     assert not any(tmp_path.iterdir())  # nothing was trained into the cache
     recipe = tomllib.loads((ROOT / "configs" / f"unet16-edm-{SWEEP_RECIPE}.toml").read_text())
-    assert embedded_twin(recipe | {"dataset_size": 16}) is None
-    assert embedded_twin(recipe | {"dataset_size": 4, "seed": 2}) is None
+    for size in (4, 16):
+        assert embedded_twin(recipe | {"dataset_size": size}) is None
+    assert embedded_twin(recipe | {"dataset_size": 64, "seed": 2}) is None
+    m4 = tomllib.loads((ROOT / "configs" / "unet16-edm-m4.toml").read_text())
+    assert m4 == recipe | {"dataset_size": 4, "target": "optimal"}  # the sweep's recipe but for the target
 
 
 def test_a_sweep_model_whose_shipped_twin_is_missing_is_an_incomplete_checkout_not_a_skip(tmp_path, monkeypatch):
-    """The sweep's 4-image model is the shipped unet16-edm-m4: if that checkpoint is missing the case errors (as the
+    """The sweep's 64-image model is the shipped unet16-edm-m64: if that checkpoint is missing the case errors (as the
     shipped model's own cases do), it is not skipped as an absent real checkpoint."""
     from cases.names import sweep
     from fixtures import zoo as fixtures_zoo
@@ -80,8 +83,8 @@ def test_a_sweep_model_whose_shipped_twin_is_missing_is_an_incomplete_checkout_n
     monkeypatch.setattr(fixtures_zoo, "check_available", absent)  # a suite checkpoint's files are looked for first
     monkeypatch.setattr(fixtures_zoo, "load_denoiser", absent)
     loader = ModelLoader(ZOO, torch.device("cpu"), tmp_path, runner="eager")
-    with pytest.raises(ZooError, match=r"embedded zoo entry 'unet16-edm-m4'.*the checkout is incomplete") as err:
-        loader(sweep("unet16-edm", 4))
+    with pytest.raises(ZooError, match=r"embedded zoo entry 'unet16-edm-m64'.*the checkout is incomplete") as err:
+        loader(sweep("unet16-edm", 64))
     assert not isinstance(err.value, Unavailable)
 
 
