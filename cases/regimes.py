@@ -43,9 +43,9 @@ REGIMES += [Case("C3", "Appendix A.5, Fig. 13", "loss", (Run(small),),
                  versus=(Run(large),), params={"last_steps": LOSS_STEPS}) for small, large in zip(M4, L2048)]
 
 # The sweep over training-set sizes for two UNet widths (Fig. 2, 5): trains each with the recipe of the 64- and
-# 2,048-image entries (fixtures/zoo.py, SWEEP_RECIPE), so it runs under `slow`. At the ends of the size axis (4 thumbnails, where the
-# embedded models memorize, and 2,048) the paper's levels apply; in between, each size is compared with the
-# previous one: RP with D* falls (Fig. 5) and GL rises (Fig. 2b) as the training set grows.
+# 2,048-image entries (fixtures/zoo.py, SWEEP_RECIPE), so it runs under `slow`. At the ends of the size axis (4
+# thumbnails, where the embedded models memorize, and 2,048) the paper's levels apply; in between, each size is
+# compared with the previous one: RP with D* falls (Fig. 5) and GL rises (Fig. 2b) as the training set grows.
 SWEEP_SIZES = (4, 16, 64, 256, 1024, 2048)
 SWEEP_MODELS = ("unet16-edm", "unet32-edm")
 GL_LOW_BAR = Bar("<=", 0.4, "Sec. 3, Fig. 2b: GL near 0 in the memorization regime; the suite's bar is 1 - 0.6 "
