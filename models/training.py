@@ -448,22 +448,21 @@ class Trainer:
         return self.losses()[0]
 
     def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the loss a step minimizes, the loss its log records): the same but under target 'optimal', whose log
+        """(the loss a step minimizes, the loss its log records): one loss but under target 'optimal', whose log
         records the loss against the training images y, as the other target's does."""
-        loss = self._loss()
-        if isinstance(loss, tuple):
-            return loss
-        return loss, loss
-
-    def _loss(self):
         y, label = self._batch()
         if self.cfg.objective == "elbo":
             noise = torch.randn((len(y), self.net.latent), generator=self.gen).to(self.device)
-            return self.net.elbo_loss(y, noise, self.cfg.pixel_std)
-        if self.target is not None:
-            return self._consistency_loss(y, label)
-        if self.teacher is not None:
-            return self._distill_loss(y, label)
+            loss = self.net.elbo_loss(y, noise, self.cfg.pixel_std)
+        elif self.target is not None:
+            loss = self._consistency_loss(y, label)
+        elif self.teacher is not None:
+            loss = self._distill_loss(y, label)
+        else:
+            return self._denoising_losses(y, label)
+        return loss, loss
+
+    def _denoising_losses(self, y, label) -> tuple[torch.Tensor, torch.Tensor]:
         sigma = draw_sigma(self.cfg, self.kernel, len(y), self.gen)
         noise = torch.randn(y.shape, generator=self.gen).to(self.device)
         s = append_dims(sigma.to(self.device), y.ndim)
@@ -472,7 +471,7 @@ class Trainer:
         w = append_dims(loss_weight(self.cfg.objective, sigma, self.cfg.sigma_data).to(self.device), y.ndim)
         against_y = (w * (denoised - y.double()) ** 2).mean().float()
         if self.optimal is None:
-            return against_y
+            return against_y, against_y
         target = self.optimal(x, sigma.to(self.device), label)
         return (w * (denoised - target) ** 2).mean().float(), against_y.detach()
 
