@@ -9,6 +9,8 @@ and objectives differ only in how sigma is drawn and weighted:
             (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (Karras et al. 2022, Table 1);
   - 've':   ln sigma ~ U[ln sigma_min, ln sigma_max] of the kernel, weight 1 / sigma^2: Song et al. (2021)'s
             sigma^2-weighted score matching, sigma^2 ||s_hat - grad log p||^2 with s = (D - x) / sigma^2.
+With target 'optimal' the loss regresses on D*(y + sigma n; sigma) of the training set instead of y (the same
+expected gradient, less variance; the log still records the loss against y).
 Partial fine-tuning trains only attention parameters (paper Sec. 4, Appendix G). Progressive
 distillation (Salimans & Ho 2022, Algorithm 2) trains a student whose one DDIM step matches two teacher steps,
 over `distill_rounds` halvings, each round's student becoming the next round's teacher;

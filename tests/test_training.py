@@ -523,6 +523,7 @@ def test_the_optimal_target_minimizes_the_distance_to_d_star_not_to_the_drawn_im
 
 @pytest.mark.parametrize("bad, message", [
     (dict(target="d_star"), "unknown target 'd_star'; valid targets: sample, optimal"),
+    (dict(objective="elbo", target="optimal"), "target 'optimal' .* not to the 'elbo' objective"),
     (dict(EDM, target="optimal", distill_from="teacher"), "target 'optimal' .* not to the 'elbo' objective or "
                                                           "distillation")])
 def test_a_bad_target_is_refused_by_name(bad, message):
