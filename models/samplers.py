@@ -168,3 +168,19 @@ SAMPLERS: Registry[SamplerSpec] = Registry("sampler", {
     "dpm3": SamplerSpec(partial(sample_dpmpp, order=3), 3, _one_per_step),
     "consistency": SamplerSpec(sample_consistency, 1, _one_per_step, max_nfe=1),
 })
+
+
+def same_samples_as(name: str, nfe: int) -> tuple[str, int]:
+    """The (sampler, NFE) that names the same computation as (name, nfe), for keying stored samples: an alias runs
+    the first registered sampler with the same function (`ddim` is `euler` in sigma-space, Karras et al. 2022, Sec.
+    3), and an NFE budget that buys no more grid steps than a smaller one is that smaller one (heun at 36 runs the
+    18 steps, 35 evaluations, of heun at 35). Names outside the registry (a run with its own solve) are returned
+    as they are."""
+    if name not in SAMPLERS:
+        return name, nfe
+    spec = SAMPLERS[name]
+    first = next(n for n, s in SAMPLERS.items() if s.fn is spec.fn)
+    steps = spec.steps(name, nfe)
+    while nfe > spec.min_nfe and spec.steps_for_budget(nfe - 1) == steps:
+        nfe -= 1
+    return first, nfe

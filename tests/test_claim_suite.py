@@ -214,6 +214,30 @@ def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
     assert not (sets["edm"].images == sets["uniform-t"].images).all()  # 4 Euler steps on other grids differ
 
 
+def test_runs_that_name_one_computation_share_one_stored_set(tmp_path):
+    """ddim@4 is euler@4 and heun@6 is heun@5 (models/samplers.py, same_samples_as): the second of each pair is read
+    from the store, not sampled again; dpm1, another float sequence, is sampled."""
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import Model
+    from models.kernels import make_kernel
+    from models.noise import NoiseBank
+    from models.store import SampleStore
+    from tests.helpers import Counting, GaussianData
+
+    D = Counting(GaussianData())
+    source = SampleSource(lambda name: Model("g", D, make_kernel("edm"), (3, 4, 4), "fp"), SampleStore(tmp_path),
+                          "cpu", micro_batch=4)
+    bank = NoiseBank.draw(0, (3, 4, 4), n=4)
+    for first, second in ((Run("g", "euler", 4), Run("g", "ddim", 4)), (Run("g", "heun", 5), Run("g", "heun", 6))):
+        a = source(first, bank)
+        calls = D.calls
+        b = source(second, bank)
+        assert D.calls == calls and a.key == b.key and (a.images == b.images).all()
+    calls = D.calls
+    source(Run("g", "dpm1", 4), bank)
+    assert D.calls == calls + 4
+
+
 def test_a_zoo_entry_micro_batch_caps_the_runs_in_the_solve_and_the_key(tmp_path):
     """Rows per network call: the run's (16 on a CPU, 256 on a GPU, or --micro-batch), capped by the entry's own."""
     import dataclasses

@@ -11,7 +11,7 @@ from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
 from models.registry import UnknownNameError
-from models.samplers import SAMPLERS, sample_dpmpp, sample_euler
+from models.samplers import SAMPLERS, same_samples_as, sample_dpmpp, sample_euler
 from models.generate import NonFiniteError, generate, solve
 from tests.helpers import Counting, GaussianData, TinyEpsNet
 
@@ -84,6 +84,36 @@ def test_reported_nfe_is_exact(name, nfe, expected):
     D = Counting(GaussianData())
     out = solve(D, torch.randn(2, 3), make_kernel("edm"), name, nfe)
     assert out.nfe == D.calls == expected
+
+
+@pytest.mark.parametrize("name, nfe, same", [
+    ("ddim", 50, ("euler", 50)), ("heun", 36, ("heun", 35)), ("heun", 10, ("heun", 9)), ("heun", 35, ("heun", 35)),
+    ("euler", 7, ("euler", 7)), ("dpm1", 7, ("dpm1", 7)), ("dpm3", 20, ("dpm3", 20)), ("consistency", 1,
+                                                                                          ("consistency", 1)),
+    ("dps", 34, ("dps", 34))])
+def test_the_store_names_one_computation_once(name, nfe, same):
+    """Stored samples are keyed by the (sampler, NFE) that computes them: an alias (ddim runs euler) and an NFE budget
+    that buys no more steps (heun at 2k) name the same solve, and their samples are equal bit for bit; a name
+    outside the registry (DPS runs its own solve) is kept."""
+    assert same_samples_as(name, nfe) == same
+    if name in SAMPLERS and (name, nfe) != same:
+        x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        a = solve(GaussianData(), x.clone(), make_kernel("edm"), name, nfe)
+        b = solve(GaussianData(), x.clone(), make_kernel("edm"), *same)
+        assert torch.equal(a.x, b.x) and a.nfe == b.nfe
+
+
+def test_samplers_that_differ_are_not_keyed_as_one():
+    """dpm1 is Euler in exact arithmetic (test_ddim_is_euler_is_dpm1) but another sequence of float operations, so
+    it keeps its own key; so does every NFE that buys one more step."""
+    assert same_samples_as("dpm1", 7) != same_samples_as("euler", 7)
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(solve(GaussianData(), x, make_kernel("edm"), "dpm1", 7).x,
+                           solve(GaussianData(), x, make_kernel("edm"), "euler", 7).x)
+    keys = {same_samples_as(name, nfe) for name in SAMPLERS for nfe in range(SAMPLERS[name].min_nfe, 40)
+            if SAMPLERS[name].max_nfe is None or nfe <= SAMPLERS[name].max_nfe}
+    runs = {(SAMPLERS[name].fn, SAMPLERS[name].steps(name, nfe)) for name, nfe in keys}
+    assert len(runs) == len(keys)  # one key per (function, steps): no two keys name one solve
 
 
 @pytest.mark.parametrize("name, nfe, minimum", [("heun", 2, "at least 3"), ("dpm3", 2, "at least 3"),
