@@ -65,8 +65,11 @@ def test_the_sweep_samples_a_shipped_checkpoint_of_its_own_config(tmp_path):
     for size in (4, 16):
         assert embedded_twin(recipe | {"dataset_size": size}) is None
     assert embedded_twin(recipe | {"dataset_size": 64, "seed": 2}) is None
-    m4 = tomllib.loads((ROOT / "configs" / "unet16-edm-m4.toml").read_text())
-    assert m4 == recipe | {"dataset_size": 4, "target": "optimal"}  # the sweep's recipe but for the target
+    for family, own in (("unet16-edm", {}), ("unet32-edm", {"steps": 10000}), ("uvit-edm", {})):
+        recipe = tomllib.loads((ROOT / "configs" / f"{family}-{SWEEP_RECIPE}.toml").read_text())
+        m4 = tomllib.loads((ROOT / "configs" / f"{family}-m4.toml").read_text())
+        # the sweep's recipe but for the target (and UNet-32's steps, 6,000 in the recipe: README, "Embedded zoo")
+        assert m4 == recipe | {"dataset_size": 4, "target": "optimal"} | own, family
 
 
 def test_a_sweep_model_whose_shipped_twin_is_missing_is_an_incomplete_checkout_not_a_skip(tmp_path, monkeypatch):
