@@ -88,9 +88,8 @@ def test_reported_nfe_is_exact(name, nfe, expected):
 
 @pytest.mark.parametrize("name, nfe, same", [
     ("ddim", 50, ("euler", 50)), ("heun", 36, ("heun", 35)), ("heun", 10, ("heun", 9)), ("heun", 35, ("heun", 35)),
-    ("euler", 7, ("euler", 7)), ("dpm1", 7, ("dpm1", 7)), ("dpm3", 20, ("dpm3", 20)), ("consistency", 1,
-                                                                                          ("consistency", 1)),
-    ("dps", 34, ("dps", 34))])
+    ("euler", 7, ("euler", 7)), ("dpm1", 7, ("dpm1", 7)), ("dpm3", 20, ("dpm3", 20)),
+    ("consistency", 1, ("consistency", 1)), ("dps", 34, ("dps", 34))])
 def test_the_store_names_one_computation_once(name, nfe, same):
     """Stored samples are keyed by the (sampler, NFE) that computes them: an alias (ddim runs euler) and an NFE budget
     that buys no more steps (heun at 2k) name the same solve, and their samples are equal bit for bit; a name
