@@ -381,3 +381,40 @@ def test_the_c4_cases_sit_in_their_claims_scorecard_row():
     """Sec. 4 (ii) is a conditional claim; Appendix G's disjoint-data case belongs with fine-tuning (Fig. 26)."""
     parts = {c.id: c.part for c in ALL if c.metric == "rp_between_other" or "disjoint data" in c.id}
     assert sorted(parts.values()) == ["conditional", "conditional", "finetune"], parts
+
+
+def test_an_inverse_problem_is_solved_on_the_entry_grid(tmp_path):
+    """Deterministic DPS runs on the zoo entry's grid, the grid its store key names: the inpainted set of an entry
+    on the uniform-t grid is DPS on that grid's sigmas, and differs from the EDM grid's."""
+    from fixtures.measure import IMAGE_SIZE, INVERSE_TRUTH_SEED, Measure
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import Model
+    from models.datasets import embedded_photos, to_uint8
+    from models.generate import generate
+    from models.inverse import dps_runner, make_mask
+    from models.kernels import make_kernel
+    from models.noise import NoiseBank
+    from models.store import SampleStore
+    from models.zoo import ZooEntry
+    from tests.helpers import GaussianData
+
+    shape, n, nfe = (3, IMAGE_SIZE, IMAGE_SIZE), 2, 6
+
+    def model(grid):
+        entry = ZooEntry(name="g", source="-", kernel="edm", grid=grid, image_size=IMAGE_SIZE)
+        return Model("g", GaussianData(), make_kernel("edm"), shape, f"fp-{grid}", entry=entry)
+
+    def bank(shape, n):
+        return NoiseBank.draw(0, shape, n=n)
+
+    sets = {}
+    for grid in ("edm", "uniform-t"):
+        source = SampleSource(lambda name, g=grid: model(g), SampleStore(tmp_path / grid), "cpu")
+        sets[grid] = Measure(lambda name, g=grid: model(g), bank, source, None, n).inpainted(Run("g", "dps", nfe), n,
+                                                                                               "easy")
+    assert sets["edm"].key["grid"] == "edm" and sets["uniform-t"].key["grid"] == "uniform-t"
+    truth = embedded_photos(n, size=IMAGE_SIZE, seed=INVERSE_TRUTH_SEED).as_tensor()
+    on_grid = dps_runner(make_kernel("edm"), truth, make_mask("easy", IMAGE_SIZE), steps=nfe, grid="uniform-t")
+    direct = generate(GaussianData(), make_kernel("edm"), bank(shape, n), nfe=nfe, grid="uniform-t", run=on_grid)
+    assert (sets["uniform-t"].images == to_uint8(direct.x)).all()
+    assert not (sets["edm"].images == sets["uniform-t"].images).all()
