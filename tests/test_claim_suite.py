@@ -192,22 +192,25 @@ def test_a_value_that_is_not_a_number_is_an_error_not_a_failure():
     assert record["outcome"] == "error" and record["value"] is None
 
 
-def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
-    """The sample store key and the solve use the entry's grid (EDM's for D* and entries that name none)."""
-    from fixtures.samples import SampleSource
+def _gaussian_model_on_grid(grid: str, size: int):
+    """A suite model "g" whose denoiser is exact for Gaussian data, with a zoo entry that names `grid`."""
     from fixtures.zoo import Model
     from models.kernels import make_kernel
-    from models.noise import NoiseBank
-    from models.store import SampleStore
     from models.zoo import ZooEntry
     from tests.helpers import GaussianData
 
-    def model(grid):
-        entry = ZooEntry(name="g", source="-", kernel="edm", grid=grid, image_size=4)
-        return Model("g", GaussianData(), make_kernel("edm"), (3, 4, 4), f"fp-{grid}", entry=entry)
+    entry = ZooEntry(name="g", source="-", kernel="edm", grid=grid, image_size=size)
+    return Model("g", GaussianData(), make_kernel("edm"), (3, size, size), f"fp-{grid}", entry=entry)
+
+
+def test_a_zoo_entry_is_sampled_on_its_own_grid(tmp_path):
+    """The sample store key and the solve use the entry's grid (EDM's for D* and entries that name none)."""
+    from fixtures.samples import SampleSource
+    from models.noise import NoiseBank
+    from models.store import SampleStore
 
     bank = NoiseBank.draw(0, (3, 4, 4), n=4)
-    sources = {grid: SampleSource(lambda name, g=grid: model(g), SampleStore(tmp_path), "cpu")
+    sources = {grid: SampleSource(lambda name, g=grid: _gaussian_model_on_grid(g, 4), SampleStore(tmp_path), "cpu")
                for grid in ("edm", "uniform-t")}
     sets = {grid: source(Run("g", "euler", 4), bank) for grid, source in sources.items()}
     assert sets["edm"].key["grid"] == "edm" and sets["uniform-t"].key["grid"] == "uniform-t"
@@ -388,30 +391,25 @@ def test_an_inverse_problem_is_solved_on_the_entry_grid(tmp_path):
     on the uniform-t grid is DPS on that grid's sigmas, and differs from the EDM grid's."""
     from fixtures.measure import IMAGE_SIZE, INVERSE_TRUTH_SEED, Measure
     from fixtures.samples import SampleSource
-    from fixtures.zoo import Model
     from models.datasets import embedded_photos, to_uint8
     from models.generate import generate
     from models.inverse import dps_runner, make_mask
     from models.kernels import make_kernel
     from models.noise import NoiseBank
     from models.store import SampleStore
-    from models.zoo import ZooEntry
     from tests.helpers import GaussianData
 
     shape, n, nfe = (3, IMAGE_SIZE, IMAGE_SIZE), 2, 6
-
-    def model(grid):
-        entry = ZooEntry(name="g", source="-", kernel="edm", grid=grid, image_size=IMAGE_SIZE)
-        return Model("g", GaussianData(), make_kernel("edm"), shape, f"fp-{grid}", entry=entry)
 
     def bank(shape, n):
         return NoiseBank.draw(0, shape, n=n)
 
     sets = {}
     for grid in ("edm", "uniform-t"):
-        source = SampleSource(lambda name, g=grid: model(g), SampleStore(tmp_path / grid), "cpu")
-        sets[grid] = Measure(lambda name, g=grid: model(g), bank, source, None, n).inpainted(Run("g", "dps", nfe), n,
-                                                                                               "easy")
+        def model(name, g=grid):
+            return _gaussian_model_on_grid(g, IMAGE_SIZE)
+        source = SampleSource(model, SampleStore(tmp_path / grid), "cpu")
+        sets[grid] = Measure(model, bank, source, None, n).inpainted(Run("g", "dps", nfe), n, "easy")
     assert sets["edm"].key["grid"] == "edm" and sets["uniform-t"].key["grid"] == "uniform-t"
     truth = embedded_photos(n, size=IMAGE_SIZE, seed=INVERSE_TRUTH_SEED).as_tensor()
     on_grid = dps_runner(make_kernel("edm"), truth, make_mask("easy", IMAGE_SIZE), steps=nfe, grid="uniform-t")
