@@ -39,6 +39,7 @@ class OptimalDenoiser:
                 raise ValueError(f"{len(labels)} labels for {len(data)} images")
             self._sets.update({int(c): _Prepared(flat[labels.to(flat.device) == c]) for c in labels.unique()})
         self.num_classes = None if labels is None else len(self._sets) - 1
+        self._last_groups = None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma, label: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -48,8 +49,7 @@ class OptimalDenoiser:
         if label is None:
             groups = [(None, torch.arange(len(x), device=x.device))]
         else:
-            label = torch.as_tensor(label, device=x.device).reshape(-1).expand(len(x))
-            groups = [(int(c), (label == c).nonzero().reshape(-1)) for c in label.unique()]
+            groups = self._groups(label, x)
         for c, rows in groups:
             if c not in self._sets:
                 present = sorted(k for k in self._sets if k is not None)
@@ -58,6 +58,21 @@ class OptimalDenoiser:
                 r = rows[start:start + self.batch_size]
                 out[r] = self._denoise(self._sets[c], flat[r], sigma[r]).to(out.dtype)
         return out.reshape(x.shape)
+
+    def _groups(self, label, x: torch.Tensor) -> list:
+        """The rows of each class in `label`, as (class, row indices on x's device). Finding them reads the labels on
+        the host, a wait for a GPU; a sampler passes one label tensor to every step of a micro-batch, so the grouping
+        of the last tensor is kept and found again while that tensor is unchanged (same object, same version counter,
+        which every in-place write raises): one wait per micro-batch, not one per step."""
+        cached = self._last_groups
+        if (isinstance(label, torch.Tensor) and cached is not None and cached[0] is label
+                and cached[1] == label._version and cached[2] == (len(x), x.device)):
+            return cached[3]
+        flat = torch.as_tensor(label, device=x.device).reshape(-1).expand(len(x))
+        groups = [(int(c), (flat == c).nonzero().reshape(-1)) for c in flat.unique()]
+        if isinstance(label, torch.Tensor):
+            self._last_groups = (label, label._version, (len(x), x.device), groups)  # one assignment: thread-safe
+        return groups
 
     def _denoise(self, ys: "_Prepared", x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x = x.to(device=ys.data.device, dtype=self.dtype)

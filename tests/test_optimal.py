@@ -117,6 +117,31 @@ def test_class_conditional_uses_only_that_class(data):
         D(x[:1], 0.4, torch.tensor([7]))
 
 
+def test_class_grouping_is_found_once_per_label_tensor(data, monkeypatch):
+    """A sampler passes one label tensor to every step: its rows are grouped by class once (on a GPU each grouping
+    waits for the device), and found again only while the tensor is unchanged; an in-place write regroups."""
+    labels = torch.arange(24) % 3
+    D = OptimalDenoiser(data, labels=labels, dtype=torch.float64)
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    label = torch.tensor([0, 1, 2, 2, 1, 0])
+    calls = []
+    unique = torch.Tensor.unique
+    monkeypatch.setattr(torch.Tensor, "unique", lambda self, *a, **k: calls.append(1) or unique(self, *a, **k))
+    first = D(x, 0.4, label)
+    for sigma in (0.4, 0.2, 0.1):
+        D(x, sigma, label)
+    assert len(calls) == 1
+    assert torch.equal(D(x, 0.4, label), first)
+
+    label[0] = 2  # in place: the cached grouping no longer describes the tensor
+    got = D(x, 0.4, label)
+    assert len(calls) == 2
+    assert torch.allclose(got[:1], reference(data[labels == 2], x[:1], 0.4), atol=1e-12)
+    assert torch.equal(got[1:], first[1:])
+    assert torch.equal(D(x, 0.4, label.clone()), got)  # another tensor with the same classes: grouped anew, same rows
+    assert len(calls) == 3
+
+
 def test_cifar10_size_fits_a_2_gib_working_budget():
     """N = 50,000 images of 3x32x32 (CIFAR-10's size), batch 64, float32 on CPU: the peak memory the
     denoiser adds beside the dataset stays within 2 GiB (issue budget), measured as max RSS."""
