@@ -4,8 +4,8 @@ intermediate size: architectures, fine-tuning); l2048: on 2,048 (the generalizat
 kernels and Fig. 6 conditional models, and the teacher of both distilled models)."""
 
 # the memorization end of C3 (Fig. 2, 5): the three architectures with the wide sigma draw and cosine decay, trained
-# on D*'s target (E[y | x] of the 4 images; the M64 recipe otherwise, but for the UNets' 20,000 steps instead of
-# 10,000 and 6,000; U-ViT keeps the recipe's 10,000)
+# on D*'s target (E[y | x] of the 4 images; the M64 recipe otherwise, but for 20,000 steps instead of the recipe's
+# 10,000 (UNet-16, U-ViT) and 6,000 (UNet-32))
 M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
 
 # between the ends: the M4 configs on 64 thumbnails but for the target, which is the drawn image, and UNet-32's

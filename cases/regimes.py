@@ -37,7 +37,7 @@ REGIMES += [Case("C3", FIG5, "rp", (Run(M4[1]), Run(optimal("m4"))), CAPACITY,
 # Losses compare only under one objective, sigma draw and schedule: the 4- and 2,048-image models of an architecture
 # share their config but for the dataset size, the target (D* or the drawn image: the same expected gradient, and
 # both logs record the loss against the drawn image) and the step counts (UNet-16 20,000 / 10,000, UNet-32 20,000 /
-# 6,000, U-ViT 10,000 / 20,000); each cosine schedule ends at a learning rate near 0.
+# 6,000, U-ViT 20,000 / 20,000); each cosine schedule ends at a learning rate near 0.
 LOSS_STEPS = 200
 REGIMES += [Case("C3", "Appendix A.5, Fig. 13", "loss", (Run(small),),
                  Bar("<", None, "Appendix A.5, Fig. 13: lower training loss with less data (closer to D*)"),
