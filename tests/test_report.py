@@ -385,3 +385,14 @@ def test_a_rebuild_against_a_missing_cache_folder_keeps_no_figures_there(tmp_pat
     results.write_text(json.dumps(doc))
     build_report(results, tmp_path / "elsewhere" / "cache", tmp_path / "out")
     assert not (tmp_path / "elsewhere").exists() and (tmp_path / "out" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("name, line", [("unet16-edm-m4", "unet16-edm"), ("uvit-edm-l2048", "uvit-edm"),
+                                        ("unet32-edm-n256", "unet32-edm"), ("unet16-edm-m4-seed1", "unet16-edm-seed1"),
+                                        ("unet32-edm-ft-m64", "unet32-edm-ft"), ("my-model", "my-model"),
+                                        ("unet16-m4x", "unet16-m4x")])
+def test_the_size_axis_joins_a_model_to_its_family_without_its_size_tag(name, line):
+    """Fig. 2 / 5's lines: a second seed is a line of its own, and a name without a size tag stays whole."""
+    from reports.build import _family
+
+    assert _family(name) == line
