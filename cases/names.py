@@ -13,7 +13,10 @@ from typing import Optional
 # embedded thumbnails, 16x16, dataset_seed 0, nested (m4 is the first 4 of m64, m64 the first 64 of l2048)
 DATASETS = {"m4": 4, "m64": 64, "l2048": 2048}
 OPTIMAL = "optimal"
-_SIZED = re.compile(r"^(?P<family>.+)-n(?P<size>[1-9]\d*)$")
+_SIZE = r"n(?P<size>[1-9]\d*)"  # the training-set tag of a sweep model and of D* on the first N thumbnails
+_SIZED = re.compile(rf"^(?P<family>.+)-{_SIZE}$")
+# a size tag inside any name: an embedded dataset's ('-m4' in 'unet16-edm-m4-seed1') or a sweep size ('-n256')
+_SIZE_TAG = re.compile(rf"-(?:{'|'.join(map(re.escape, DATASETS))}|{_SIZE})(?=-|$)")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,12 @@ class Builtin:
 def optimal(training_set: str | int) -> str:
     """D*'s name on an embedded dataset ('m64' -> 'optimal-m64') or on the first N thumbnails (64 -> 'optimal-n64')."""
     return f"{OPTIMAL}-n{training_set}" if isinstance(training_set, int) else f"{OPTIMAL}-{training_set}"
+
+
+def family(name: str) -> str:
+    """A model's name without its training-set tag: the line it joins along the size axis. 'unet16-edm-m4' and
+    'unet16-edm-n256' are 'unet16-edm', 'unet16-edm-m4-seed1' is 'unet16-edm-seed1'; a name without a tag stays whole."""
+    return _SIZE_TAG.sub("", name, count=1)
 
 
 def sweep(family: str, size: int) -> str:

@@ -11,7 +11,6 @@ import hashlib
 import html
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cases import PAPER_VALUES, PARTS
-from cases.names import DATASETS, parse
+from cases.names import family, parse
 from fixtures.metrics import LOSS_CURVE_STRIDE, METRICS
 from models.atomic import STALE_SECONDS, UMASK, atomic_write
 from models.store import SampleSet, SampleStore, StoreError
@@ -31,15 +30,6 @@ from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 
 # one error type for whatever the report cannot use: a results file, a store entry, a golden file
 ReportError = ResultsError
-
-
-_SIZE_TAG = re.compile(r"-(?:%s|n[1-9]\d*)(?=-|$)" % "|".join(map(re.escape, DATASETS)))
-
-
-def _family(name: str) -> str:
-    """A model's name without its training-set tag, the line it joins in the size-axis figure: 'unet16-edm-m4' and
-    'unet16-edm-n256' are 'unet16-edm', 'unet16-edm-m4-seed1' is 'unet16-edm-seed1' (its own line, not seed 0's)."""
-    return _SIZE_TAG.sub("", name, count=1)
 
 
 class StoredSets:
@@ -237,11 +227,11 @@ class Report:
                 continue
             models = [r["model"] for r in c["runs"]]
             if c["metric"] == "gl":
-                series[("GL", _family(models[0]))][size] = c["value"]
+                series[("GL", family(models[0]))][size] = c["value"]
             elif any(getattr(parse(m), "kind", "") == "optimal" for m in models) or c["metric"] == "rp_optimal":
-                series[("RP with D*", _family(models[0]))][size] = c["value"]
+                series[("RP with D*", family(models[0]))][size] = c["value"]
             elif c["metric"] == "rp":
-                series[("RP", "~".join(map(_family, models)))][size] = c["value"]
+                series[("RP", "~".join(map(family, models)))][size] = c["value"]
         if not series:
             return None
         sizes = {size for pts in series.values() for size in pts}

@@ -393,6 +393,6 @@ def test_a_rebuild_against_a_missing_cache_folder_keeps_no_figures_there(tmp_pat
                                         ("unet16-m4x", "unet16-m4x")])
 def test_the_size_axis_joins_a_model_to_its_family_without_its_size_tag(name, line):
     """Fig. 2 / 5's lines: a second seed is a line of its own, and a name without a size tag stays whole."""
-    from reports.build import _family
+    from cases.names import family
 
-    assert _family(name) == line
+    assert family(name) == line
