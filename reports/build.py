@@ -66,8 +66,10 @@ def _stat(path: Path) -> Optional[list[int]]:
 # The figure sets kept in <cache-dir>/figures, the most recently used first: 2.8 MB each on the embedded zoo's
 # main job (measured), so the folder stays under about 25 MB.
 FIGURE_SETS_KEPT = 8
-# Run metadata that changes from one run to the next and that no figure draws: left out of the figures' key.
-VOLATILE_META = ("run", "date", "seconds", "git_revision", "cache_dir")
+# Run metadata that changes from one run to the next and that no figure draws: left out of the figures' key. The
+# run's kind is among them: the claim cases of `pytest bench -k "not throughput"` (a subset run) are the same records
+# as the main job's, so a subset run after the main job copies its figures rather than drawing them again.
+VOLATILE_META = ("run", "kind", "date", "seconds", "git_revision", "cache_dir")
 # What the figures are drawn with, besides the records, the files they read and the suite's own code.
 DRAWING_PACKAGES = ("matplotlib", "numpy", "pillow", "scikit-image", "scikit-learn")
 

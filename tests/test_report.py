@@ -297,11 +297,13 @@ def drawn_figures(monkeypatch) -> list:
 
 def test_a_rerun_with_the_same_records_copies_the_kept_figures_instead_of_drawing(tmp_path, monkeypatch):
     results, cache = make_run(tmp_path), tmp_path / "cache"
+    doc = json.loads(results.read_text())
+    doc["meta"] |= {"run": "main-run", "kind": "main"}
+    results.write_text(json.dumps(doc))
     calls = drawn_figures(monkeypatch)
     first = build_report(results, cache, tmp_path / "out1").read_text()
-    doc = json.loads(results.read_text())
     doc["cases"][0]["seconds"] = 7.5  # a case's run time is not drawn
-    doc["meta"] |= {"run": "another-run", "date": "2026-01-01"}
+    doc["meta"] |= {"run": "another-run", "date": "2026-01-01", "kind": "subset"}  # the main job's records, by -k
     results.write_text(json.dumps(doc))
     second = build_report(results, cache, tmp_path / "out2").read_text()
     assert len(calls) == 1 and "Drawn for an earlier run" in second and "Drawn for an earlier run" not in first
