@@ -6,6 +6,7 @@ Pairs are matched by noise id, never by position.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,14 +25,29 @@ class PairingError(ValueError):
 
 
 def check_paired(ids_a: torch.Tensor, ids_b: torch.Tensor, what: str = "noise ids") -> None:
+    if ids_a is None or ids_b is None:
+        raise PairingError(f"{what} were given for one set only (the {'second' if ids_a is None else 'first'}); give "
+                           f"them for both or for neither")
     ids_a, ids_b = torch.as_tensor(ids_a).reshape(-1), torch.as_tensor(ids_b).reshape(-1)
     if ids_a.shape == ids_b.shape and torch.equal(ids_a, ids_b):
         return
-    a, b = set(ids_a.tolist()), set(ids_b.tolist())
-    only_a, only_b = sorted(a - b)[:10], sorted(b - a)[:10]
-    if not only_a and not only_b:
+    a, b = sorted(ids_a.tolist()), sorted(ids_b.tolist())
+    if a == b:
         raise PairingError(f"the two sets hold the same {what} in a different order; align them by id first")
+    only_a, only_b = sorted(set(a) - set(b))[:10], sorted(set(b) - set(a))[:10]
+    if not only_a and not only_b:  # the same ids, repeated a different number of times
+        counts_a, counts_b = Counter(a), Counter(b)
+        uneven = sorted(i for i in counts_a if counts_a[i] != counts_b[i])[:10]
+        raise PairingError(f"{what} differ in how often they occur: {uneven} "
+                           f"(first set {[counts_a[i] for i in uneven]} times, second {[counts_b[i] for i in uneven]} times)")
     raise PairingError(f"{what} differ: only in the first set {only_a}, only in the second {only_b}")
+
+
+def _check_rows(x1: torch.Tensor, x2: torch.Tensor, what: str) -> None:
+    """The two sides of a pair score hold one row per pair: no broadcasting of a single row against many."""
+    if x1.shape != x2.shape:
+        raise PairingError(f"the two sets' {what} differ in shape: {tuple(x1.shape)} and {tuple(x2.shape)}; a pair "
+                           f"score needs one row per pair on both sides")
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -44,6 +60,7 @@ def mae_255(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     for x in (x1, x2):
         if x.dtype != torch.uint8:
             raise ValueError(f"MAE is measured on uint8 images (0-255), got {x.dtype}")
+    _check_rows(x1, x2, "images")
     return (x1.float() - x2.float()).abs().reshape(len(x1), -1).mean(1)
 
 
@@ -111,6 +128,7 @@ class RPScore(_PerPairScore):
         check_paired(ids1, ids2)
         if labels1 is not None or labels2 is not None:
             check_paired(labels1, labels2, "labels")
+        _check_rows(emb1, emb2, "descriptors")
         self._add(cosine(emb1, emb2), ids1, labels1)
 
 
@@ -136,11 +154,12 @@ class GLScore(_PerPairScore):
         super().__init__(threshold, above=True, **kwargs)
         if len(train_embeddings) == 0:
             raise ValueError("GL needs a non-empty training set")
-        self.train = torch.nn.functional.normalize(train_embeddings.float(), dim=1)
+        # not `train`: that name is nn.Module's train() (torchmetrics' Metric is a module), which .eval() calls
+        self.train_embeddings = torch.nn.functional.normalize(train_embeddings.float(), dim=1)
         self.add_state("nearest_idx", default=[], dist_reduce_fx="cat")
 
     def update(self, emb: torch.Tensor, ids) -> None:
-        sims = torch.nn.functional.normalize(emb.float(), dim=1) @ self.train.to(emb.device).T
+        sims = torch.nn.functional.normalize(emb.float(), dim=1) @ self.train_embeddings.to(emb.device).T
         best, idx = sims.max(1)
         self._add(best, ids)
         self.nearest_idx.append(idx)

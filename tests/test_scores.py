@@ -213,3 +213,34 @@ def test_pair_values_and_their_ids_must_be_as_many():
     x = torch.zeros(64, 3, 4, 4, dtype=torch.uint8)
     with pytest.raises(PairingError, match=r"64 pair values for 125 noise ids"):
         MAEScore().update(x, x, torch.arange(125), torch.arange(125))
+
+
+def test_ids_repeated_unevenly_are_not_called_a_reordering():
+    with pytest.raises(PairingError, match=r"differ in how often they occur: \[0, 1\] \(first set \[2, 1\] times, "
+                                           r"second \[1, 2\] times\)"):
+        RPScore().update(torch.eye(3), torch.eye(3), [0, 0, 1], [0, 1, 1])
+
+
+def test_labels_for_one_side_only_are_refused_by_name():
+    e = torch.eye(2)
+    with pytest.raises(PairingError, match=r"labels were given for one set only \(the first\)"):
+        RPScore().update(e, e, [0, 1], [0, 1], labels1=[0, 1])
+    with pytest.raises(PairingError, match=r"labels were given for one set only \(the second\)"):
+        RPScore().update(e, e, [0, 1], [0, 1], labels2=[0, 1])
+
+
+def test_one_row_is_not_broadcast_against_many():
+    """A second side of one row would score every pair against the same image or descriptor."""
+    x = torch.zeros(4, 2, 2, 3, dtype=torch.uint8)
+    with pytest.raises(PairingError, match=r"images differ in shape: \(4, 2, 2, 3\) and \(1, 2, 2, 3\)"):
+        MAEScore().update(x, x[:1], range(4), range(4))
+    with pytest.raises(PairingError, match=r"descriptors differ in shape: \(3, 3\) and \(1, 3\)"):
+        RPScore().update(torch.eye(3), torch.eye(3)[:1], range(3), range(3))
+
+
+def test_gl_score_is_a_module_that_can_switch_modes():
+    """torchmetrics' Metric is an nn.Module: its train() / eval() must still work with a training set held."""
+    m = GLScore(torch.eye(3))
+    assert m.eval() is m and not m.training and m.train() is m and m.training
+    m.update(torch.eye(3), [0, 1, 2])
+    assert float(m.compute()) == 0.0

@@ -255,3 +255,21 @@ def test_median_interval_covers_the_median_at_least_95_percent_of_the_time(n):
 def test_median_interval_refuses_bad_input(values, level, message):
     with pytest.raises(ValueError, match=message):
         stats.median_interval(values, level)
+
+
+def test_mcnemar_above_the_integer_sum_matches_it_in_log_space():
+    """Above EXACT_TAIL_MAX discordant pairs (the paper's 10,000 noises reach it) the tail is summed in log space:
+    the same p within 1e-9 relative of the integer sum (which took 4 s at 10,000 pairs and did not finish in a
+    minute at 39,000)."""
+    import math
+
+    from models.stats import EXACT_TAIL_MAX, mcnemar_exact
+
+    for b, c in ((1500, 1600), (700, 900), (5200, 4800)):
+        assert b + c > EXACT_TAIL_MAX
+        n = b + c
+        exact = 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+        assert mcnemar_exact(b, c) == pytest.approx(exact, rel=1e-9)
+        assert mcnemar_exact(c, b) == mcnemar_exact(b, c)
+    assert mcnemar_exact(20000, 19000) == pytest.approx(4.2168e-7, rel=1e-4)  # scipy.stats.binomtest: 4.21684e-07
+    assert mcnemar_exact(600, 601) == 1.0 and mcnemar_exact(2000, 2000) == 1.0
