@@ -88,15 +88,21 @@ class DPMHistory:
 
 def dpmpp_step(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, denoised: torch.Tensor, history: DPMHistory,
                order: int = 2) -> tuple[torch.Tensor, DPMHistory]:
-    """One step of DPM-Solver++ multistep of order 1, 2 or 3 (Lu et al. 2022b, Algorithm 2, data prediction):
-    the state at sigma t from the state x at sigma s, its D(x; s) and the history of earlier steps; returns the
-    new state and the history the next step needs. One step at a time, so that a caller can act between steps
-    (deterministic DPS, models/inverse.py).
+    """One step of DPM-Solver++ multistep of order 1, 2 or 3 (Lu et al. 2022b, data prediction): the state at
+    sigma t from the state x at sigma s, its D(x; s) and the history of earlier steps; returns the new state and
+    the history the next step needs. One step at a time, so that a caller can act between steps (deterministic
+    DPS, models/inverse.py).
 
     In sigma-space (alpha = 1, lambda = -log sigma, h = lambda_t - lambda_s), the exact solution
     x_t = (sigma_t / sigma_s) x_s + sigma_t int e^lambda x0(lambda) dlambda is integrated with a
     Taylor expansion of x0 in lambda whose derivatives come from earlier D evaluations. The first
     steps use the orders the history allows; a step to sigma = 0 returns D (lambda = inf).
+
+    Order 2 is the Taylor form of DPM-Solver++(2M), x_t = (sigma_t / sigma_s) x_s - (e^-h - 1) D_0
+    + (phi_1 / h + 1) (D_0 - D_1) h / h_1: the authors' code's solver_type "taylor", diffusers'
+    `solver_type="heun"`. The paper's Algorithm 2 writes the second-order term in the midpoint form,
+    (1 + 1 / 2r) D_0 - (1 / 2r) D_1 (k-diffusion's dpmpp_2m, diffusers' default "midpoint"): also second order,
+    but not the same samples at a few steps. Order 3 is the third-order multistep update of the authors' code.
     """
     if order not in (1, 2, 3):
         raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
@@ -140,7 +146,9 @@ def sample_consistency(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, label
 @dataclass(frozen=True)
 class SamplerSpec:
     """A sampler, the fewest evaluations at which it has its stated order, and how an NFE
-    budget becomes a number of grid steps (ending at sigma = 0)."""
+    budget becomes a number of grid steps (ending at sigma = 0). A multistep DPM-Solver++ of order k reaches
+    order k at its k-th step, and its last step, to sigma = 0, returns D: so k + 1 evaluations at the least (at
+    k, dpm2 would compute what dpm1 does and dpm3 what dpm2 does)."""
 
     fn: Callable[..., Sampled]
     min_nfe: int
@@ -164,8 +172,8 @@ SAMPLERS: Registry[SamplerSpec] = Registry("sampler", {
     "ddim": SamplerSpec(sample_euler, 1, _one_per_step),
     "heun": SamplerSpec(sample_heun, 3, lambda nfe: (nfe + 1) // 2),  # 2 steps - 1 evaluations
     "dpm1": SamplerSpec(partial(sample_dpmpp, order=1), 1, _one_per_step),
-    "dpm2": SamplerSpec(partial(sample_dpmpp, order=2), 2, _one_per_step),
-    "dpm3": SamplerSpec(partial(sample_dpmpp, order=3), 3, _one_per_step),
+    "dpm2": SamplerSpec(partial(sample_dpmpp, order=2), 3, _one_per_step),
+    "dpm3": SamplerSpec(partial(sample_dpmpp, order=3), 4, _one_per_step),
     "consistency": SamplerSpec(sample_consistency, 1, _one_per_step, max_nfe=1),
 })
 

@@ -247,11 +247,11 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
     traced = load_denoiser(zoo["unet16-edm-m64"]).use("traced")
     for D in (traced, compiled):
         model = lambda name, D=D: Model(name, D, D.kernel, D.sample_shape, "f")  # noqa: E731
-        SampleSource(model, store, "cpu")(SimpleNamespace(model="m", sampler="dpm3", nfe=3), _Bank())
+        SampleSource(model, store, "cpu")(SimpleNamespace(model="m", sampler="dpm3", nfe=4), _Bank())
     # a suite checkpoint's model keys the runner it will be built with, before building it
     for runner in ("traced", "compiled"):
         loader = ModelLoader(zoo, torch.device("cpu"), tmp_path, runner=runner)
-        SampleSource(loader, store, "cpu")(SimpleNamespace(model="unet16-edm-m64", sampler="dpm3", nfe=3), _Bank())
+        SampleSource(loader, store, "cpu")(SimpleNamespace(model="unet16-edm-m64", sampler="dpm3", nfe=4), _Bank())
         assert loader("unet16-edm-m64")._D is None
     assert "runner" not in keys[0] and keys[1]["runner"] == "compiled"
     assert "runner" not in keys[2] and keys[3]["runner"] == "compiled"

@@ -115,8 +115,21 @@ def test_samplers_that_differ_are_not_keyed_as_one():
     assert len(runs) == len(keys)  # one key per (function, steps): no two keys name one solve
 
 
-@pytest.mark.parametrize("name, nfe, minimum", [("heun", 2, "at least 3"), ("dpm3", 2, "at least 3"),
-                                                ("dpm2", 1, "at least 2"), ("consistency", 4, "exactly 1")])
+def test_a_dpm_order_first_shows_at_its_minimum_nfe():
+    """Multistep DPM-Solver++ of order k takes k steps to reach order k, and its step to sigma = 0 returns D: at
+    NFE k it computes what order k - 1 does (so its minimum is k + 1), and at k + 1 something else."""
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grid = lambda n: make_grid("edm", make_kernel("edm"), n)  # noqa: E731
+    for k in (2, 3):
+        assert SAMPLERS[f"dpm{k}"].min_nfe == k + 1
+        assert torch.equal(sample_dpmpp(GaussianData(), x, grid(k), order=k).x,
+                           sample_dpmpp(GaussianData(), x, grid(k), order=k - 1).x)
+        assert not torch.equal(solve(GaussianData(), x, make_kernel("edm"), f"dpm{k}", k + 1).x,
+                               solve(GaussianData(), x, make_kernel("edm"), f"dpm{k - 1}", k + 1).x)
+
+
+@pytest.mark.parametrize("name, nfe, minimum", [("heun", 2, "at least 3"), ("dpm3", 3, "at least 4"),
+                                                ("dpm2", 2, "at least 3"), ("consistency", 4, "exactly 1")])
 def test_too_small_nfe_is_refused_with_the_minimum(name, nfe, minimum):
     with pytest.raises(ValueError, match=f"sampler '{name}' needs {minimum} denoiser evaluations, got NFE={nfe}"):
         solve(GaussianData(), torch.randn(2), make_kernel("edm"), name, nfe)
