@@ -21,9 +21,16 @@ def sigma_per_row(sigma, x: torch.Tensor) -> torch.Tensor:
     """sigma as one float64 value per row of x, on x's device. A scalar (a Python number or a 0-d CPU tensor, as the
     samplers' grids are) is written there by a fill, without a host-to-device copy that would wait for the GPU."""
     sigma = as64(sigma)
+    if sigma.numel() == 1:  # one level for every row, whatever its shape ((), (1,), (1, 1, 1, 1))
+        sigma = sigma.reshape(())
     if sigma.ndim == 0 and sigma.device.type == "cpu":
         return torch.full((x.shape[0],), float(sigma), dtype=torch.float64, device=x.device)
-    return sigma.to(x.device).expand(x.shape[0]) if sigma.ndim == 0 else sigma.to(x.device)
+    if sigma.ndim == 0:
+        return sigma.to(x.device).expand(x.shape[0])
+    if sigma.numel() != x.shape[0]:
+        raise ValueError(f"sigma must be one level, or one per row of x ({x.shape[0]} rows), got shape "
+                         f"{tuple(sigma.shape)}")
+    return sigma.reshape(-1).to(x.device)
 
 
 # --- time inputs: what the network receives as its noise level (c_noise) -------------------------

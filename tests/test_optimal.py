@@ -61,6 +61,13 @@ def test_per_row_sigma(data):
     for i in range(3):
         assert torch.allclose(got[i:i + 1], reference(data, x[i:i + 1], float(sigma[i])), atol=1e-12)
 
+    # one level in any shape serves every row; a per-row level in (n, 1, 1, 1) is the same as (n,)
+    D = OptimalDenoiser(data, dtype=torch.float64)
+    for one in (torch.tensor([1.0]), torch.tensor(1.0), torch.ones(1, 1, 1, 1), 1.0):
+        assert torch.equal(D(x, one), D(x, torch.ones(3, dtype=torch.float64)))
+    assert torch.equal(D(x, sigma.reshape(3, 1, 1, 1)), got)
+    with pytest.raises(ValueError, match=r"one per row of x \(3 rows\), got shape \(2,\)"):
+        D(x, sigma[:2])
 
 @pytest.mark.parametrize("kernel", ["vp", "ve", "edm"])
 def test_one_training_image_every_noise_maps_to_it(kernel):
