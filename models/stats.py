@@ -7,7 +7,9 @@ Sources:
   where RP and GL often sit, though its coverage dips below 95% for proportions very near 0 or 1 (Brown, Cai &
   DasGupta 2001, Statist. Sci. 16; exact infimum over p 0.835 / 0.837 / 0.838 at n = 10 / 32 / 128, computed at the intervals' endpoints).
 - Percentile bootstrap over noise ids for a mean of non-binary per-noise values: Efron & Tibshirani (1993),
-  "An Introduction to the Bootstrap", ch. 13.
+  "An Introduction to the Bootstrap", ch. 13. It is not exact in small samples (three equal differences give a
+  one-point interval), so a paired direction decision also needs the exact sign test (Conover 1999).
+- Wilson at an effective sample size (Kish's design effect) for 0/1 values that come several per noise.
 - Exact McNemar test for paired proportions: the discordant pairs are Binomial(b + c, 1/2) under no difference
   (McNemar 1947, Psychometrika 12; the exact form as in Fagerland, Lydersen & Laake 2013, BMC Med. Res. Meth. 13).
 - Cohen's kappa for the agreement of two labellings beyond chance: J. Cohen (1960), Educ. Psychol. Meas. 20.
@@ -77,11 +79,36 @@ def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resample
     return _percentiles(means)
 
 
+def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) -> tuple[float, float]:
+    """The Wilson interval of a proportion of 0/1 values that come in clusters (several per noise), at the
+    effective sample size n / deff (Kish 1965, "Survey Sampling", Sec. 8.2; the Wilson form as in Korn & Graubard
+    1998, Survey Methodology 24): the design effect deff is the ratio of the clustered (linearized, ratio-estimator)
+    variance of the proportion to the binomial one. The effective size is kept within [clusters, values]: with all
+    values 0 or all 1 the variance says nothing about deff, and the clusters are the independent units. A cluster
+    bootstrap collapses to a point there (every resample is all 0 or all 1)."""
+    groups: dict = {}
+    for v, c in zip(values, clusters):
+        groups.setdefault(c, []).append(float(v))
+    sums = [sum(g) for g in groups.values()]
+    sizes = [len(g) for g in groups.values()]
+    n, k, j = sum(sizes), sum(sums), len(groups)
+    _check_n(k, n)
+    p = k / n
+    n_eff = float(j)
+    if 0 < p < 1 and j > 1:
+        var = j / (j - 1) * sum((s - p * m) ** 2 for s, m in zip(sums, sizes)) / n ** 2
+        n_eff = min(float(n), max(float(j), p * (1 - p) / var)) if var > 0 else float(n)
+    return wilson(p * n_eff, n_eff, z)
+
+
 def interval(values: Sequence[float], clusters: Optional[Sequence] = None) -> tuple[float, float, str]:
-    """The 95% interval of the mean of per-noise values: Wilson when they are all 0 or 1, else the bootstrap; a
-    cluster bootstrap when `clusters` groups several values per noise."""
+    """The 95% interval of the mean of per-noise values: Wilson when they are all 0 or 1, else the bootstrap. When
+    `clusters` groups several values per noise: Wilson at the clusters' effective sample size for 0/1 values, else
+    a cluster bootstrap."""
     values = list(values)
     if clusters is not None and len(set(clusters)) < len(values):
+        if is_binary(values):
+            return (*clustered_wilson(values, clusters), "Wilson over noises")
         return (*cluster_bootstrap_mean(values, clusters), "bootstrap over noises")
     if is_binary(values):
         return (*wilson(sum(values), len(values)), "Wilson")
@@ -108,6 +135,14 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
 
 
 EXACT_TAIL_MAX = 1000  # up to this many discordant pairs the tail is summed in integers; above, in log space
+
+
+def sign_test(differences: Sequence[float]) -> tuple[int, int, float]:
+    """The exact two-sided sign test of paired differences (zeros dropped): (positive, negative, p), p being the
+    McNemar / Binomial(n, 1/2) p-value of the signs (Conover 1999, "Practical Nonparametric Statistics", Sec. 3.4)."""
+    pos = sum(1 for d in differences if d > 0)
+    neg = sum(1 for d in differences if d < 0)
+    return pos, neg, mcnemar_exact(pos, neg)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

@@ -115,7 +115,8 @@ def decision_holds(decision: Any, bar: dict, where: str) -> bool:
 
 def direction_holds(test: dict, op: str, where: str) -> bool:
     """A direction test's verdict recomputed from what it recorded: McNemar's discordant counts, or the interval
-    of the difference; refused when the recorded 'holds' disagrees."""
+    of the difference (with the sign test's counts where it recorded them); refused when the recorded 'holds'
+    disagrees."""
     greater = op in (">=", ">")
     if isinstance(test.get("discordant"), list) and len(test["discordant"]) == 2:
         b10, b01 = test["discordant"]
@@ -124,6 +125,12 @@ def direction_holds(test: dict, op: str, where: str) -> bool:
             all(_number(v) for v in test["difference"]):
         lo, hi = test["difference"]
         holds = lo > 0 if greater else hi < 0
+        if "signs" in test:  # a paired test of non-0/1 values also needs the exact sign test (cases/decision.py)
+            signs = test["signs"]
+            if not (isinstance(signs, list) and len(signs) == 2 and all(_is(v, int) and v >= 0 for v in signs)):
+                raise ResultsError(f"{where}: a sign test needs two counts (up, down), got {signs!r}")
+            up, down = signs
+            holds = holds and (up > down if greater else down > up) and mcnemar_exact(up, down) < ALPHA
     else:
         raise ResultsError(f"{where}: a direction test needs 'discordant' counts or a 'difference' interval")
     if holds != test["holds"]:

@@ -117,10 +117,10 @@ def test_direction_cases_use_a_paired_test_and_ties_never_hold():
     # a small difference over few discordant pairs is not shown at the 5% level
     close = decide_direction(greater, paired(ones(66, n)), paired(ones(62, n)), Interval(0, 1, "x"))
     assert not close.holds and close.test["p"] > 0.05
-    # non-binary values: a paired bootstrap of the difference
+    # non-binary values: a paired bootstrap of the difference, and the exact sign test
     a, b = torch.linspace(0, 1, n).tolist(), (torch.linspace(0, 1, n) + 0.1).tolist()
     assert decide_direction(Bar("<", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).test["name"] == \
-        "paired bootstrap"
+        "paired bootstrap and sign test"
     assert decide_direction(Bar("<", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).holds
     assert not decide_direction(Bar(">", None, "src"), paired(a), paired(b), Interval(0, 1, "x")).holds
     # a noisy difference whose interval straddles 0 holds neither way
@@ -186,8 +186,10 @@ def test_units_that_share_a_noise_are_resampled_together():
     keys = [f"{i}/{c}" for i in range(32) for c in range(5)]
     clustered = interval_of(values, keys=keys)
     flat = interval_of(values)
-    assert clustered.method == "bootstrap over noises" and flat.method == "Wilson"
+    assert clustered.method == "Wilson over noises" and flat.method == "Wilson"
     assert clustered.hi - clustered.lo > 1.8 * (flat.hi - flat.lo)  # about sqrt(5) wider
+    scores = [0.5 + 0.1 * v for v in values]  # non-binary values: the cluster bootstrap
+    assert interval_of(scores, keys=keys).method == "bootstrap over noises"
     assert 0 <= clustered.lo < 0.5 < clustered.hi <= 1  # around the mean, within the values' range
 
 
@@ -205,6 +207,13 @@ def test_the_schema_recomputes_a_direction_test_from_its_figures():
     with pytest.raises(ResultsError, match="records holds True, but its figures say False"):
         direction_holds({"discordant": [9, 3], "holds": True}, ">", "here")
     assert direction_holds({"difference": [-0.3, -0.1], "holds": True}, "<", "here")
+    # with the sign test's counts: both must show the direction
+    assert direction_holds({"difference": [0.5, 0.5], "signs": [6, 0], "holds": True}, ">", "here")
+    assert not direction_holds({"difference": [0.5, 0.5], "signs": [3, 0], "holds": False}, ">", "here")
+    with pytest.raises(ResultsError, match="records holds True, but its figures say False"):
+        direction_holds({"difference": [0.5, 0.5], "signs": [3, 0], "holds": True}, ">", "here")
+    with pytest.raises(ResultsError, match="a sign test needs two counts"):
+        direction_holds({"difference": [0.5, 0.5], "signs": [3], "holds": True}, ">", "here")
 
 
 def test_held_out_gl_scores_new_crops_of_the_training_photos_against_the_training_set():
@@ -273,3 +282,47 @@ def test_mcnemar_above_the_integer_sum_matches_it_in_log_space():
         assert mcnemar_exact(c, b) == mcnemar_exact(b, c)
     assert mcnemar_exact(20000, 19000) == pytest.approx(4.2168e-7, rel=1e-4)  # scipy.stats.binomtest: 4.21684e-07
     assert mcnemar_exact(600, 601) == 1.0 and mcnemar_exact(2000, 2000) == 1.0
+
+
+def test_a_paired_direction_of_few_pairs_needs_the_exact_sign_test():
+    """Three pairs that each differ by 0.5: the percentile bootstrap gives the one-point interval [0.5, 0.5], the
+    exact sign test p = 0.25, so the direction is not shown; six such pairs give p = 0.031 and it is."""
+    greater = Bar(">", None, "src")
+    few = decide_direction(greater, paired([1.0, 1.0, 1.0]), paired([0.5, 0.5, 0.5]), Interval(0, 1, "x"))
+    assert few.test["difference"] == [0.5, 0.5] and few.test["p"] == 0.25 and not few.holds
+    assert decide_direction(greater, paired([1.0] * 6), paired([0.5] * 6), Interval(0, 1, "x")).holds
+    # most pairs the claimed way but the mean the other way: not shown
+    a, b = [1.0] * 20 + [0.0] * 4, [0.9] * 20 + [9.0] * 4
+    mixed = decide_direction(greater, paired(a), paired(b), Interval(0, 1, "x"))
+    assert mixed.test["signs"] == [20, 4] and mixed.test["p"] < 0.05 and not mixed.holds
+
+
+def test_clustered_units_are_tested_per_noise():
+    """0/1 units several per noise (labels, path points): two noises all the claimed way are not evidence (the
+    sign test over noises: p = 0.5), though their four units would pass a bootstrap over noises ([1, 1])."""
+    greater = Bar(">", None, "src")
+    keys = ["0/0", "0/1", "1/0", "1/1"]
+    two = decide_direction(greater, (keys, [1.0] * 4), (keys, [0.0] * 4), Interval(0, 1, "x"))
+    assert two.test["signs"] == [2, 0] and two.test["p"] == 0.5 and not two.holds
+    keys = [f"{i}/{c}" for i in range(8) for c in range(2)]
+    eight = decide_direction(greater, (keys, [1.0] * 16), (keys, [0.0] * 16), Interval(0, 1, "x"))
+    assert eight.test["signs"] == [8, 0] and eight.holds
+
+
+def test_a_clustered_proportion_at_0_or_1_keeps_an_interval_over_its_noises():
+    """The cluster bootstrap collapses to a point when every unit is 1; the clustered Wilson interval counts the
+    noises as the independent units there: Wilson over 2 noises, not 20 units."""
+    from models.stats import clustered_wilson, interval, wilson
+
+    clusters = [i // 10 for i in range(20)]
+    assert interval([1.0] * 20, clusters) == (*wilson(2, 2), "Wilson over noises")
+    assert interval([0.0] * 20, clusters)[:2] == wilson(0, 2)
+    # units independent within their noise: the effective size is near the unit count, as Wilson over units
+    rng = torch.Generator().manual_seed(0)
+    units = (torch.rand(4000, generator=rng) < 0.7).float().tolist()
+    lo, hi = clustered_wilson(units, [i // 4 for i in range(4000)])
+    wlo, whi = wilson(sum(units), 4000)
+    assert abs((hi - lo) / (whi - wlo) - 1) < 0.1
+    # units equal within their noise: the noises are the sample, Wilson over them
+    same = [float(i % 3 == 0) for i in range(1000) for _ in range(4)]
+    assert clustered_wilson(same, [i // 4 for i in range(4000)]) == pytest.approx(wilson(334, 1000), rel=1e-9)
