@@ -362,6 +362,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _check_descriptor_files(config)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A regression check that was asked for (--candidate, --golden) but that the selection (-k, -m, --models, the
+    files named) left out stops the run: it would otherwise pass without checking the golden file."""
+    config = session.config
+    if not config.getoption("--candidate") or getattr(config, "workerinput", None) is not None:
+        return
+    if not any("golden_file" in getattr(getattr(item, "callspec", None), "params", {}) for item in session.items):
+        what = "record" if config.getoption("--update-golden") else "check"
+        raise pytest.UsageError(f"--candidate {config.getoption('--candidate')} asks to {what} the golden file(s) "
+                                f"{', '.join(config.getoption('--golden'))}, but no regression case is selected "
+                                f"({len(session.items)} other item(s)); run bench/test_regression.py and leave out "
+                                f"the -k / -m / --models selection that drops it")
+
+
 def _check_descriptor_files(config: pytest.Config) -> None:
     """The descriptor's weights must be here when a collected case needs them (never a silent skip)."""
     from models.descriptor import descriptor_weights

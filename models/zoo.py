@@ -80,24 +80,59 @@ ENTRY_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_f
 FORMAT_KEYS = {"flags": ("guided-diffusion", "improved-diffusion"), "config": ("score-sde",)}
 
 
+# What each key of an entry holds (micro_batch has its own check below); every other key is text.
+_KINDS = {"time_scale": "number", "nfe": "count", "image_size": "count", "channels": "count", "num_classes": "count",
+          "conditional": "bool", "kernel_options": "table", "flags": "table", "micro_batch": "any"}
+_KIND_TEXT = {"text": "a string", "number": "a positive number", "count": "a whole number, at least 1",
+              "bool": "true or false", "table": "a table"}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0
+    return {"text": isinstance(value, str), "count": type(value) is int and value >= 1,
+            "bool": isinstance(value, bool), "table": isinstance(value, dict), "any": True}[kind]
+
+
+def _check_kernel_options(path: Path, name: str, kernel: str, options: dict[str, Any]) -> None:
+    """The entry's kernel_options must build its kernel: an unknown or ill-typed option is named at start-up."""
+    import inspect
+
+    try:
+        make_kernel(kernel, **options)
+    except (TypeError, ValueError) as e:
+        valid = [p for p in inspect.signature(KERNELS[kernel]).parameters if p != "self"]
+        raise ZooError(f"{path}: entry {name!r} has kernel_options {options!r}, which the {kernel!r} kernel refuses "
+                       f"({e}); its options: {', '.join(valid) or 'none'}") from e
+
+
 def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntry]:
     """Entries of a TOML file `[models.<name>]`; a relative local source is relative to the file."""
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ZooError(f"{path}: cannot read the zoo file ({e})") from e
+    except (OSError, ValueError) as e:  # ValueError: TOML syntax, or bytes that are not UTF-8 text
+        raise ZooError(f"{path}: cannot read the zoo file ({type(e).__name__}: {e})") from e
     unknown_top = set(doc) - {"models"}
     if unknown_top:
         raise ZooError(f"{path}: unknown top-level keys {sorted(unknown_top)}; a zoo file holds [models.<name>] tables")
+    models = doc.get("models", {})
+    if not isinstance(models, dict):
+        raise ZooError(f"{path}: `models` is {models!r}; a zoo file holds [models.<name>] tables")
     entries = {}
-    for name, table in doc.get("models", {}).items():
+    for name, table in models.items():
+        if not isinstance(table, dict):
+            raise ZooError(f"{path}: entry {name!r} is {table!r}; an entry is a table, [models.{name}]")
         unknown = set(table) - set(ENTRY_KEYS)
         if unknown:
             raise ZooError(f"{path}: entry {name!r} has unknown keys {sorted(unknown)}; "
                            f"valid keys: {', '.join(ENTRY_KEYS)}")
         if "source" not in table:
             raise ZooError(f"{path}: entry {name!r} has no source")
+        for key, value in table.items():
+            kind = _KINDS.get(key, "text")
+            if not _fits(kind, value):
+                raise ZooError(f"{path}: entry {name!r} has {key} = {value!r}; valid: {_KIND_TEXT[kind]}")
         entry = ZooEntry(name=name, **table)
         if entry.format not in FORMATS:
             raise ZooError(f"{path}: entry {name!r} has format {entry.format!r}; valid formats: "
@@ -116,6 +151,11 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
         if entry.kernel not in KERNELS:
             raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; "
                            f"valid kernels: {', '.join(sorted(KERNELS))}")
+        _check_kernel_options(path, name, entry.kernel, entry.kernel_options)
+        try:
+            SAMPLERS[entry.sampler].steps(entry.sampler, entry.nfe)
+        except ValueError as e:
+            raise ZooError(f"{path}: entry {name!r}: {e}") from e
         local = (base or path.parent) / entry.source
         if not FORMATS[entry.format].hub or local.exists():  # a hub id stays as it is
             entry = ZooEntry(**{**entry.__dict__, "source": str(local)})

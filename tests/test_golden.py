@@ -150,6 +150,11 @@ def test_a_metric_is_selected_by_its_marker_whatever_the_golden_file_is_called(t
     assert collected("-m", "golden_rp") == {f"{case}/rp"}
     assert collected("-m", "golden_mae") == {f"{case}/mae"}
     assert collected("-k", "regression and rp") == {f"{case}/rp", f"{case}/mae"}  # why the markers exist
+    # a selection that leaves no regression case out of a regression run stops it, rather than passing unchecked
+    for select, what in ((("-k", "nosuchcase"), "check"), (("--update-golden", "-m", "golden_rp"), "record")):
+        out = run_regression(tmp_path, REFERENCE, "--collect-only", "-q", *select, golden="rp.npz")
+        assert out.returncode == 4 and f"asks to {what} the golden file(s)" in out.stderr and \
+            "no regression case is selected" in out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_a_candidate_name_that_is_both_a_zoo_entry_and_a_folder_here_is_refused(tmp_path):

@@ -38,6 +38,34 @@ def test_unknown_keys_are_refused_with_the_valid_ones(tmp_path):
         read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nkernel = "vpp"\n'))
 
 
+@pytest.mark.parametrize("body, message", [
+    ("models = 3\n", r"`models` is 3; a zoo file holds \[models.<name>\] tables"),
+    ("[models]\na = 3\n", r"entry 'a' is 3; an entry is a table, \[models.a\]"),
+    ('[models.a]\nsource = 5\n', r"entry 'a' has source = 5; valid: a string"),
+    ('[models.a]\nsource = "x"\nnfe = "twenty"\n', r"has nfe = 'twenty'; valid: a whole number, at least 1"),
+    ('[models.a]\nsource = "x"\nnfe = -5\n', r"has nfe = -5; valid: a whole number, at least 1"),
+    ('[models.a]\nsource = "x"\nimage_size = "big"\n', r"has image_size = 'big'; valid: a whole number"),
+    ('[models.a]\nsource = "x"\nconditional = "no"\n', r"has conditional = 'no'; valid: true or false"),
+    ('[models.a]\nsource = "x"\ntime_scale = 0\n', r"has time_scale = 0; valid: a positive number"),
+    ('[models.a]\nsource = "x"\nkernel_options = 1\n', r"has kernel_options = 1; valid: a table"),
+    ('[models.a]\nsource = "x"\nkernel = "edm"\nkernel_options = { foo = 1 }\n',
+     r"kernel_options \{'foo': 1\}, which the 'edm' kernel refuses .*; its options: sigma_min, sigma_max"),
+    ('[models.a]\nsource = "x"\nsampler = "dpm3"\nnfe = 3\n',
+     r"entry 'a': sampler 'dpm3' needs at least 4 denoiser evaluations, got NFE=3"),
+])
+def test_ill_typed_zoo_files_and_values_are_refused_at_reading(tmp_path, body, message):
+    """A value of the wrong type or range is named when the zoo is read, not deep inside a case."""
+    with pytest.raises(ZooError, match=message):
+        read_zoo(write_zoo(tmp_path, body))
+
+
+def test_a_zoo_file_that_is_not_text_is_refused_by_name(tmp_path):
+    path = tmp_path / "bin.toml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ZooError, match=r"bin.toml: cannot read the zoo file \(UnicodeDecodeError"):
+        read_zoo(path)
+
+
 def test_keys_of_another_format_are_refused(tmp_path):
     path = write_zoo(tmp_path, '[models.a]\nsource = "x"\nformat = "diffusers"\n[models.a.flags]\nlearn_sigma = true\n')
     with pytest.raises(ZooError, match=r"entry 'a' has `flags`, which only formats guided-diffusion, "
