@@ -164,6 +164,9 @@ def _check_options(config: pytest.Config) -> None:
     for name in ("--golden-rp", "--golden-mae"):
         if not 0 <= opt(name) <= 1:
             raise usage(f"{name} is a score bar between 0 and 1, got {opt(name)}")
+    if not str(opt("--cache-dir")).strip():  # Path("") is the working folder: the store would land wherever pytest runs
+        raise usage(f"--cache-dir must name a folder, got {opt('--cache-dir')!r} (the default is {DEFAULT_CACHE}; only "
+                    f"--report-dir takes '' for none)")
     folders = {"--cache-dir": opt("--cache-dir"), "--report-dir": opt("--report-dir")}
     for name, value in folders.items():
         if value and (why := unwritable(Path(value), folder=True)):

@@ -65,7 +65,11 @@ def load_checkpoint(folder: str | os.PathLike, dtype: torch.dtype = torch.float3
         if not (folder / name).is_file():
             raise FileNotFoundError(f"checkpoint {folder} has no {name}; expected config.json, {WEIGHTS} and {META}")
     config, meta = (_read_json(folder / name) for name in ("config.json", META))
-    net = build_network(config)
+    try:
+        net = build_network(config)
+    except (TypeError, ValueError) as e:  # an argument the class does not take, or of the wrong type
+        raise CheckpointError(f"checkpoint config {folder / 'config.json'} does not build its network "
+                              f"({type(e).__name__}: {e})") from e
     try:
         state = load_file(str(folder / WEIGHTS))
     except Exception as e:  # safetensors raises its own error type on a truncated or foreign file
@@ -73,9 +77,11 @@ def load_checkpoint(folder: str | os.PathLike, dtype: torch.dtype = torch.float3
                               f"the file is truncated or not safetensors") from e
     try:
         net.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights {folder / WEIGHTS} do not fit its config.json ({first})") from e
+    except RuntimeError as e:  # torch lists the missing, unexpected and mis-shaped tensors on the lines after the first
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        detail = "; ".join(lines[1:]) or lines[0]
+        detail = detail if len(detail) <= 600 else detail[:600] + " ..."
+        raise CheckpointError(f"checkpoint weights {folder / WEIGHTS} do not fit its config.json: {detail}") from e
     return cast(net, dtype=dtype).eval(), meta
 
 

@@ -80,6 +80,14 @@ class Golden:
     def load(cls, path: str | os.PathLike) -> "Golden":
         path = Path(path)
         try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise GoldenError(f"golden file {path} cannot be read ({type(e).__name__}: {e})") from e
+        if magic != b"PK\x03\x04":  # an .npz is a zip archive; np.load would take other bytes for a pickle
+            raise GoldenError(f"golden file {path} is not an .npz archive (it starts with {magic!r}, a zip archive "
+                              f"with b'PK\\x03\\x04'); record one with --update-golden")
+        try:
             with np.load(path, allow_pickle=False) as z:
                 ids, q, scale, thumbs = z["ids"], z["embeddings"], z["scale"], z["thumbnails"]
                 header, digest = json.loads(str(z["header"])), str(z["sha256"])

@@ -156,8 +156,8 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
             SAMPLERS[entry.sampler].steps(entry.sampler, entry.nfe)
         except ValueError as e:
             raise ZooError(f"{path}: entry {name!r}: {e}") from e
-        local = (base or path.parent) / entry.source
-        if not FORMATS[entry.format].hub or local.exists():  # a hub id stays as it is
+        local = (base or path.parent) / Path(entry.source).expanduser()
+        if not FORMATS[entry.format].hub or local.exists() or _path_like(entry.source):  # a hub id stays as it is
             entry = ZooEntry(**{**entry.__dict__, "source": str(local)})
         if entry.prompt and entry.prompt_embeddings:  # the embeddings win when loading: the prompt would mislead
             raise ZooError(f"{path}: entry {name!r} has both prompt and prompt_embeddings; give one (the embeddings "
@@ -268,12 +268,21 @@ def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
     return "vp-discrete", kernel, prediction
 
 
+def _path_like(source: str) -> bool:
+    """A source that can only be a local path: absolute, relative to '.' or '~', or of more than two parts (a hub id
+    is "name" or "owner/name")."""
+    return source.startswith(("/", "./", "../", "~")) or source in (".", "..") or source.count("/") > 1
+
+
 def resolve_source(entry: ZooEntry) -> Path:
     """The entry's checkpoint folder: its source itself, or a hub id's snapshot in the local cache (a folder named by
     the snapshot's commit)."""
     local = Path(entry.source)
     if local.is_dir():
         return local
+    if _path_like(entry.source):
+        raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist (a local path, "
+                          f"not a hub id); put the checkpoint there or set the entry's source to where it is")
     try:
         from huggingface_hub import snapshot_download
 

@@ -43,6 +43,12 @@ def test_truncated_or_edited_files_are_refused(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(GoldenError, match="g.npz cannot be read"):
         Golden.load(path)
+    (tmp_path / "junk.npz").write_text("some text, not an archive")
+    with pytest.raises(GoldenError, match=r"junk.npz is not an .npz archive \(it starts with b'some'") as err:
+        Golden.load(tmp_path / "junk.npz")
+    assert "pickle" not in str(err.value)  # np.load's advice, to load it unsafely, is not passed on
+    with pytest.raises(GoldenError, match="nothing.npz cannot be read"):
+        Golden.load(tmp_path / "nothing.npz")
     with np.load(golden().save(tmp_path / "h.npz")) as z:
         members = dict(z)
     members["embeddings"] = members["embeddings"] + np.int8(1)

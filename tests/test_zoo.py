@@ -200,6 +200,16 @@ def test_hub_id_offline_names_the_checkpoint_and_how_to_get_it(monkeypatch):
         load_denoiser(entry)
 
 
+def test_a_missing_local_folder_of_a_hub_format_is_not_called_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    zoo = read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "./weights/my-ddpm"\nformat = "diffusers"\n'
+                                       'kernel = "vp-discrete"\n'))
+    assert zoo["a"].source == str(tmp_path / "weights" / "my-ddpm")  # relative to the zoo file, as local sources are
+    with pytest.raises(ZooError, match=r"checkpoint folder .*weights/my-ddpm does not exist \(a local path, not a "
+                                       r"hub id\)"):
+        load_denoiser(zoo["a"])
+
+
 def test_edm_pickle_without_nvlabs_packages_says_so(tmp_path):
     entry = ZooEntry(name="edm-cifar10-uncond-vp", source=str(tmp_path / "edm.pkl"), format="edm-pickle",
                      kernel="edm", prediction="x0", time_input="sigma")
@@ -508,3 +518,23 @@ def test_a_latent_models_uint8_decode_equals_the_float_decode_made_uint8():
     got = LatentDenoiser.decode_uint8(holder, latents, batch=4)
     assert got.dtype == np.uint8 and got.shape == (11, 8, 8, 3)
     assert np.array_equal(got, to_uint8(LatentDenoiser.decode(holder, latents, batch=4)))
+
+
+def test_a_checkpoint_whose_files_disagree_is_refused_naming_the_file_and_what_differs(tmp_path):
+    """A config.json the network class refuses, and weights of another size, each name the file and the cause."""
+    import json
+    import shutil
+
+    from models.checkpoints import WEIGHTS, CheckpointError, load_checkpoint
+
+    embedded = Path(__file__).resolve().parents[1] / "models" / "embedded"
+    uvit = shutil.copytree(embedded / "uvit-edm-m64", tmp_path / "uvit")
+    config = json.loads((uvit / "config.json").read_text())
+    (uvit / "config.json").write_text(json.dumps({**config, "depthx": 3}))
+    with pytest.raises(CheckpointError, match=r"uvit/config.json does not build its network \(TypeError: .*depthx"):
+        load_checkpoint(uvit)
+    unet = shutil.copytree(embedded / "unet16-edm-m64", tmp_path / "unet")
+    shutil.copyfile(embedded / "unet32-edm-m64" / WEIGHTS, unet / WEIGHTS)  # UNet-32's weights, UNet-16's config
+    with pytest.raises(CheckpointError, match=r"do not fit its config.json: size mismatch for conv_in.weight: .*"
+                                              r"torch.Size\(\[32, 3, 3, 3\]\).*torch.Size\(\[16, 3, 3, 3\]\)"):
+        load_checkpoint(unet)
