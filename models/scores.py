@@ -38,8 +38,9 @@ def check_paired(ids_a: torch.Tensor, ids_b: torch.Tensor, what: str = "noise id
     if not only_a and not only_b:  # the same ids, repeated a different number of times
         counts_a, counts_b = Counter(a), Counter(b)
         uneven = sorted(i for i in counts_a if counts_a[i] != counts_b[i])[:10]
-        raise PairingError(f"{what} differ in how often they occur: {uneven} "
-                           f"(first set {[counts_a[i] for i in uneven]} times, second {[counts_b[i] for i in uneven]} times)")
+        times_a, times_b = [counts_a[i] for i in uneven], [counts_b[i] for i in uneven]
+        raise PairingError(f"{what} differ in how often they occur: {uneven} (first set {times_a} times, second "
+                           f"{times_b} times)")
     raise PairingError(f"{what} differ: only in the first set {only_a}, only in the second {only_b}")
 
 

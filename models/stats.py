@@ -5,7 +5,8 @@ Sources:
 - Wilson score interval for a proportion: E. B. Wilson (1927), "Probable inference, the law of succession, and
   statistical inference", JASA 22; unlike the Wald interval it does not collapse to a point at 0 or n successes,
   where RP and GL often sit, though its coverage dips below 95% for proportions very near 0 or 1 (Brown, Cai &
-  DasGupta 2001, Statist. Sci. 16; exact infimum over p 0.835 / 0.837 / 0.838 at n = 10 / 32 / 128, computed at the intervals' endpoints).
+  DasGupta 2001, Statist. Sci. 16; exact infimum over p 0.835 / 0.837 / 0.838 at n = 10 / 32 / 128, computed
+  at the intervals' endpoints).
 - Percentile bootstrap over noise ids for a mean of non-binary per-noise values: Efron & Tibshirani (1993),
   "An Introduction to the Bootstrap", ch. 13. It is not exact in small samples (three equal differences give a
   one-point interval), so a paired direction decision also needs the exact sign test (Conover 1999).
@@ -81,11 +82,12 @@ def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resample
 
 def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) -> tuple[float, float]:
     """The Wilson interval of a proportion of 0/1 values that come in clusters (several per noise), at the
-    effective sample size n / deff (Kish 1965, "Survey Sampling", Sec. 8.2; the Wilson form as in Korn & Graubard
-    1998, Survey Methodology 24): the design effect deff is the ratio of the clustered (linearized, ratio-estimator)
-    variance of the proportion to the binomial one. The effective size is kept within [clusters, values]: with all
-    values 0 or all 1 the variance says nothing about deff, and the clusters are the independent units. A cluster
-    bootstrap collapses to a point there (every resample is all 0 or all 1)."""
+    effective sample size n / deff (Kish 1965, "Survey Sampling", Sec. 8.2; Korn & Graubard 1998, Survey Methodology
+    24, put the effective size into an exact binomial interval, here Wilson's): the design effect deff is the ratio
+    of the clustered (linearized, ratio-estimator) variance of the proportion to the binomial one. The effective
+    size is kept within [clusters, values]: with all values 0 or all 1 the variance says nothing about deff, and the
+    clusters are the independent units. A cluster bootstrap collapses to a point there (every resample is all 0 or
+    all 1)."""
     groups: dict = {}
     for v, c in zip(values, clusters):
         groups.setdefault(c, []).append(float(v))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import json
 import pickle
 import tomllib
@@ -96,8 +97,6 @@ def _fits(kind: str, value: Any) -> bool:
 
 def _check_kernel_options(path: Path, name: str, kernel: str, options: dict[str, Any]) -> None:
     """The entry's kernel_options must build its kernel: an unknown or ill-typed option is named at start-up."""
-    import inspect
-
     try:
         make_kernel(kernel, **options)
     except (TypeError, ValueError) as e:
