@@ -120,7 +120,9 @@ class Case:
     @property
     def id(self) -> str:
         what = self.title or self._side(self.runs)
-        extra = "".join(f"[{k}={v}]" for k, v in self.params.items() if k in ("mask", "size", "label"))
+        # what a case samples and scores under: the mask, the region scored where it is not the mask's own
+        # (hard against easy scores both on the easy square), the training-set size, the label
+        extra = "".join(f"[{k}={v}]" for k, v in self.params.items() if k in ("mask", "score_mask", "size", "label"))
         rhs = self.rhs or (f"{self.bar.value:g}" if self.bar.value is not None
                            else f"{self.metric}({self._side(self.versus)})")
         tag = f"{self.tag}/" if self.tag else ""
