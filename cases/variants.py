@@ -72,8 +72,10 @@ FINETUNE += [Case("C4", "Sec. 4, Fig. 8a", "rp", (Run(FINETUNED_L), Run(SCRATCH_
                                                                                             "RP bar 0.6"),
                   params={"size": 2048}),
              Case("C4", "Sec. 4, Fig. 8b", "gl", (Run(FINETUNED_L),),
-                  Bar(">=", 0.6, "Sec. 4, Fig. 8b: in the generalization regime the fine-tuned model generalizes as "
-                                 "the one from scratch; the GL bar 0.6 (Fig. 2b)"),
+                  # a level, not an equivalence: the paper gives "minor" no margin. On the embedded zoo the
+                  # fine-tune's GL (0.97) is well above the scratch model's (0.77; McNemar 26 / 1 over 128 noises)
+                  Bar(">=", 0.6, "Sec. 4, Fig. 8b: in the generalization regime the fine-tuned model still "
+                                 "generalizes; the GL bar 0.6 (Fig. 2b)"),
                   params={"size": 2048, "dataset": "l2048"})]
 # Appendix G, Fig. 26: models trained on disjoint data (the pretraining's other photos, CIFAR-100 in the paper, and
 # the 2,048 thumbnails, CIFAR-10) give "striking similarities" from the same noise, in low-level structure as under
