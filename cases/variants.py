@@ -49,8 +49,9 @@ for pair in (WITHIN, ACROSS):
 # Fig. 22 (Appendix F): the result depends on the observation; the same noise under another observation (noise i
 # with y_(i+1)) gives another image in the unobserved square.
 INVERSE += [Case("C4", "Appendix F, Fig. 22", "rp", (Run(m, "dps", 34), Run(m, "dps", 34)),
-                 Bar("<", 0.6, "Appendix F, Fig. 22: the same noise with different observations gives different "
-                               "images; below the RP bar 0.6"),
+                 Bar("<", 0.6, "Appendix F, Fig. 22 (pictures of one noise under observations z_1-z_3; the text: "
+                               "'the choice of observation z also significantly impacts reproducibility'): the "
+                               "same noise with another observation gives another image; below the RP bar 0.6"),
                  params={"mask": "hard", "pairing": "other observation"}, noises=INVERSE_NOISES,
                  title=f"{m}~{m}[other observation]/dps@34") for m in WITHIN]
 
