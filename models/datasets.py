@@ -121,10 +121,9 @@ def keep_thumbnails_in(folder: Optional[str | Path]) -> None:
 
 @lru_cache(maxsize=1)
 def _thumbnail_inputs() -> str:
-    from models.versions import package_versions
+    from models.versions import package_versions, source_digest
 
-    return json.dumps({"versions": package_versions(_THUMBNAIL_PACKAGES),
-                       "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()})
+    return json.dumps({"versions": package_versions(_THUMBNAIL_PACKAGES), "code": source_digest([__file__])})
 
 
 def _digest(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> str:

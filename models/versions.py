@@ -1,8 +1,28 @@
-"""Installed package versions, as a run's metadata and the keys of what is kept between runs record them."""
+"""Installed package versions and the suite's own code, as a run's metadata and the keys of what is kept between
+runs record them."""
 from __future__ import annotations
 
+import ast
+import hashlib
 import importlib.metadata as md
+from pathlib import Path
 from typing import Iterable, Optional
+
+
+def source_digest(paths: Iterable[str | Path]) -> str:
+    """sha256 over Python files' syntax trees without their docstrings (comments and layout are not in a tree): what
+    the code does, which an edit of its documentation leaves as it is. Files are named by folder and file name."""
+    h = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
+                    isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+                    isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()
 
 
 def package_versions(packages: Iterable[str]) -> dict[str, Optional[str]]:

@@ -76,13 +76,13 @@ DRAWING_PACKAGES = ("matplotlib", "numpy", "pillow", "scikit-image", "scikit-lea
 
 @lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """The suite's own code that the figures may depend on: every module of its packages."""
+    """The suite's own code that the figures may depend on: every module of its packages (without docstrings and
+    comments, which draw nothing: models.versions.source_digest)."""
+    from models.versions import source_digest
+
     root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for package in ("reports", "cases", "fixtures", "models"):
-        for path in sorted((root / package).rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    return source_digest(p for package in ("reports", "cases", "fixtures", "models")
+                         for p in (root / package).rglob("*.py"))
 
 
 def _drawing_setup() -> dict[str, Any]:

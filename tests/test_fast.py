@@ -255,6 +255,9 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
         assert loader("unet16-edm-m64")._D is None
     assert "runner" not in keys[0] and keys[1]["runner"] == "compiled"
     assert "runner" not in keys[2] and keys[3]["runner"] == "compiled"
+    from fixtures.samples import sampling_code
+
+    assert all(k["code"] == sampling_code() for k in keys)  # the sampling code and its packages key every set
 
 
 def test_one_label_per_noise_gives_each_noise_what_its_own_label_gives(zoo):

@@ -125,3 +125,22 @@ def test_concurrent_processes_generate_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert log.read_text().count("made") == 1
     assert SampleStore(tmp_path / "store").get(KEY) is not None
+
+
+def test_the_sampling_code_is_in_every_key_and_a_docstring_edit_keeps_it(tmp_path):
+    """A changed sampler must not be served the sets the old one made; an edit of documentation alone changes no
+    sample and keeps the store."""
+    from fixtures.samples import NOT_SAMPLING, sampling_code
+    from models.versions import source_digest
+
+    code = tmp_path / "models" / "sampler.py"
+    code.parent.mkdir()
+    code.write_text('"""Doc."""\n\n\ndef step(x):\n    """Doc."""\n    return x + 1  # a comment\n')
+    before = source_digest([code])
+    code.write_text('"""Other doc."""\n\n\ndef step(x):\n    """Other."""\n\n    return x + 1\n')
+    assert source_digest([code]) == before
+    code.write_text('"""Other doc."""\n\n\ndef step(x):\n    return x + 2\n')
+    assert source_digest([code]) != before
+    key = sampling_code()
+    assert set(key) == {"digest", "versions"} and set(key["versions"]) == {"torch", "diffusers"}
+    assert "samplers" not in NOT_SAMPLING and "generate" not in NOT_SAMPLING

@@ -538,3 +538,39 @@ def test_a_checkpoint_whose_files_disagree_is_refused_naming_the_file_and_what_d
     with pytest.raises(CheckpointError, match=r"do not fit its config.json: size mismatch for conv_in.weight: .*"
                                               r"torch.Size\(\[32, 3, 3, 3\]\).*torch.Size\(\[16, 3, 3, 3\]\)"):
         load_checkpoint(unet)
+
+
+def test_a_fingerprint_leaves_out_hidden_files_a_download_rewrites(tmp_path):
+    """huggingface-cli download --local-dir keeps .cache/huggingface/ metadata that it rewrites with the time of each
+    download, weights unchanged; a fingerprint over it made every set of the model afresh."""
+    from fixtures.zoo import fingerprint_path
+
+    ck = tmp_path / "ck"
+    (ck / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (ck / "w.bin").write_bytes(b"A")
+    (ck / ".cache" / "huggingface" / "download" / "w.bin.metadata").write_text("1700000000.0")
+    before = fingerprint_path(ck)
+    (ck / ".cache" / "huggingface" / "download" / "w.bin.metadata").write_text("1800000000.0")
+    (ck / ".gitattributes").write_text("*.bin filter=lfs")
+    assert fingerprint_path(ck) == before
+    (ck / "w.bin").write_bytes(b"B")
+    assert fingerprint_path(ck) != before
+
+
+def test_a_checkpoint_rewritten_after_its_key_was_made_is_refused_when_its_network_is_built(tmp_path):
+    """The store keys hash a suite checkpoint's files when the run begins and the network is built later: weights
+    saved into the folder in between would be stored under the old weights' key."""
+    import shutil
+
+    from fixtures.zoo import CheckpointModel
+    from models.checkpoints import WEIGHTS
+
+    embedded = Path(__file__).resolve().parents[1] / "models" / "embedded"
+    folder = shutil.copytree(embedded / "unet16-edm-m64", tmp_path / "cand")
+    entry = ZooEntry(**{**read_zoo(embedded / "zoo.toml")["unet16-edm-m64"].__dict__, "source": str(folder)})
+    m = CheckpointModel("cand", entry, torch.device("cpu"), "eager")
+    shutil.copyfile(embedded / "unet16-edm-m4" / WEIGHTS, folder / WEIGHTS)  # a trainer saves new weights
+    with pytest.raises(ZooError, match=r"its checkpoint .*cand changed during the run \(files hashed [0-9a-f]{12} "
+                                       r"when the run began, [0-9a-f]{12} now\)"):
+        m.D
+    assert CheckpointModel("cand", entry, torch.device("cpu"), "eager").D is not None  # a new run takes the new files
