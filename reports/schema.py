@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cases import OPS, Bar
+from cases import OPS, PARTS, Bar
 from cases.decision import Interval
 from models.stats import ALPHA, mcnemar_exact
 
@@ -36,7 +36,8 @@ class ResultsError(ValueError):
 
 
 def _is(value, kind) -> bool:
-    return isinstance(value, kind) and not (kind is NUMBER and isinstance(value, bool))
+    """isinstance, but a bool is no number or count (True is an int to Python)."""
+    return isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
 
 
 def _number(value) -> bool:
@@ -56,6 +57,10 @@ def check_record(case: Any, where: str) -> None:
     outcome, bar = case["outcome"], case["bar"]
     if outcome not in OUTCOMES:
         raise ResultsError(f"{where}: outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    if case["part"] not in PARTS:  # the report's scorecard and tables are by part: another would not be shown
+        raise ResultsError(f"{where}: part {case['part']!r} is not one of {', '.join(PARTS)}")
+    if not case["runs"]:
+        raise ResultsError(f"{where}: 'runs' is empty; a case samples at least one run")
     missing = [f for f in ("op", "value", "source") if f not in bar]
     if missing:
         raise ResultsError(f"{where}: 'bar' lacks {missing}")
@@ -63,6 +68,8 @@ def check_record(case: Any, where: str) -> None:
         raise ResultsError(f"{where}: bar op {bar['op']!r} is not one of {', '.join(OPS)}")
     if bar["value"] is not None and not _number(bar["value"]):
         raise ResultsError(f"{where}: bar value {bar['value']!r} is not a finite number")
+    if not isinstance(bar["source"], str) or not bar["source"]:
+        raise ResultsError(f"{where}: bar source {bar['source']!r} is not a text naming where the bar comes from")
     for k, run in enumerate(case["runs"]):
         for name, kind in RUN_FIELDS.items():
             if not isinstance(run, dict) or not _is(run.get(name), kind):
@@ -90,6 +97,8 @@ def decision_holds(decision: Any, bar: dict, where: str) -> bool:
     if not isinstance(decision, dict) or not isinstance(decision.get("interval"), list) or \
             len(decision["interval"]) != 3 or not all(_number(v) for v in decision["interval"][:2]):
         raise ResultsError(f"{where}: a measured case needs a 'decision' with an 'interval' [lo, hi, method]")
+    if not isinstance(decision.get("reason"), str):
+        raise ResultsError(f"{where}: the decision's 'reason' is {decision.get('reason')!r:.80}, expected text")
     if bar["value"] is None:
         test = decision.get("test")
         if not isinstance(test, dict) or not isinstance(test.get("holds"), bool) or test.get("direction") != bar["op"]:
@@ -118,7 +127,10 @@ def direction_holds(test: dict, op: str, where: str) -> bool:
     of the difference (with the sign test's counts where it recorded them); refused when the recorded 'holds'
     disagrees."""
     greater = op in (">=", ">")
-    if isinstance(test.get("discordant"), list) and len(test["discordant"]) == 2:
+    if "discordant" in test:
+        if not (isinstance(test["discordant"], list) and len(test["discordant"]) == 2 and
+                all(_is(v, int) and v >= 0 for v in test["discordant"])):
+            raise ResultsError(f"{where}: McNemar's 'discordant' needs two counts, got {test['discordant']!r:.80}")
         b10, b01 = test["discordant"]
         holds = (b10 > b01 if greater else b01 > b10) and mcnemar_exact(b10, b01) < ALPHA
     elif isinstance(test.get("difference"), list) and len(test["difference"]) == 2 and \

@@ -260,7 +260,8 @@ def results_with(tmp: Path, **change) -> Path:
               "metric": "rp",
               "value": 0.3, "n": 8, "bar": {"op": ">=", "value": 0.6, "source": "src"}, "passed": False,
               "outcome": "failed", "runs": [{"model": "a", "sampler": "dpm3", "nfe": 20}], "params": {},
-              "worst": [], "extra": {}, "decision": {"interval": [0.1, 0.5, "Wilson"], "control": None}}
+              "worst": [], "extra": {},
+              "decision": {"interval": [0.1, 0.5, "Wilson"], "control": None, "reason": "the interval lies below"}}
     path = tmp / "results.json"
     text = json.dumps({"meta": {"format": RESULTS_FORMAT, "noises": 8, "constants": CONSTANTS},
                        "cases": [record | change]})

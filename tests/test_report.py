@@ -80,7 +80,13 @@ def test_foreign_or_older_results_are_refused_with_the_file_name(tmp_path, fmt, 
 @pytest.mark.parametrize("field, value, says", [("value", None, "'value' is None, expected a finite number"),
                                                 ("worst", {}, "'worst' is {}, expected list"),
                                                 ("outcome", "unsure", "outcome 'unsure' is not"),
-                                                ("bar", {"op": ">="}, "'bar' lacks ['value', 'source']")])
+                                                ("bar", {"op": ">="}, "'bar' lacks ['value', 'source']"),
+                                                # each of these was accepted and crashed the report with a traceback
+                                                ("bar", {"op": ">=", "value": 0.6, "source": None},
+                                                 "bar source None is not a text"),
+                                                ("part", "C9", "part 'C9' is not one of C2, "),
+                                                ("runs", [], "'runs' is empty"),
+                                                ("n", True, "'n' is True, expected int")])
 def test_a_damaged_case_record_is_refused_naming_the_case_and_field(tmp_path, field, value, says):
     bad = write_results(tmp_path, [pair_case(["x", "y"], **{field: value})])
     with pytest.raises(ReportError, match=re.escape("case 0 (C2/a~b/dpm3@20: rp>=0.6)") + ".*" + re.escape(says)):
@@ -89,6 +95,22 @@ def test_a_damaged_case_record_is_refused_naming_the_case_and_field(tmp_path, fi
     del record["n"]
     with pytest.raises(ReportError, match=r"case 0 \(C2/a~b/dpm3@20: rp>=0.6\) has no 'n'"):
         load_results(write_results(tmp_path, [record]))
+
+
+def test_a_damaged_decision_or_test_is_refused_before_anything_is_drawn(tmp_path):
+    case = pair_case(["x", "y"])
+    case["decision"]["reason"] = 5
+    with pytest.raises(ReportError, match=r"the decision's 'reason' is 5, expected text"):
+        load_results(write_results(tmp_path, [case]))
+    case = pair_case(["x", "y"], bar={"op": ">", "value": None, "source": "src"}, versus={"value": 0.1})
+    case["decision"]["test"] = {"name": "exact McNemar", "discordant": [None, 3], "holds": False, "direction": ">"}
+    with pytest.raises(ReportError, match=r"McNemar's 'discordant' needs two counts, got \[None, 3\]"):
+        load_results(write_results(tmp_path, [case]))
+    doc = json.loads(write_results(tmp_path, [pair_case(["x", "y"])]).read_text())
+    doc["meta"]["noises"] = True
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    with pytest.raises(ReportError, match="meta has no integer 'noises'"):
+        load_results(tmp_path / "results.json")
 
 
 def test_a_grid_from_fewer_than_64_noises_says_it_is_partial(tmp_path):

@@ -157,6 +157,18 @@ def test_a_run_that_finds_its_name_taken_carries_the_name_it_gets(tmp_path):
     assert mine.name in index and index.count("<li>") == 1  # the empty folders are no runs
 
 
+def test_a_case_cut_short_by_ctrl_c_is_not_recorded_as_an_error(tmp_path):
+    """Ctrl-C during a case left it with its setup report only, and it was recorded as an error ("the case ended
+    without checking a measurement"), which the scorecard counted as a failing part; it was not reached."""
+    out = run(tmp_path, env={"SAMENOISE_TEST_INTERRUPT": "1"})
+    assert out.returncode == 2, out.stdout[-3000:]
+    folder, = (tmp_path / "out" / "runs").iterdir()
+    doc = load_results(folder / "results.json")
+    assert doc["meta"]["stopped_early"] == "interrupted"
+    assert {c["id"].split("/")[1].split("-")[0]: c["outcome"] for c in doc["cases"]} == {"holds": "passed",
+                                                                                        "misses": "failed"}
+
+
 def test_a_whole_run_whose_last_case_trips_x_is_not_stopped_early(tmp_path):
     """pytest flags -x's stop on the failure itself, also when the failing case was the last to run."""
     out = run(tmp_path, "-x", "-k", "misses")
