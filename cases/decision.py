@@ -141,10 +141,7 @@ def decide_direction(bar: Bar, a: tuple[Sequence, Sequence[float]], b: tuple[Seq
         if clusters is not None:  # several units per noise: resample noises, not units; signs per noise
             differences = [x - y for x, y in pairs]
             lo, hi = stats.cluster_bootstrap_mean(differences, clusters)
-            per_noise: dict = {}
-            for d, c in zip(differences, clusters):
-                per_noise.setdefault(c, []).append(d)
-            pos, neg, p = stats.sign_test([sum(v) / len(v) for v in per_noise.values()])
+            pos, neg, p = stats.sign_test([sum(g) / len(g) for g in stats.by_cluster(differences, clusters)])
             holds = _both_show(want_greater, lo, hi, pos, neg, p)
             test = {"name": "paired bootstrap and sign test over noises", "difference": [lo, hi],
                     "signs": [pos, neg], "p": p, "pairs": len(pairs), "noises": len(set(clusters))}

@@ -66,15 +66,22 @@ def bootstrap_mean(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES
     return _percentiles(means)
 
 
+def by_cluster(values: Sequence[float], clusters: Sequence) -> list[list[float]]:
+    """The values of each cluster (a noise's values under several labels, a path's points), clusters in order of
+    first appearance."""
+    groups: dict = {}
+    for v, c in zip(values, clusters):
+        groups.setdefault(c, []).append(float(v))
+    return list(groups.values())
+
+
 def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resamples: int = BOOTSTRAP_RESAMPLES,
                            seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """The percentile bootstrap 95% interval of the mean of `values`, resampling whole clusters (the values of one
     noise under several labels, or the points of one path, are not independent; Davison & Hinkley 1997, Sec. 3.8)."""
-    groups: dict = {}
-    for v, c in zip(values, clusters):
-        groups.setdefault(c, []).append(float(v))
-    sums = torch.tensor([sum(g) for g in groups.values()], dtype=torch.float64)
-    sizes = torch.tensor([len(g) for g in groups.values()], dtype=torch.float64)
+    groups = by_cluster(values, clusters)
+    sums = torch.tensor([sum(g) for g in groups], dtype=torch.float64)
+    sizes = torch.tensor([len(g) for g in groups], dtype=torch.float64)
     idx = torch.randint(len(sums), (resamples, len(sums)), generator=torch.Generator().manual_seed(seed))
     means = sums[idx].sum(1) / sizes[idx].sum(1)
     return _percentiles(means)
@@ -88,11 +95,9 @@ def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) 
     size is kept within [clusters, values]: with all values 0 or all 1 the variance says nothing about deff, and the
     clusters are the independent units. A cluster bootstrap collapses to a point there (every resample is all 0 or
     all 1)."""
-    groups: dict = {}
-    for v, c in zip(values, clusters):
-        groups.setdefault(c, []).append(float(v))
-    sums = [sum(g) for g in groups.values()]
-    sizes = [len(g) for g in groups.values()]
+    groups = by_cluster(values, clusters)
+    sums = [sum(g) for g in groups]
+    sizes = [len(g) for g in groups]
     n, k, j = sum(sizes), sum(sums), len(groups)
     _check_n(k, n)
     p = k / n
