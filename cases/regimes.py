@@ -1,6 +1,6 @@
 """C3, the two regimes (Sec. 3, Fig. 2, 5, 13), and Theorem 1 (Sec. 3, Appendix D)."""
 from cases import Bar, Case, Run, score_bar
-from cases.embedded import L2048, M4, RESEEDED
+from cases.embedded import L2048, M4, MEMORIZATION_NOISES, RESEEDED
 from cases.names import DATASETS, optimal, sweep
 
 SOURCE = "Sec. 3, Fig. 2"
@@ -9,7 +9,8 @@ FIG5 = "Sec. 3, Fig. 5"
 REGIMES = []
 for ds, group in (("m4", M4), ("l2048", L2048)):
     # Fig. 2a: reproducibility between model sizes and architectures holds at both ends of the size axis.
-    REGIMES += [Case("C3", SOURCE + "a", "rp", (Run(a), Run(b)), score_bar(), params={"size": DATASETS[ds]})
+    REGIMES += [Case("C3", SOURCE + "a", "rp", (Run(a), Run(b)), score_bar(), params={"size": DATASETS[ds]},
+                     noises=MEMORIZATION_NOISES if ds == "m4" else None)
                 for a, b in ((group[0], group[1]), (group[1], group[2]))]
 
 # Fig. 2b: GL is low in the memorization regime and high in the generalization regime.
@@ -22,8 +23,8 @@ REGIMES += [Case("C3", SOURCE + "b", "gl", (Run(small),), Bar("<", None, "Sec. 3
 
 # Fig. 5: in the memorization regime every trained model reproduces D*'s samples (the three architectures and a
 # second seed of UNet-16); less so with more data.
-REGIMES += [Case("C3", FIG5, "rp", (Run(m), Run(optimal("m4"))), score_bar(), params={"size": 4})
-            for m in M4 + (RESEEDED[M4[0]],)]
+REGIMES += [Case("C3", FIG5, "rp", (Run(m), Run(optimal("m4"))), score_bar(), params={"size": 4},
+                 noises=MEMORIZATION_NOISES) for m in M4 + (RESEEDED[M4[0]],)]
 REGIMES += [Case("C3", FIG5, "rp", (Run(large), Run(optimal("l2048"))),
                  Bar("<", None, "Sec. 3, Fig. 5: RP with D* falls from the memorization to the generalization regime"),
                  versus=(Run(small), Run(optimal("m4"))), params={"size": 2048, "versus_size": 4})
@@ -33,7 +34,7 @@ CAPACITY = Bar(">", None, "Sec. 3, Fig. 5: 'diffusion model could converge to th
                           "model capacity is large enough'; a larger network reproduces D* more at the same size")
 REGIMES += [Case("C3", FIG5, "rp", (Run(M4[1]), Run(optimal("m4"))), CAPACITY,
                  versus=(Run(M4[0]), Run(optimal("m4"))),
-                 params={"size": 4}, tag="capacity")]
+                 params={"size": 4}, tag="capacity", noises=MEMORIZATION_NOISES)]
 
 # Fig. 13 (Appendix A.5): the final training loss is lower in the memorization regime (mean of the last 200 steps).
 # Losses compare only under one objective, sigma draw and schedule: the 4- and 2,048-image models of an architecture

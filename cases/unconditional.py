@@ -2,7 +2,8 @@
 from itertools import combinations
 
 from cases import Case, Run, score_bar
-from cases.embedded import CD_TEACHER, CONSISTENCY, KERNELS_L2048, L2048, RESEEDED, STUDENT, TEACHER
+from cases.embedded import (CD_TEACHER, CONSISTENCY, KERNELS_L2048, L2048, MEMORIZATION_NOISES, RESEEDED, STUDENT,
+                            TEACHER)
 
 KERNEL_AXIS = set(KERNELS_L2048[1:])  # the models that differ from the rest in kernel and prediction
 
@@ -31,7 +32,8 @@ C2 += [Case("C2", SOURCE + ", Table 1 (consistency)", metric, (Run(other), Run(C
 # (an extension: the paper compares no seeds); at 4 thumbnails the regime is Fig. 2a's memorization end, not Fig. 3's
 SEED_SOURCE = {"l2048": SOURCE + " (any two models; here one architecture from another seed, an extension)",
                "m4": "Sec. 3, Fig. 2a (the memorization regime; here one architecture from another seed, an extension)"}
-C2 += [Case("C2", SEED_SOURCE[a.rsplit("-", 1)[1]], metric, (Run(a), Run(b)), score_bar(), tag="seed")
+C2 += [Case("C2", SEED_SOURCE[a.rsplit("-", 1)[1]], metric, (Run(a), Run(b)), score_bar(), tag="seed",
+            noises=MEMORIZATION_NOISES if a.endswith("-m4") else None)
        for a, b in RESEEDED.items() for metric in ("rp", "mae")]
 
 # Sampler: one generalization-regime model under DPM-Solver++(3M), Heun and DDIM.

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -51,6 +52,11 @@ def positions(have: Iterable[int], want: Iterable[int]) -> tuple[list[int], list
     return [where[i] for i in want if i in where], [i for i in want if i not in where]
 
 
+@lru_cache(maxsize=None)
+def _drawn_hash(seed: int, shape: tuple[int, ...], n: int) -> str:
+    return NoiseBank.draw(seed, shape, n=n).hash
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseBank:
     """eps (n, *shape) float32 on the CPU, its int64 ids, and the seed it was drawn from (None when loaded
@@ -78,6 +84,11 @@ class NoiseBank:
             raise ValueError(f"a noise bank needs at least one non-negative id, got {ids[:8]}")
         eps = np.stack([draw_noise(seed, i, shape) for i in ids])
         return cls(torch.from_numpy(eps), torch.tensor(ids, dtype=torch.int64), int(seed))
+
+    def is_first(self) -> bool:
+        """Whether this bank is noises 0, 1, ..., n - 1 of its seed exactly as `draw` makes them (not permuted, not
+        a grid or path built from them)."""
+        return self.seed is not None and self.hash == _drawn_hash(self.seed, self.shape, len(self))
 
     @property
     def shape(self) -> tuple[int, ...]:

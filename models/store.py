@@ -5,6 +5,11 @@ sha256 names the entry. An entry is one `.npz` holding uint8 NHWC images, their 
 used, the key itself and one sha256 over all of them, written atomically. Several processes (pytest-xdist
 workers) asking for one key at once serialize on a lock: the first generates, the others wait and then read
 what it wrote. A damaged entry is reported once (a StoreWarning naming the file and the problem) and made again.
+
+A prefix entry (`SampleStore.prefix`) holds the first m noises of one bank sequence (ids 0, 1, ..., m - 1) under a
+key without the count: a request for n <= m rows takes its first n, and one for more extends it by the missing rows
+only. The caller keys such an entry only where the first n rows of a longer run are the rows a run of n makes, bit
+for bit (fixtures/samples.py: whole micro-batches).
 """
 from __future__ import annotations
 
@@ -51,6 +56,10 @@ class SampleSet:
         """Images for these noise ids, in this order."""
         return self.images[self.rows(ids)]
 
+    def head(self, n: int) -> "SampleSet":
+        """The first n rows, under the same key."""
+        return SampleSet(self.images[:n], self.ids[:n], self.nfe, self.key)
+
 
 def key_hash(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
@@ -64,6 +73,10 @@ def entry_digest(key_json: str, images: np.ndarray, ids: np.ndarray, nfe: int) -
     h.update(np.asarray(images.shape, dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
     return h.hexdigest()
+
+
+def _counts_up(ids: np.ndarray) -> bool:
+    return bool(np.array_equal(ids, np.arange(len(ids))))
 
 
 class SampleStore:
@@ -121,6 +134,52 @@ class SampleStore:
         atomic_write(self.path(key), lambda f: f.write(buf.getvalue()))
         return SampleSet(images, ids, int(nfe), json.loads(canonical))
 
+    def _get_reporting(self, key: dict[str, Any]) -> Optional[SampleSet]:
+        """get() under the key's lock: a damaged entry is reported once (StoreWarning), removed, and None returned."""
+        try:
+            return self.get(key)
+        except StoreError as e:
+            warnings.warn(StoreWarning(f"{e.args[0].removesuffix('; delete it')}; removed and made again"),
+                          stacklevel=3)
+            self.path(key).unlink(missing_ok=True)
+            return None
+
+    def prefix(self, key: dict[str, Any], n: int, make: Callable[[int, int], tuple[np.ndarray, Any, int]],
+               align: int = 1) -> SampleSet:
+        """The first n rows (noise ids 0..n-1) of the prefix entry under `key`. An entry with fewer rows is extended
+        by make(start, n) -> (uint8 images, ids, nfe) of ids start..n-1 and stored in its place; it is made whole
+        (make(0, n)) when its length is not a multiple of `align` (a micro-batch would straddle the join)."""
+        if n < 1 or n % align:
+            raise ValueError(f"a prefix entry holds whole micro-batches of {align} rows; {n} rows is not a multiple")
+
+        try:
+            found = self.get(key)
+        except StoreError:
+            found = None  # handled under the lock, by one process
+        if found is not None and len(found.ids) >= n and _counts_up(found.ids):
+            return found.head(n)
+        with self.lock(key):
+            found = self._get_reporting(key)  # another process may have made or extended it while we waited
+            if found is not None and not _counts_up(found.ids):
+                warnings.warn(StoreWarning(f"sample store entry {self.path(key)} is a prefix entry whose noise ids "
+                                           f"are not 0, 1, 2, ...; removed and made again"), stacklevel=2)
+                self.path(key).unlink(missing_ok=True)
+                found = None
+            if found is not None and len(found.ids) >= n:
+                return found.head(n)
+            start = len(found.ids) if found is not None and len(found.ids) % align == 0 else 0
+            images, ids, nfe = make(start, n)
+            ids = np.asarray(ids, dtype=np.int64)
+            if not np.array_equal(ids, np.arange(start, n)):
+                raise StoreError(f"a prefix entry's rows {start}..{n - 1} were made with noise ids "
+                                 f"{ids[:8].tolist()}...: expected {start}, {start + 1}, ...")
+            if start:
+                if int(nfe) != found.nfe:
+                    raise StoreError(f"sample store entry {self.path(key)} was made at NFE {found.nfe}; its "
+                                     f"extension at {nfe}")
+                images, ids = np.concatenate([found.images, images]), np.concatenate([found.ids, ids])
+            return self.put(key, images, ids, nfe)
+
     def get_or_make(self, key: dict[str, Any], make: Callable[[], tuple[np.ndarray, Any, int]]) -> SampleSet:
         """The stored entry, or make() -> (uint8 images, ids, nfe) stored under the key. Concurrent callers
         with the same key wait for the one that generates; a damaged entry is reported once and made again."""
@@ -131,12 +190,7 @@ class SampleStore:
         if found is not None:
             return found
         with self.lock(key):
-            try:
-                found = self.get(key)  # another process may have made it while we waited
-            except StoreError as e:
-                warnings.warn(StoreWarning(f"{e.args[0].removesuffix('; delete it')}; removed and made again"),
-                              stacklevel=2)
-                self.path(key).unlink(missing_ok=True)
+            found = self._get_reporting(key)  # another process may have made it while we waited
             if found is not None:
                 return found
             images, ids, nfe = make()

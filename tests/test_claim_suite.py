@@ -48,16 +48,21 @@ def test_cases_name_only_models_the_suite_can_provide():
 
 def test_a_case_with_its_own_noise_count_keeps_it_up_to_the_default_and_scales_above():
     """The conditional (128 noises, each under both labels) and DPS (64 observations) cases: at --noises 512 they run
-    512 and 256, at the paper's 10,000 their share of it; below the default they keep their own count."""
+    512 and 256, at the paper's 10,000 their share of it; below the default they keep their own count. A count above
+    the default (the memorization end's) is kept below it and replaced by a larger run's count."""
     from cases import DEFAULT_NOISES
+    from cases.embedded import MEMORIZATION_NOISES
     from cases.variants import INVERSE_NOISES
     from fixtures.measure import Measure
 
     own = Case("C4", "s", "rp", (Run("a"),), Bar(">=", 0.6, "s"), noises=INVERSE_NOISES)
     plain = Case("C4", "s", "rp", (Run("a"),), Bar(">=", 0.6, "s"))
-    counts = {n: (Measure(None, None, None, None, n, "d").n(own), Measure(None, None, None, None, n, "d").n(plain))
-              for n in (32, DEFAULT_NOISES, 512, 10_000)}
-    assert counts == {32: (64, 32), 128: (64, 128), 512: (256, 512), 10_000: (5000, 10_000)}
+    floor = Case("C3", "s", "rp", (Run("a"),), Bar(">=", 0.6, "s"), noises=MEMORIZATION_NOISES)
+    counts = {n: tuple(Measure(None, None, None, None, n, "d").n(c) for c in (own, plain, floor))
+              for n in (32, DEFAULT_NOISES, 512, 1000, 10_000)}
+    # the memorization end's 512 is a floor: the run's count above it, never 4 times the run's
+    assert counts == {32: (64, 32, 512), 128: (64, 128, 512), 512: (256, 512, 512), 1000: (500, 1000, 1000),
+                      10_000: (5000, 10_000, 10_000)}
 
 
 def test_the_round_trip_case_runs_one_pair_per_training_image_at_most():

@@ -189,3 +189,36 @@ def test_a_checkpoint_that_builds_other_than_its_config_read_says_so(monkeypatch
     m = ModelLoader(ZOO, torch.device("cpu"), Path("/nonexistent"))("unet16-edm-m4")
     with pytest.raises(ZooError, match=r"zoo entry 'unet16-edm-m4': its checkpoint builds a denoiser with .*None"):
         m.D
+
+
+def test_the_first_rows_of_a_longer_set_are_the_set_of_fewer_noises_bit_for_bit(tmp_path):
+    """Sets of noises 0..n-1 share one store entry across counts (fixtures/samples.py): 8 rows taken from a stored
+    16, and 16 made by extending a stored 8, equal sets made afresh at each count, on both architectures and with
+    two workers; a bank that is not the seed's first noises (permuted) or a count off the micro-batch keeps a key of
+    its own."""
+    from cases import Run
+    from fixtures.measure import permuted_bank
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import ModelLoader
+    from models.store import SampleStore, key_hash
+
+    for name in ("unet16-edm-m4", "uvit-edm-m4"):
+        shape, run = ZOO[name].sample_shape, Run(name, "dpm3", 4)
+
+        def source(folder, micro_batch=4):
+            return SampleSource(ModelLoader(ZOO, torch.device("cpu"), tmp_path), SampleStore(tmp_path / folder),
+                                "cpu", workers=2, micro_batch=micro_batch)
+
+        fresh = {n: source(f"{name}-fresh{n}")(run, NoiseBank.draw(0, shape, n=n)) for n in (8, 16)}
+        shared = source(f"{name}-shared")
+        taken = [shared(run, NoiseBank.draw(0, shape, n=n)) for n in (16, 8)]  # 8 from the stored 16
+        extended = source(f"{name}-extended")
+        grown = [extended(run, NoiseBank.draw(0, shape, n=n)) for n in (8, 16)]  # 16 from the stored 8 and 8 more
+        for got in taken + grown:
+            assert np.array_equal(got.images, fresh[len(got.ids)].images), (name, len(got.ids))
+        assert len({key_hash(s.key) for s in taken + grown}) == 1
+        assert len(list((tmp_path / f"{name}-shared" / "samples").glob("*.npz"))) == 1
+        bank = NoiseBank.draw(0, shape, n=8)
+        assert not permuted_bank(bank).is_first() and bank.is_first()
+        odd = source(f"{name}-odd", micro_batch=3)(run, bank)  # 8 rows in micro-batches of 3: keyed by its count
+        assert odd.key["n"] == 8 and odd.key["bank"] == bank.hash

@@ -144,3 +144,45 @@ def test_the_sampling_code_is_in_every_key_and_a_docstring_edit_keeps_it(tmp_pat
     key = sampling_code()
     assert set(key) == {"digest", "versions"} and set(key["versions"]) == {"torch", "diffusers"}
     assert "samplers" not in NOT_SAMPLING and "generate" not in NOT_SAMPLING
+
+
+def rows_of(start, stop):
+    """make(start, stop) for a prefix entry: row i's image is filled with i, its id is i."""
+    ids = np.arange(start, stop)
+    return np.repeat(ids.astype(np.uint8), 4 * 4 * 3).reshape(len(ids), 4, 4, 3), ids, 20
+
+
+def test_a_prefix_entry_serves_fewer_rows_from_its_first_and_extends_by_the_missing_ones_only(tmp_path):
+    store, calls = SampleStore(tmp_path), []
+
+    def make(start, stop):
+        calls.append((start, stop))
+        return rows_of(start, stop)
+
+    first = store.prefix(KEY, 8, make, align=4)
+    assert first.ids.tolist() == list(range(8)) and calls == [(0, 8)]
+    fewer = store.prefix(KEY, 4, make, align=4)  # the first 4 of the stored 8, nothing made
+    assert calls == [(0, 8)] and fewer.ids.tolist() == [0, 1, 2, 3] and fewer.key == first.key
+    assert np.array_equal(fewer.images, first.images[:4])
+    more = store.prefix(KEY, 16, make, align=4)  # rows 8..15 only, joined to the stored 8
+    assert calls == [(0, 8), (8, 16)] and more.ids.tolist() == list(range(16))
+    assert np.array_equal(more.images, rows_of(0, 16)[0]) and len(store.get(KEY).ids) == 16
+    assert store.prefix(KEY, 12, make, align=4).ids.tolist() == list(range(12)) and len(calls) == 2
+
+
+def test_a_prefix_entry_refuses_part_micro_batches_and_remakes_an_entry_it_cannot_extend(tmp_path):
+    store = SampleStore(tmp_path)
+    with pytest.raises(ValueError, match="6 rows is not a multiple"):
+        store.prefix(KEY, 6, rows_of, align=4)
+    store.put(KEY, *rows_of(0, 6)[:2], 20)  # six rows: a micro-batch of 4 would straddle the join at 6
+    calls = []
+    store.prefix(KEY, 8, lambda a, b: calls.append((a, b)) or rows_of(a, b), align=4)
+    assert calls == [(0, 8)]
+    store.put(KEY, images(4), [3, 1, 2, 0], 20)  # not noises 0, 1, 2, ...: removed and made again
+    with pytest.warns(StoreWarning, match="noise ids are not 0, 1, 2, ...; removed and made again"):
+        assert store.prefix(KEY, 4, rows_of, align=4).ids.tolist() == [0, 1, 2, 3]
+    store.put(KEY, *rows_of(0, 4)[:2], 19)  # an extension at another NFE cannot join it
+    with pytest.raises(StoreError, match="was made at NFE 19; its extension at 20"):
+        store.prefix(KEY, 8, rows_of, align=4)
+    with pytest.raises(StoreError, match=r"rows 4..7 were made with noise ids \[0, 1, 2, 3\]"):
+        store.prefix(KEY, 8, lambda a, b: rows_of(0, 4), align=4)
