@@ -56,7 +56,9 @@ class Kernel:
     def round_sigma(self, sigmas: torch.Tensor) -> torch.Tensor:
         """The noise levels a step grid may use: EDM's iDDPM baseline pickles round every grid to their own discrete
         levels (as EDM's sampler does); everywhere else the grid stays as it is (networks of a discrete chain take
-        their nearest step through their time input instead)."""
+        their nearest step through their time input instead, while the solver steps between the grid's own levels:
+        diffusers' DPMSolverMultistepScheduler does the same with use_karras_sigmas, continuous Karras sigmas and
+        rounded timesteps)."""
         return sigmas
 
     def s_of_sigma(self, sigma: Tensorish) -> torch.Tensor:
