@@ -411,7 +411,7 @@ class Report:
         if golden is None:
             a, b = (self.samples.get(h) for h in c["extra"]["samples"])
             if c.get("params", {}).get("pairing") == "shifted":  # a control: a's id i against b's next id (mod n)
-                order = [int(i) for i in a.ids]
+                order = [int(i) for i in a.ids[:c["n"]]]  # a stored set may hold more than the case's n noises
                 return a.take(ids), b.take([order[(order.index(i) + 1) % len(order)] for i in ids])
             return a.take(ids), b.take(ids)
         from models.golden import Golden, GoldenError, thumbnails

@@ -220,6 +220,11 @@ def test_a_shifted_controls_worst_pairs_show_the_pairs_it_scored(tmp_path):
     a, b = report.worst_pair_images(report.cases[0])
     sa, sb = (stored.get(h) for h in case["extra"]["samples"])
     assert np.array_equal(a, sa.take([3, 7])) and np.array_equal(b, sb.take([4, 0]))  # 7's partner wraps to 0
+    # a case of 4 noises whose sets were taken from longer stored ones (fixtures/samples.py): 3 wraps to 0, not 4
+    fewer = case | {"n": 4, "worst": [[3, 0.1]]}
+    report = Report(load_results(write_results(tmp_path, [fewer])), stored, tmp_path / "out")
+    a, b = report.worst_pair_images(report.cases[0])
+    assert np.array_equal(a, sa.take([3])) and np.array_equal(b, sb.take([0]))
 
 
 def test_the_rebuild_command_writes_beside_its_results_file_by_default(tmp_path, capsys):
