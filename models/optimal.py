@@ -37,8 +37,12 @@ class OptimalDenoiser:
             labels = torch.as_tensor(labels).reshape(-1)
             if len(labels) != len(data):
                 raise ValueError(f"{len(labels)} labels for {len(data)} images")
+            if labels.is_floating_point() or labels.is_complex() or int(labels.min()) < 0:
+                raise ValueError(f"class labels are integers 0, 1, 2, ..., got {labels[:8].tolist()}")
             self._sets.update({int(c): _Prepared(flat[labels.to(flat.device) == c]) for c in labels.unique()})
-        self.num_classes = None if labels is None else len(self._sets) - 1
+        # classes 0..max label, as a network's label embedding counts them: a class between them with no image is
+        # still one of them (and D* refuses to sample it), not a gap that shifts every later class
+        self.num_classes = None if labels is None else int(labels.max()) + 1
         self._last_groups = None
 
     @torch.no_grad()

@@ -122,6 +122,14 @@ def test_class_conditional_uses_only_that_class(data):
     assert D.num_classes == 3
     with pytest.raises(ValueError, match=r"label 7 has no training images; labels present: \[0, 1, 2\]"):
         D(x[:1], 0.4, torch.tensor([7]))
+    # classes 0 and 2 only: three classes (a random label in 0..2 may be 1, which it refuses), not two
+    gap = OptimalDenoiser(data, labels=labels * (labels != 1) * 1 + 2 * (labels == 1), dtype=torch.float64)
+    assert gap.num_classes == 3
+    with pytest.raises(ValueError, match=r"label 1 has no training images; labels present: \[0, 2\]"):
+        gap(x[:1], 0.4, torch.tensor([1]))
+    for bad in (labels - 1, labels.double()):
+        with pytest.raises(ValueError, match=r"class labels are integers 0, 1, 2, ..., got"):
+            OptimalDenoiser(data, labels=bad)
 
 
 def test_class_grouping_is_found_once_per_label_tensor(data, monkeypatch):
