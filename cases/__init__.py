@@ -103,7 +103,8 @@ class Case:
     title: str = ""  # overrides the generated middle part of the id
     marks: tuple[str, ...] = ()  # pytest marker names (slow, weights, gpu)
     # this case's number of noises at the default DEFAULT_NOISES (None: the run's --noises); a run with more noises
-    # than the default scales it by the same factor (Measure.n)
+    # than the default scales a count up to the default by the same factor, and gives a count above it (a floor set
+    # for power) the run's own --noises where that is larger (Measure.n)
     noises: Optional[int] = None
     rhs: str = ""  # overrides the generated right-hand side of the id
     tag: str = ""  # the axis a case tests, in its id for -k (e.g. C2's arch, kernel, sampler, seed, distill)

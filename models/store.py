@@ -44,6 +44,8 @@ class SampleSet:
     ids: np.ndarray  # (n,) int64 noise ids
     nfe: int
     key: dict[str, Any]
+    bank: Optional[str] = None  # the hash of the noise bank these rows were asked for (not stored: a prefix entry's
+    # key names the seed's first noises without a count)
 
     def rows(self, ids) -> list[int]:
         """The rows of these noise ids, in this order."""
@@ -58,7 +60,7 @@ class SampleSet:
 
     def head(self, n: int) -> "SampleSet":
         """The first n rows, under the same key."""
-        return SampleSet(self.images[:n], self.ids[:n], self.nfe, self.key)
+        return SampleSet(self.images[:n], self.ids[:n], self.nfe, self.key, self.bank)
 
 
 def key_hash(key: dict[str, Any]) -> str:
@@ -170,13 +172,15 @@ class SampleStore:
             start = len(found.ids) if found is not None and len(found.ids) % align == 0 else 0
             images, ids, nfe = make(start, n)
             ids = np.asarray(ids, dtype=np.int64)
+            if start and int(nfe) != found.nfe:  # the stored rows came from another solve: made again, whole
+                warnings.warn(StoreWarning(f"sample store entry {self.path(key)} was made at NFE {found.nfe} and "
+                                           f"its extension at {nfe}; removed and made again"), stacklevel=2)
+                start, (images, ids, nfe) = 0, make(0, n)
+                ids = np.asarray(ids, dtype=np.int64)
             if not np.array_equal(ids, np.arange(start, n)):
                 raise StoreError(f"a prefix entry's rows {start}..{n - 1} were made with noise ids "
                                  f"{ids[:8].tolist()}...: expected {start}, {start + 1}, ...")
             if start:
-                if int(nfe) != found.nfe:
-                    raise StoreError(f"sample store entry {self.path(key)} was made at NFE {found.nfe}; its "
-                                     f"extension at {nfe}")
                 images, ids = np.concatenate([found.images, images]), np.concatenate([found.ids, ids])
             return self.put(key, images, ids, nfe)
 

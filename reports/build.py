@@ -168,8 +168,8 @@ class Report:
                 label = f"{run['model']} {run['sampler']}@{run['nfe']}"
                 if label not in seen:
                     seen.add(label)
-                    s = self.samples.get(h)
-                    ids = [i for i in range(64) if i in set(s.ids.tolist())]
+                    s = self.samples.get(h)  # a stored set may hold more than the case's n noises: show only those
+                    ids = [i for i in range(min(64, c["n"])) if i in set(s.ids.tolist())]
                     if len(ids) < 64:
                         short.append(f"{label} ({len(ids)})")
                     grids.append((label, _grid(s.take(ids))))
@@ -305,6 +305,8 @@ class Report:
         cases = sorted(self.of_figure("Fig. 12"), key=lambda c: c["runs"][0]["nfe"])
         if not cases:
             return None
+        # the first 8 noise ids the cases sampled (a stored set may hold more than a case's n)
+        shown = list(range(min(8, min(c["n"] for c in cases))))
         rows = [(f"{c['runs'][0]['sampler']}@{c['runs'][0]['nfe']}\nRP {c['value']:.2f}",
                  self.samples.get(c["extra"]["samples"][0])) for c in cases]
         last = cases[-1]
@@ -313,11 +315,11 @@ class Report:
         plt = _plt()
         fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.1 * len(rows)), squeeze=False)
         for ax, (label, s) in zip(axes[:, 0], rows):
-            ax.imshow(np.concatenate(list(s.take(list(range(8)))), axis=1), interpolation="nearest")
+            ax.imshow(np.concatenate(list(s.take(shown)), axis=1), interpolation="nearest")
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, 0].set_title(f"{last['runs'][0]['model']}, noise ids 0-7; RP of each row against the last",
+        axes[0, 0].set_title(f"{last['runs'][0]['model']}, noise ids 0-{len(shown) - 1}; RP of each row against the last",
                              fontsize=7)
         return self.save(fig, "nfe.png")
 

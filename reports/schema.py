@@ -2,8 +2,8 @@
 (fixtures/results.py) and the report (reports/build.py).
 
 A results file is `{"meta": {...}, "cases": [record, ...]}`. Every collected claim case has one record; its
-`outcome` is `passed` or `failed` (a value measured against its bar) or `error` or `skipped` (no value; `reason`
-says why). A measured record carries its decision (cases/decision.py): the 95% interval of its value, its control's
+`outcome` is `passed` or `failed` (a value measured against its bar) or `error` or `skipped` (`reason` says why;
+no value, but for an error in a measured case's teardown, which keeps its measurement). A measured record carries its decision (cases/decision.py): the 95% interval of its value, its control's
 interval and, for a direction case, its paired test; its outcome must follow from them and the bar it carries.
 """
 from __future__ import annotations

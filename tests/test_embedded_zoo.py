@@ -212,10 +212,15 @@ def test_the_first_rows_of_a_longer_set_are_the_set_of_fewer_noises_bit_for_bit(
         fresh = {n: source(f"{name}-fresh{n}")(run, NoiseBank.draw(0, shape, n=n)) for n in (8, 16)}
         shared = source(f"{name}-shared")
         taken = [shared(run, NoiseBank.draw(0, shape, n=n)) for n in (16, 8)]  # 8 from the stored 16
-        extended = source(f"{name}-extended")
+        extended, made = source(f"{name}-extended"), []
+        make = extended._make
+        extended._make = lambda run, m, bank, *rest: made.append((int(bank.ids[0]), len(bank))) or make(run, m, bank,
+                                                                                                      *rest)
         grown = [extended(run, NoiseBank.draw(0, shape, n=n)) for n in (8, 16)]  # 16 from the stored 8 and 8 more
+        assert made == [(0, 8), (8, 8)]  # the second set sampled only the noises the first lacked
         for got in taken + grown:
             assert np.array_equal(got.images, fresh[len(got.ids)].images), (name, len(got.ids))
+            assert got.bank == NoiseBank.draw(0, shape, n=len(got.ids)).hash  # the bank asked for (results "banks")
         assert len({key_hash(s.key) for s in taken + grown}) == 1
         assert len(list((tmp_path / f"{name}-shared" / "samples").glob("*.npz"))) == 1
         bank = NoiseBank.draw(0, shape, n=8)

@@ -117,6 +117,13 @@ def test_a_grid_from_fewer_than_64_noises_says_it_is_partial(tmp_path):
     page = build_report(make_run(tmp_path, n=16), tmp_path / "cache", tmp_path / "out").read_text()
     assert "grids.png" in page and "partial: the run sampled fewer than the 64 noise ids" in page
     assert "a dpm3@20 (16)" in page
+    # a case of 16 noises whose sets were taken from longer stored ones (fixtures/samples.py) shows its 16, not 64
+    results = make_run(tmp_path, n=64)
+    doc = json.loads(results.read_text())
+    doc["cases"] = [c | {"n": 16} for c in doc["cases"]]
+    results.write_text(json.dumps(doc))
+    page = build_report(results, tmp_path / "cache", tmp_path / "out2").read_text()
+    assert "a dpm3@20 (16)" in page
 
 
 def test_failing_cases_with_missing_samples_are_named_beside_the_drawn_ones(tmp_path):

@@ -181,8 +181,10 @@ def test_a_prefix_entry_refuses_part_micro_batches_and_remakes_an_entry_it_canno
     store.put(KEY, images(4), [3, 1, 2, 0], 20)  # not noises 0, 1, 2, ...: removed and made again
     with pytest.warns(StoreWarning, match="noise ids are not 0, 1, 2, ...; removed and made again"):
         assert store.prefix(KEY, 4, rows_of, align=4).ids.tolist() == [0, 1, 2, 3]
-    store.put(KEY, *rows_of(0, 4)[:2], 19)  # an extension at another NFE cannot join it
-    with pytest.raises(StoreError, match="was made at NFE 19; its extension at 20"):
-        store.prefix(KEY, 8, rows_of, align=4)
-    with pytest.raises(StoreError, match=r"rows 4..7 were made with noise ids \[0, 1, 2, 3\]"):
-        store.prefix(KEY, 8, lambda a, b: rows_of(0, 4), align=4)
+    store.put(KEY, *rows_of(0, 4)[:2], 19)  # an extension at another NFE cannot join it: all made again
+    calls = []
+    with pytest.warns(StoreWarning, match="was made at NFE 19 and its extension at 20; removed and made again"):
+        again = store.prefix(KEY, 8, lambda a, b: calls.append((a, b)) or rows_of(a, b), align=4)
+    assert calls == [(4, 8), (0, 8)] and again.nfe == 20 and store.get(KEY).nfe == 20
+    with pytest.raises(StoreError, match=r"rows 8..11 were made with noise ids \[0, 1, 2, 3\]"):
+        store.prefix(KEY, 12, lambda a, b: rows_of(0, 4), align=4)
