@@ -218,10 +218,23 @@ def cohen_kappa(a: torch.Tensor, b: torch.Tensor, classes: Optional[int] = None)
 
 
 def bootstrap_kappa(a: torch.Tensor, b: torch.Tensor, classes: Optional[int] = None,
-                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """The percentile bootstrap 95% interval of Cohen's kappa, resampling the labelled items."""
+                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                    clusters: Optional[Sequence] = None) -> tuple[float, float]:
+    """The percentile bootstrap 95% interval of Cohen's kappa, resampling the labelled items, or whole `clusters`
+    of them (the grid points of one noise hyperplane share its three anchors: they are one unit of evidence)."""
     a, b = torch.as_tensor(a).reshape(-1).long(), torch.as_tensor(b).reshape(-1).long()
     k = classes or int(max(a.max(), b.max())) + 1
-    idx = torch.randint(len(a), (resamples, len(a)), generator=torch.Generator().manual_seed(seed))
-    kappas = torch.tensor([cohen_kappa(a[i], b[i], k) for i in idx], dtype=torch.float64)
-    return _percentiles(kappas)
+    gen = torch.Generator().manual_seed(seed)
+    if clusters is None:
+        idx = torch.randint(len(a), (resamples, len(a)), generator=gen)
+        kappas = [cohen_kappa(a[i], b[i], k) for i in idx]
+    else:
+        if len(clusters) != len(a):
+            raise ValueError(f"{len(clusters)} cluster labels for {len(a)} items")
+        groups = [torch.tensor(g, dtype=torch.long) for g in by_cluster(range(len(a)), clusters)]
+        picks = torch.randint(len(groups), (resamples, len(groups)), generator=gen)
+        kappas = []
+        for pick in picks:
+            i = torch.cat([groups[j] for j in pick.tolist()])
+            kappas.append(cohen_kappa(a[i], b[i], k))
+    return _percentiles(torch.tensor(kappas, dtype=torch.float64))

@@ -257,7 +257,8 @@ class Report:
         return self.save(fig, "regimes.png"), note
 
     def fig_hyperplane(self):
-        """Figure 4: each model's map from the noise hyperplane to its nearest anchor image."""
+        """Figure 4: each model's map from the noise hyperplane to its nearest anchor image (the first plane of a case
+        over several)."""
         cases = [c for c in self.of_figure("Fig. 4") if "map" in c["extra"]]
         if not cases:
             return None
@@ -271,7 +272,9 @@ class Report:
             for k in range(3):
                 rgb[..., k] = (nearest == k) * np.clip(sim, 0, 1)
             ax.imshow(rgb, origin="lower", extent=(-0.1, 1.1, -0.1, 1.1))
-            ax.set_title(f"{c['runs'][0]['model']}\nneighbour RP {c['value']:.2f}", fontsize=7)
+            planes = c["extra"].get("planes", 1)
+            ax.set_title(f"{c['runs'][0]['model']}" + (f", plane 1 of {planes}" if planes > 1 else "")
+                         + f"\nneighbour RP {c['value']:.2f}" + (" (all planes)" if planes > 1 else ""), fontsize=7)
             ax.set_xlabel("alpha")
             ax.set_ylabel("beta")
         kappas = "; ".join(f"{a['runs'][0]['model']} vs {a['runs'][1]['model']} kappa {a['value']:.2f}"

@@ -150,8 +150,8 @@ class Mutant(Measure):
             label = (label + 1) % self.model(run.model).num_classes
         return super().sample(run, n, label, bank, extra, run_fn)
 
-    def hyperplane_sets(self, run, points, permuted=False):
-        anchors, grid = super().hyperplane_sets(run, points, permuted)
+    def hyperplane_sets(self, run, points, planes=1, permuted=False):
+        anchors, grid = super().hyperplane_sets(run, points, planes, permuted)
         if run == self.target and self.mutation == "grid shuffled":  # a fixed shuffle of the grid's points
             order = torch.randperm(len(grid.ids), generator=torch.Generator().manual_seed(0)).numpy()
             grid = SampleSet(grid.images[order], grid.ids[order], grid.nfe, grid.key)

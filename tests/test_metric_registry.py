@@ -59,7 +59,7 @@ class _HyperplaneStub:
         self.sets = {"a": SampleSet(eye[[0, 0, 2]], np.arange(3), 20, {}), "b": SampleSet(eye, np.arange(3), 20, {})}
         self.grid = SampleSet(eye[[0, 1, 2, 2]], np.arange(4), 20, {})
 
-    def hyperplane_sets(self, run, points, permuted=False):
+    def hyperplane_sets(self, run, points, planes=1, permuted=False):
         return self.sets[run.model], self.grid
 
     def embed(self, images):
@@ -81,6 +81,44 @@ def test_the_hyperplane_case_refuses_anchors_that_give_one_image():
         agreement(stub, case, Side.of(case))
     sound = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("b")), Bar(">=", 0.6, "s"), params={"points": 2})
     assert agreement(stub, sound, Side.of(sound)).value == 1.0
+
+
+class _PlanesStub(_HyperplaneStub):
+    """Two planes of 2 x 2 points: model "a"'s second plane has anchors 3 and 4 one image; model "b"'s are distinct.
+    Both maps of the first plane agree; on the second, "b"'s and "c"'s disagree at every point."""
+
+    def hyperplane_sets(self, run, points, planes=1, permuted=False):
+        import numpy as np
+
+        from models.store import SampleSet
+
+        eye = np.eye(3, dtype=np.uint8)[:, None, None, :] * 255
+        anchors = {"a": [0, 1, 2, 0, 0, 2], "b": [0, 1, 2, 0, 1, 2], "c": [0, 1, 2, 0, 1, 2]}[run.model]
+        grid = {"c": [0, 1, 2, 2, 1, 2, 0, 0]}.get(run.model, [0, 1, 2, 2, 0, 1, 2, 2])
+        return SampleSet(eye[anchors], np.arange(6), 20, {}), SampleSet(eye[grid], np.arange(8), 20, {})
+
+
+def test_the_hyperplane_case_leaves_out_a_plane_whose_anchors_give_one_image_and_resamples_planes():
+    """Over several planes, a plane whose anchors give one image in either model is left out on its anchors alone
+    (named in the record); the kappa pools the planes kept, and its interval resamples whole planes."""
+    from cases import Bar, Case, Run
+    from fixtures.metrics import agreement
+    from models.scores import AnchorError
+
+    stub = _PlanesStub()
+    params = {"points": 2, "planes": 2}
+    case = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("a")), Bar(">=", 0.6, "s"), params=params)
+    got = agreement(stub, case, Side.of(case))
+    assert got.value == 1.0 and got.extra["plane_kappa"] == [1.0] and list(got.extra["planes_left_out"]) == ["1"]
+    assert "noise ids 3 and 4" in got.extra["planes_left_out"]["1"] and got.interval[2] == "bootstrap over 1 planes"
+    split = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("c")), Bar(">=", 0.6, "s"), params=params)
+    got = agreement(stub, split, Side.of(split))
+    assert got.extra["plane_kappa"][0] == 1.0 and got.extra["plane_kappa"][1] < 0 and got.n == 8
+    assert got.interval[0] < 0 and got.interval[1] == 1.0 and got.interval[2] == "bootstrap over 2 planes"
+    one = Case("encoding", "Fig. 4", "agreement", (Run("a"), Run("a")), Bar(">=", 0.6, "s"),
+               params={"points": 2, "planes": 1})
+    with pytest.raises(AnchorError, match="noise ids 0 and 1"):
+        agreement(_HyperplaneStub(), one, Side.of(one))
 
 
 def test_rp_cond_refuses_models_with_different_class_counts():

@@ -326,3 +326,20 @@ def test_a_clustered_proportion_at_0_or_1_keeps_an_interval_over_its_noises():
     # units equal within their noise: the noises are the sample, Wilson over them
     same = [float(i % 3 == 0) for i in range(1000) for _ in range(4)]
     assert clustered_wilson(same, [i // 4 for i in range(4000)]) == pytest.approx(wilson(334, 1000), rel=1e-9)
+
+
+def test_a_kappa_interval_over_clusters_resamples_whole_clusters():
+    """Grid points of one noise plane share its anchors: resampled plane by plane, eight planes that each agree
+    perfectly or not at all give an interval far wider than one over their 800 points, which treats them as
+    independent."""
+    import torch
+
+    from models.stats import bootstrap_kappa
+
+    a = torch.arange(800) % 3
+    b = torch.where((torch.arange(800) // 100) % 2 == 0, a, (a + 1) % 3)  # planes 0, 2, 4, 6 agree, 1, 3, 5, 7 do not
+    planes = (torch.arange(800) // 100).tolist()
+    items, whole = bootstrap_kappa(a, b, 3), bootstrap_kappa(a, b, 3, clusters=planes)
+    assert items[1] - items[0] < 0.15 and whole[1] - whole[0] > 0.5
+    with pytest.raises(ValueError, match="3 cluster labels for 800 items"):
+        bootstrap_kappa(a, b, 3, clusters=[0, 1, 2])
