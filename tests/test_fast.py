@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,7 +229,7 @@ class _Bank:
 def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
     """torch.compile changes the low bits (so --compile samples are stored under their own key), not the result."""
     from fixtures.samples import SampleSource
-    from models.store import SampleStore
+    from models.store import SampleSet, SampleStore
 
     eager = load_denoiser(zoo["unet16-edm-m64"])
     compiled = load_denoiser(zoo["unet16-edm-m64"]).use("compiled")
@@ -239,7 +240,8 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
 
     keys = []
     store = SampleStore(tmp_path)
-    store.get_or_make = lambda key, make: keys.append(key)
+    store.get_or_make = lambda key, make: keys.append(key) or SampleSet(np.zeros((1, 1, 1, 3), np.uint8), np.zeros(1),
+                                                                      4, key)
     # keyed by the runner the model's network runs under, whichever source asks (a source built without the run's
     # --compile, as the mutation cases' was, stored compiled samples under the traced key)
     from fixtures.zoo import Model, ModelLoader
