@@ -322,8 +322,8 @@ class Report:
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, 0].set_title(f"{last['runs'][0]['model']}, noise ids 0-{len(shown) - 1}; RP of each row against the last",
-                             fontsize=7)
+        axes[0, 0].set_title(f"{last['runs'][0]['model']}, noise ids 0-{len(shown) - 1}; RP of each row against the "
+                             "last", fontsize=7)
         return self.save(fig, "nfe.png")
 
     def fig_loss(self):
