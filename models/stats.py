@@ -221,20 +221,28 @@ def bootstrap_kappa(a: torch.Tensor, b: torch.Tensor, classes: Optional[int] = N
                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                     clusters: Optional[Sequence] = None) -> tuple[float, float]:
     """The percentile bootstrap 95% interval of Cohen's kappa, resampling the labelled items, or whole `clusters`
-    of them (the grid points of one noise hyperplane share its three anchors: they are one unit of evidence)."""
+    of them (the grid points of one noise hyperplane share its three anchors: they are one unit of evidence).
+    A resample's kappa comes from the sum of its units' confusion tables, so no resample is materialized: the same
+    values as `cohen_kappa` on the resampled items (tests/test_stats.py)."""
     a, b = torch.as_tensor(a).reshape(-1).long(), torch.as_tensor(b).reshape(-1).long()
     k = classes or int(max(a.max(), b.max())) + 1
     gen = torch.Generator().manual_seed(seed)
     if clusters is None:
-        idx = torch.randint(len(a), (resamples, len(a)), generator=gen)
-        kappas = [cohen_kappa(a[i], b[i], k) for i in idx]
+        unit = torch.arange(len(a))
     else:
         if len(clusters) != len(a):
             raise ValueError(f"{len(clusters)} cluster labels for {len(a)} items")
-        groups = [torch.tensor(g, dtype=torch.long) for g in by_cluster(range(len(a)), clusters)]
-        picks = torch.randint(len(groups), (resamples, len(groups)), generator=gen)
-        kappas = []
-        for pick in picks:
-            i = torch.cat([groups[j] for j in pick.tolist()])
-            kappas.append(cohen_kappa(a[i], b[i], k))
-    return _percentiles(torch.tensor(kappas, dtype=torch.float64))
+        order = {c: j for j, c in enumerate(dict.fromkeys(clusters))}  # clusters in order of first appearance
+        unit = torch.tensor([order[c] for c in clusters], dtype=torch.long)
+    units = int(unit.max()) + 1
+    tables = torch.zeros(units, k * k, dtype=torch.float64)  # each unit's confusion table, flattened
+    tables.index_put_((unit, a * k + b), torch.ones(len(a), dtype=torch.float64), accumulate=True)
+    picks = torch.randint(units, (resamples, units), generator=gen)
+    times = torch.zeros(resamples, units, dtype=torch.float64)  # how often each resample draws each unit
+    times.scatter_add_(1, picks, torch.ones(picks.shape, dtype=torch.float64))
+    conf = (times @ tables).reshape(resamples, k, k)
+    n = conf.sum((1, 2))
+    p_o = conf.diagonal(dim1=1, dim2=2).sum(1) / n
+    p_e = (conf.sum(2) / n[:, None] * conf.sum(1) / n[:, None]).sum(1)
+    kappas = torch.where(p_e == 1, torch.ones_like(p_e), (p_o - p_e) / (1 - p_e).clamp_min(1e-300))
+    return _percentiles(kappas)

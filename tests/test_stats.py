@@ -343,3 +343,24 @@ def test_a_kappa_interval_over_clusters_resamples_whole_clusters():
     assert items[1] - items[0] < 0.15 and whole[1] - whole[0] > 0.5
     with pytest.raises(ValueError, match="3 cluster labels for 800 items"):
         bootstrap_kappa(a, b, 3, clusters=[0, 1, 2])
+
+
+def test_the_kappa_bootstrap_equals_kappa_on_each_resample():
+    """The confusion-table sums give what cohen_kappa gives on the resampled items, for items and for clusters."""
+    import torch
+
+    from models.stats import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_kappa, by_cluster, cohen_kappa
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randint(3, (90,), generator=gen)
+    b = torch.where(torch.rand(90, generator=gen) < 0.7, a, torch.randint(3, (90,), generator=gen))
+    planes = (torch.arange(90) // 10).tolist()
+    for clusters in (None, planes):
+        rng = torch.Generator().manual_seed(BOOTSTRAP_SEED)
+        groups = [torch.arange(90)[[j]] for j in range(90)] if clusters is None else \
+            [torch.tensor(g, dtype=torch.long) for g in by_cluster(range(90), clusters)]
+        picks = torch.randint(len(groups), (BOOTSTRAP_RESAMPLES, len(groups)), generator=rng)
+        ref = torch.tensor([cohen_kappa(a[i], b[i], 3) for i in
+                            (torch.cat([groups[j] for j in pick.tolist()]) for pick in picks)], dtype=torch.float64)
+        want = torch.quantile(ref, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
+        assert bootstrap_kappa(a, b, 3, clusters=clusters) == pytest.approx(want, abs=1e-12)
