@@ -85,10 +85,10 @@ class NoiseBank:
         eps = np.stack([draw_noise(seed, i, shape) for i in ids])
         return cls(torch.from_numpy(eps), torch.tensor(ids, dtype=torch.int64), int(seed))
 
-    def is_first(self) -> bool:
+    def is_first(self, hash: Optional[str] = None) -> bool:
         """Whether this bank is noises 0, 1, ..., n - 1 of its seed exactly as `draw` makes them (not permuted, not
-        a grid or path built from them)."""
-        return self.seed is not None and self.hash == _drawn_hash(self.seed, self.shape, len(self))
+        a grid or path built from them); `hash`: the bank's `hash`, where the caller has it already."""
+        return self.seed is not None and (hash or self.hash) == _drawn_hash(self.seed, self.shape, len(self))
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata as md
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -14,15 +15,22 @@ def source_digest(paths: Iterable[str | Path]) -> str:
     the code does, which an edit of its documentation leaves as it is. Files are named by folder and file name."""
     h = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
-                    isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
-                    isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + _tree(path.read_text()) + b"\0")
     return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _tree(source: str) -> bytes:
+    """A file's syntax tree without docstrings, dumped; kept per source text, since a run digests the same files for
+    the sample keys and the report (ast's parse and dump take about 10 ms a file)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+                isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
 
 
 def package_versions(packages: Iterable[str]) -> dict[str, Optional[str]]:
