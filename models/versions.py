@@ -15,15 +15,16 @@ def source_digest(paths: Iterable[str | Path]) -> str:
     the code does, which an edit of its documentation leaves as it is. Files are named by folder and file name."""
     h = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
-        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + _tree(path.read_text()) + b"\0")
+        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + _tree(path.read_text(), str(path)) + b"\0")
     return h.hexdigest()
 
 
 @lru_cache(maxsize=None)
-def _tree(source: str) -> bytes:
-    """A file's syntax tree without docstrings, dumped; kept per source text, since a run digests the same files for
-    the sample keys and the report (ast's parse and dump take about 10 ms a file)."""
-    tree = ast.parse(source)
+def _tree(source: str, filename: str) -> bytes:
+    """A file's syntax tree without docstrings, dumped; kept per source text (and file name, which a syntax error
+    names), since a run digests the same files for the sample keys and the report (ast's parse and dump take about
+    10 ms a file)."""
+    tree = ast.parse(source, filename=filename)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
