@@ -214,7 +214,19 @@ def rp_manifold(emb1: torch.Tensor, emb2: torch.Tensor, threshold: float = SSCD_
 def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Per image, the pixel MAE (0-255) to its nearest training image: (n, H, W, C) uint8 against (N, H, W, C) uint8.
     A sample is a copy of a training image when this is below MAE_THRESHOLD (Sec. 2.1; Theorem 1's D*)."""
-    return torch.stack([mae_255(img[None].expand_as(train), train).min() for img in images])
+    for x in (images, train):
+        if x.dtype != torch.uint8:
+            raise ValueError(f"MAE is measured on uint8 images (0-255), got {x.dtype}")
+    if images.shape[1:] != train.shape[1:]:
+        raise PairingError(f"the samples and the training images differ in shape: {tuple(images.shape[1:])} and "
+                           f"{tuple(train.shape[1:])}")
+    if len(train) == 0:
+        raise ValueError("the nearest training image needs at least one training image, got none")
+    # L1 distances of every sample to every training image at once: sums of integer differences, exact in float64
+    # at any image size, so this is mae_255 against each training image (one image at a time took 7x longer)
+    d = images[0].numel()
+    sums = torch.cdist(images.reshape(len(images), -1).double(), train.reshape(len(train), -1).double(), p=1)
+    return (sums.amin(1) / d).float()
 
 
 def colour_layout(images: torch.Tensor, pool: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from models.scores import (SSCD_THRESHOLD, AnchorError, GLScore, MAEScore, PairingError, RPBetweenScore, RPScore,
-                           check_distinct_anchors, hyperplane_map, rp_manifold)
+                           check_distinct_anchors, hyperplane_map, nearest_mae, rp_manifold)
 
 
 def unit_rows(a):
@@ -48,6 +48,27 @@ def test_mae_matches_numpy(pair):
     m.update(torch.from_numpy(a), torch.from_numpy(b), ids, ids)
     mae = np.abs(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1).mean(1)
     assert float(m.compute()) == pytest.approx(np.mean(mae < 15.0), abs=1e-6)  # float32 mean
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.tuples(st.integers(1, 12), st.integers(1, 9)).flatmap(
+    lambda nm: st.tuples(arrays(np.uint8, (nm[0], 4, 4, 3)), arrays(np.uint8, (nm[1], 4, 4, 3)))))
+def test_nearest_mae_matches_numpy(pair):
+    images, train = pair
+    mae = np.abs(images[:, None].astype(np.float64) - train[None].astype(np.float64)).reshape(
+        len(images), len(train), -1).mean(2)
+    got = nearest_mae(torch.from_numpy(images), torch.from_numpy(train))
+    np.testing.assert_allclose(got.numpy(), mae.min(1), rtol=1e-6)  # float32 of the exact value
+
+
+def test_nearest_mae_refuses_what_it_cannot_compare():
+    images = torch.zeros(3, 4, 4, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        nearest_mae(images.float(), images)
+    with pytest.raises(PairingError, match=r"\(4, 4, 3\) and \(8, 8, 3\)"):
+        nearest_mae(images, torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="at least one training image"):
+        nearest_mae(images, images[:0])
 
 
 @settings(max_examples=40, deadline=None)
