@@ -146,6 +146,34 @@ def test_the_sampling_code_is_in_every_key_and_a_docstring_edit_keeps_it(tmp_pat
     assert "samplers" not in NOT_SAMPLING and "generate" not in NOT_SAMPLING
 
 
+def test_kept_code_digests_equal_fresh_ones_and_see_an_edit(tmp_path, monkeypatch):
+    """The digests kept across processes (models.versions.keep_digests) give the digest computed afresh; an edited
+    file is digested anew, and a damaged digest file is remade rather than trusted or fatal."""
+    import models.versions as versions
+
+    monkeypatch.setattr(versions, "_kept", {"file": None, "digests": {}})
+    code = tmp_path / "models" / "sampler.py"
+    code.parent.mkdir()
+    code.write_text("def step(x):\n    return x + 1\n")
+    fresh = versions.source_digest([code])
+    versions.keep_digests(tmp_path / "cache")
+    assert versions.source_digest([code]) == fresh
+    kept = tmp_path / "cache" / versions.DIGEST_FILE
+    assert len(json.loads(kept.read_text())) == 1
+    versions.keep_digests(tmp_path / "cache")  # as a new process: the digest comes from the file, not the tree
+    monkeypatch.setattr(versions, "_tree", lambda *a: pytest.fail("a kept text was parsed again"))
+    assert versions.source_digest([code]) == fresh
+    monkeypatch.undo()
+    monkeypatch.setattr(versions, "_kept", {"file": None, "digests": {}})
+    code.write_text("def step(x):\n    return x + 2\n")
+    versions.keep_digests(tmp_path / "cache")
+    edited = versions.source_digest([code])
+    assert edited != fresh
+    kept.write_text("{not json")
+    versions.keep_digests(tmp_path / "cache")
+    assert versions.source_digest([code]) == edited and len(json.loads(kept.read_text())) == 1
+
+
 def rows_of(start, stop):
     """make(start, stop) for a prefix entry: row i's image is filled with i, its id is i."""
     ids = np.arange(start, stop)
