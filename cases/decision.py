@@ -47,11 +47,23 @@ class Interval:
         return "pass" if below else ("fail" if above else "straddles")
 
 
+CLUSTER_UNITS = ("path", "plane")  # key prefixes of clusters that are not noises: "path<k>/<point>", "plane<p>/<pair>"
+
+
 def clusters_of(keys: Sequence) -> Optional[list]:
-    """The noise (or path) each unit belongs to, where keys are "<noise>/<label>" or "<path>/<point>"; else None."""
+    """The noise (or path, or plane) each unit belongs to, where keys are "<noise>/<label>", "path<k>/<point>" or
+    "plane<p>/<pair>"; else None."""
     if not keys or not all(isinstance(k, str) and "/" in k for k in keys):
         return None
     return [k.split("/")[0] for k in keys]
+
+
+def cluster_unit(clusters: Sequence) -> str:
+    """What the clusters are, for the interval's and the test's names: "paths", "planes" or "noises"."""
+    for unit in CLUSTER_UNITS:
+        if clusters and all(str(c).startswith(unit) for c in clusters):
+            return f"{unit}s"
+    return "noises"
 
 
 def interval_of(units: Sequence[float], given: Optional[Sequence] = None, exact: bool = False,
@@ -62,7 +74,8 @@ def interval_of(units: Sequence[float], given: Optional[Sequence] = None, exact:
         return Interval(float(given[0]), float(given[1]), str(given[2]))
     if exact:
         return Interval(float(min(units)), float(max(units)), "exact")
-    return Interval(*stats.interval(units, clusters_of(keys or [])))
+    clusters = clusters_of(keys or [])
+    return Interval(*stats.interval(units, clusters, cluster_unit(clusters or [])))
 
 
 @dataclass(frozen=True)
@@ -143,10 +156,11 @@ def decide_direction(bar: Bar, a: tuple[Sequence, Sequence[float]], b: tuple[Seq
             lo, hi = stats.cluster_bootstrap_mean(differences, clusters)
             pos, neg, p = stats.sign_test([sum(g) / len(g) for g in stats.by_cluster(differences, clusters)])
             holds = _both_show(want_greater, lo, hi, pos, neg, p)
-            test = {"name": "paired bootstrap and sign test over noises", "difference": [lo, hi],
-                    "signs": [pos, neg], "p": p, "pairs": len(pairs), "noises": len(set(clusters))}
-            reason = (f"{mean_a:.3g} vs {mean_b:.3g} over {len(set(clusters))} paired noises ({len(pairs)} pairs): "
-                      f"95% interval of the difference [{lo:.3g}, {hi:.3g}], noises up / down {pos} / {neg}, "
+            unit = cluster_unit(clusters)
+            test = {"name": f"paired bootstrap and sign test over {unit}", "difference": [lo, hi],
+                    "signs": [pos, neg], "p": p, "pairs": len(pairs), unit: len(set(clusters))}
+            reason = (f"{mean_a:.3g} vs {mean_b:.3g} over {len(set(clusters))} paired {unit} ({len(pairs)} pairs): "
+                      f"95% interval of the difference [{lo:.3g}, {hi:.3g}], {unit} up / down {pos} / {neg}, "
                       f"exact sign test p = {p:.3g}")
         elif stats.is_binary(va) and stats.is_binary(vb):
             b10 = sum(1 for x, y in pairs if x > y)

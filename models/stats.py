@@ -108,15 +108,16 @@ def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) 
     return wilson(p * n_eff, n_eff, z)
 
 
-def interval(values: Sequence[float], clusters: Optional[Sequence] = None) -> tuple[float, float, str]:
+def interval(values: Sequence[float], clusters: Optional[Sequence] = None,
+             unit: str = "noises") -> tuple[float, float, str]:
     """The 95% interval of the mean of per-noise values: Wilson when they are all 0 or 1, else the bootstrap. When
-    `clusters` groups several values per noise: Wilson at the clusters' effective sample size for 0/1 values, else
-    a cluster bootstrap."""
+    `clusters` groups several values per noise (or per `unit`: a path's points, a plane's pairs): Wilson at the
+    clusters' effective sample size for 0/1 values, else a cluster bootstrap; the method names the unit."""
     values = list(values)
     if clusters is not None and len(set(clusters)) < len(values):
         if is_binary(values):
-            return (*clustered_wilson(values, clusters), "Wilson over noises")
-        return (*cluster_bootstrap_mean(values, clusters), "bootstrap over noises")
+            return (*clustered_wilson(values, clusters), f"Wilson over {unit}")
+        return (*cluster_bootstrap_mean(values, clusters), f"bootstrap over {unit}")
     if is_binary(values):
         return (*wilson(sum(values), len(values)), "Wilson")
     return (*bootstrap_mean(values), "bootstrap")

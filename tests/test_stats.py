@@ -193,6 +193,20 @@ def test_units_that_share_a_noise_are_resampled_together():
     assert 0 <= clustered.lo < 0.5 < clustered.hi <= 1  # around the mean, within the values' range
 
 
+def test_the_interval_and_the_paired_test_name_their_clusters():
+    """A path's points and a plane's neighbour pairs are clustered by path and by plane, not by noise: the interval
+    and the paired direction test say so."""
+    values = [float((i + j) % 2) for i in range(6) for j in range(4)]
+    for prefix, unit in (("path", "paths"), ("plane", "planes"), ("", "noises")):
+        keys = [f"{prefix}{i}/{j}" for i in range(6) for j in range(4)]
+        assert interval_of(values, keys=keys).method == f"Wilson over {unit}"
+        assert interval_of([0.5 + v for v in values], keys=keys).method == f"bootstrap over {unit}"
+        d = decide_direction(Bar(">", None, "src"), (keys, [v + 0.1 for v in values]), (keys, values),
+                             interval_of(values, keys=keys))
+        assert d.test["name"] == f"paired bootstrap and sign test over {unit}" and d.test[unit] == 6
+        assert f"over 6 paired {unit} (24 pairs)" in d.reason
+
+
 def test_an_exact_claims_control_is_caught_only_when_its_interval_excludes_the_bar():
     bar = Bar("==", 1.0, "closed form")
     assert interval_of(ones(0, 64)).caught(bar) and interval_of(ones(20, 64)).caught(bar)
