@@ -211,7 +211,13 @@ def make_descriptor(name: str = "sscd-int8", path: Optional[str | Path] = None, 
 class EmbeddingCache:
     """Embeddings on disk keyed by (images' content hash, descriptor identity). Each entry stores its key and
     one sha256 over key and embeddings; an entry whose key differs (e.g. copied over another) or that fails
-    its hash (truncated, edited) is recomputed. Processes asking for one key at once compute it once."""
+    its hash (truncated, edited) is recomputed. Processes asking for one key at once compute it once.
+
+    A set longer than the descriptor's batch is also kept batch by batch (the batches its `embed` runs: batch_size
+    rows from the first), each batch an entry of its own, so a set that begins with another's batches embeds only
+    the rest: the sample store's sets of the bank's first n noises (models.store.SampleStore.prefix) share their
+    first rows across counts. A batch's entry is what embedding the whole set gives for its rows on any back end,
+    since the descriptor runs the same batch either way."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -237,12 +243,31 @@ class EmbeddingCache:
             cached = self._read(path, key)  # another process may have computed it while we waited
             if cached is not None:
                 return cached
-            emb = descriptor.embed(images)
-            arr = emb.numpy()
-            buf = io.BytesIO()
-            np.savez(buf, embeddings=arr, key=np.array(key), sha256=np.array(self._digest(key, arr)))
-            atomic_write(path, lambda f: f.write(buf.getvalue()))
+            emb = self._by_batches(descriptor, images)
+            self._write(path, key, emb)
         return emb
+
+    def _by_batches(self, descriptor: Descriptor, images: np.ndarray) -> torch.Tensor:
+        """The set's embeddings from its batches' entries, embedding (and keeping) only the batches none holds."""
+        size = getattr(descriptor, "batch_size", None)
+        if not size or len(images) <= size:
+            return descriptor.embed(images)
+        parts = []
+        for i in range(0, len(images), size):
+            batch = images[i:i + size]
+            key = self.key(batch, descriptor)  # the key of a set of these rows alone: a set of one batch is its entry
+            emb = self._read(self.path(key), key)
+            if emb is None:
+                emb = descriptor.embed(batch)
+                self._write(self.path(key), key, emb)
+            parts.append(emb)
+        return torch.cat(parts)
+
+    def _write(self, path: Path, key: str, emb: torch.Tensor) -> None:
+        arr = emb.numpy()
+        buf = io.BytesIO()
+        np.savez(buf, embeddings=arr, key=np.array(key), sha256=np.array(self._digest(key, arr)))
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
 
     @staticmethod
     def _digest(key: str, arr: np.ndarray) -> str:

@@ -176,3 +176,37 @@ def test_cache_reuses_and_recomputes_a_corrupted_entry(tmp_path, thumbs):
     cache.embed(Other(), thumbs.images[:9])
     assert calls == [10, 10, 10, 9, 9, 9]
     assert not list(tmp_path.rglob("*.lock")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_set_that_begins_with_anothers_batches_embeds_only_the_rest(tmp_path, thumbs):
+    """The cache keeps a longer set batch by batch (the descriptor's own batches), so the sets of the bank's first n
+    noises, which share their first rows across counts, embed each row once; the values are the whole set's."""
+    calls = []
+
+    class Batched(ConstantDescriptor):
+        identity, batch_size = "batched@1:0", 4
+
+        def embed(self, images):
+            calls.append(len(images))
+            return F.normalize(torch.from_numpy(images.reshape(len(images), -1)[:, :8].astype(np.float32) + 1), dim=1)
+
+    cache = EmbeddingCache(tmp_path)
+    eight = cache.embed(Batched(), thumbs.images[:8])
+    assert calls == [4, 4]
+    twelve = cache.embed(Batched(), thumbs.images[:12])  # rows 0-7 are two batches already kept
+    assert calls == [4, 4, 4] and torch.equal(twelve[:8], eight)
+    assert torch.equal(twelve, Batched().embed(thumbs.images[:12])) and calls.pop() == 12  # the whole set at once
+    # one batch's rows alone: that batch's entry is this set's entry
+    assert torch.equal(cache.embed(Batched(), thumbs.images[:4]), eight[:4]) and calls == [4, 4, 4]
+    ten = cache.embed(Batched(), thumbs.images[:10])  # a last batch of 2 rows is a batch of its own
+    assert calls == [4, 4, 4, 2] and torch.equal(ten, twelve[:10])
+    cache.embed(Batched(), thumbs.images[1:9])  # rows shifted by one: no batch is shared
+    assert calls == [4, 4, 4, 2, 4, 4]
+
+
+def test_embedding_by_batches_equals_embedding_the_whole_set(tmp_path, thumbs):
+    """On the real descriptor, a set assembled from its kept batches is the whole set's embedding bit for bit."""
+    descriptor = make_descriptor(size=32, batch_size=16)
+    cache = EmbeddingCache(tmp_path)
+    cache.embed(descriptor, thumbs.images[:32])
+    assert torch.equal(cache.embed(descriptor, thumbs.images[:50]), descriptor.embed(thumbs.images[:50]))
