@@ -211,6 +211,9 @@ def rp_manifold(emb1: torch.Tensor, emb2: torch.Tensor, threshold: float = SSCD_
     return (cosine(emb1, emb2) > threshold).float().mean(0)
 
 
+NEAREST_ENTRIES = 2**24  # nearest_mae's distance matrix, at most (128 MiB of float64): a bound on memory
+
+
 def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Per image, the pixel MAE (0-255) to its nearest training image: (n, H, W, C) uint8 against (N, H, W, C) uint8.
     A sample is a copy of a training image when this is below MAE_THRESHOLD (Sec. 2.1; Theorem 1's D*)."""
@@ -222,11 +225,13 @@ def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
                            f"{tuple(train.shape[1:])}")
     if len(train) == 0:
         raise ValueError("the nearest training image needs at least one training image, got none")
-    # L1 distances of every sample to every training image at once: sums of integer differences, exact in float64
-    # at any image size, so this is mae_255 against each training image (one image at a time took 7x longer)
-    d = images[0].numel()
-    sums = torch.cdist(images.reshape(len(images), -1).double(), train.reshape(len(train), -1).double(), p=1)
-    return (sums.amin(1) / d).float()
+    # L1 distances of samples to every training image at once: sums of integer differences, exact in float64 at any
+    # image size, so this is mae_255 against each training image (one image at a time took 7x longer). Samples go
+    # in chunks that keep the distance matrix within NEAREST_ENTRIES, whatever the training set's size.
+    d, flat = images.shape[1:].numel(), train.reshape(len(train), -1).double()
+    rows = max(1, NEAREST_ENTRIES // len(train))
+    nearest = [torch.cdist(chunk.reshape(len(chunk), d).double(), flat, p=1).amin(1) for chunk in images.split(rows)]
+    return (torch.cat(nearest) / d).float()
 
 
 def colour_layout(images: torch.Tensor, pool: int) -> torch.Tensor:

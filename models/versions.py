@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 DIGEST_FILE = "code-digests.json"
-_kept: dict = {"file": None, "digests": {}}  # the folder's digest file, once a run names one (keep_digests)
+KEPT_DIGESTS = 1024  # past this many entries (about 20 edits of every file), a write keeps only this process's
+_kept: dict = {"file": None, "digests": {}, "used": set()}  # the folder's digest file, once a run names one
 
 
 def keep_digests(folder: Optional[str | Path]) -> None:
@@ -20,7 +21,7 @@ def keep_digests(folder: Optional[str | Path]) -> None:
     the text's sha256 and the Python version (ast's dump differs between versions), so an edited file is simply
     not found. None stops keeping them."""
     _kept["file"] = None if folder is None else Path(folder) / DIGEST_FILE
-    _kept["digests"] = {}
+    _kept["digests"], _kept["used"] = {}, set()
     if _kept["file"] is not None and _kept["file"].is_file():
         try:
             found = json.loads(_kept["file"].read_text())
@@ -42,10 +43,13 @@ def source_digest(paths: Iterable[str | Path]) -> str:
             digest = hashlib.sha256(_tree(source, str(path))).hexdigest()
             _kept["digests"][key] = digest
             added = True
+        _kept["used"].add(key)
         h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + digest.encode() + b"\0")
     if added and _kept["file"] is not None:
         from models.atomic import atomic_write
 
+        if len(_kept["digests"]) > KEPT_DIGESTS:  # the texts of earlier edits: not asked for again
+            _kept["digests"] = {k: v for k, v in _kept["digests"].items() if k in _kept["used"]}
         try:  # several processes may write at once: the last one's file stands, the others' entries are remade
             _kept["file"].parent.mkdir(parents=True, exist_ok=True)
             atomic_write(_kept["file"], lambda f: f.write(json.dumps(_kept["digests"], sort_keys=True).encode()))

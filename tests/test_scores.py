@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from models import scores
 from models.scores import (SSCD_THRESHOLD, AnchorError, GLScore, MAEScore, PairingError, RPBetweenScore, RPScore,
                            check_distinct_anchors, hyperplane_map, nearest_mae, rp_manifold)
 
@@ -59,6 +60,9 @@ def test_nearest_mae_matches_numpy(pair):
         len(images), len(train), -1).mean(2)
     got = nearest_mae(torch.from_numpy(images), torch.from_numpy(train))
     np.testing.assert_allclose(got.numpy(), mae.min(1), rtol=1e-6)  # float32 of the exact value
+    with pytest.MonkeyPatch.context() as m:  # the samples in chunks of one or a few rows: the same values
+        m.setattr(scores, "NEAREST_ENTRIES", len(train) + 1)
+        assert torch.equal(nearest_mae(torch.from_numpy(images), torch.from_numpy(train)), got)
 
 
 def test_nearest_mae_refuses_what_it_cannot_compare():
@@ -69,6 +73,7 @@ def test_nearest_mae_refuses_what_it_cannot_compare():
         nearest_mae(images, torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="at least one training image"):
         nearest_mae(images, images[:0])
+    assert nearest_mae(images[:0], images).shape == (0,)
 
 
 @settings(max_examples=40, deadline=None)

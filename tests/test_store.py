@@ -151,7 +151,7 @@ def test_kept_code_digests_equal_fresh_ones_and_see_an_edit(tmp_path, monkeypatc
     file is digested anew, and a damaged digest file is remade rather than trusted or fatal."""
     import models.versions as versions
 
-    monkeypatch.setattr(versions, "_kept", {"file": None, "digests": {}})
+    monkeypatch.setattr(versions, "_kept", {"file": None, "digests": {}, "used": set()})
     code = tmp_path / "models" / "sampler.py"
     code.parent.mkdir()
     code.write_text("def step(x):\n    return x + 1\n")
@@ -164,7 +164,7 @@ def test_kept_code_digests_equal_fresh_ones_and_see_an_edit(tmp_path, monkeypatc
     monkeypatch.setattr(versions, "_tree", lambda *a: pytest.fail("a kept text was parsed again"))
     assert versions.source_digest([code]) == fresh
     monkeypatch.undo()
-    monkeypatch.setattr(versions, "_kept", {"file": None, "digests": {}})
+    monkeypatch.setattr(versions, "_kept", {"file": None, "digests": {}, "used": set()})
     code.write_text("def step(x):\n    return x + 2\n")
     versions.keep_digests(tmp_path / "cache")
     edited = versions.source_digest([code])
@@ -172,6 +172,16 @@ def test_kept_code_digests_equal_fresh_ones_and_see_an_edit(tmp_path, monkeypatc
     kept.write_text("{not json")
     versions.keep_digests(tmp_path / "cache")
     assert versions.source_digest([code]) == edited and len(json.loads(kept.read_text())) == 1
+    # past KEPT_DIGESTS entries, a write keeps only the texts this process asked for
+    monkeypatch.setattr(versions, "KEPT_DIGESTS", 2)
+    for k in range(2):
+        code.write_text(f"def step(x):\n    return x + {k + 3}\n")
+        versions.source_digest([code])
+    assert len(json.loads(kept.read_text())) == 3  # this process asked for all three
+    versions.keep_digests(tmp_path / "cache")  # a new process, which asks for one new text
+    code.write_text("def step(x):\n    return x + 6\n")
+    versions.source_digest([code])
+    assert len(json.loads(kept.read_text())) == 1
 
 
 def rows_of(start, stop):
