@@ -20,7 +20,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # The property tests keep their examples outside the checkout (the suite's tests write nothing into it). Hypothesis
 # reads this variable when it first opens its storage, so it is set without importing Hypothesis: that import costs
 # about 1 s a process (measured), which every claim run would otherwise pay. A value the user set wins.
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "samenoise-hypothesis"))
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):  # an empty value would mean ./.hypothesis to Hypothesis
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(Path(tempfile.gettempdir()) / "samenoise-hypothesis")
 
 pytest_plugins = ["fixtures.devices", "fixtures.descriptor", "fixtures.zoo", "fixtures.samples", "fixtures.results",
                   "fixtures.measure"]

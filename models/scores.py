@@ -211,7 +211,8 @@ def rp_manifold(emb1: torch.Tensor, emb2: torch.Tensor, threshold: float = SSCD_
     return (cosine(emb1, emb2) > threshold).float().mean(0)
 
 
-NEAREST_ENTRIES = 2**24  # nearest_mae's distance matrix, at most (128 MiB of float64): a bound on memory
+NEAREST_ENTRIES = 2**24  # nearest_mae's distance matrix, at most (128 MiB of float64; the training set's float64
+# copy, N x H x W x C x 8 bytes, comes beside it)
 
 
 def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:

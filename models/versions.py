@@ -7,8 +7,9 @@ import hashlib
 import importlib.metadata as md
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 DIGEST_FILE = "code-digests.json"
 KEPT_DIGESTS = 1024  # past this many entries (about 20 edits of every file), a write keeps only this process's
@@ -19,7 +20,8 @@ def keep_digests(folder: Optional[str | Path]) -> None:
     """Keep each source text's tree digest in `folder`/code-digests.json across processes: parsing and dumping the
     suite's 52 files takes about 0.3 s (measured), which every warm run would otherwise pay. Entries are keyed by
     the text's sha256 and the Python version (ast's dump differs between versions), so an edited file is simply
-    not found. None stops keeping them."""
+    not found. The file is written only into a folder that exists (a run's cache folder is made by its store, not
+    here). None stops keeping them."""
     _kept["file"] = None if folder is None else Path(folder) / DIGEST_FILE
     _kept["digests"], _kept["used"] = {}, set()
     if _kept["file"] is not None and _kept["file"].is_file():
@@ -28,6 +30,18 @@ def keep_digests(folder: Optional[str | Path]) -> None:
         except (OSError, ValueError):  # a damaged file is remade: it only ever saves time
             found = {}
         _kept["digests"] = found if isinstance(found, dict) else {}
+
+
+@contextmanager
+def digests_kept_in(folder: Optional[str | Path]) -> Iterator[None]:
+    """keep_digests(folder) for the block, then what was kept before (a run's folder is not left to later calls)."""
+    saved = dict(_kept)
+    keep_digests(folder)
+    try:
+        yield
+    finally:
+        _kept.clear()
+        _kept.update(saved)
 
 
 def source_digest(paths: Iterable[str | Path]) -> str:
@@ -45,13 +59,12 @@ def source_digest(paths: Iterable[str | Path]) -> str:
             added = True
         _kept["used"].add(key)
         h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + digest.encode() + b"\0")
-    if added and _kept["file"] is not None:
+    if added and _kept["file"] is not None and _kept["file"].parent.is_dir():
         from models.atomic import atomic_write
 
         if len(_kept["digests"]) > KEPT_DIGESTS:  # the texts of earlier edits: not asked for again
             _kept["digests"] = {k: v for k, v in _kept["digests"].items() if k in _kept["used"]}
         try:  # several processes may write at once: the last one's file stands, the others' entries are remade
-            _kept["file"].parent.mkdir(parents=True, exist_ok=True)
             atomic_write(_kept["file"], lambda f: f.write(json.dumps(_kept["digests"], sort_keys=True).encode()))
         except OSError:
             pass

@@ -757,11 +757,11 @@ def write_runs_index(root: str | os.PathLike) -> Path:
 def build_report(results: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """The report of a results file; its figures are kept in `<cache_dir>/figures` and reused by a rebuild or a
     rerun with the same records (Report.reuse_figures). The code digest of the figures' key is kept there too."""
-    from models.versions import keep_digests
+    from models.versions import digests_kept_in
 
-    keep_digests(cache_dir)
-    return Report(load_results(results), StoredSets(Path(cache_dir)), Path(out),
-                  figure_cache=Path(cache_dir) / "figures").build()
+    with digests_kept_in(cache_dir):
+        return Report(load_results(results), StoredSets(Path(cache_dir)), Path(out),
+                      figure_cache=Path(cache_dir) / "figures").build()
 
 
 def main(argv=None) -> None:

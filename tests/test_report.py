@@ -415,10 +415,13 @@ def test_a_damaged_kept_set_is_drawn_again_and_replaced(tmp_path, monkeypatch):
 
 def test_a_rebuild_against_a_missing_cache_folder_keeps_no_figures_there(tmp_path):
     """`python -m reports.build` with a --cache-dir that does not exist (run from another folder) makes nothing."""
+    from reports.build import _code_digest
+
     results = make_run(tmp_path, with_samples=False)
     doc = json.loads(results.read_text())
     doc["cases"] = []
     results.write_text(json.dumps(doc))
+    _code_digest.cache_clear()  # as in a fresh process: the code is digested (its digests are not kept there either)
     build_report(results, tmp_path / "elsewhere" / "cache", tmp_path / "out")
     assert not (tmp_path / "elsewhere").exists() and (tmp_path / "out" / "index.html").is_file()
 

@@ -157,6 +157,9 @@ def test_kept_code_digests_equal_fresh_ones_and_see_an_edit(tmp_path, monkeypatc
     code.write_text("def step(x):\n    return x + 1\n")
     fresh = versions.source_digest([code])
     versions.keep_digests(tmp_path / "cache")
+    assert versions.source_digest([code]) == fresh and not (tmp_path / "cache").exists()  # a folder is not made
+    versions.keep_digests(tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
     assert versions.source_digest([code]) == fresh
     kept = tmp_path / "cache" / versions.DIGEST_FILE
     assert len(json.loads(kept.read_text())) == 1
@@ -182,6 +185,10 @@ def test_kept_code_digests_equal_fresh_ones_and_see_an_edit(tmp_path, monkeypatc
     code.write_text("def step(x):\n    return x + 6\n")
     versions.source_digest([code])
     assert len(json.loads(kept.read_text())) == 1
+    # a block that keeps them elsewhere leaves the folder kept before in place
+    with versions.digests_kept_in(tmp_path / "other"):
+        assert versions._kept["file"] == tmp_path / "other" / versions.DIGEST_FILE
+    assert versions._kept["file"] == kept and len(versions._kept["digests"]) == 1
 
 
 def rows_of(start, stop):
