@@ -115,6 +115,18 @@ def test_a_run_stopped_early_says_so_and_leaves_latest_on_the_last_whole_run(tmp
     assert "(the run stopped early: stopping after 1 failures;" in out.stdout
 
 
+def test_x_under_xdist_says_what_stopped_the_run(tmp_path):
+    """pytest-xdist ends a run at -x by raising its Interrupted, which pytest reports as an interruption: the run said
+    "interrupted", as for Ctrl-C."""
+    out = run(tmp_path, "-x", "-n", "2")
+    assert out.returncode == 2, out.stdout[-3000:]
+    folder, = (tmp_path / "out" / "runs").iterdir()
+    doc = load_results(folder / "results.json")
+    assert doc["meta"]["stopped_early"].startswith("stopping after"), doc["meta"]
+    assert "(the run stopped early: stopping after" in out.stdout
+    assert len(doc["cases"]) < 7
+
+
 def test_a_run_folder_is_readable_by_others_as_its_files_are(tmp_path):
     """mkdtemp made it 0700 while its files were 0644: a web server or another user could not open the report."""
     import os
