@@ -56,11 +56,15 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
 
 
-def mae_255(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference per image pair on the 0-255 scale (uint8 inputs)."""
-    for x in (x1, x2):
+def _check_uint8(*images: torch.Tensor) -> None:
+    for x in images:
         if x.dtype != torch.uint8:
             raise ValueError(f"MAE is measured on uint8 images (0-255), got {x.dtype}")
+
+
+def mae_255(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference per image pair on the 0-255 scale (uint8 inputs)."""
+    _check_uint8(x1, x2)
     _check_rows(x1, x2, "images")
     return (x1.float() - x2.float()).abs().reshape(len(x1), -1).mean(1)
 
@@ -218,9 +222,7 @@ NEAREST_ENTRIES = 2**24  # nearest_mae's distance matrix, at most (128 MiB of fl
 def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Per image, the pixel MAE (0-255) to its nearest training image: (n, H, W, C) uint8 against (N, H, W, C) uint8.
     A sample is a copy of a training image when this is below MAE_THRESHOLD (Sec. 2.1; Theorem 1's D*)."""
-    for x in (images, train):
-        if x.dtype != torch.uint8:
-            raise ValueError(f"MAE is measured on uint8 images (0-255), got {x.dtype}")
+    _check_uint8(images, train)
     if images.shape[1:] != train.shape[1:]:
         raise PairingError(f"the samples and the training images differ in shape: {tuple(images.shape[1:])} and "
                            f"{tuple(train.shape[1:])}")
