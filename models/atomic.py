@@ -44,6 +44,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     return path
 
 
+def touch(path: str | os.PathLike) -> None:
+    """Set a cache entry's modification time to now, marking it used (`models.store.prune`); a cache the process
+    may not write to (read-only, another owner's) keeps its times."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 def fsync_dir(folder: str | os.PathLike) -> None:
     """Make a rename or a new entry in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
     try:

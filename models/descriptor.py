@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.atomic import atomic_write, file_lock, file_sha256
+from models.atomic import atomic_write, file_lock, file_sha256, touch
 from models.registry import Registry
 
 IMAGE_FORMAT = "uint8 RGB images in NHWC layout (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1)"
@@ -62,6 +62,10 @@ class Descriptor:
 
     name: str
     path: Path
+    # Whether a row's embedding is the same whatever rows share its batch. False unless measured: the embedding
+    # cache then keys entries by the batch size too (EmbeddingCache.key), since a float back end's kernels may
+    # round a row differently in a batch of another size.
+    batch_invariant = False
 
     def __init__(self, size: Optional[int], batch_size: int = 64):
         self.size, self.batch_size = size, batch_size
@@ -99,6 +103,9 @@ class OnnxSSCD(Descriptor):
     uint8 NHWC of any size and normalizes inside. Default input size 224 (the calibration size)."""
 
     name = "sscd-int8"
+    # measured: a row's embedding has the same bits alone, in batches of 4 and in one batch of 8 or 9 rows, at 224 px
+    # (tests/test_descriptor.py::test_the_int8_descriptor_is_batch_invariant)
+    batch_invariant = True
 
     def __init__(self, path: Optional[str | Path] = None, size: Optional[int] = 224, threads: Optional[int] = None,
                  batch_size: int = 64):
@@ -211,23 +218,32 @@ def make_descriptor(name: str = "sscd-int8", path: Optional[str | Path] = None, 
 class EmbeddingCache:
     """Embeddings on disk keyed by (images' content hash, descriptor identity). Each entry stores its key and
     one sha256 over key and embeddings; an entry whose key differs (e.g. copied over another) or that fails
-    its hash (truncated, edited) is recomputed. Processes asking for one key at once compute it once.
+    its hash (truncated, edited) is recomputed. Processes asking for one set at once compute it once.
 
-    A set longer than the descriptor's batch is also kept batch by batch (the batches its `embed` runs: batch_size
-    rows from the first), each batch an entry of its own, so a set that begins with another's batches embeds only
-    the rest: the sample store's sets of the bank's first n noises (models.store.SampleStore.prefix) share their
-    first rows across counts. A batch's entry is what embedding the whole set gives for its rows on any back end,
-    since the descriptor runs the same batch either way."""
+    A set longer than the descriptor's batch is kept batch by batch only (the batches its `embed` runs: batch_size
+    rows from the first), each batch an entry of its own, and assembled from them when asked for again. So a set
+    that begins with another's batches embeds only the rest (the sample store's sets of the bank's first n noises,
+    models.store.SampleStore.prefix, share their first rows across counts), and no row is kept twice. A batch's
+    entry is what embedding the whole set gives for its rows, since the descriptor runs the same batch either way;
+    a descriptor not known to be batch-invariant has its batch size in every key. A whole entry of a long set (an
+    earlier layout) is still read.
+
+    A hit sets the entry's modification time, so `python -m models.store prune` can drop what no run has used for
+    a while."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
     @staticmethod
     def key(images: np.ndarray, descriptor: Descriptor) -> str:
-        """The entry's key: the images' shape and content hash, and the descriptor's identity."""
+        """The entry's key: the images' shape and content hash, and the descriptor's identity (with its batch size
+        unless the descriptor is batch-invariant)."""
         h = hashlib.sha256(np.asarray(images.shape, dtype="<i8").tobytes())
         h.update(np.ascontiguousarray(images).tobytes())
-        return f"{descriptor.identity}|{'x'.join(map(str, images.shape))}|{h.hexdigest()}"
+        identity = descriptor.identity
+        if not getattr(descriptor, "batch_invariant", False) and getattr(descriptor, "batch_size", None):
+            identity = f"{identity}/batch{descriptor.batch_size}"
+        return f"{identity}|{'x'.join(map(str, images.shape))}|{h.hexdigest()}"
 
     def path(self, key: str) -> Path:
         return self.root / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
@@ -236,30 +252,44 @@ class EmbeddingCache:
         images = check_images(images)
         key = self.key(images, descriptor)
         path = self.path(key)
-        cached = self._read(path, key)
+        batches = self._batches(descriptor, images)
+        cached = self._assemble(batches) if batches else self._read(path, key)
+        if cached is None and batches:
+            cached = self._read(path, key)  # a whole entry kept by an earlier layout
         if cached is not None:
             return cached
         with file_lock(self.root / "locks" / f"{path.stem}.lock"):
-            cached = self._read(path, key)  # another process may have computed it while we waited
+            # another process may have computed it while we waited
+            cached = self._assemble(batches) if batches else self._read(path, key)
             if cached is not None:
                 return cached
-            emb = self._by_batches(descriptor, images)
-            self._write(path, key, emb)
-        return emb
+            if not batches:
+                emb = descriptor.embed(images)
+                self._write(path, key, emb)
+                return emb
+            parts = []
+            for rows, batch_key in batches:
+                emb = self._read(self.path(batch_key), batch_key)
+                if emb is None:
+                    emb = descriptor.embed(rows)
+                    self._write(self.path(batch_key), batch_key, emb)
+                parts.append(emb)
+            return torch.cat(parts)
 
-    def _by_batches(self, descriptor: Descriptor, images: np.ndarray) -> torch.Tensor:
-        """The set's embeddings from its batches' entries, embedding (and keeping) only the batches none holds."""
+    def _batches(self, descriptor: Descriptor, images: np.ndarray) -> list[tuple[np.ndarray, str]]:
+        """The batches `descriptor.embed` runs on a set longer than one batch, each with its entry's key (the key of
+        a set of those rows alone: a set of one batch is its entry); [] for a set of one batch or fewer rows."""
         size = getattr(descriptor, "batch_size", None)
         if not size or len(images) <= size:
-            return descriptor.embed(images)
+            return []
+        return [(images[i:i + size], self.key(images[i:i + size], descriptor)) for i in range(0, len(images), size)]
+
+    def _assemble(self, batches: list[tuple[np.ndarray, str]]) -> Optional[torch.Tensor]:
         parts = []
-        for i in range(0, len(images), size):
-            batch = images[i:i + size]
-            key = self.key(batch, descriptor)  # the key of a set of these rows alone: a set of one batch is its entry
+        for _, key in batches:
             emb = self._read(self.path(key), key)
             if emb is None:
-                emb = descriptor.embed(batch)
-                self._write(self.path(key), key, emb)
+                return None
             parts.append(emb)
         return torch.cat(parts)
 
@@ -285,4 +315,5 @@ class EmbeddingCache:
             return None
         if stored_key != key or cls._digest(stored_key, arr) != recorded:
             return None
+        touch(path)
         return torch.from_numpy(arr)

@@ -10,13 +10,20 @@ A prefix entry (`SampleStore.prefix`) holds the first m noises of one bank seque
 key without the count: a request for n <= m rows takes its first n, and one for more extends it by the missing rows
 only. The caller keys such an entry only where the first n rows of a longer run are the rows a run of n makes, bit
 for bit (fixtures/samples.py: whole micro-batches).
+
+Nothing in a run removes an entry: a key changes with the code (models/versions.py), so each release leaves its
+predecessor's sets behind. A hit sets the entry's modification time, and `python -m models.store prune CACHE_DIR
+--unused-days N` removes the sample sets and embeddings that no run has used for N days.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
 import os
+import sys
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
-from models.atomic import atomic_write, file_lock
+from models.atomic import atomic_write, file_lock, touch
 from models.noise import positions
 
 FORMAT = "samenoise-sample-store/2"
@@ -102,6 +109,7 @@ class SampleStore:
         found = self.read(path)
         if json.loads(json.dumps(key, sort_keys=True, default=str)) != found.key:
             raise StoreError(f"sample store entry {path} holds another key; delete it")
+        touch(path)
         return found
 
     @staticmethod
@@ -199,3 +207,79 @@ class SampleStore:
                 return found
             images, ids, nfe = make()
             return self.put(key, images, ids, nfe)
+
+
+# The folders of a cache whose entries are kept by key and marked when used: the sample sets (SampleStore) and the
+# embeddings (models.descriptor.EmbeddingCache). The sweep's trained models, the thumbnail sets and the report's
+# figures are not pruned here (the report prunes its own figures).
+PRUNED_FOLDERS = ("samples", "embeddings")
+
+
+@dataclass
+class Pruned:
+    folder: str
+    removed: int
+    removed_bytes: int
+    kept: int
+    kept_bytes: int
+
+
+def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = False,
+          now: Optional[float] = None) -> list[Pruned]:
+    """Remove the entries of PRUNED_FOLDERS under `cache_dir` that no run has read or written for `unused_days`
+    days (by modification time, which a hit sets); with dry_run, only count them. One entry is one file, removed
+    whole, so a run reading it at the same time finds it or makes it again."""
+    root = Path(cache_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no cache folder at {str(root)!r}: give the folder a run's --cache-dir named "
+                                f"(default .cache/samenoise in the checkout)")
+    if not (isinstance(unused_days, (int, float)) and unused_days >= 0 and unused_days == unused_days):
+        raise ValueError(f"unused_days must be a number of days >= 0, got {unused_days!r}")
+    cutoff = (time.time() if now is None else now) - unused_days * 86400
+    out = []
+    for name in PRUNED_FOLDERS:
+        got = Pruned(name, 0, 0, 0, 0)
+        for entry in sorted((root / name).glob("*.npz")):
+            try:
+                st = entry.stat()
+                if st.st_mtime >= cutoff:
+                    got.kept, got.kept_bytes = got.kept + 1, got.kept_bytes + st.st_size
+                    continue
+                if not dry_run:
+                    entry.unlink()
+            except FileNotFoundError:  # removed meanwhile by another prune
+                continue
+            got.removed, got.removed_bytes = got.removed + 1, got.removed_bytes + st.st_size
+        out.append(got)
+    return out
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.store", description=(
+        "Prune a samenoise cache folder: remove the sample sets and embeddings that no run has used for a number of "
+        "days. Sets removed are made again by the next run that asks for them."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="remove the sample sets and embeddings unused for --unused-days days")
+    p.add_argument("cache_dir", help="the cache folder (a run's --cache-dir; default .cache/samenoise in the checkout)")
+    p.add_argument("--unused-days", type=float, required=True, metavar="DAYS",
+                   help="remove what no run has read or written for this many days (0: everything)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be removed; remove nothing")
+    args = parser.parse_args(argv)
+    if not args.unused_days >= 0:  # also NaN
+        parser.error(f"argument --unused-days: a number of days >= 0, got {args.unused_days}")
+    try:
+        results = prune(args.cache_dir, args.unused_days, args.dry_run)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    verb = "would remove" if args.dry_run else "removed"
+    for r in results:
+        print(f"{r.folder}: {verb} {r.removed} entries ({_mib(r.removed_bytes)}), kept {r.kept} ({_mib(r.kept_bytes)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

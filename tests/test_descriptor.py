@@ -1,4 +1,5 @@
 """The SSCD descriptor: calibration on the embedded thumbnails, formats, cache, TorchScript path."""
+import os
 import warnings
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from models.datasets import embedded_photos, to_uint8
-from models.descriptor import (IMAGENET_MEAN, IMAGENET_STD, EmbeddingCache, ImageFormatError, TorchScriptSSCD,
+from models.descriptor import (IMAGENET_MEAN, IMAGENET_STD, EmbeddingCache, ImageFormatError, OnnxSSCD, TorchScriptSSCD,
                                make_descriptor, prepare)
 from models.kernels import make_kernel
 from models.noise import NoiseBank
@@ -210,3 +211,55 @@ def test_embedding_by_batches_equals_embedding_the_whole_set(tmp_path, thumbs):
     cache = EmbeddingCache(tmp_path)
     cache.embed(descriptor, thumbs.images[:32])
     assert torch.equal(cache.embed(descriptor, thumbs.images[:50]), descriptor.embed(thumbs.images[:50]))
+
+
+class RowSum(ConstantDescriptor):
+    """A counting double whose embedding of a row depends on that row only."""
+    identity, batch_size = "rowsum@1:0", 4
+
+    def __init__(self, calls=None, batch_size=4):
+        self.calls, self.batch_size = [] if calls is None else calls, batch_size
+
+    def embed(self, images):
+        self.calls.append(len(images))
+        return F.normalize(torch.from_numpy(images.reshape(len(images), -1)[:, :8].astype(np.float32) + 1), dim=1)
+
+
+def test_a_long_set_is_kept_once_by_its_batches_and_a_hit_marks_its_entries_used(tmp_path, thumbs):
+    """A set longer than one batch is kept as its batches' entries only (no row twice), read back from them; a whole
+    entry of such a set (the layout before) is still read."""
+    d, cache = RowSum(), EmbeddingCache(tmp_path)
+    ten = cache.embed(d, thumbs.images[:10])
+    assert d.calls == [4, 4, 2] and torch.equal(ten, d.embed(thumbs.images[:10]))
+    d.calls.clear()
+    entries = sorted(tmp_path.glob("*.npz"))
+    assert len(entries) == 3 and not cache.path(cache.key(thumbs.images[:10], d)).exists()
+    for e in entries:
+        os.utime(e, (1e9, 1e9))
+    assert torch.equal(cache.embed(d, thumbs.images[:10]), ten) and d.calls == []
+    assert all(e.stat().st_mtime > 1e9 for e in entries)  # read: marked used (models.store prune)
+    older = EmbeddingCache(tmp_path / "older")  # a whole entry, as the cache kept long sets before
+    key = older.key(thumbs.images[:10], d)
+    older._write(older.path(key), key, ten)
+    assert torch.equal(older.embed(d, thumbs.images[:10]), ten) and d.calls == []
+
+
+def test_the_batch_size_is_in_the_key_unless_the_descriptor_is_batch_invariant(thumbs):
+    x = thumbs.images[:6]
+    assert EmbeddingCache.key(x, RowSum(batch_size=4)) != EmbeddingCache.key(x, RowSum(batch_size=8))
+    assert "/batch4|" in EmbeddingCache.key(x, RowSum(batch_size=4))
+
+    class Invariant(RowSum):
+        batch_invariant = True
+
+    assert EmbeddingCache.key(x, Invariant(batch_size=4)) == EmbeddingCache.key(x, Invariant(batch_size=8))
+    assert OnnxSSCD.batch_invariant and not TorchScriptSSCD.batch_invariant
+
+
+def test_the_int8_descriptor_is_batch_invariant(thumbs):
+    """What lets the cache key the int8 descriptor's entries without its batch size: a row's embedding has the same
+    bits alone, in batches of 4 and in one batch of all, at the default input size."""
+    x = thumbs.images[:9]
+    whole = make_descriptor(batch_size=9).embed(x)
+    for size in (4, 1):
+        assert torch.equal(make_descriptor(batch_size=size).embed(x), whole), size

@@ -1,13 +1,14 @@
 """The sample store: round trip, one generation per key (also across processes), refusal of damaged entries."""
 import json
 import multiprocessing as mp
+import os
 import time
 import warnings
 
 import numpy as np
 import pytest
 
-from models.store import SampleStore, StoreError, StoreWarning
+from models.store import SampleStore, StoreError, StoreWarning, main, prune
 
 KEY = {"model": "m", "sampler": "dpm3", "nfe": 20, "bank": "abc", "label": None}
 
@@ -233,3 +234,51 @@ def test_a_prefix_entry_refuses_part_micro_batches_and_remakes_an_entry_it_canno
     assert calls == [(4, 8), (0, 8)] and again.nfe == 20 and store.get(KEY).nfe == 20
     with pytest.raises(StoreError, match=r"rows 8..11 were made with noise ids \[0, 1, 2, 3\]"):
         store.prefix(KEY, 12, lambda a, b: rows_of(0, 4), align=4)
+
+
+def test_a_read_marks_the_entry_used_and_prune_removes_what_no_run_used(tmp_path, capsys):
+    """A hit sets the entry's modification time; `prune` removes the sample sets and embeddings older than that by
+    the days given, and nothing else in the cache folder."""
+    store = SampleStore(tmp_path)
+    old_key, used_key = KEY | {"model": "old"}, KEY | {"model": "used"}
+    old, used = store.put(old_key, images(), range(4), 20), store.put(used_key, images(), range(4), 20)
+    assert old.nfe == used.nfe == 20
+    day = 86400
+    for path in (store.path(old_key), store.path(used_key)):
+        os.utime(path, (time.time() - 40 * day,) * 2)
+    store.get(used_key)  # a run reads it: marked used now
+    assert store.path(used_key).stat().st_mtime > time.time() - day
+    (tmp_path / "embeddings").mkdir()
+    stale_emb, fresh_emb = tmp_path / "embeddings" / "a.npz", tmp_path / "embeddings" / "b.npz"
+    stale_emb.write_bytes(b"x" * 10), fresh_emb.write_bytes(b"y" * 20)
+    os.utime(stale_emb, (time.time() - 40 * day,) * 2)
+    other = tmp_path / "trained" / "model.npz"  # the sweep's trained models are not pruned
+    other.parent.mkdir()
+    other.write_bytes(b"z")
+    os.utime(other, (1, 1))
+
+    assert main([("prune"), str(tmp_path), "--unused-days", "30", "--dry-run"]) == 0
+    assert "samples: would remove 1 entries" in capsys.readouterr().out
+    assert store.path(old_key).exists() and stale_emb.exists()
+    got = {r.folder: r for r in prune(tmp_path, 30)}
+    counts = [(r.removed, r.kept) for r in got.values()]
+    assert list(got) == ["samples", "embeddings"] and counts == [(1, 1), (1, 1)]
+    assert got["embeddings"].removed_bytes == 10 and got["embeddings"].kept_bytes == 20
+    assert not store.path(old_key).exists() and not stale_emb.exists()
+    assert store.get(used_key) is not None and fresh_emb.exists() and other.exists()
+    assert store.get(old_key) is None  # made again by the next run that asks
+    assert [r.removed for r in prune(tmp_path, 0)] == [1, 1]  # 0 days: everything
+
+
+def test_prune_refuses_a_missing_folder_and_a_bad_number_of_days(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="no cache folder at .*nope"):
+        prune(tmp_path / "nope", 30)
+    for bad in (-1, float("nan"), "30"):
+        with pytest.raises(ValueError, match=f"unused_days must be a number of days >= 0, got {bad!r}"):
+            prune(tmp_path, bad)
+    for argv, said in ((["prune", str(tmp_path), "--unused-days", "-2"], "a number of days >= 0, got -2.0"),
+                       (["prune", str(tmp_path / "nope"), "--unused-days", "1"], "no cache folder at"),
+                       (["prune", str(tmp_path)], "--unused-days")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and said in capsys.readouterr().err
