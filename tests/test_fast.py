@@ -257,6 +257,12 @@ def test_compiled_runner_is_close_to_eager_and_keyed_apart(zoo, tmp_path):
         assert loader("unet16-edm-m64")._D is None
     assert "runner" not in keys[0] and keys[1]["runner"] == "compiled"
     assert "runner" not in keys[2] and keys[3]["runner"] == "compiled"
+    # a solve whose every network call runs the module (DPS: gradients on) is the same set under any runner
+    dps_like = lambda D, x, label, rows: None  # noqa: E731
+    dps_like.module_only = True
+    model = lambda name: Model(name, compiled, compiled.kernel, compiled.sample_shape, "f")  # noqa: E731
+    SampleSource(model, store, "cpu")(SimpleNamespace(model="m", sampler="dpm3", nfe=4), _Bank(), run_fn=dps_like)
+    assert "runner" not in keys[4]
     from fixtures.samples import sampling_code
 
     assert all(k["code"] == sampling_code() for k in keys)  # the sampling code and its packages key every set

@@ -97,3 +97,20 @@ def test_dps_on_a_vp_kernel_is_algorithm_1_written_in_x_t(setup):
     got = dps(D, x_hat, kernel, sigmas, keep * truth, keep, order=1).x
     assert s_of(sigmas[1]) < 0.1  # the factor is far from 1 on this grid
     torch.testing.assert_close(got, x0, rtol=1e-9, atol=1e-9)  # float64 on both sides
+
+
+def test_every_network_call_of_dps_has_gradients_on_so_no_runner_changes_its_samples(setup):
+    """What lets the store key DPS sets without the network's runner (fixtures/samples.py): a traced or compiled
+    runner calls the module itself whenever gradients are on (models/fast.py), and DPS calls it only so."""
+    D, kernel, data = setup
+    modes = []
+
+    def recording(x, sigma, label=None):
+        modes.append(torch.is_grad_enabled())
+        return D(x, sigma, label)
+
+    bank = NoiseBank.draw(0, (3, 8, 8), n=3)
+    run = dps_runner(kernel, data[:3], make_mask("easy", 8), steps=6)
+    with torch.no_grad():  # as the sample source calls it
+        generate(recording, kernel, bank, run=run, micro_batch=4)
+    assert run.module_only and len(modes) == 6 and all(modes)
