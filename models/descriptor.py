@@ -103,8 +103,8 @@ class OnnxSSCD(Descriptor):
     uint8 NHWC of any size and normalizes inside. Default input size 224 (the calibration size)."""
 
     name = "sscd-int8"
-    # measured: a row's embedding has the same bits alone, in batches of 4 and in one batch of 8 or 9 rows, at 224 px
-    # (tests/test_descriptor.py::test_the_int8_descriptor_is_batch_invariant)
+    # measured: a row's embedding has the same bits alone, in batches of 4 and of 64, on one thread and on two, at
+    # 224 px (tests/test_descriptor.py::test_the_int8_descriptor_is_batch_invariant)
     batch_invariant = True
 
     def __init__(self, path: Optional[str | Path] = None, size: Optional[int] = 224, threads: Optional[int] = None,
@@ -225,8 +225,9 @@ class EmbeddingCache:
     that begins with another's batches embeds only the rest (the sample store's sets of the bank's first n noises,
     models.store.SampleStore.prefix, share their first rows across counts), and no row is kept twice. A batch's
     entry is what embedding the whole set gives for its rows, since the descriptor runs the same batch either way;
-    a descriptor not known to be batch-invariant has its batch size in every key. A whole entry of a long set (an
-    earlier layout) is still read.
+    a descriptor not known to be batch-invariant has its batch size in every key. A whole entry of a long set (the
+    earlier layout) is still read, where its key is unchanged: a batch-invariant descriptor's (the int8 SSCD's); the
+    other descriptors' keys gained their batch size with this layout.
 
     A hit sets the entry's modification time, so `python -m models.store prune` can drop what no run has used for
     a while."""
@@ -250,31 +251,35 @@ class EmbeddingCache:
 
     def embed(self, descriptor: Descriptor, images) -> torch.Tensor:
         images = check_images(images)
-        key = self.key(images, descriptor)
-        path = self.path(key)
         batches = self._batches(descriptor, images)
-        cached = self._assemble(batches) if batches else self._read(path, key)
-        if cached is None and batches:
-            cached = self._read(path, key)  # a whole entry kept by an earlier layout
-        if cached is not None:
-            return cached
-        with file_lock(self.root / "locks" / f"{path.stem}.lock"):
-            # another process may have computed it while we waited
-            cached = self._assemble(batches) if batches else self._read(path, key)
+        if not batches:  # a set of one batch or fewer rows: an entry of its own
+            key = self.key(images, descriptor)
+            path = self.path(key)
+            cached = self._read(path, key)
             if cached is not None:
                 return cached
-            if not batches:
-                emb = descriptor.embed(images)
-                self._write(path, key, emb)
-                return emb
-            parts = []
-            for rows, batch_key in batches:
-                emb = self._read(self.path(batch_key), batch_key)
-                if emb is None:
-                    emb = descriptor.embed(rows)
-                    self._write(self.path(batch_key), batch_key, emb)
-                parts.append(emb)
+            with file_lock(self.root / "locks" / f"{path.stem}.lock"):
+                cached = self._read(path, key)  # another process may have computed it while we waited
+                if cached is None:
+                    cached = descriptor.embed(images)
+                    self._write(path, key, cached)
+            return cached
+        parts = [self._read(self.path(key), key) for _, key in batches]
+        if all(part is not None for part in parts):
             return torch.cat(parts)
+        key = self.key(images, descriptor)
+        path = self.path(key)
+        cached = self._read(path, key)  # a whole entry kept by the earlier layout
+        if cached is not None:
+            return cached
+        with file_lock(self.root / "locks" / f"{path.stem}.lock"):  # one process embeds the set's missing batches
+            for i, (rows, batch_key) in enumerate(batches):
+                if parts[i] is None:
+                    parts[i] = self._read(self.path(batch_key), batch_key)  # perhaps written while we waited
+                if parts[i] is None:
+                    parts[i] = descriptor.embed(rows)
+                    self._write(self.path(batch_key), batch_key, parts[i])
+        return torch.cat(parts)
 
     def _batches(self, descriptor: Descriptor, images: np.ndarray) -> list[tuple[np.ndarray, str]]:
         """The batches `descriptor.embed` runs on a set longer than one batch, each with its entry's key (the key of
@@ -283,15 +288,6 @@ class EmbeddingCache:
         if not size or len(images) <= size:
             return []
         return [(images[i:i + size], self.key(images[i:i + size], descriptor)) for i in range(0, len(images), size)]
-
-    def _assemble(self, batches: list[tuple[np.ndarray, str]]) -> Optional[torch.Tensor]:
-        parts = []
-        for _, key in batches:
-            emb = self._read(self.path(key), key)
-            if emb is None:
-                return None
-            parts.append(emb)
-        return torch.cat(parts)
 
     def _write(self, path: Path, key: str, emb: torch.Tensor) -> None:
         arr = emb.numpy()

@@ -22,11 +22,12 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -106,7 +107,12 @@ class SampleStore:
         path = self.path(key)
         if not path.is_file():
             return None
-        found = self.read(path)
+        try:
+            found = self.read(path)
+        except StoreError:
+            if not path.exists():  # removed since (python -m models.store prune): absent, not damaged
+                return None
+            raise
         if json.loads(json.dumps(key, sort_keys=True, default=str)) != found.key:
             raise StoreError(f"sample store entry {path} holds another key; delete it")
         touch(path)
@@ -215,31 +221,45 @@ class SampleStore:
 PRUNED_FOLDERS = ("samples", "embeddings")
 
 
+# both caches name an entry by a sha256 in hex: nothing else in their folders is theirs to remove
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.npz")
+
+
 @dataclass
 class Pruned:
     folder: str
-    removed: int
-    removed_bytes: int
-    kept: int
-    kept_bytes: int
+    removed: int = 0
+    removed_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+    failed: list[str] = field(default_factory=list)  # "path: why" of the entries that could not be removed
 
 
 def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = False,
           now: Optional[float] = None) -> list[Pruned]:
     """Remove the entries of PRUNED_FOLDERS under `cache_dir` that no run has read or written for `unused_days`
-    days (by modification time, which a hit sets); with dry_run, only count them. One entry is one file, removed
-    whole, so a run reading it at the same time finds it or makes it again."""
+    days (by modification time, which a run's hit sets); with dry_run, only count them. One entry is one file,
+    removed whole: a run that asks for it later makes it again. A run that is using an entry has set its time on
+    reading it, so only `unused_days` 0 can remove an entry a running case holds. An entry that cannot be removed
+    (another owner's, a read-only folder) is kept and named in `failed`."""
     root = Path(cache_dir)
+    if isinstance(unused_days, bool) or not isinstance(unused_days, (int, float)) or not unused_days >= 0:
+        raise ValueError(f"unused_days must be a number of days >= 0, got {unused_days!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"no cache folder at {str(root)!r}: give the folder a run's --cache-dir named "
                                 f"(default .cache/samenoise in the checkout)")
-    if not (isinstance(unused_days, (int, float)) and unused_days >= 0 and unused_days == unused_days):
-        raise ValueError(f"unused_days must be a number of days >= 0, got {unused_days!r}")
+    if not any((root / name).is_dir() for name in PRUNED_FOLDERS):
+        raise FileNotFoundError(f"{str(root)!r} is not a samenoise cache folder: it holds no "
+                                f"{' or '.join(PRUNED_FOLDERS)} folder (give the folder a run's --cache-dir named, "
+                                f"default .cache/samenoise in the checkout)")
     cutoff = (time.time() if now is None else now) - unused_days * 86400
     out = []
     for name in PRUNED_FOLDERS:
-        got = Pruned(name, 0, 0, 0, 0)
-        for entry in sorted((root / name).glob("*.npz")):
+        got = Pruned(name)
+        folder = root / name
+        for entry in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+            if not _ENTRY_NAME.fullmatch(entry.name):
+                continue
             try:
                 st = entry.stat()
                 if st.st_mtime >= cutoff:
@@ -248,6 +268,10 @@ def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = Fals
                 if not dry_run:
                     entry.unlink()
             except FileNotFoundError:  # removed meanwhile by another prune
+                continue
+            except OSError as e:
+                got.failed.append(f"{entry}: {e.strerror or e}")
+                got.kept, got.kept_bytes = got.kept + 1, got.kept_bytes + st.st_size
                 continue
             got.removed, got.removed_bytes = got.removed + 1, got.removed_bytes + st.st_size
         out.append(got)
@@ -258,6 +282,20 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def _entries(n: int) -> str:
+    return f"{n} {'entry' if n == 1 else 'entries'}"
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = float("nan")
+    if not days >= 0:  # also NaN and text that is no number
+        raise argparse.ArgumentTypeError(f"a number of days >= 0, got {text!r}")
+    return days
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.store", description=(
         "Prune a samenoise cache folder: remove the sample sets and embeddings that no run has used for a number of "
@@ -265,19 +303,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="remove the sample sets and embeddings unused for --unused-days days")
     p.add_argument("cache_dir", help="the cache folder (a run's --cache-dir; default .cache/samenoise in the checkout)")
-    p.add_argument("--unused-days", type=float, required=True, metavar="DAYS",
+    p.add_argument("--unused-days", type=_days, required=True, metavar="DAYS",
                    help="remove what no run has read or written for this many days (0: everything)")
     p.add_argument("--dry-run", action="store_true", help="count what would be removed; remove nothing")
     args = parser.parse_args(argv)
-    if not args.unused_days >= 0:  # also NaN
-        parser.error(f"argument --unused-days: a number of days >= 0, got {args.unused_days}")
     try:
         results = prune(args.cache_dir, args.unused_days, args.dry_run)
     except FileNotFoundError as e:
-        parser.error(str(e))
+        p.error(str(e))
     verb = "would remove" if args.dry_run else "removed"
     for r in results:
-        print(f"{r.folder}: {verb} {r.removed} entries ({_mib(r.removed_bytes)}), kept {r.kept} ({_mib(r.kept_bytes)})")
+        print(f"{r.folder}: {verb} {_entries(r.removed)} ({_mib(r.removed_bytes)}), kept {_entries(r.kept)} "
+              f"({_mib(r.kept_bytes)})")
+    failed = [f for r in results for f in r.failed]
+    if failed:
+        print(f"could not remove {_entries(len(failed))}, kept; the first: {failed[0]}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -34,12 +34,12 @@ ReportError = ResultsError
 
 class StoredSets:
     """Store entries by the key hashes the results name. Every file read through it is noted in `read` with its
-    size and modification time (None: absent), so that figures drawn from them can be reused only while they
+    size and recorded sha256 (`_stat`; None: absent), so that figures drawn from them can be reused only while they
     stay as they were."""
 
     def __init__(self, cache_dir: Path):
         self.root = Path(cache_dir) / "samples"
-        self.read: dict[str, Optional[list[int]]] = {}
+        self.read: dict[str, Optional[list]] = {}
 
     def note(self, path: Path) -> None:
         self.read[str(path)] = _stat(path)
@@ -56,9 +56,10 @@ class StoredSets:
 
 
 def _stat(path: Path) -> Optional[list]:
-    """What a sample store entry holds, as far as kept figures care: its size and its recorded sha256 (over key, ids,
-    NFE and images; a read checks it), or None when it is missing. Not its modification time, which every run that
-    uses the entry sets (models.store: the mark that `prune` goes by)."""
+    """What a file the figures read holds, as far as kept figures care: its size and its recorded sha256 (a sample
+    store entry's over key, ids, NFE and images, a golden file's over its header, ids, embeddings and thumbnails; a
+    read checks it), or None when it is missing. Not its modification time, which every run that reads a store
+    entry sets (models.store: the mark that `prune` goes by)."""
     try:
         st = os.stat(path)
     except OSError:
@@ -514,7 +515,7 @@ class Report:
 
     def reuse_figures(self) -> bool:
         """Copy the figures kept for these records when every file they were drawn from is as it was then (its
-        size and modification time; a missing file still missing)."""
+        size and recorded sha256; a missing file still missing)."""
         if self.figure_cache is None:
             return False
         folder = self.figure_cache / self.figures_key()

@@ -238,10 +238,17 @@ def test_a_long_set_is_kept_once_by_its_batches_and_a_hit_marks_its_entries_used
         os.utime(e, (1e9, 1e9))
     assert torch.equal(cache.embed(d, thumbs.images[:10]), ten) and d.calls == []
     assert all(e.stat().st_mtime > 1e9 for e in entries)  # read: marked used (models.store prune)
+
+    class Invariant(RowSum):  # the int8 SSCD's kind: its keys did not change with the layout
+        batch_invariant = True
+
     older = EmbeddingCache(tmp_path / "older")  # a whole entry, as the cache kept long sets before
-    key = older.key(thumbs.images[:10], d)
+    inv = Invariant(d.calls)
+    key = older.key(thumbs.images[:10], inv)
     older._write(older.path(key), key, ten)
-    assert torch.equal(older.embed(d, thumbs.images[:10]), ten) and d.calls == []
+    assert torch.equal(older.embed(inv, thumbs.images[:10]), ten) and d.calls == []
+    assert torch.equal(older.embed(inv, thumbs.images[:12]), inv.embed(thumbs.images[:12]))
+    assert d.calls == [4, 4, 4, 12]  # another set: embedded by its batches, none kept from the whole entry
 
 
 def test_the_batch_size_is_in_the_key_unless_the_descriptor_is_batch_invariant(thumbs):
@@ -257,9 +264,11 @@ def test_the_batch_size_is_in_the_key_unless_the_descriptor_is_batch_invariant(t
 
 
 def test_the_int8_descriptor_is_batch_invariant(thumbs):
-    """What lets the cache key the int8 descriptor's entries without its batch size: a row's embedding has the same
-    bits alone, in batches of 4 and in one batch of all, at the default input size."""
-    x = thumbs.images[:9]
-    whole = make_descriptor(batch_size=9).embed(x)
-    for size in (4, 1):
-        assert torch.equal(make_descriptor(batch_size=size).embed(x), whole), size
+    """What lets the cache key the int8 descriptor's entries without its batch size or threads: a row's embedding has
+    the same bits alone, in batches of 4 and of the cache's 64 (a last batch of 2), on one thread and on two, at the
+    default input size."""
+    x = thumbs.images[:66]
+    whole = make_descriptor(threads=2).embed(x)  # batches of 64 and 2
+    assert make_descriptor().batch_size == 64
+    for size, threads in ((64, 1), (4, 2), (1, 1)):
+        assert torch.equal(make_descriptor(batch_size=size, threads=threads).embed(x), whole), (size, threads)

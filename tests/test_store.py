@@ -4,6 +4,7 @@ import multiprocessing as mp
 import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,36 +250,79 @@ def test_a_read_marks_the_entry_used_and_prune_removes_what_no_run_used(tmp_path
     store.get(used_key)  # a run reads it: marked used now
     assert store.path(used_key).stat().st_mtime > time.time() - day
     (tmp_path / "embeddings").mkdir()
-    stale_emb, fresh_emb = tmp_path / "embeddings" / "a.npz", tmp_path / "embeddings" / "b.npz"
+    stale_emb, fresh_emb = (tmp_path / "embeddings" / f"{c * 64}.npz" for c in "ab")
     stale_emb.write_bytes(b"x" * 10), fresh_emb.write_bytes(b"y" * 20)
-    os.utime(stale_emb, (time.time() - 40 * day,) * 2)
+    not_an_entry = tmp_path / "embeddings" / "mine.npz"  # not a name either cache gives: not theirs to remove
+    not_an_entry.write_bytes(b"w")
     other = tmp_path / "trained" / "model.npz"  # the sweep's trained models are not pruned
     other.parent.mkdir()
     other.write_bytes(b"z")
-    os.utime(other, (1, 1))
+    for path in (stale_emb, not_an_entry, other):
+        os.utime(path, (time.time() - 40 * day,) * 2)
 
     assert main([("prune"), str(tmp_path), "--unused-days", "30", "--dry-run"]) == 0
-    assert "samples: would remove 1 entries" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines() == [
+        "samples: would remove 1 entry (0.0 MiB), kept 1 entry (0.0 MiB)",
+        "embeddings: would remove 1 entry (0.0 MiB), kept 1 entry (0.0 MiB)"]
     assert store.path(old_key).exists() and stale_emb.exists()
     got = {r.folder: r for r in prune(tmp_path, 30)}
-    counts = [(r.removed, r.kept) for r in got.values()]
-    assert list(got) == ["samples", "embeddings"] and counts == [(1, 1), (1, 1)]
+    counts = [(r.removed, r.kept, r.failed) for r in got.values()]
+    assert list(got) == ["samples", "embeddings"] and counts == [(1, 1, []), (1, 1, [])]
     assert got["embeddings"].removed_bytes == 10 and got["embeddings"].kept_bytes == 20
     assert not store.path(old_key).exists() and not stale_emb.exists()
-    assert store.get(used_key) is not None and fresh_emb.exists() and other.exists()
+    assert store.get(used_key) is not None and fresh_emb.exists() and other.exists() and not_an_entry.exists()
     assert store.get(old_key) is None  # made again by the next run that asks
     assert [r.removed for r in prune(tmp_path, 0)] == [1, 1]  # 0 days: everything
+    assert not_an_entry.exists() and other.exists()
 
 
-def test_prune_refuses_a_missing_folder_and_a_bad_number_of_days(tmp_path, capsys):
+def test_prune_keeps_and_names_an_entry_it_cannot_remove(tmp_path, monkeypatch, capsys):
+    store = SampleStore(tmp_path)
+    store.put(KEY, images(), range(4), 20)
+    real_unlink = Path.unlink
+
+    def refused(self, missing_ok=False):
+        if self == store.path(KEY):
+            raise PermissionError(13, "Permission denied")
+        real_unlink(self, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    (r, _) = prune(tmp_path, 0)
+    assert (r.removed, r.kept) == (0, 1) and r.failed == [f"{store.path(KEY)}: Permission denied"]
+    assert main(["prune", str(tmp_path), "--unused-days", "0"]) == 1
+    said = capsys.readouterr().err
+    assert f"could not remove 1 entry, kept; the first: {store.path(KEY)}: Permission denied" in said
+
+
+def test_an_entry_removed_between_its_check_and_its_read_is_absent_not_damaged(tmp_path, monkeypatch):
+    store = SampleStore(tmp_path)
+    store.put(KEY, images(), range(4), 20)
+    read = SampleStore.read
+
+    def pruned_meanwhile(path):
+        path.unlink()  # as a prune running beside the run would
+        return read(path)
+
+    monkeypatch.setattr(SampleStore, "read", staticmethod(pruned_meanwhile))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.get(KEY) is None and store._get_reporting(KEY) is None
+
+
+def test_prune_refuses_a_missing_folder_a_folder_that_is_no_cache_and_a_bad_number_of_days(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no cache folder at .*nope"):
         prune(tmp_path / "nope", 30)
-    for bad in (-1, float("nan"), "30"):
+    with pytest.raises(FileNotFoundError, match="is not a samenoise cache folder: it holds no samples or embeddings"):
+        prune(tmp_path, 30)  # e.g. the cache's parent named instead of the cache
+    (tmp_path / "samples").mkdir()
+    for bad in (-1, float("nan"), "30", True):
         with pytest.raises(ValueError, match=f"unused_days must be a number of days >= 0, got {bad!r}"):
             prune(tmp_path, bad)
-    for argv, said in ((["prune", str(tmp_path), "--unused-days", "-2"], "a number of days >= 0, got -2.0"),
+    for argv, said in ((["prune", str(tmp_path), "--unused-days=-2"], "a number of days >= 0, got '-2'"),
+                       (["prune", str(tmp_path), "--unused-days", "a week"], "a number of days >= 0, got 'a week'"),
                        (["prune", str(tmp_path / "nope"), "--unused-days", "1"], "no cache folder at"),
                        (["prune", str(tmp_path)], "--unused-days")):
         with pytest.raises(SystemExit) as e:
             main(argv)
-        assert e.value.code == 2 and said in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and "usage: python -m models.store prune" in err, err
