@@ -16,29 +16,47 @@ def steps():
     return doc, [s for job in doc["jobs"].values() for s in job["steps"]]
 
 
-def pytest_command() -> list[str]:
+def pytest_command(benchmarks: bool) -> list[str]:
+    """The argv of the step that runs the throughput cases against last night (`benchmarks`), or of the claim suite."""
     _, all_steps = steps()
     runs = [s["run"].replace("\\\n", " ") for s in all_steps
-            if "python -m pytest bench" in s.get("run", "") and "--benchmark-compare" in s.get("run", "")]
-    assert len(runs) == 1, "one step runs the suite"
+            if "python -m pytest bench" in s.get("run", "") and ("--benchmark-compare" in s["run"]) == benchmarks
+            and "if !" not in s["run"]]
+    assert len(runs) == 1, "one step runs the throughput comparison, one the claim suite"
     line = next(line for line in runs[0].splitlines() if "python -m pytest bench" in line)
     return shlex.split(line[line.index("python -m pytest"):])
 
 
-def test_every_option_of_the_nightly_command_is_known_to_the_suite():
-    args = pytest_command()
+def test_every_option_of_the_nightly_commands_is_known_to_the_suite():
     help_text = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=ROOT, capture_output=True, text=True,
                                timeout=120).stdout
     known = set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
-    options = [a.split("=")[0] for a in args if a.startswith("--")]
-    assert options and not [o for o in options if o not in known]
-    assert args[args.index("--noises") + 1] == "10000" and args[args.index("--device") + 1] == "cuda"
-    assert args[args.index("--benchmark-compare-fail") + 1].startswith("mean:")  # the stated margin
+    for benchmarks in (True, False):
+        args = pytest_command(benchmarks)
+        options = [a.split("=")[0] for a in args if a.startswith("--")]
+        assert options and not [o for o in options if o not in known], benchmarks
+        assert args[args.index("--device") + 1] == "cuda"
+    claims, throughput = pytest_command(False), pytest_command(True)
+    assert claims[claims.index("--noises") + 1] == "10000"
+    assert throughput[throughput.index("--benchmark-compare-fail") + 1].startswith("mean:")  # the stated margin
+
+
+def test_a_slower_night_fails_a_step_of_its_own_and_the_claims_still_run():
+    """The claim suite exits 1 whenever a claim fails; a throughput regression in the same command would read the
+    same. So the throughput cases run in their own step, and the claim suite skips them and runs after it anyway."""
+    _, all_steps = steps()
+    throughput, claims = pytest_command(True), pytest_command(False)
+    assert throughput[4:6] == ["-k", "throughput"] and "--benchmark-skip" in claims and "-k" not in claims
+    suite = next(s for s in all_steps if "--benchmark-skip" in s.get("run", ""))
+    assert suite.get("if") == "${{ !cancelled() }}"
+    names = [s.get("run", "") for s in all_steps]
+    assert names.index(next(r for r in names if "--benchmark-compare-fail" in r)) < names.index(suite["run"])
 
 
 def test_the_first_night_seeds_the_benchmark_history_it_compares_with():
     """pytest-benchmark stops a run that asks --benchmark-compare-fail without a saved run to compare with (exit 4,
-    after the whole night); an earlier step saves one throughput run, only when the history is empty."""
+    after the whole night); an earlier step saves one throughput run, only when the history is empty, with the same
+    command as the comparison (the same descriptor and zoo: a baseline on another descriptor compares nothing)."""
     _, all_steps = steps()
     runs = [s.get("run", "") for s in all_steps]
     suite = next(i for i, r in enumerate(runs) if "--benchmark-compare-fail" in r)
@@ -47,14 +65,21 @@ def test_the_first_night_seeds_the_benchmark_history_it_compares_with():
     seed = runs[seeds[0]]
     storage = re.search(r"--benchmark-storage file://(\S+)", runs[suite]).group(1)
     assert f"if ! ls {storage}/*/*.json" in seed and f"--benchmark-storage file://{storage}" in seed
+    line = next(line for line in seed.replace("\\\n", " ").splitlines() if "python -m pytest bench" in line)
+    seeded = shlex.split(line[line.index("python -m pytest"):])
+    compared = pytest_command(True)
+    own = ("--benchmark-compare", "--benchmark-compare-fail", "--benchmark-json")
+    drop = lambda args: [a for i, a in enumerate(args)  # noqa: E731
+                         if a not in own and not (i and args[i - 1] in own[1:])]
+    assert drop(seeded) == drop(compared)
 
 
 def test_the_artifacts_hold_the_report_the_results_and_the_benchmark_json():
     doc, all_steps = steps()
-    args = pytest_command()
     kept = [Path(s["with"]["path"]) for s in all_steps if s.get("uses", "").startswith("actions/upload-artifact")]
     assert kept and all(s.get("if") == "always()" for s in all_steps if s.get("uses", "").startswith("actions/upload"))
-    for option in ("--results", "--report-dir", "--benchmark-json"):
+    for args, option in ((pytest_command(False), "--results"), (pytest_command(False), "--report-dir"),
+                         (pytest_command(True), "--benchmark-json")):
         target = Path(args[args.index(option) + 1])
         assert any(target == k or k in target.parents for k in kept), (option, target, kept)
     assert doc["jobs"]["suite"]["env"]["HF_HUB_OFFLINE"] == "1"  # checkpoints come from the runner, not the hub
