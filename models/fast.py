@@ -64,7 +64,7 @@ class Runner:
         self._checks: dict[tuple, int] = {}  # signature -> calls still compared with the module
         self._pending: dict[tuple, int] = {}  # signature -> checked calls still running (their trace unconfirmed)
         self._lock = threading.Lock()
-        self._compiled = None
+        self._compiled, self._graphed = None, False
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         if self.mode == "eager" or torch.is_grad_enabled():
@@ -72,9 +72,13 @@ class Runner:
         if self.mode == "compiled":
             with self._lock:  # a compiled module is not safe to call from two threads: calls take turns
                 if self._compiled is None:  # on a GPU with CUDA graphs: one launch per forward, no per-kernel cost
-                    mode = "reduce-overhead" if next(self.net.parameters()).is_cuda else None
-                    self._compiled = torch.compile(self.net, dynamic=False, mode=mode)
-                return _unwrap(self._compiled(*args))
+                    self._graphed = next(self.net.parameters()).is_cuda
+                    self._compiled = torch.compile(self.net, dynamic=False,
+                                                   mode="reduce-overhead" if self._graphed else None)
+                out = _unwrap(self._compiled(*args))
+                # a CUDA graph's output lives in its pool and the next replay overwrites it, while a multistep
+                # solver keeps earlier outputs in its history: each call's output is copied out
+                return out.clone() if self._graphed else out
         key = _signature(args)
         with self._lock:  # one trace per signature, even when two workers ask for it at once
             if key not in self._traces:

@@ -280,3 +280,21 @@ def test_one_label_per_noise_gives_each_noise_what_its_own_label_gives(zoo):
         assert torch.equal(mixed[rows], alone)
     with pytest.raises(ValueError, match=r"one class or one per noise id \(10\), got shape \(3,\)"):
         generate(D, D.kernel, bank, nfe=4, label=torch.tensor([0, 1, 2]))
+
+
+def test_a_cuda_graphed_runner_hands_out_copies_of_its_output():
+    """Under CUDA graphs (`--compile` on a GPU) a call's output lives in the graph's pool and the next replay
+    overwrites it, while a multistep solver keeps earlier outputs: the runner copies each one out. Checked with a
+    stand-in for the graphed module, as CI has no GPU."""
+    pool = torch.zeros(2, 3)
+
+    def replay(x, t):  # what a graph replay does: writes the shared output buffer and returns it
+        pool.copy_(x * t)
+        return pool
+
+    runner = Runner(torch.nn.Linear(3, 3), "compiled")
+    runner._compiled, runner._graphed = replay, True
+    with torch.no_grad():
+        first = runner(torch.ones(2, 3), torch.tensor(2.0))
+        runner(torch.ones(2, 3), torch.tensor(5.0))
+    assert torch.equal(first, torch.full((2, 3), 2.0)) and first.data_ptr() != pool.data_ptr()
