@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import zipfile
 from functools import cached_property, partial
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from models.atomic import atomic_write, file_lock, file_sha256, touch
 from models.registry import Registry
+from models.versions import gpu_identity
 
 IMAGE_FORMAT = "uint8 RGB images in NHWC layout (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1)"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -238,12 +240,15 @@ class EmbeddingCache:
     @staticmethod
     def key(images: np.ndarray, descriptor: Descriptor) -> str:
         """The entry's key: the images' shape and content hash, and the descriptor's identity (with its batch size
-        unless the descriptor is batch-invariant)."""
+        unless the descriptor is batch-invariant, and on a GPU the GPU's model and CUDA and cuDNN releases)."""
         h = hashlib.sha256(np.asarray(images.shape, dtype="<i8").tobytes())
         h.update(np.ascontiguousarray(images).tobytes())
         identity = descriptor.identity
         if not getattr(descriptor, "batch_invariant", False) and getattr(descriptor, "batch_size", None):
             identity = f"{identity}/batch{descriptor.batch_size}"
+        device = getattr(descriptor, "device", None)
+        if device is not None and torch.device(device).type == "cuda":  # another GPU model: other low bits
+            identity = f"{identity}/{json.dumps(gpu_identity(device), sort_keys=True)}"
         return f"{identity}|{'x'.join(map(str, images.shape))}|{h.hexdigest()}"
 
     def path(self, key: str) -> Path:

@@ -94,3 +94,16 @@ def package_versions(packages: Iterable[str]) -> dict[str, Optional[str]]:
         except md.PackageNotFoundError:
             versions[pkg] = None
     return versions
+
+
+def gpu_identity(device) -> dict:
+    """The GPU a computation runs on, as far as its low bits go: the device's model and compute capability (which
+    select other kernels) and the CUDA and cuDNN releases torch runs with (a cuDNN wheel may change under one torch
+    version). Part of a GPU run's store keys and metadata, so that a cache shared by runners of two GPU models never
+    serves one's samples to the other."""
+    import torch
+
+    device = torch.device(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return {"name": torch.cuda.get_device_name(index), "capability": list(torch.cuda.get_device_capability(index)),
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}

@@ -295,6 +295,7 @@ def test_a_gpu_samples_key_records_the_tf32_switches_and_a_cpus_does_not(tmp_pat
     from tests.helpers import GaussianData
 
     m = Model("g", GaussianData(), make_kernel("edm"), (3, 4, 4), "fp")
+    fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3")
     keys = {d: SampleSource(lambda name: m, SampleStore(tmp_path), d)._key(Run("g", "euler", 4), m)
             for d in ("cpu", "cuda")}
     assert "tf32" not in keys["cpu"]
@@ -313,6 +314,37 @@ def test_a_gpu_samples_key_records_the_tf32_switches_and_a_cpus_does_not(tmp_pat
         assert cuda._key(Run("g", "euler", 4), m)["tf32"]["matmul"] == "tf32"
     finally:  # each through the API it was changed with
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.fp32_precision = allow, matmul
+
+
+
+def fake_gpu(monkeypatch, name: str, cudnn: int = 91000) -> None:
+    """What torch reports of a GPU, on a machine without one."""
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: cudnn)
+
+
+def test_a_gpu_samples_key_names_the_gpu_and_its_cuda_and_cudnn(tmp_path, monkeypatch):
+    """Two GPU models (or cuDNN releases) run other kernels: a cache shared by their runners keeps their sets apart."""
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import Model
+    from models.kernels import make_kernel
+    from models.store import SampleStore
+    from tests.helpers import GaussianData
+
+    m = Model("g", GaussianData(), make_kernel("edm"), (3, 4, 4), "fp")
+    store = SampleStore(tmp_path)
+    key = lambda device: SampleSource(lambda name: m, store, device)._key(Run("g", "euler", 4), m)  # noqa: E731
+    assert "gpu" not in key("cpu")
+    fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3")
+    h100 = key("cuda")
+    assert h100["gpu"] == {"name": "NVIDIA H100 80GB HBM3", "capability": [9, 0], "cuda": torch.version.cuda,
+                           "cudnn": 91000}
+    fake_gpu(monkeypatch, "NVIDIA H200")
+    assert key("cuda:0")["gpu"]["name"] == "NVIDIA H200"
+    fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3", cudnn=90100)
+    assert key("cuda") != h100
 
 
 def write_zoo(tmp_path, text: str):

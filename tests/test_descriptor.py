@@ -272,3 +272,17 @@ def test_the_int8_descriptor_is_batch_invariant(thumbs):
     assert make_descriptor().batch_size == 64
     for size, threads in ((64, 1), (4, 2), (1, 1)):
         assert torch.equal(make_descriptor(batch_size=size, threads=threads).embed(x), whole), (size, threads)
+
+
+def test_a_gpu_descriptors_cache_key_names_the_gpu(thumbs, monkeypatch):
+    from tests.test_claim_suite import fake_gpu
+
+    class OnGpu(RowSum):
+        device = torch.device("cuda")
+
+    x = thumbs.images[:6]
+    fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3")
+    h100 = EmbeddingCache.key(x, OnGpu())
+    assert "NVIDIA H100 80GB HBM3" in h100 and "NVIDIA" not in EmbeddingCache.key(x, RowSum())
+    fake_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB")
+    assert EmbeddingCache.key(x, OnGpu()) != h100
