@@ -61,7 +61,7 @@ def test_sampler_throughput(benchmark, small_unet, device, micro_batch, sampler,
         synchronize(device)
         return out
 
-    out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    out = benchmark.pedantic(run, rounds=timed_rounds(device, 3), iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(nfe=out.nfe, batch=micro_batch, threads=torch.get_num_threads(), device=str(device))
     record(benchmark, images_per_s=lambda t: micro_batch / t, evaluations_per_s=lambda t: micro_batch * out.nfe / t)
     assert torch.isfinite(out.x).all()
@@ -248,8 +248,8 @@ def test_optimal_denoiser_throughput(benchmark, device):
     a, b = torch.randn(side, side, device=device), torch.randn(side, side, device=device)
     codes = {"optimal": lambda: D(x, sigma), "matmul_shape": lambda: x @ data.T, "matmul_square": lambda: a @ b}
     # waited for: on a GPU the call only queues its kernels, and the nightly compares this mean with the last night's
-    out = benchmark.pedantic(lambda: (codes["optimal"](), synchronize(device))[0], rounds=3, iterations=1,
-                             warmup_rounds=1)
+    out = benchmark.pedantic(lambda: (codes["optimal"](), synchronize(device))[0], rounds=timed_rounds(device, 3),
+                             iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device),
                         until=[("matmul_shape", "optimal"), ("matmul_square", "optimal")])
     ref_flops = {"matmul_shape": 2 * query * N * DIM, "matmul_square": 2 * side**3}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures.benchmarks import record
+from fixtures.benchmarks import record, timed_rounds
 from fixtures.devices import synchronize
 from models.noise import NoiseBank
 from models.generate import generate
@@ -55,7 +55,7 @@ def test_sampling_throughput(benchmark, tmp_path, device, workers, runner, micro
         synchronize(device)
         return out
 
-    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=1)  # the warm-up makes the traces
+    benchmark.pedantic(run, rounds=timed_rounds(device, 2), iterations=1, warmup_rounds=1)  # the warm-up traces
     benchmark.extra_info.update(batch=noises, micro_batch=micro_batch, nfe=20, sampler="dpm3", workers=workers,
                                 runner=runner, device=str(device))
     record(benchmark, images_per_s=lambda t: noises / t)

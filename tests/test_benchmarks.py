@@ -90,3 +90,5 @@ def test_a_gpu_run_times_five_rounds_where_a_cpu_run_times_one():
 
     assert [timed_rounds(d) for d in ("cpu", torch.device("cpu"), "cuda", "cuda:1", torch.device("meta"))] == \
         [1, 1, 5, 5, 5]
+    # a case timed alone keeps its own rounds on a CPU and takes at least five on a GPU
+    assert [timed_rounds(d, 3) for d in ("cpu", "cuda")] == [3, 5] and timed_rounds("cuda", 8) == 8
