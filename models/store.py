@@ -235,8 +235,7 @@ class Pruned:
     failed: list[str] = field(default_factory=list)  # "path: why" of the entries that could not be removed
 
 
-def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = False,
-          now: Optional[float] = None) -> list[Pruned]:
+def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = False) -> list[Pruned]:
     """Remove the entries of PRUNED_FOLDERS under `cache_dir` that no run has read or written for `unused_days`
     days (by modification time, which a run's hit sets); with dry_run, only count them. One entry is one file,
     removed whole: a run that asks for it later makes it again. A run that is using an entry has set its time on
@@ -252,7 +251,7 @@ def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = Fals
         raise FileNotFoundError(f"{str(root)!r} is not a samenoise cache folder: it holds no "
                                 f"{' or '.join(PRUNED_FOLDERS)} folder (give the folder a run's --cache-dir named, "
                                 f"default .cache/samenoise in the checkout)")
-    cutoff = (time.time() if now is None else now) - unused_days * 86400
+    cutoff = time.time() - unused_days * 86400
     out = []
     for name in PRUNED_FOLDERS:
         got = Pruned(name)
