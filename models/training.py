@@ -439,10 +439,18 @@ class Trainer:
         atomic_write(self.out / "train_state.pt", lambda f: torch.save(state, f))
 
     # --- one step ---------------------------------------------------------------------------------
+    def _on_device(self, t: torch.Tensor) -> torch.Tensor:
+        """`t`, drawn on the CPU generator (a run draws the same numbers on every device), on the training device. A
+        blocking copy to a GPU makes the host wait for it, several times a step; a copy from pinned memory does not
+        (torch's pinned-memory cache holds the block until the copy has run)."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
+
     def _batch(self):
-        idx = torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=self.gen)
-        y = self.images[idx.to(self.device)]
-        label = None if self.labels is None else self.labels[idx.to(self.device)]
+        idx = self._on_device(torch.randint(0, len(self.images), (self.cfg.batch_size,), generator=self.gen))
+        y = self.images[idx]
+        label = None if self.labels is None else self.labels[idx]
         return y, label
 
     def loss(self) -> torch.Tensor:
@@ -454,7 +462,7 @@ class Trainer:
         records the loss against the training images y, as the other target's does."""
         y, label = self._batch()
         if self.cfg.objective == "elbo":
-            noise = torch.randn((len(y), self.net.latent), generator=self.gen).to(self.device)
+            noise = self._on_device(torch.randn((len(y), self.net.latent), generator=self.gen))
             loss = self.net.elbo_loss(y, noise, self.cfg.pixel_std)
         elif self.target is not None:
             loss = self._consistency_loss(y, label)
@@ -466,15 +474,15 @@ class Trainer:
 
     def _denoising_losses(self, y, label) -> tuple[torch.Tensor, torch.Tensor]:
         sigma = draw_sigma(self.cfg, self.kernel, len(y), self.gen)
-        noise = torch.randn(y.shape, generator=self.gen).to(self.device)
-        s = append_dims(sigma.to(self.device), y.ndim)
-        x = (y.double() + s * noise.double())
-        denoised = self.D(x, sigma.to(self.device), label)
-        w = append_dims(loss_weight(self.cfg.objective, sigma, self.cfg.sigma_data).to(self.device), y.ndim)
+        noise = self._on_device(torch.randn(y.shape, generator=self.gen))
+        w = append_dims(self._on_device(loss_weight(self.cfg.objective, sigma, self.cfg.sigma_data)), y.ndim)
+        sigma = self._on_device(sigma)
+        x = (y.double() + append_dims(sigma, y.ndim) * noise.double())
+        denoised = self.D(x, sigma, label)
         against_y = (w * (denoised - y.double()) ** 2).mean().float()
         if self.optimal is None:
             return against_y, against_y
-        target = self.optimal(x, sigma.to(self.device), label)
+        target = self.optimal(x, sigma, label)
         return (w * (denoised - target) ** 2).mean().float(), against_y.detach()
 
     def _distill_loss(self, y, label) -> torch.Tensor:
@@ -485,10 +493,10 @@ class Trainer:
         nests them), and takes one step, as the student does, from the last level to 0."""
         n = (self.cfg.distill_steps - 1) * 2 ** (self.cfg.distill_rounds - 1 - self._round(self.step)) + 1
         fine = make_grid(self.cfg.distill_grid, self.kernel, 2 * n - 1)
-        fine = torch.cat([fine, fine.new_zeros(2)]).to(self.device)  # the last level's two "steps" both end at 0
-        i = 2 * torch.randint(0, n, (len(y),), generator=self.gen).to(self.device)
+        fine = self._on_device(torch.cat([fine, fine.new_zeros(2)]))  # the last level's two "steps" both end at 0
+        i = 2 * self._on_device(torch.randint(0, n, (len(y),), generator=self.gen))
         sa, sm, sb = fine[i], fine[i + 1], fine[i + 2]
-        noise = torch.randn(y.shape, generator=self.gen).to(self.device).double()
+        noise = self._on_device(torch.randn(y.shape, generator=self.gen)).double()
         xa = y.double() + append_dims(sa, y.ndim) * noise
         with torch.no_grad():
             xm = euler_step(xa, sa, sm, self.teacher(xa, sa, label))
@@ -515,9 +523,9 @@ class Trainer:
         of the teacher's ODE from sigma_hi down to the next level of an N-level Karras grid (Song et al. 2023,
         Algorithm 2, with the squared L2 distance and lambda = 1)."""
         grid = self._cd_grid
-        i = torch.randint(0, self.cfg.cd_steps - 1, (len(y),), generator=self.gen).to(self.device)
+        i = self._on_device(torch.randint(0, self.cfg.cd_steps - 1, (len(y),), generator=self.gen))
         hi, lo = grid[i], grid[i + 1]
-        noise = torch.randn(y.shape, generator=self.gen).to(self.device).double()
+        noise = self._on_device(torch.randn(y.shape, generator=self.gen)).double()
         x_hi = y.double() + append_dims(hi, y.ndim) * noise
         with torch.no_grad():
             x_lo = heun_step(self.teacher, x_hi, hi, lo, label)
@@ -551,6 +559,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         _trim_log(self.out / LOSS_LOG, self.step)
         log = open(self.out / LOSS_LOG, "a")
+        # each step's logged loss stays on the device until the next saved state: reading a GPU value back makes the
+        # host wait for the device, and once a step that wait would stop it queueing the next step's work ahead
+        pending: list[torch.Tensor] = []
         started = time.perf_counter()
         try:
             while self.step < self.cfg.steps:
@@ -566,12 +577,13 @@ class Trainer:
                 if self.target is not None:
                     self._update_target()
                 self.step += 1
-                # nine significant digits give back the float32 loss exactly, in fewer bytes than its float64 repr
-                log.write(json.dumps({"step": self.step, "loss": float(f"{logged.item():.9g}")}) + "\n")
+                pending.append(logged.detach())
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                    _write_losses(log, pending, self.step)
                     log.flush()
                     self._save_state()
-        finally:
+        finally:  # a run stopped between saved states logs its steps so far; a resume drops them (_trim_log)
+            _write_losses(log, pending, self.step)
             log.close()
         meta = dict(config=asdict(self.cfg), kernel=self.cfg.kernel, kernel_options=self.cfg.kernel_options,
                     prediction=self.cfg.prediction,
@@ -580,6 +592,16 @@ class Trainer:
                     train_seconds_this_run=round(time.perf_counter() - started, 1),
                     threads=torch.get_num_threads())
         return save_checkpoint(self.out / "model", self.ema, meta, dtype)
+
+
+def _write_losses(log, pending: list[torch.Tensor], step: int) -> None:
+    """Log the losses of steps step - len(pending) + 1 .. step, read from the device at once, and empty `pending`."""
+    if pending:
+        values = torch.stack(pending).tolist()
+        # nine significant digits give back the float32 loss exactly, in fewer bytes than its float64 repr
+        log.writelines(json.dumps({"step": step - len(values) + 1 + i, "loss": float(f"{v:.9g}")}) + "\n"
+                       for i, v in enumerate(values))
+        pending.clear()
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu", dtype: Optional[torch.dtype] = None) -> Path:

@@ -60,6 +60,27 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_the_loss_log_is_read_from_the_device_once_per_saved_state(tmp_path, monkeypatch):
+    """A step's loss is logged when the next state is saved, all of them in one read (a per-step read would make the
+    host wait for a GPU every step); the log is the same line for line: steps 1..N, float32 values."""
+    from models import training
+
+    reads = []
+    real = training._write_losses
+
+    def counted(log, pending, step):
+        reads.append((len(pending), step))
+        real(log, pending, step)
+
+    monkeypatch.setattr(training, "_write_losses", counted)
+    train(tiny(steps=25), tmp_path)
+    assert [r for r in reads if r[0]] == [(10, 10), (10, 20), (5, 25)]
+    lines = [json.loads(line) for line in open(tmp_path / "loss.jsonl")]
+    assert [line["step"] for line in lines] == list(range(1, 26))
+    # each a float32 loss in nine significant digits, which give it back exactly
+    assert all(float(f"{torch.tensor(line['loss'], dtype=torch.float32).item():.9g}") == line["loss"] for line in lines)
+
+
 def test_a_run_stopped_between_checkpoints_resumes_without_repeating_steps(tmp_path, monkeypatch):
     """Steps logged after the last saved state (here 11-15, flushed when the run stopped) are dropped on resume, not
     logged twice: the convergence figures take a loss's position in the log for its step."""
