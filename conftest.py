@@ -323,6 +323,13 @@ def _check_regression(config: pytest.Config, zoo) -> None:
         if recording:
             if why := unwritable(Path(g), folder=False):
                 raise pytest.UsageError(f"--golden {g} cannot be written: {why}")
+            if Path(g).is_file():  # re-recording replaces a golden file; any other file is a mistyped argument
+                try:
+                    Golden.load(g)
+                except GoldenError as e:
+                    raise pytest.UsageError(f"--golden {g}: --update-golden would replace this file, which is no "
+                                            f"usable golden file ({e}); name a new file, or remove this one first"
+                                            ) from e
         elif Path(g).is_dir():
             raise pytest.UsageError(f"--golden {g} is a folder; give the golden file in it")
         elif not Path(g).is_file():

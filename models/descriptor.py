@@ -147,11 +147,6 @@ class TorchScriptSSCD(Descriptor):
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
-    @cached_property
-    def identity(self) -> str:
-        """As the base's; on a GPU also the device type, whose kernels give other low bits than the CPU's."""
-        return Descriptor.identity.func(self) + ("/cuda" if self.device.type == "cuda" else "")
-
     @torch.no_grad()
     def _run(self, batch):
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div(255)

@@ -23,6 +23,20 @@ from models.atomic import atomic_write
 FORMAT = "samenoise-golden/1"
 THUMBNAIL = 16  # largest thumbnail side kept in a golden file (pixels); MAE is measured at this size
 MATCHED = ("bank_hash", "sampler", "nfe", "grid", "label", "descriptor")
+MISMATCH = {  # where each matched setting of a check comes from
+    "bank_hash": "the candidate's {n} noises come from another noise bank, drawn for another sample shape (image size "
+                 "or channels) than the reference's or by another release of the bank",
+    "sampler": "a candidate is sampled with its zoo entry's sampler and NFE: check it under an entry (--zoo) that "
+               "names the file's",
+    "nfe": "a candidate is sampled with its zoo entry's sampler and NFE: check it under an entry (--zoo) that names "
+           "the file's",
+    "grid": "a candidate is sampled on its zoo entry's step grid: check it under an entry (--zoo) that names the "
+            "file's",
+    "label": "the file was recorded from a model of the other kind (a conditional model is sampled under class 0, "
+             "an unconditional one with no label)",
+    "descriptor": "check with the descriptor the file was recorded with (--descriptor, --descriptor-path and "
+                  "--descriptor-size; its identity is name@size:weights hash)",
+}
 
 
 class GoldenError(ValueError):
@@ -91,7 +105,10 @@ class Golden:
             with np.load(path, allow_pickle=False) as z:
                 ids, q, scale, thumbs = z["ids"], z["embeddings"], z["scale"], z["thumbnails"]
                 header, digest = json.loads(str(z["header"])), str(z["sha256"])
-        except Exception as e:  # missing, truncated, not an archive, missing members
+        except KeyError as e:  # an .npz of something else
+            raise GoldenError(f"{path} is not a golden file: the archive has no member {e.args[0].split()[0]} "
+                              f"(a golden file holds ids, embeddings, scale, thumbnails, header and sha256)") from e
+        except Exception as e:  # missing, truncated, not an archive
             raise GoldenError(f"golden file {path} cannot be read ({type(e).__name__}: {e})") from e
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             found = header.get("format") if isinstance(header, dict) else f"a header that is a {type(header).__name__}"
@@ -119,9 +136,13 @@ class Golden:
                                   f"{shown} for its {n} noises: it was edited or damaged")
 
     def check_compatible(self, path, **run) -> None:
-        """Refuse a comparison made under another noise bank, sampler, NFE, grid, label or descriptor."""
+        """Refuse a comparison made under another noise bank, sampler, NFE, grid, label or descriptor, saying where
+        the setting comes from. The descriptor is matched by name, input size and weights, not by device: a file
+        recorded on a GPU is checked on a CPU (content, not low bits, is what a golden file keeps)."""
         for key in MATCHED:
             if key in run and run[key] != getattr(self, key):
                 raise GoldenError(f"golden file {path} was made with {key} {getattr(self, key)!r}, this run uses "
-                                  f"{run[key]!r}; record a new golden file (--update-golden) or run with the "
-                                  f"same {key}")
+                                  f"{run[key]!r}: {MISMATCH[key].format(n=len(self.ids))}. A new golden file under "
+                                  f"this run's settings must be recorded from the reference checkpoint "
+                                  f"(--update-golden --candidate REFERENCE), not from the candidate, which would "
+                                  f"become its own reference")

@@ -202,6 +202,10 @@ OPTION_ROWS = [
      "not above the bar 0.9 (Wilson); record at least 35 noises"),
     ("golden-unwritable", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
                                      "--golden": [str(a_file(t) / "g.npz")]}, "plain-file is not a folder"),
+    # a mistyped --golden that names another file (a checkpoint's weights, a zoo file): recording would replace it
+    ("update-golden-over-another-file", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
+                                                   "--golden": [str(a_file(t))]},
+     "--update-golden would replace this file, which is no usable golden file"),
 ]
 
 

@@ -317,6 +317,22 @@ def test_a_gpu_samples_key_records_the_tf32_switches_and_a_cpus_does_not(tmp_pat
 
 
 
+def test_a_straddling_regression_case_says_that_more_noises_need_a_new_recording():
+    """A check runs on its golden file's noises whatever --noises says, so "about N noises would decide it" is
+    followed by how to get them: record the file again from the reference."""
+    from cases.regression import regression_case
+
+    case = regression_case("ref.npz", "golden_rp", 0.6, Run("cand"), Run("golden"))
+    with pytest.raises(pytest.fail.Exception) as err:
+        check(FakeRequest(), case, proportion(0.75, 16, [(3, 0.1)]))
+    assert "16 noises cannot decide it; about" in str(err.value)
+    assert "record the file again from the reference checkpoint with --noises " in str(err.value)
+    plain = Case("C2", "Sec. 2.1, Fig. 3", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "src"))
+    with pytest.raises(pytest.fail.Exception) as err:
+        check(FakeRequest(), plain, proportion(0.75, 16, [(3, 0.1)]))
+    assert "about" in str(err.value) and "record the file again" not in str(err.value)
+
+
 def fake_gpu(monkeypatch, name: str, cudnn: int = 91000) -> None:
     """What torch reports of a GPU, on a machine without one."""
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

@@ -37,6 +37,39 @@ def test_a_golden_file_of_another_setting_is_refused_naming_it(tmp_path, key, va
         golden().check_compatible(tmp_path / "g.npz", **{key: value})
 
 
+def test_a_mismatch_says_where_the_setting_comes_from_and_not_to_record_from_the_candidate(tmp_path):
+    with pytest.raises(GoldenError, match=r"its zoo entry's sampler and NFE: check it under an entry \(--zoo\).*"
+                                          r"recorded from the reference checkpoint \(--update-golden --candidate "
+                                          r"REFERENCE\), not from the candidate"):
+        golden().check_compatible(tmp_path / "g.npz", sampler="heun")
+    with pytest.raises(GoldenError, match="the candidate's 4 noises come from another noise bank, drawn for another "
+                                          "sample shape"):
+        golden().check_compatible(tmp_path / "g.npz", bank_hash="other")
+
+
+def test_a_gpu_descriptor_has_the_cpu_descriptors_identity(tmp_path):
+    """A golden file keeps content, not low bits: one recorded with the TorchScript SSCD on a GPU is checked with it
+    on a CPU (the embedding cache keeps the two apart by the GPU's identity, tests/test_descriptor.py)."""
+    import torch
+
+    from models.descriptor import TorchScriptSSCD
+
+    weights = tmp_path / "sscd.pt"
+    weights.write_bytes(b"weights")
+    on = {}
+    for device in ("cpu", "cuda"):
+        d = TorchScriptSSCD.__new__(TorchScriptSSCD)  # no TorchScript file to load: identity needs name, size, path
+        d.name, d.size, d.path, d.device = "sscd-mixup", 320, weights, torch.device(device)
+        on[device] = d.identity
+    assert on["cpu"] == on["cuda"] and on["cpu"].startswith("sscd-mixup@320:")
+
+
+def test_another_npz_is_not_a_golden_file(tmp_path):
+    np.savez(tmp_path / "other.npz", samples=np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(GoldenError, match="other.npz is not a golden file: the archive has no member ids"):
+        Golden.load(tmp_path / "other.npz")
+
+
 def test_truncated_or_edited_files_are_refused(tmp_path):
     path = golden().save(tmp_path / "g.npz")
     data = path.read_bytes()

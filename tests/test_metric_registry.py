@@ -98,19 +98,42 @@ class _PlanesStub(_HyperplaneStub):
         return SampleSet(eye[anchors], np.arange(6), 20, {}), SampleSet(eye[grid], np.arange(8), 20, {})
 
 
+class _PlanesStub3(_HyperplaneStub):
+    """Three planes of 2 x 2 points: model "a"'s second plane has anchors 3 and 4 one image; otherwise the anchors
+    are distinct and the maps of "a" and "b" agree at every point."""
+
+    def hyperplane_sets(self, run, points, planes=1, permuted=False):
+        import numpy as np
+
+        from models.store import SampleSet
+
+        eye = np.eye(3, dtype=np.uint8)[:, None, None, :] * 255
+        anchors = {"a": [0, 1, 2, 0, 0, 2, 0, 1, 2], "b": [0, 1, 2] * 3}[run.model]
+        return (SampleSet(eye[anchors], np.arange(9), 20, {}),
+                SampleSet(eye[[0, 1, 2, 2, 0, 1, 2, 2, 2, 1, 0, 0]], np.arange(12), 20, {}))
+
+
 def test_the_hyperplane_case_leaves_out_a_plane_whose_anchors_give_one_image_and_resamples_planes():
     """Over several planes, a plane whose anchors give one image in either model is left out on its anchors alone
-    (named in the record); the kappa pools the planes kept, and its interval resamples whole planes."""
+    (named in the record); the kappa pools the planes kept, and its interval resamples whole planes. One plane left
+    of several is an error: a bootstrap over one plane would give its kappa as the whole interval."""
     from cases import Bar, Case, Run
     from fixtures.metrics import agreement
     from models.scores import AnchorError
 
+    stub = _PlanesStub3()
+    params = {"points": 2, "planes": 3}
+    case = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("a")), Bar(">=", 0.6, "s"), params=params)
+    got = agreement(stub, case, Side.of(case))
+    assert got.value == 1.0 and got.extra["plane_kappa"] == [1.0, 1.0] and list(got.extra["planes_left_out"]) == ["1"]
+    assert "noise ids 3 and 4" in got.extra["planes_left_out"]["1"] and got.interval[2] == "bootstrap over 2 planes"
+    assert got.interval[:2] == (1.0, 1.0)  # both planes kept agree at every point
     stub = _PlanesStub()
     params = {"points": 2, "planes": 2}
     case = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("a")), Bar(">=", 0.6, "s"), params=params)
-    got = agreement(stub, case, Side.of(case))
-    assert got.value == 1.0 and got.extra["plane_kappa"] == [1.0] and list(got.extra["planes_left_out"]) == ["1"]
-    assert "noise ids 3 and 4" in got.extra["planes_left_out"]["1"] and got.interval[2] == "bootstrap over 1 planes"
+    with pytest.raises(AnchorError, match=r"only plane 0 of 2 is usable, and resampling planes needs two or more: .*"
+                                          r"noise ids 3 and 4"):
+        agreement(stub, case, Side.of(case))
     split = Case("encoding", "Fig. 4", "agreement", (Run("b"), Run("c")), Bar(">=", 0.6, "s"), params=params)
     got = agreement(stub, split, Side.of(split))
     assert got.extra["plane_kappa"][0] == 1.0 and got.extra["plane_kappa"][1] < 0 and got.n == 8

@@ -307,8 +307,8 @@ def test_the_loss_figure_draws_both_recorded_curves_of_each_case(tmp_path):
                      versus_runs=[{"model": "l", "sampler": "dpm3", "nfe": 20}], params={"last_steps": 200},
                      versus={"value": 0.5, "n": 200, "extra": {"loss": large}}, extra={"loss": small},
                      bar={"op": "<", "value": None, "source": "Fig. 13"})
-    case["decision"] |= {"control": None, "test": {"name": "unpaired bootstrap", "difference": [-0.31, -0.29],
-                                                   "sizes": [200, 200], "direction": "<", "holds": True}}
+    case["decision"] |= {"control": None, "test": {"name": "unpaired bootstrap and permutation test",
+                                                   "difference": [-0.31, -0.29], "p": 0.0005, "sizes": [200, 200], "direction": "<", "holds": True}}
     page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out").read_text()
     assert "loss.png" in page and "no training-loss case ran" not in page
     img = np.asarray(Image.open(tmp_path / "out" / "loss.png").convert("RGB")).astype(int)

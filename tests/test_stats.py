@@ -77,6 +77,10 @@ def test_a_threshold_case_holds_only_when_the_whole_interval_clears_the_bar():
     below = decide_threshold(BAR, 0.3, interval_of(ones(38, n)), n)
     assert clear.holds and not straddle.holds and not below.holds
     assert "straddles the bar 0.6" in straddle.reason and straddle.noises_to_decide > n
+    assert f"{n} noises cannot decide it; about {straddle.noises_to_decide} noises would" in straddle.reason
+    # values clustered in 32 paths: the message counts the paths, and gives no count of noises that would decide it
+    paths = decide_threshold(BAR, 0.65, Interval(0.55, 0.74, "Wilson over paths"), 32, unit="paths")
+    assert "32 paths cannot decide it" in paths.reason and "would" not in paths.reason
     assert "wholly on the failing side" in below.reason
     # a claim of low values (a '<' bar) the same way round: only an interval wholly under the bar holds
     low = Bar("<", 0.6, "src")
@@ -131,7 +135,7 @@ def test_direction_cases_use_a_paired_test_and_ties_never_hold():
     # sides that share no noise ids: an unpaired bootstrap, the right way round
     other = (list(range(n, 2 * n)), b)
     unpaired = decide_direction(Bar("<", None, "src"), paired(a), other, Interval(0, 1, "x"))
-    assert unpaired.test["name"] == "unpaired bootstrap"
+    assert unpaired.test["name"] == "unpaired bootstrap and permutation test"
     shifted = (list(range(n, 2 * n)), (torch.linspace(0, 1, n) + 0.5).tolist())  # clearly above a
     assert decide_direction(Bar("<", None, "src"), paired(a), shifted, Interval(0, 1, "x")).holds
     assert not decide_direction(Bar(">", None, "src"), paired(a), shifted, Interval(0, 1, "x")).holds
@@ -309,6 +313,49 @@ def test_a_paired_direction_of_few_pairs_needs_the_exact_sign_test():
     a, b = [1.0] * 20 + [0.0] * 4, [0.9] * 20 + [9.0] * 4
     mixed = decide_direction(greater, paired(a), paired(b), Interval(0, 1, "x"))
     assert mixed.test["signs"] == [20, 4] and mixed.test["p"] < 0.05 and not mixed.holds
+
+
+def test_an_unpaired_direction_of_few_values_needs_the_permutation_test():
+    """Sides that share no keys (the loss case: two runs' steps): the percentile bootstrap of one value a side is a
+    point ([0.4, 0.4]) and of three 1s against three 0s [1, 1]; the permutation test gives p = 1 and about 2 / 20,
+    so neither direction is shown. Well-separated samples of 200 are (p = 1 / 2001, the least it can give)."""
+    greater = Bar(">", None, "src")
+    one = decide_direction(greater, (["a:0"], [0.9]), (["b:0"], [0.5]), Interval(0, 1, "x"))
+    assert one.test["difference"] == pytest.approx([0.4, 0.4]) and one.test["p"] == 1.0 and not one.holds
+    three = decide_direction(greater, (["a:0", "a:1", "a:2"], [1.0] * 3), (["b:0", "b:1", "b:2"], [0.0] * 3),
+                             Interval(0, 1, "x"))
+    assert three.test["difference"] == [1.0, 1.0] and 0.07 < three.test["p"] < 0.13 and not three.holds
+    gen = torch.Generator().manual_seed(1)
+    low, high = (torch.rand(200, generator=gen) * 0.1).tolist(), (0.3 + torch.rand(200, generator=gen) * 0.1).tolist()
+    keys = lambda side: [f"{side}:{i}" for i in range(200)]  # noqa: E731
+    clear = decide_direction(Bar("<", None, "src"), (keys("a"), low), (keys("b"), high), Interval(0, 1, "x"))
+    assert clear.holds and clear.test["p"] == 1 / 2001
+    assert not decide_direction(greater, (keys("a"), low), (keys("b"), high), Interval(0, 1, "x")).holds
+
+
+def test_the_permutation_test_is_exact_at_its_level():
+    """Under no difference (both sides drawn alike) the test rejects at about its level, not more (Monte Carlo with
+    the observed labelling among the draws: P(p <= 0.05) <= 0.05). 200 pairs of samples of 10 a side."""
+    gen = torch.Generator().manual_seed(2)
+    rejected = sum(stats.permutation_test(torch.randn(10, generator=gen).tolist(),
+                                          torch.randn(10, generator=gen).tolist(), resamples=199, seed=k) <= 0.05
+                   for k in range(200))
+    assert rejected <= 21  # 5% of 200 is 10; 21 is Binomial(200, 0.05)'s 99.9% quantile (exact sum)
+
+
+def test_sides_that_share_some_noise_ids_but_not_all_are_refused():
+    with pytest.raises(ValueError, match=r"the two sides share 2 of their noise ids but not all \(3 and 2 ids\)"):
+        decide_direction(Bar(">", None, "src"), ([0, 1, 2], [1.0, 1.0, 0.0]), ([0, 1], [0.0, 0.0]),
+                         Interval(0, 1, "x"))
+
+
+def test_a_bootstrap_over_one_cluster_is_refused():
+    """Every resample of one cluster is that cluster: the interval would be a point whatever the values."""
+    with pytest.raises(ValueError, match="a bootstrap over clusters needs at least two of them, got 1"):
+        stats.cluster_bootstrap_mean([0.2, 0.5, 0.9], [0, 0, 0])
+    with pytest.raises(ValueError, match="a bootstrap over clusters needs at least two of them, got 1"):
+        stats.bootstrap_kappa(torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 1, 0]), 3, clusters=["p0"] * 4)
+    assert stats.cluster_bootstrap_mean([0.2, 0.5, 0.9], [0, 0, 1])[0] < 0.5
 
 
 def test_clustered_units_are_tested_per_noise():
