@@ -122,7 +122,7 @@ def decide_threshold(bar: Bar, value: float, iv: Interval, n: int, control: Opti
         ctrl = {"value": c_value, "interval": [c_iv.lo, c_iv.hi, c_iv.method], "side": c_side, "caught": caught}
         if holds and not caught:
             holds = False
-            reason = (f"the control (no shared noise) is not caught: {c_value:.3g}, interval {_fmt(c_iv)} "
+            reason = (f"the control is not caught: {c_value:.3g}, interval {_fmt(c_iv)} "
                       f"{'also clears' if c_side == 'pass' else 'straddles'} the bar {bar.op} {bar.value:g}")
         else:
             reason += f"; control {c_value:.3g} {_fmt(c_iv)} {'caught' if caught else 'not caught'}"

@@ -104,6 +104,11 @@ ROWS = [
                                              noises=16), "labels ignored", BETWEEN[1]),
     ("rp-between", "conditional", Case("C4", "Fig. 6c", "rp_between", BETWEEN, score_bar(), noises=16),
      "noise permuted", BETWEEN[1]),
+    # a conditional model whose samples share nothing with the unconditional one's (its noise space permuted) scores
+    # low under the other class too: the matching class's RP_between, the control, is then not caught
+    ("rp-between-other-unrelated", "conditional", Case("C4", "Sec. 4 (ii)", "rp_between_other", BETWEEN,
+                                                       Bar("<", 0.6, "Sec. 4"), noises=16),
+     "noise permuted", BETWEEN[1]),
     # the 4-image model's loss below the 2,048-image one's; with the 2,048-image log in its place, the two tie
     ("loss", "C3", Case("C3", "Appendix A.5, Fig. 13", "loss", LOSS_RUNS[:1], Bar("<", None, "Fig. 13"),
                         versus=LOSS_RUNS[1:], params={"last_steps": LOSS_STEPS}), "loss log swapped", LOSS_RUNS[0]),
