@@ -108,6 +108,10 @@ def pytest_configure(config: pytest.Config) -> None:
         for root in (config.getoption("--cache-dir"), config.getoption("--report-dir")):
             if root:
                 sweep_stale(root)
+        # the files a run writes outside those folders: only their own leftovers, beside them
+        for target in (config.getoption("--golden") or []) + [config.getoption("--results") or ""]:
+            if target.strip():
+                sweep_stale(Path(target).parent, of=Path(target).name)
         config.pluginmanager.register(ResultsWriter(config), "samenoise-results")
 
 

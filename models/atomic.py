@@ -3,6 +3,7 @@ hashes, and the sweep of temporary files a killed write left."""
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import os
 import re
@@ -11,7 +12,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Optional
 
 UMASK = os.umask(0o022)
 os.umask(UMASK)  # read once: the process's umask, restored at once
@@ -103,14 +104,15 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
 _OWN_TMP = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))  # tempfile's 8 random characters
 
 
-def sweep_stale(root: str | os.PathLike, older_than: float = STALE_SECONDS) -> list[Path]:
+def sweep_stale(root: str | os.PathLike, older_than: float = STALE_SECONDS, of: Optional[str] = None) -> list[Path]:
     """Remove the temporary files and folders (`.<name>.<random>.tmp`) that writes killed mid-way left under
-    `root`; return what was removed."""
+    `root`, or only those of the file named `of` directly in `root` (a folder that is not the suite's, e.g. a golden
+    file's); return what was removed."""
     root, removed = Path(root), []
     if not root.is_dir():
         return removed
     cutoff = time.time() - older_than
-    for p in root.rglob(f".*{TMP_SUFFIX}"):
+    for p in (root.glob(f".{glob.escape(of)}.*{TMP_SUFFIX}") if of else root.rglob(f".*{TMP_SUFFIX}")):
         if not _OWN_TMP.fullmatch(p.name):  # only names of tempfile's making, not any hidden .tmp of the user's
             continue
         try:

@@ -51,6 +51,21 @@ def test_the_sweep_removes_only_stale_temporaries(tmp_path):
     assert fresh.exists() and foreign.exists() and (tmp_path / "a" / "kept.json").exists()
 
 
+def test_a_sweep_of_one_files_leftovers_touches_nothing_else_in_its_folder(tmp_path):
+    """A golden file or results file lies in a folder of the user's: only that file's stale temporaries go, not
+    another file's, and nothing in subfolders."""
+    old = time.time() - STALE_SECONDS - 60
+    mine, other = tmp_path / ".ref.npz.a1b2c3d4.tmp", tmp_path / ".notes.txt.a1b2c3d4.tmp"
+    deeper = tmp_path / "sub" / ".ref.npz.e5f6g7h8.tmp"
+    deeper.parent.mkdir()
+    for p in (mine, other, deeper):
+        p.write_text("half")
+        os.utime(p, (old, old))
+    assert sweep_stale(tmp_path, of="ref.npz") == [mine]
+    assert other.exists() and deeper.exists()
+    assert sweep_stale(tmp_path, of="[r]ef.npz") == []  # a name is matched as it is, not as a pattern
+
+
 def test_a_write_reaches_the_disk_before_its_rename_and_the_rename_before_the_return(tmp_path, monkeypatch):
     """The file's data are synced while it is still the temporary, then its folder after the rename: after a
     power cut the path holds the old file or the whole new one."""
