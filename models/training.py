@@ -583,8 +583,10 @@ class Trainer:
                     log.flush()
                     self._save_state()
         finally:  # a run stopped between saved states logs its steps so far; a resume drops them (_trim_log)
-            _write_losses(log, pending, self.step)
-            log.close()
+            try:
+                _write_losses(log, pending, self.step)
+            finally:
+                log.close()
         meta = dict(config=asdict(self.cfg), kernel=self.cfg.kernel, kernel_options=self.cfg.kernel_options,
                     prediction=self.cfg.prediction,
                     time_input=self.cfg.time_input, time_scale=self.cfg.time_scale, sigma_data=self.cfg.sigma_data,

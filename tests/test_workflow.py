@@ -107,6 +107,27 @@ def test_ci_runs_the_readme_test_command_verbatim_in_a_fresh_venv():
     assert tests in ci.splitlines() and "python3 -m venv" in ci
 
 
+def test_ci_fails_when_an_install_step_fails_and_removes_its_environment(tmp_path):
+    """errexit skips the commands of an && list but its last: a failed `pip install` once left CI green. Here
+    python3 makes a stand-in environment whose pip fails; the run must exit with pip's status and leave no folder."""
+    import os
+    import subprocess
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "chromium").write_text("#!/bin/sh\n")
+    (stubs / "python3").write_text('#!/bin/sh\n[ "$1 $2" = "-m venv" ] && mkdir -p "$3/bin" && '
+                                   'echo "pip() { return 3; }" > "$3/bin/activate"\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = os.environ | {"PATH": f"{stubs}:{os.environ['PATH']}", "TMPDIR": str(scratch)}
+    out = subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert list(scratch.iterdir()) == []  # the environment's folder is gone
+
+
 def test_ignore_requires_python_reaches_only_the_pure_data_package():
     """The flag on any other dependency makes pip pick releases for a newer Python (numpy without a cp311 wheel)."""
     texts = readme_commands() + [(ROOT / ".ci" / "run").read_text(), WORKFLOW.read_text()]
