@@ -23,15 +23,12 @@ from models.atomic import atomic_write
 FORMAT = "samenoise-golden/1"
 THUMBNAIL = 16  # largest thumbnail side kept in a golden file (pixels); MAE is measured at this size
 MATCHED = ("bank_hash", "sampler", "nfe", "grid", "label", "descriptor")
+_FROM_ENTRY = ("a candidate is sampled with its zoo entry's sampler, NFE and step grid: check it under an entry "
+               "(--zoo) that names the file's")
 MISMATCH = {  # where each matched setting of a check comes from
     "bank_hash": "the candidate's {n} noises come from another noise bank, drawn for another sample shape (image size "
                  "or channels) than the reference's or by another release of the bank",
-    "sampler": "a candidate is sampled with its zoo entry's sampler and NFE: check it under an entry (--zoo) that "
-               "names the file's",
-    "nfe": "a candidate is sampled with its zoo entry's sampler and NFE: check it under an entry (--zoo) that names "
-           "the file's",
-    "grid": "a candidate is sampled on its zoo entry's step grid: check it under an entry (--zoo) that names the "
-            "file's",
+    "sampler": _FROM_ENTRY, "nfe": _FROM_ENTRY, "grid": _FROM_ENTRY,
     "label": "the file was recorded from a model of the other kind (a conditional model is sampled under class 0, "
              "an unconditional one with no label)",
     "descriptor": "check with the descriptor the file was recorded with (--descriptor, --descriptor-path and "

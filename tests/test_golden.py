@@ -38,7 +38,8 @@ def test_a_golden_file_of_another_setting_is_refused_naming_it(tmp_path, key, va
 
 
 def test_a_mismatch_says_where_the_setting_comes_from_and_not_to_record_from_the_candidate(tmp_path):
-    with pytest.raises(GoldenError, match=r"its zoo entry's sampler and NFE: check it under an entry \(--zoo\).*"
+    with pytest.raises(GoldenError, match=r"its zoo entry's sampler, NFE and step grid: check it under an entry "
+                                          r"\(--zoo\).*"
                                           r"recorded from the reference checkpoint \(--update-golden --candidate "
                                           r"REFERENCE\), not from the candidate"):
         golden().check_compatible(tmp_path / "g.npz", sampler="heun")
