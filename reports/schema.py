@@ -143,6 +143,11 @@ def direction_holds(test: dict, op: str, where: str) -> bool:
                 raise ResultsError(f"{where}: a sign test needs two counts (up, down), got {signs!r}")
             up, down = signs
             holds = holds and (up > down if greater else down > up) and mcnemar_exact(up, down) < ALPHA
+        elif "p" in test:  # an unpaired test also needs its permutation test (cases/decision.py), which the record
+            # cannot recompute (it keeps no values): its p is taken as recorded
+            if not _number(test["p"]) or not 0 < test["p"] <= 1:
+                raise ResultsError(f"{where}: a permutation test's 'p' must lie in (0, 1], got {test['p']!r:.80}")
+            holds = holds and test["p"] < ALPHA
     else:
         raise ResultsError(f"{where}: a direction test needs 'discordant' counts or a 'difference' interval")
     if holds != test["holds"]:

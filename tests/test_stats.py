@@ -232,6 +232,16 @@ def test_the_schema_recomputes_a_direction_test_from_its_figures():
         direction_holds({"difference": [0.5, 0.5], "signs": [3, 0], "holds": True}, ">", "here")
     with pytest.raises(ResultsError, match="a sign test needs two counts"):
         direction_holds({"difference": [0.5, 0.5], "signs": [3], "holds": True}, ">", "here")
+    # an unpaired test: the bootstrap interval and the permutation test's recorded p (the record keeps no values)
+    assert direction_holds({"difference": [-0.3, -0.1], "p": 0.0005, "holds": True}, "<", "here")
+    assert not direction_holds({"difference": [-0.3, -0.1], "p": 0.09, "holds": False}, "<", "here")
+    with pytest.raises(ResultsError, match="records holds True, but its figures say False"):
+        direction_holds({"difference": [-0.3, -0.1], "p": 0.09, "holds": True}, "<", "here")
+    with pytest.raises(ResultsError, match=r"a permutation test's 'p' must lie in \(0, 1\], got 0"):
+        direction_holds({"difference": [-0.3, -0.1], "p": 0, "holds": True}, "<", "here")
+    # what the decision records is what the schema recomputes: one value a side (bootstrap [0.4, 0.4], p = 1)
+    one = decide_direction(Bar(">", None, "src"), (["a:0"], [0.9]), (["b:0"], [0.5]), Interval(0, 1, "x"))
+    assert direction_holds(one.test, ">", "here") is False
 
 
 def test_held_out_gl_scores_new_crops_of_the_training_photos_against_the_training_set():
