@@ -443,17 +443,24 @@ class Report:
 
     def fig_worst(self):
         """For every failing pair case (and failing checkpoint regression): its worst pairs side by side with
-        their similarity; cases whose samples are gone are named instead of drawn."""
-        failing = [c for c in self.cases if c["outcome"] == "failed" and c["worst"] and
-                   (len(c["extra"].get("samples", [])) == 2 or c["extra"].get("golden"))]
+        their similarity; cases whose samples are gone, or whose worst pairs do not show why they failed, are named
+        instead of drawn."""
+        failed = [c for c in self.cases if c["outcome"] == "failed" and c["worst"]]
+        unpaired = [c["id"] for c in failed if len(c["extra"].get("samples", [])) != 2 and not c["extra"].get("golden")]
+        failing = [c for c in failed if c["id"] not in unpaired]
         # the recorded worst pairs are the least similar: they explain a failed claim of high similarity, not a
-        # failed claim of low similarity (a '<' case) nor a case that failed on its control alone
-        left = [c["id"] for c in failing if c["bar"]["op"] in ("<", "<=") or own_side(c) == "pass"]
+        # failed claim of low similarity (a '<' case), a direction case (one measurement against another: its
+        # least similar pairs say nothing of the other side) nor a case that failed on its control alone
+        left = [c["id"] for c in failing
+                if c["bar"]["value"] is None or c["bar"]["op"] in ("<", "<=") or own_side(c) == "pass"]
         failing = [c for c in failing if c["id"] not in left]
-        left_note = (f"not drawn, as their recorded pairs (the least similar) do not show why they failed: "
-                     f"{', '.join(left)} (claims of low similarity, or cases that failed on their control only)")
+        notes = ([f"not drawn, as their recorded pairs (the least similar) do not show why they failed: "
+                  f"{', '.join(left)} (claims of low similarity, direction cases, or cases that failed on their "
+                  f"control only)"] if left else []) + \
+                ([f"not drawn, as they score one model's samples alone or against several sets (no pair of sample "
+                  f"sets to show): {', '.join(unpaired)}"] if unpaired else [])
         if not failing:
-            return (None, left_note) if left else None
+            return (None, "; ".join(notes)) if notes else None
         drawn, skipped = [], []
         for c in failing:
             try:
@@ -462,6 +469,7 @@ class Report:
                 skipped.append(f"{c['id']}: {e}")
         if not drawn:
             raise ReportError("; ".join(skipped))
+        self.failed = self.failed or bool(skipped)  # drawn from part of the store: not kept for a rerun
         plt = _plt()
         fig, axes = plt.subplots(len(drawn), 1, figsize=(8, 1.6 * len(drawn)), squeeze=False)  # two title lines
         for ax, (c, (a, b)) in zip(axes[:, 0], drawn):
@@ -476,7 +484,7 @@ class Report:
                          + "  ".join(f"#{i}: {v:.2f}" for i, v in c["worst"][:6]), fontsize=6)
             ax.axis("off")
         fig.tight_layout()
-        notes = (["partial: not drawn for " + "; ".join(skipped)] if skipped else []) + ([left_note] if left else [])
+        notes = (["partial: not drawn for " + "; ".join(skipped)] if skipped else []) + notes
         return self.save(fig, "worst.png"), "; ".join(notes)
 
     # --- page --------------------------------------------------------------------------------------

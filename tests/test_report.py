@@ -135,6 +135,38 @@ def test_failing_cases_with_missing_samples_are_named_beside_the_drawn_ones(tmp_
     assert "worst.png" in page and "partial: not drawn for C2/c~d/dpm3@20: rp&gt;=0.6: sample store entry" in page
 
 
+def test_a_worst_pairs_figure_drawn_from_part_of_the_store_is_not_kept(tmp_path):
+    """One failing case drawn, one whose entries are gone: the page says so, and the set is not kept for a rerun
+    (a kept set would bring the stale note back after the entries are restored)."""
+    make_run(tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    gone = pair_case(["0" * 64, "1" * 64], ident="C2/c~d/dpm3@20: rp>=0.6")
+    page = build_report(write_results(tmp_path, [results["cases"][0], gone]), tmp_path / "cache",
+                        tmp_path / "out").read_text()
+    assert "partial: not drawn for C2/c~d" in page and not (tmp_path / "cache" / "figures").exists()
+
+
+def test_failed_cases_without_a_pair_to_show_or_of_a_direction_are_named_not_drawn(tmp_path):
+    """A failed direction case's least similar pairs say nothing of its other side, and a failed case of one model's
+    samples (GL) has no pair of sets: both are named under the figure, neither drawn."""
+    make_run(tmp_path)
+    drawn = json.loads((tmp_path / "results.json").read_text())["cases"][0]
+    hashes = drawn["extra"]["samples"]
+    direction = pair_case(hashes, ident="C3/a/dpm3@20: rp>rp(b/dpm3@20)", claim="C3", part="C3", figure="Fig. 5",
+                          bar={"op": ">", "value": None, "source": "src"}, value=0.96,
+                          versus={"value": 0.961, "n": 64})
+    direction["decision"] = {"holds": False, "interval": [0.9, 1.0, "Wilson"], "reason": "test", "control": None,
+                             "test": {"name": "exact McNemar", "discordant": [3, 3], "p": 1.0, "pairs": 64,
+                                      "direction": ">", "holds": False}}
+    gl = pair_case(hashes[:1], ident="C3/a/dpm3@20: gl>=0.6", claim="C3", part="C3", figure="Fig. 2b", metric="gl",
+                   runs=[{"model": "a", "sampler": "dpm3", "nfe": 20}], models=["a"])
+    page = build_report(write_results(tmp_path, [drawn, direction, gl]), tmp_path / "cache",
+                        tmp_path / "out").read_text()
+    assert "worst.png" in page
+    assert "do not show why they failed: C3/a/dpm3@20: rp&gt;rp(b/dpm3@20) (claims of low similarity, direction" in page
+    assert "no pair of sample sets to show): C3/a/dpm3@20: gl&gt;=0.6" in page
+
+
 def test_a_failing_regression_case_is_drawn_beside_the_golden_thumbnails(tmp_path):
     from models.golden import Golden
     from models.atomic import file_sha256
