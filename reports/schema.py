@@ -78,6 +78,10 @@ def check_record(case: Any, where: str) -> None:
     if outcome not in MEASURED:
         if not isinstance(case.get("reason"), str) or not case["reason"]:
             raise ResultsError(f"{where}: outcome {outcome!r} needs a 'reason'")
+        if case.get("decision") is not None:  # a case that raised after its decision keeps it; the tables show it
+            decision_holds(case["decision"], bar, where)
+        if case.get("versus") is not None and not isinstance(case["versus"], dict):
+            raise ResultsError(f"{where}: 'versus' is {case['versus']!r:.80}, expected an object or null")
         return
     value = case.get("value")
     if not _number(value):

@@ -97,6 +97,19 @@ def test_a_damaged_case_record_is_refused_naming_the_case_and_field(tmp_path, fi
         load_results(write_results(tmp_path, [record]))
 
 
+def test_a_damaged_decision_of_a_case_in_error_is_refused_before_anything_is_written(tmp_path):
+    """An error record keeps the decision it reached before it raised, and the tables show it: a damaged one
+    crashed the page after the figures were written."""
+    make_run(tmp_path)
+    errored = pair_case(["x", "y"], outcome="error", reason="it raised") | {"decision": {"interval": [0.1, 0.2]}}
+    with pytest.raises(ReportError, match=r"case 0 .*needs a 'decision' with an 'interval' \[lo, hi, method\]"):
+        build_report(write_results(tmp_path, [errored]), tmp_path / "cache", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    errored = pair_case(["x", "y"], outcome="error", reason="it raised") | {"decision": None, "versus": [1]}
+    with pytest.raises(ReportError, match=r"'versus' is \[1\], expected an object or null"):
+        load_results(write_results(tmp_path, [errored]))
+
+
 def test_a_damaged_decision_or_test_is_refused_before_anything_is_drawn(tmp_path):
     case = pair_case(["x", "y"])
     case["decision"]["reason"] = 5
