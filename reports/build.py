@@ -586,10 +586,11 @@ class Report:
     def fig_forest(self, part: str):
         """Per case of a part: the value with its 95% interval, the control's (grey), the bar (red) or the right-hand
         side of a direction case (hollow), and the paper's number where it gives one (dotted)."""
-        rows = [c for c in self.cases if c["part"] == part and isinstance(c.get("decision"), dict)
-                and c["metric"] not in OFF_SCALE]
-        if not rows:
-            return None
+        measured = [c for c in self.cases if c["part"] == part and isinstance(c.get("decision"), dict)]
+        rows = [c for c in measured if c["metric"] not in OFF_SCALE]
+        if not rows:  # nothing measured, or only cases off the 0-1 axis: the case tables list those
+            return (None, f"its {len(measured)} measured case(s) are not on a 0-1 scale (training loss, layout MAE): "
+                          f"see the case tables") if measured else None
         plt = _plt()
         fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
         for y, c in enumerate(rows):
@@ -633,11 +634,14 @@ class Report:
                 verdict = "fails"
             else:
                 verdict = f"holds in {counts['passed']} of {measured + counts['error']}"
-            ranges = defaultdict(list)  # cases claimed low (a bar '<', '<=') apart from those claimed high
+            # cases claimed low against a fixed bar, and direction cases (one measurement against another), apart
+            # from the levels claimed high: one range over all three would mix unlike claims
+            ranges = defaultdict(list)
             for c in group:
                 if c["outcome"] in MEASURED:
-                    low = c["bar"]["op"] in ("<", "<=")
-                    ranges[c["metric"] + (" (claimed low)" if low else "")].append(c["value"])
+                    kind = (" (compared)" if c["bar"]["value"] is None
+                            else " (claimed low)" if c["bar"]["op"] in ("<", "<=") else "")
+                    ranges[c["metric"] + kind].append(c["value"])
             values = "; ".join(f"{m} {min(v):.3g}" + (f"-{max(v):.3g}" if f"{max(v):.3g}" != f"{min(v):.3g}" else "")
                                for m, v in ranges.items())
             undecided = sum(c["outcome"] == "failed" and own_side(c) == "straddles" for c in group)

@@ -356,6 +356,10 @@ def test_the_loss_figure_draws_both_recorded_curves_of_each_case(tmp_path):
                                                    "difference": [-0.31, -0.29], "p": 0.0005, "sizes": [200, 200], "direction": "<", "holds": True}}
     page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out").read_text()
     assert "loss.png" in page and "no training-loss case ran" not in page
+    # off the forest plots' 0-1 axis: said so, not "no case of this part was measured"; the scorecard keeps a
+    # direction case's range apart from the levels
+    assert "its 1 measured case(s) are not on a 0-1 scale (training loss, layout MAE)" in page
+    assert "loss (compared) 0.2" in page
     img = np.asarray(Image.open(tmp_path / "out" / "loss.png").convert("RGB")).astype(int)
     blue, orange = np.array([31, 119, 180]), np.array([255, 127, 14])  # matplotlib's C0 and C1: both curves drawn
     for colour in (blue, orange):
