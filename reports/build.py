@@ -164,14 +164,15 @@ class Report:
         """The measured cases that name one of these paper figures (their record's `figure`)."""
         return [c for c in self.cases if c["figure"] in figures]
 
-    def pair_cases(self, figure: str, metric: str):
-        return [c for c in self.of_figure(figure) if c["metric"] == metric and len(c["runs"]) == 2
+    def pair_cases(self, metric: str):
+        """The same-noise pairs of Fig. 3 (the embedded zoo) and Fig. 14 (Table 1's published checkpoints)."""
+        return [c for c in self.of_figure(*PAIR_FIGURES) if c["metric"] == metric and len(c["runs"]) == 2
                 and not c.get("versus_runs") and c["extra"].get("samples")]
 
     def fig_grids(self):
         """Figures 1 and 16: 8 x 8 grids from noise ids 0-63, model beside model."""
         seen, grids, short = set(), [], []
-        for c in self.pair_cases("Fig. 3", "rp"):
+        for c in self.pair_cases("rp"):
             for run, h in zip(c["runs"], c["extra"]["samples"]):
                 label = f"{run['model']} {run['sampler']}@{run['nfe']}"
                 if label not in seen:
@@ -200,7 +201,7 @@ class Report:
         """Figures 3, 14, 15: RP and MAE score matrices over every model pair of the run."""
         values = {m: {} for m in ("rp", "mae")}
         for metric in values:
-            for c in self.pair_cases("Fig. 3", metric):
+            for c in self.pair_cases(metric):
                 a, b = (f"{r['model']}/{r['sampler']}@{r['nfe']}" for r in c["runs"])
                 values[metric][(a, b)] = values[metric][(b, a)] = c["value"]
         names = sorted({a for a, _ in values["rp"]} | {a for a, _ in values["mae"]})
@@ -496,8 +497,9 @@ class Report:
         return self.write_html()
 
     def draw_figures(self) -> None:
-        self.add("Same noise, model beside model (Fig. 1, 16)", self.fig_grids, "no C2 pair case ran")
-        self.add("RP and MAE score matrices (Fig. 3, 14, 15)", self.fig_matrices, "fewer than two C2 models ran")
+        self.add("Same noise, model beside model (Fig. 1, 16)", self.fig_grids, "no C2 or Table 1 pair case ran")
+        self.add("RP and MAE score matrices (Fig. 3, 14, 15)", self.fig_matrices,
+                 "fewer than two models of C2 or Table 1 ran")
         self.add("Regimes against training-set size (Fig. 2, 5)", self.fig_regimes, "no C3 case ran")
         self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran")
         self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran")
@@ -710,6 +712,7 @@ def _value(c: dict) -> str:
     return f"{c['value']:.3g}" + (f" ({ref['label']}: {ref['value']:.3g})" if ref else "")
 
 
+PAIR_FIGURES = ("Fig. 3", "Fig. 14")  # the model-pair matrices and grids: the embedded zoo's and Table 1's
 OFF_SCALE = ("loss", "layout_mae")  # not on the 0-1 axis of the forest plots; the case tables list them
 
 

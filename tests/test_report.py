@@ -148,6 +148,17 @@ def test_failing_cases_with_missing_samples_are_named_beside_the_drawn_ones(tmp_
     assert "worst.png" in page and "partial: not drawn for C2/c~d/dpm3@20: rp&gt;=0.6: sample store entry" in page
 
 
+def test_table_1_pairs_of_published_checkpoints_join_the_matrices_and_grids(tmp_path):
+    """The real-weight pairs (Fig. 14) are same-noise model pairs like the embedded zoo's (Fig. 3): a run of them
+    alone draws the matrices and the grids."""
+    make_run(tmp_path)
+    case = json.loads((tmp_path / "results.json").read_text())["cases"][0]
+    real = case | {"id": "real/DDPMv1~EDMv1/a~b/dpm3@20: rp>=0.6", "claim": "real", "part": "real",
+                   "figure": "Fig. 14"}
+    page = build_report(write_results(tmp_path, [real]), tmp_path / "cache", tmp_path / "out").read_text()
+    assert "matrices.png" in page and "grids.png" in page
+
+
 def test_a_worst_pairs_figure_drawn_from_part_of_the_store_is_not_kept(tmp_path):
     """One failing case drawn, one whose entries are gone: the page says so, and the set is not kept for a rerun
     (a kept set would bring the stale note back after the entries are restored)."""
