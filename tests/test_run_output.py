@@ -93,6 +93,32 @@ def test_two_runs_finishing_at_once_under_one_name_keep_both_folders(tmp_path):
     assert final.name == "20260101-000001-main-2" and (mine / "intruder").is_file()
 
 
+def test_a_run_whose_reserved_folder_is_taken_at_the_end_names_its_final_folder_in_results_and_page(tmp_path):
+    """The race the test above covers, at the write: the results were rewritten with the folder's final name, but
+    the page built before the rename kept the first name."""
+    from fixtures.results import ResultsWriter, _reserve
+    from tests.test_report import make_run
+
+    results = make_run(tmp_path)
+    doc = json.loads(results.read_text())
+    doc["meta"]["run"] = "20260101-000002-subset"
+    root = tmp_path / "out"
+    reserved = _reserve(root / "runs", "20260101-000002-subset")
+    (reserved / "intruder").write_text("x")  # filled after it was reserved: the run takes another name
+
+    class Config:
+        def getoption(self, name):
+            return {"--cache-dir": str(tmp_path / "cache")}[name]
+
+    writer = ResultsWriter.__new__(ResultsWriter)
+    writer.config, writer.name, writer.stopped, writer.lines = Config(), "20260101-000002-subset", None, []
+    writer.write_run(root, json.dumps(doc).encode(), reserved)
+    final = root / "runs" / "20260101-000002-subset-2"
+    assert load_results(final / "results.json")["meta"]["run"] == final.name
+    page = (final / "index.html").read_text()
+    assert "20260101-000002-subset-2" in page
+
+
 def test_no_temporary_files_or_locks_are_left(tmp_path):
     run(tmp_path)
     left = [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".lock"))]
