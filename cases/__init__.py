@@ -149,5 +149,7 @@ class Case:
 
     @property
     def models(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(r.model for r in self.runs + self.versus))
+        """Every model the case samples: its runs', its versus side's and a control's `partner`."""
+        partner = (self.params["partner"],) if self.params.get("partner") else ()
+        return tuple(dict.fromkeys(tuple(r.model for r in self.runs + self.versus) + partner))
 

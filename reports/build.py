@@ -377,7 +377,7 @@ class Report:
         seen, cases = set(), []  # one row per mask and model pair, from the cases that sampled it with its own noise
         for c in self.cases:
             pair = (c["params"].get("mask"), tuple(r["model"] for r in c["runs"]))
-            if (c["part"] == "inverse" and pair[0] and not c["params"].get("pairing")
+            if (c["part"] == "inverse" and c["metric"] == "rp" and pair[0] and not c["params"].get("pairing")
                     and len(c["extra"].get("samples", [])) >= 2 and pair not in seen):
                 seen.add(pair)
                 cases.append(c)

@@ -71,6 +71,13 @@ ROWS = [
     # the hard mask: on the easy one the observation nearly fixes the square (other noises: RP 0.48 over 64, measured)
     ("inverse", "inverse", Case("C4", "Fig. 7", "rp", DPS, score_bar(), params={"mask": "hard"}, noises=32),
      "observation swapped", DPS[1]),
+    # the same noise under another observation gives another image, while the partner model under the same one
+    # gives the same (the control); a model whose images follow nothing (its noise space permuted) scores low under
+    # another observation too, but fails the control
+    ("rp-other-observation", "inverse", Case("C4", "Fig. 22", "rp_other_observation", (DPS[0], DPS[0]),
+                                             Bar("<", 0.6, "Appendix F, Fig. 22"),
+                                             params={"mask": "hard", "partner": DPS[1].model}, noises=32),
+     "noise permuted", DPS[0]),
     # a control (a negative claim): pairs of other noise ids score low, unless the ids are off by one (the bug a
     # control must catch: the shifted pairs then share their noise)
     ("control", "control", Case("control", "Sec. 2.1", "rp", (DSTAR, DSTAR_B), score_bar("<"),

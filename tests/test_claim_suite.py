@@ -469,3 +469,20 @@ def test_an_inverse_problem_is_solved_on_the_entry_grid(tmp_path):
     direct = generate(GaussianData(), make_kernel("edm"), bank(shape, n), nfe=nfe, grid="uniform-t", run=on_grid)
     assert (sets["uniform-t"].images == to_uint8(direct.x)).all()
     assert not (sets["edm"].images == sets["uniform-t"].images).all()
+
+
+def test_the_other_observation_cases_have_a_partner_of_their_family_as_control():
+    """Fig. 22's claim (RP < 0.6 under another observation) takes its control from the family's other UNet under the
+    same observation; the partner is one of the case's models (so --models selects it with the case)."""
+    from cases.variants import WITHIN
+    from fixtures.measure import has_control
+    from fixtures.metrics import Side, rp_same_observation
+
+    cases = [c for c in ALL if c.metric == "rp_other_observation"]
+    assert len(cases) == 2
+    for c in cases:
+        partner = c.params["partner"]
+        assert {c.runs[0].model, partner} == set(WITHIN) and partner in c.models and has_control(c)
+    broken = Case("C4", "Fig. 22", "rp_other_observation", cases[0].runs, cases[0].bar, params={"mask": "hard"})
+    with pytest.raises(ValueError, match="the control needs a `partner` param"):
+        rp_same_observation(None, broken, Side.of(broken))
