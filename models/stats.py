@@ -103,19 +103,21 @@ def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) 
     effective sample size n / deff (Kish 1965, "Survey Sampling", Sec. 8.2; Korn & Graubard 1998, Survey Methodology
     24, put the effective size into an exact binomial interval, here Wilson's): the design effect deff is the ratio
     of the clustered (linearized, ratio-estimator) variance of the proportion to the binomial one. The effective
-    size is kept within [clusters, values]: with all values 0 or all 1 the variance says nothing about deff, and the
-    clusters are the independent units. A cluster bootstrap collapses to a point there (every resample is all 0 or
-    all 1)."""
+    size is kept within [the clusters' effective count, values]: with all values 0 or all 1 the variance says
+    nothing about deff, and the clusters are the independent units. Their effective count is Kish's (sum m)^2 /
+    sum m^2 over the cluster sizes m (Kish's effective size of a mean weighted by m, Kish 1965): the proportion's size when every cluster is all 0 or
+    all 1, the number of clusters when they are equal, fewer when one cluster holds most values. A cluster bootstrap
+    collapses to a point there (every resample is all 0 or all 1)."""
     groups = by_cluster(values, clusters)
     sums = [sum(g) for g in groups]
     sizes = [len(g) for g in groups]
     n, k, j = sum(sizes), sum(sums), len(groups)
     _check_n(k, n)
     p = k / n
-    n_eff = float(j)
+    n_eff = n * n / sum(m * m for m in sizes)  # j exactly for equal clusters (integers: n^2 = j^2 m^2)
     if 0 < p < 1 and j > 1:
         var = j / (j - 1) * sum((s - p * m) ** 2 for s, m in zip(sums, sizes)) / n ** 2
-        n_eff = min(float(n), max(float(j), p * (1 - p) / var)) if var > 0 else float(n)
+        n_eff = min(float(n), max(n_eff, p * (1 - p) / var)) if var > 0 else float(n)
     return wilson(p * n_eff, n_eff, z)
 
 

@@ -435,3 +435,15 @@ def test_the_kappa_bootstrap_equals_kappa_on_each_resample():
                             (torch.cat([groups[j] for j in pick.tolist()]) for pick in picks)], dtype=torch.float64)
         want = torch.quantile(ref, torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=torch.float64)).tolist()
         assert bootstrap_kappa(a, b, 3, clusters=clusters) == pytest.approx(want, abs=1e-12)
+
+
+def test_a_clustered_proportion_counts_unequal_clusters_by_their_effective_number():
+    """Ten clusters, one of 91 units and nine of one: all 1, the evidence is mostly one cluster, so the interval is
+    Wilson over Kish's (sum m)^2 / sum m^2 = 10,000 / 8,290 clusters, not over 10; equal clusters keep their count."""
+    from models.stats import clustered_wilson, wilson
+
+    clusters = [0] * 91 + list(range(1, 10))
+    kish = 100 ** 2 / (91 ** 2 + 9)
+    assert clustered_wilson([1.0] * 100, clusters) == pytest.approx(wilson(kish, kish), rel=1e-12)
+    assert clustered_wilson([1.0] * 100, clusters)[0] < wilson(10, 10)[0] - 0.4
+    assert clustered_wilson([1.0] * 40, [i // 4 for i in range(40)]) == wilson(10, 10)
