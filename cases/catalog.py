@@ -6,10 +6,10 @@ from cases.controls import CONTROLS
 from cases.encoding import HYPERPLANE, MANIFOLD
 from cases.real import REAL
 from cases.regimes import REGIMES, SWEEP, THEOREM
-from cases.unconditional import C2, NFE
+from cases.unconditional import C2, NFE, STOCHASTIC
 from cases.variants import CONDITIONAL, FINETUNE, INVERSE
 
-ALL: list[Case] = (C2 + NFE + HYPERPLANE + MANIFOLD + REGIMES + SWEEP + THEOREM + CONDITIONAL + INVERSE + FINETUNE
+ALL: list[Case] = (C2 + STOCHASTIC + NFE + HYPERPLANE + MANIFOLD + REGIMES + SWEEP + THEOREM + CONDITIONAL + INVERSE + FINETUNE
                    + CONTROLS + REAL)
 
 

@@ -1,9 +1,10 @@
 """C2 (Sec. 2, Fig. 3, Appendix B) and NFE (Appendix A.4, Fig. 12): unconditional reproducibility."""
 from itertools import combinations
 
-from cases import Case, Run, score_bar
+from cases import Bar, Case, Run, score_bar
 from cases.embedded import (CD_TEACHER, CONSISTENCY, KERNELS_L2048, L2048, MEMORIZATION_NOISES, RESEEDED, STUDENT,
                             TEACHER)
+from models.stochastic import ANCESTRAL
 
 KERNEL_AXIS = set(KERNELS_L2048[1:])  # the models that differ from the rest in kernel and prediction
 
@@ -47,6 +48,15 @@ MIXED_RUNS = ((Run(L2048[0], "heun", 35), Run(L2048[1], "ddim", 50)), (Run(L2048
                                                                        Run(L2048[2], "heun", 35)))
 C2 += [Case("C2", SOURCE + ", Table 1 (architecture and sampler)", metric, pair, score_bar(), tag="arch-sampler")
        for pair in MIXED_RUNS for metric in ("rp", "mae")]
+
+# Sec. 2, footnote 1: the suite samples deterministically because "randomness introduced by stochastic samplers will
+# break the model reproducibility". The three architectures of the generalization end, pair by pair, under Euler
+# ancestral (models/stochastic.py), each run drawing its per-step noise from a stream of its own: RP below the bar,
+# while the same pair under deterministic Euler on the same grid (the control) clears it.
+STOCHASTIC = [Case("C2", "Sec. 2, footnote 1", "rp_stochastic", (Run(a, ANCESTRAL, 20), Run(b, ANCESTRAL, 20)),
+                   Bar("<", 0.6, "Sec. 2, footnote 1: 'randomness introduced by stochastic samplers will break the "
+                                 "model reproducibility'; below the RP bar 0.6"), tag="stochastic")
+              for a, b in combinations(L2048, 2)]
 
 # Appendix A.4: one model (Heun, as EDMv1 in Fig. 12) from NFE 9 to 159; each against NFE 159.
 NFE_MODEL, NFE_REFERENCE = "unet16-edm-l2048", 159

@@ -1,6 +1,6 @@
 """Mutation cases, run by tests/test_mutations.py in a pytest of its own (no test_ prefix: `pytest tests` does not
 collect it). Each row is a claim case that holds on sound input and one deliberately broken input: one side's noise
-space permuted, a model's "weights" replaced (D* on photos it never saw: the closed form's weights are its training
+space permuted (under the case's sampler, or under every sampler where the control runs another), a model's "weights" replaced (D* on photos it never saw: the closed form's weights are its training
 set), a conditional model's labels shifted or ignored, a DPS observation swapped for another, noise ids off by one, every noise
 made one (the layout case), one of two models' noise ids off by one (the layout case of two models), the hyperplane grid's points shuffled (neighbours no longer neighbours), a model's loss
 log swapped for the other model's (the loss case), or a generalizing model replaced by D* of its training set (the
@@ -29,6 +29,7 @@ from fixtures.zoo import Model
 from models.datasets import embedded_photos
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
+from models.stochastic import ANCESTRAL
 from models.store import SampleSet
 
 SIZE = 64
@@ -37,6 +38,7 @@ DSTAR, DSTAR_B = Run(optimal(SIZE)), Run(optimal("m64"), "heun", 35)
 FALLS = Bar("<", None, "Sec. 3, Fig. 5 (a direction case)")
 DPS = tuple(Run(m, "dps", 34) for m in L2048[:2])
 COND_RUNS = (Run(COND[0]), Run(COND[0], "heun", 35))
+STOCHASTIC_DSTAR = (Run(optimal(SIZE), ANCESTRAL, 20), Run(optimal("m64"), ANCESTRAL, 20))
 ROUNDTRIP = Run(optimal("m64"), "heun", 99)  # Theorem 1's round trip, as the suite's case runs it
 LOSS_RUNS = (Run(M4[0]), Run(L2048[0]))  # Fig. 13: the 4-image UNet-16's loss below the 2,048-image one's
 ENCODING = (Run(L2048[0]), Run(L2048[1]))  # the 2,048-image UNet-16 and UNet-32 (kappa 0.75 over the 24 x 24 grid)
@@ -53,6 +55,12 @@ ROWS = [
      "weights perturbed", DSTAR_B),
     ("c3-gl-memorized", "C3", Case("C3", "Fig. 2b", "gl", (DSTAR_B,), GL_LOW_BAR, params={"size": SIZE}),
      "weights perturbed", DSTAR_B),
+    # stochastic sampling (Sec. 2, footnote 1): two runs with their own step noise share nothing but the initial noise,
+    # while the deterministic sampler (the control) maps it to one image; with one D*'s noise space permuted under
+    # every sampler (the control runs Euler, not the case's sampler), the pair scores low under stochastic sampling as
+    # well, but fails the control
+    ("stochastic", "C2", Case("C2", "Sec. 2, footnote 1", "rp_stochastic", STOCHASTIC_DSTAR, score_bar("<")),
+     "noise permuted, every sampler", STOCHASTIC_DSTAR[1]),
     # a direction case (the C3 and fine-tune kind): other noise spaces score lower than the same one
     ("direction", "direction", Case("C3", "Fig. 5", "rp", (DSTAR, DSTAR_B), FALLS, versus=(DSTAR, DSTAR_B),
                                     params={"pairing": "permuted", "versus_pairing": None}), "noise permuted", DSTAR_B),
@@ -146,7 +154,8 @@ class Mutant(Measure):
         return Model(name, OptimalDenoiser(other.as_tensor()), m.kernel, m.sample_shape, f"{m.fingerprint}:mutated")
 
     def sample(self, run, n, label=None, bank=None, extra=None, run_fn=None):
-        if run == self.target and self.mutation == "noise permuted":
+        if run == self.target and self.mutation == "noise permuted" or (
+                run.model == self.target.model and self.mutation == "noise permuted, every sampler"):
             bank, extra = permuted_bank(bank or self.bank_for(run, n)), (extra or {}) | {"mutation": self.mutation}
         if run == self.target and self.mutation == "noise ids off by one":  # id j gets the noise of id j - 1
             bank = bank or self.bank_for(run, n)
