@@ -9,8 +9,8 @@ from cases.regimes import REGIMES, SWEEP, THEOREM
 from cases.unconditional import C2, NFE, STOCHASTIC
 from cases.variants import CONDITIONAL, FINETUNE, INVERSE
 
-ALL: list[Case] = (C2 + STOCHASTIC + NFE + HYPERPLANE + MANIFOLD + REGIMES + SWEEP + THEOREM + CONDITIONAL + INVERSE + FINETUNE
-                   + CONTROLS + REAL)
+ALL: list[Case] = (C2 + STOCHASTIC + NFE + HYPERPLANE + MANIFOLD + REGIMES + SWEEP + THEOREM + CONDITIONAL + INVERSE
+                   + FINETUNE + CONTROLS + REAL)
 
 
 def of(*parts: str) -> list[Case]:

@@ -105,9 +105,9 @@ def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) 
     of the clustered (linearized, ratio-estimator) variance of the proportion to the binomial one. The effective
     size is kept within [the clusters' effective count, values]: with all values 0 or all 1 the variance says
     nothing about deff, and the clusters are the independent units. Their effective count is Kish's (sum m)^2 /
-    sum m^2 over the cluster sizes m (Kish's effective size of a mean weighted by m, Kish 1965): the proportion's size when every cluster is all 0 or
-    all 1, the number of clusters when they are equal, fewer when one cluster holds most values. A cluster bootstrap
-    collapses to a point there (every resample is all 0 or all 1)."""
+    sum m^2 over the cluster sizes m (Kish's effective size of a mean weighted by m, Kish 1965): the proportion's
+    size when every cluster is all 0 or all 1, the number of clusters when they are equal, fewer when one cluster
+    holds most values. A cluster bootstrap collapses to a point there (every resample is all 0 or all 1)."""
     groups = by_cluster(values, clusters)
     sums = [sum(g) for g in groups]
     sizes = [len(g) for g in groups]

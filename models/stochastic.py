@@ -24,7 +24,7 @@ from models.kernels import Kernel
 from models.samplers import SAMPLERS, Denoiser, Sampled, euler_step
 
 ANCESTRAL = "ancestral"  # the sampler's name in a case's Run (outside models.samplers.SAMPLERS: it needs a stream)
-STEP_NOISE_WORD = 2  # SeedSequence([stream, noise id, 2]): the bank draws from [seed, id], the labels from [seed, id, 1]
+STEP_NOISE_WORD = 2  # SeedSequence([stream, noise id, 2]); the bank draws from [seed, id], labels from [seed, id, 1]
 
 
 def step_noise(stream: int, noise_id: int, steps: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """Mutation cases, run by tests/test_mutations.py in a pytest of its own (no test_ prefix: `pytest tests` does not
 collect it). Each row is a claim case that holds on sound input and one deliberately broken input: one side's noise
-space permuted (under the case's sampler, or under every sampler where the control runs another), a model's "weights" replaced (D* on photos it never saw: the closed form's weights are its training
-set), a conditional model's labels shifted or ignored, a DPS observation swapped for another, noise ids off by one, every noise
-made one (the layout case), one of two models' noise ids off by one (the layout case of two models), the hyperplane grid's points shuffled (neighbours no longer neighbours), a model's loss
-log swapped for the other model's (the loss case), or a generalizing model replaced by D* of its training set (the
-GL case of the generalization end). The
-sound case must hold with its control caught; the mutated case must fail. The sound models are D* (the closed
-form: fast and exact) and, where a claim needs networks, the embedded zoo's.
+space permuted (under the case's sampler, or under every sampler where the control runs another), a model's "weights"
+replaced (D* on photos it never saw: the closed form's weights are its training set), a conditional model's labels
+shifted or ignored, a DPS observation swapped for another, noise ids off by one, every noise made one (the layout
+case), one of two models' noise ids off by one (the layout case of two models), the hyperplane grid's points shuffled
+(neighbours no longer neighbours), a model's loss log swapped for the other model's (the loss case), or a
+generalizing model replaced by D* of its training set (the GL case of the generalization end). The sound case must
+hold with its control caught; the mutated case must fail. The sound models are D* (the closed form: fast and exact)
+and, where a claim needs networks, the embedded zoo's.
 
 Test ids: `<row>-sound` and `<row>-mutated`; tests/test_mutations.py reads the outcomes from the results file.
 """
@@ -154,8 +155,8 @@ class Mutant(Measure):
         return Model(name, OptimalDenoiser(other.as_tensor()), m.kernel, m.sample_shape, f"{m.fingerprint}:mutated")
 
     def sample(self, run, n, label=None, bank=None, extra=None, run_fn=None):
-        if run == self.target and self.mutation == "noise permuted" or (
-                run.model == self.target.model and self.mutation == "noise permuted, every sampler"):
+        if ((run == self.target and self.mutation == "noise permuted")
+                or (run.model == self.target.model and self.mutation == "noise permuted, every sampler")):
             bank, extra = permuted_bank(bank or self.bank_for(run, n)), (extra or {}) | {"mutation": self.mutation}
         if run == self.target and self.mutation == "noise ids off by one":  # id j gets the noise of id j - 1
             bank = bank or self.bank_for(run, n)
