@@ -35,10 +35,12 @@ def step_noise(stream: int, noise_id: int, steps: int, shape: tuple[int, ...]) -
     return torch.from_numpy(rng.standard_normal((steps, *shape)))
 
 
+@torch.no_grad()
 def sample_euler_ancestral(D: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor,
                            label=None) -> Sampled:
     """Euler ancestral from the state x at sigmas[0] down the grid `sigmas` (ending in 0); noise[i] (x's shape) is
-    step i's standard normal draw."""
+    step i's standard normal draw. Without gradients, as every sampler of models/samplers.py: with them a network
+    runs its module rather than its trace (models/fast.py) and keeps every step's activations."""
     if len(noise) < len(sigmas) - 1 or noise.shape[1:] != x.shape:
         raise ValueError(f"noise must hold one draw of x's shape {tuple(x.shape)} per step ({len(sigmas) - 1}), "
                          f"got shape {tuple(noise.shape)}")

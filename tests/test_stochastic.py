@@ -61,6 +61,16 @@ def test_a_row_draws_the_same_noise_whatever_its_batch_and_other_streams_differ(
     assert (other - full).abs().amax((1, 2, 3)).min() > 1e-3  # every row moved by another stream
 
 
+def test_it_samples_without_gradients():
+    """With gradients on, a network would run its module instead of its trace and keep every step's activations (a
+    first version did: the three stochastic cases alone peaked at 3.4 GiB, against 1.3 GiB for a DPS case)."""
+    weight = torch.tensor(0.9, requires_grad=True)
+    sigmas = make_grid("edm", make_kernel("edm"), 5, append_zero=True)
+    out = sample_euler_ancestral(lambda x, sigma, label=None: weight * x, torch.ones(2, 3), sigmas,
+                                 torch.zeros(5, 2, 3))
+    assert not out.x.requires_grad
+
+
 def test_streams_never_touch_the_global_random_state():
     state = torch.random.get_rng_state()
     step_noise(1, 5, 3, (3, 4, 4))
