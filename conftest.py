@@ -311,18 +311,31 @@ def _check_regression(config: pytest.Config, zoo) -> None:
             check_available(entry_from_checkpoint(Path(candidate)))
         except (ZooError, ValueError) as e:  # a samenoise.json that is not JSON, or lacks a field
             raise pytest.UsageError(f"--candidate {candidate}: {e}") from e
-    if recording:  # the check runs on the file's noises: too few, and even a perfect match cannot clear the bar
+    if recording:  # the check runs on the file's noises: too few, and even a perfect match cannot pass it
         from models.stats import wilson
 
         noises = config.getoption("--noises")
-        bar = max(config.getoption("--golden-rp"), config.getoption("--golden-mae"))
-        if wilson(noises, noises)[0] <= bar:
-            least = next((n for n in range(noises, MAX_NOISES + 1) if wilson(n, n)[0] > bar), None)
+        bars = (config.getoption("--golden-rp"), config.getoption("--golden-mae"))
+
+        def why_not(n: int) -> str:
+            """Why no candidate could pass at n noises: n of n pairs must clear the higher bar, and the control
+            (each noise against the next one's golden image: chained pairs) at 0 of n must be caught by the lower."""
+            if wilson(n, n)[0] <= max(bars):
+                return (f"even {n} of {n} pairs give a 95% interval reaching {wilson(n, n)[0]:.2f}, not above the "
+                        f"bar {max(bars):g} (Wilson)")
+            control_hi = wilson(0, n / 2)[1]  # chained_wilson of n zeros: Wilson over half the pairs
+            if control_hi >= min(bars):
+                return (f"its control (each noise against the next noise's golden image) at 0 of {n} pairs keeps "
+                        f"a 95% interval up to {control_hi:.2f}, not below the bar {min(bars):g} (Wilson over "
+                        f"chained pairs), so it is never caught")
+            return ""
+
+        if why := why_not(noises):
+            least = next((n for n in range(noises, MAX_NOISES + 1) if not why_not(n)), None)
             raise pytest.UsageError(f"--update-golden at --noises {noises}: a check against this file could never "
-                                    f"pass, since even {noises} of {noises} pairs give a 95% interval reaching "
-                                    f"{wilson(noises, noises)[0]:.2f}, not above the bar {bar:g} (Wilson); "
+                                    f"pass, since {why}; "
                                     + (f"record at least {least} noises" if least else
-                                       f"no count up to {MAX_NOISES:,} clears it: lower --golden-rp / --golden-mae"))
+                                       f"no count up to {MAX_NOISES:,} passes: change --golden-rp / --golden-mae"))
     for g in goldens:
         if recording:
             if why := unwritable(Path(g), folder=False):

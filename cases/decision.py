@@ -111,7 +111,8 @@ def decide_threshold(bar: Bar, value: float, iv: Interval, n: int, control: Opti
     elif side == "fail":
         reason = f"the 95% interval {_fmt(iv)} lies wholly on the failing side of {bar.op} {bar.value:g}"
     else:
-        needed = stats.noises_to_decide(value, bar.value) if iv.method == "Wilson" else None
+        needed = (stats.noises_to_decide(value, bar.value) if iv.method == "Wilson" else
+                  stats.chained_noises_to_decide(value, bar.value) if iv.method == stats.CHAINED else None)
         reason = (f"the 95% interval {_fmt(iv)} straddles the bar {bar.value:g}: {n} {unit} cannot decide it"
                   + (f"; about {needed} noises would at the same proportion" if needed else ""))
     ctrl = None

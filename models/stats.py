@@ -11,11 +11,10 @@ Sources:
   "An Introduction to the Bootstrap", ch. 13. It is not exact in small samples (three equal differences give a
   one-point interval), so a paired direction decision also needs the exact sign test (Conover 1999).
 - Wilson at an effective sample size (Kish's design effect) for 0/1 values that come several per noise.
-- Wilson at an effective sample size for 0/1 values along a chain (a control's pair j takes noises j and j + 1): a
-  1-dependent sequence, whose mean has variance (gamma_0 + 2 gamma_1) / n (Hoeffding & Robbins 1948, Duke Math. J.
-  15, the central limit theorem for m-dependent sequences); a stationary 1-dependent sequence has the autocovariances
-  of an MA(1) (Brockwell & Davis 1991, "Time Series: Theory and Methods", Prop. 3.2.1), so gamma_1 <= gamma_0 / 2
-  and the design effect is at most 2.
+- Wilson at half the effective sample size for 0/1 values along a chain (a control's pair j takes noises j and
+  j + 1): each pair is a function of two independent neighbouring noises, so by the Hoeffding (1948, Ann. Math.
+  Statist. 19) / Efron-Stein (1981, Ann. Statist. 9) decomposition the neighbours' covariances add at most the
+  pairs' own variance: the design effect of the chain is at most 2.
 - Exact McNemar test for paired proportions: the discordant pairs are Binomial(b + c, 1/2) under no difference
   (McNemar 1947, Psychometrika 12; the exact form as in Fagerland, Lydersen & Laake 2013, BMC Med. Res. Meth. 13).
 - Cohen's kappa for the agreement of two labellings beyond chance: J. Cohen (1960), Educ. Psychol. Meas. 20.
@@ -103,16 +102,9 @@ def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resample
     return _percentiles(means)
 
 
-def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) -> tuple[float, float]:
-    """The Wilson interval of a proportion of 0/1 values that come in clusters (several per noise), at the
-    effective sample size n / deff (Kish 1965, "Survey Sampling", Sec. 8.2; Korn & Graubard 1998, Survey Methodology
-    24, put the effective size into an exact binomial interval, here Wilson's): the design effect deff is the ratio
-    of the clustered (linearized, ratio-estimator) variance of the proportion to the binomial one. The effective
-    size is kept within [the clusters' effective count, values]: with all values 0 or all 1 the variance says
-    nothing about deff, and the clusters are the independent units. Their effective count is Kish's (sum m)^2 /
-    sum m^2 over the cluster sizes m (Kish's effective size of a mean weighted by m, Kish 1965): the proportion's
-    size when every cluster is all 0 or all 1, the number of clusters when they are equal, fewer when one cluster
-    holds most values. A cluster bootstrap collapses to a point there (every resample is all 0 or all 1)."""
+def _clustered_size(values: Sequence[float], clusters: Sequence) -> tuple[float, float]:
+    """The proportion of 0/1 `values` and its effective sample size over independent `clusters` (see
+    `clustered_wilson`)."""
     groups = by_cluster(values, clusters)
     sums = [sum(g) for g in groups]
     sizes = [len(g) for g in groups]
@@ -123,38 +115,51 @@ def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) 
     if 0 < p < 1 and j > 1:
         var = j / (j - 1) * sum((s - p * m) ** 2 for s, m in zip(sums, sizes)) / n ** 2
         n_eff = min(float(n), max(n_eff, p * (1 - p) / var)) if var > 0 else float(n)
+    return p, n_eff
+
+
+def clustered_wilson(values: Sequence[float], clusters: Sequence, z: float = Z) -> tuple[float, float]:
+    """The Wilson interval of a proportion of 0/1 values that come in clusters (several per noise), at the
+    effective sample size n / deff (Kish 1965, "Survey Sampling", Sec. 8.2; Korn & Graubard 1998, Survey Methodology
+    24, put the effective size into an exact binomial interval, here Wilson's): the design effect deff is the ratio
+    of the clustered (linearized, ratio-estimator) variance of the proportion to the binomial one. The effective
+    size is kept within [the clusters' effective count, values]: with all values 0 or all 1 the variance says
+    nothing about deff, and the clusters are the independent units. Their effective count is Kish's (sum m)^2 /
+    sum m^2 over the cluster sizes m (Kish's effective size of a mean weighted by m, Kish 1965): the proportion's
+    size when every cluster is all 0 or all 1, the number of clusters when they are equal, fewer when one cluster
+    holds most values. A cluster bootstrap collapses to a point there (every resample is all 0 or all 1)."""
+    p, n_eff = _clustered_size(values, clusters)
     return wilson(p * n_eff, n_eff, z)
 
 
 def chained_wilson(values: Sequence[float], clusters: Optional[Sequence] = None, z: float = Z
                    ) -> tuple[float, float]:
-    """The Wilson interval of a proportion of 0/1 values along a closed chain: the values of cluster j (in order of
-    first appearance; each value its own cluster when `clusters` is None) share a noise with those of clusters j - 1
-    and j + 1 (mod their count), and no other. That is a control's pairing of noise i with noise i + 1: pair i shares
-    its second image's noise with pair i + 1's first, and the two models' images of one noise agree, so neighbouring
-    pairs are not independent. The design effect is the ratio of the variance of the proportion with the neighbouring
-    clusters' covariance (1-dependence; a negative one is taken as 0) to the binomial one; the effective size n / deff is kept within [half the
-    clusters' effective count (Kish's, as in `clustered_wilson`: a stationary 1-dependent chain's design effect is at
-    most 2), values]. With all values 0 or all 1 the variance says nothing about deff, and the floor is used."""
+    """The Wilson interval of a proportion of 0/1 values whose clusters (each value its own when `clusters` is None)
+    form a chain: cluster j's values share a noise with those of its neighbours. That is a control's pairing of
+    noise i with noise i + 1: pair i's second image and pair i + 1's first come from one noise, and two models'
+    images of one noise agree, so neighbouring pairs are not independent. Each cluster's total is a function of two
+    independent noises (i and i + 1), so its covariance with a neighbour runs through one of them only; splitting
+    each total into its parts in noise i, in noise i + 1 and their interaction (Hoeffding's decomposition), the
+    neighbours' covariances sum to at most the totals' variances (Cauchy-Schwarz, then 2ab <= a^2 + b^2), and the
+    variance of the proportion is at most twice the independent clusters' (two clusters: Var(X + Y) <= 2 Var X +
+    2 Var Y). The interval is Wilson at half the effective size `clustered_wilson` gives: that bound, whatever the
+    dependence. (An estimated lag-1 covariance would do worse: after a single match it is negative, and one match
+    would then narrow the interval below that of none.)"""
     values = [float(v) for v in values]
-    groups = by_cluster(values, range(len(values)) if clusters is None else clusters)
-    sums = [sum(g) for g in groups]
-    sizes = [len(g) for g in groups]
-    n, k, j = sum(sizes), sum(sums), len(groups)
-    _check_n(k, n)
     if not is_binary(values):
         raise ValueError("a chained Wilson interval is for 0/1 values")
-    p = k / n
-    floor = max(1.0, n * n / sum(m * m for m in sizes) / 2)
-    n_eff = floor
-    if 0 < p < 1 and j > 2:  # two clusters: each pair takes both noises, one unit of evidence
-        dev = [s - p * m for s, m in zip(sums, sizes)]
-        # neighbours' covariance counted only when positive: a negative estimate (sparse hits) would narrow the
-        # interval below the independent clusters' on the strength of a noisy lag-1 term
-        lag1 = max(0.0, sum(dev[i] * dev[(i + 1) % j] for i in range(j)))
-        var = j / (j - 1) * (sum(d * d for d in dev) + 2 * lag1) / n ** 2
-        n_eff = min(float(n), max(floor, p * (1 - p) / var)) if var > 0 else float(n)
-    return wilson(p * n_eff, n_eff, z)
+    p, n_eff = _clustered_size(values, range(len(values)) if clusters is None else clusters)
+    return wilson(p * n_eff / 2, n_eff / 2, z)
+
+
+CHAINED = "Wilson over chained pairs"  # the interval method of `chained_wilson` over pairs (no clusters)
+
+
+def chained_noises_to_decide(p: float, bar: float, z: float = Z) -> Optional[int]:
+    """The fewest pairs along a chain (no clusters) at which the chained interval around p would decide `bar`:
+    twice the independent count, as the chain's effective size is half its pairs."""
+    needed = noises_to_decide(p, bar, z)
+    return None if needed is None else 2 * needed
 
 
 def interval(values: Sequence[float], clusters: Optional[Sequence] = None,

@@ -200,6 +200,12 @@ OPTION_ROWS = [
                                                         "--noises": 16, "--golden-rp": 0.9,
                                                         "--golden": [str(t / "g.npz")]},
      "not above the bar 0.9 (Wilson); record at least 35 noises"),
+    # a low bar: 6 of 6 pairs clear it, but the control at 0 of 6 (chained pairs: Wilson over 3) reaches 0.56
+    ("golden-too-few-noises-for-the-control", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
+                                                         "--noises": 6, "--golden-rp": 0.5,
+                                                         "--golden": [str(t / "g.npz")]},
+     "its control (each noise against the next noise's golden image) at 0 of 6 pairs keeps a 95% interval up to "
+     "0.56, not below the bar 0.5 (Wilson over chained pairs), so it is never caught; record at least 8 noises"),
     ("golden-unwritable", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
                                      "--golden": [str(a_file(t) / "g.npz")]}, "plain-file is not a folder"),
     # a mistyped --golden that names another file (a checkpoint's weights, a zoo file): recording would replace it
@@ -347,5 +353,5 @@ def test_a_bar_no_noise_count_can_clear_says_so():
     """At --golden-rp 1 no count's Wilson interval clears the bar: the search ran off its end (StopIteration)."""
     config = FakeConfig(**{"--candidate": "unet16-edm-m64", "--update-golden": True, "--golden-rp": 1.0,
                            "--golden": ["/tmp/g.npz"]})
-    with pytest.raises(pytest.UsageError, match="no count up to 1,000,000 clears it: lower --golden-rp"):
+    with pytest.raises(pytest.UsageError, match="no count up to 1,000,000 passes: change --golden-rp"):
         conftest._check_regression(config, conftest._check_zoo(config))
