@@ -49,22 +49,25 @@ class Interval:
         return "pass" if below else ("fail" if above else "straddles")
 
 
-CLUSTER_UNITS = ("path", "plane")  # key prefixes of clusters that are not noises: "path<k>/<point>", "plane<p>/<pair>"
+# key prefixes of clusters that are not noises, and their names: "path<k>/<point>", "plane<p>/<pair>", and
+# "couple<k>/<id>" (the layout cases' noises 2k and 2k + 1, each against the other on the versus side)
+CLUSTER_UNITS = {"path": "paths", "plane": "planes", "couple": "noise couples"}
 
 
 def clusters_of(keys: Sequence) -> Optional[list]:
-    """The noise (or path, or plane) each unit belongs to, where keys are "<noise>/<label>", "path<k>/<point>" or
-    "plane<p>/<pair>"; else None."""
+    """The noise (or path, plane or noise couple) each unit belongs to, where keys are "<noise>/<label>",
+    "path<k>/<point>", "plane<p>/<pair>" or "couple<k>/<id>"; else None."""
     if not keys or not all(isinstance(k, str) and "/" in k for k in keys):
         return None
     return [k.split("/")[0] for k in keys]
 
 
 def cluster_unit(clusters: Sequence) -> str:
-    """What the clusters are, for the interval's and the test's names: "paths", "planes" or "noises"."""
-    for unit in CLUSTER_UNITS:
-        if clusters and all(str(c).startswith(unit) for c in clusters):
-            return f"{unit}s"
+    """What the clusters are, for the interval's and the test's names: "paths", "planes", "noise couples" or
+    "noises"."""
+    for prefix, name in CLUSTER_UNITS.items():
+        if clusters and all(str(c).startswith(prefix) for c in clusters):
+            return name
     return "noises"
 
 

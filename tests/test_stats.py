@@ -544,3 +544,43 @@ def test_a_chained_measurement_with_several_values_per_noise_halves_the_noises_e
     assert clustered_wilson(same, [i // 2 for i in range(40)]) == wilson(4, 20)
     paths = chained(Measured(0.0, 12, keys=[f"path{k}/{j}" for k in range(4) for j in range(3)], units=[0.0] * 12))
     assert paths.interval == (*wilson(0, 2), "Wilson over chained paths")
+
+
+def test_the_layout_cases_pair_other_noises_in_couples_that_share_no_noise():
+    """The layout cases' other-noise side pairs noises 2k and 2k + 1 each against the other (an odd count's last
+    three in a cycle): a couple's values come from its own two (three) noises, and both sides key their values by
+    couple, so the paired test counts couples, not the values that share a noise."""
+    import numpy as np
+
+    from cases import Case, Run
+    from fixtures.measure import Measure
+    from fixtures.metrics import METRICS, Side, couples
+    from fixtures.results import decide
+    from models.store import SampleSet
+
+    assert couples(4) == ([1, 0, 3, 2], [0, 0, 1, 1])
+    assert couples(5) == ([1, 0, 3, 4, 2], [0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match="at least 2 noises, got 1"):
+        couples(1)
+    for n in range(2, 12):  # every position is paired with another of its own couple
+        partner, couple = couples(n)
+        assert sorted(partner) == list(range(n)) and all(p != j and couple[p] == couple[j]
+                                                          for j, p in enumerate(partner))
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    order = rng.permutation(16)
+    sets = {"a": SampleSet(images[order], order, 20, {"model": "a"}),
+            "b": SampleSet(images[order].copy(), order.copy(), 20, {"model": "b"})}
+    m = Measure(None, None, None, None, 16)
+    m.sets = lambda case, side: tuple(sets[r.model] for r in side.runs)
+    case = Case("C4", "App. G", "layout_mae", (Run("a"), Run("b")), Bar("<", None, "src"), versus=(Run("a"), Run("b")),
+                params={"pool": 4, "pairing": "same noise, other model", "versus_pairing": "other noise, other model"})
+    same = METRICS["layout_mae"].measure(m, case, Side.of(case))
+    other = METRICS["layout_mae"].measure(m, case, Side.of(case, versus=True))
+    assert same.value == 0 and other.value > 0 and same.keys == other.keys
+    ids = [int(k.split("/")[1]) for k in other.keys]
+    assert ids == order.tolist() and {k.split("/")[0] for k in other.keys} == {f"couple{k}" for k in range(8)}
+    decision = decide(case, same, other)
+    assert decision.holds and decision.test["name"] == "paired bootstrap and sign test over noise couples"
+    assert decision.test["signs"] == [0, 8]
