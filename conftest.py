@@ -312,7 +312,7 @@ def _check_regression(config: pytest.Config, zoo) -> None:
         except (ZooError, ValueError) as e:  # a samenoise.json that is not JSON, or lacks a field
             raise pytest.UsageError(f"--candidate {candidate}: {e}") from e
     if recording:  # the check runs on the file's noises: too few, and even a perfect match cannot pass it
-        from models.stats import wilson
+        from models.stats import Z, wilson
 
         noises = config.getoption("--noises")
         bars = (config.getoption("--golden-rp"), config.getoption("--golden-mae"))
@@ -331,7 +331,18 @@ def _check_regression(config: pytest.Config, zoo) -> None:
             return ""
 
         if why := why_not(noises):
-            least = next((n for n in range(noises, MAX_NOISES + 1) if not why_not(n)), None)
+            high, low = max(bars), min(bars)
+            if high >= 1 or low <= 0:  # no interval lies above 1 (all pairs) or below 0 (the control at none)
+                what = (f"no count's interval lies above the bar {high:g}" if high >= 1 else
+                        f"no control's interval lies below the bar {low:g}")
+                raise pytest.UsageError(f"--update-golden at --noises {noises}: a check against this file could "
+                                        f"never pass, since {why}; {what}: change --golden-rp / --golden-mae")
+            # where the two conditions start to hold in closed form (Wilson's lower bound at n of n is n / (n + z^2),
+            # its upper bound at 0 of n / 2 is z^2 / (n / 2 + z^2)), then the first count from just below that
+            # meets both as why_not computes them
+            z2 = Z * Z
+            start = max(noises, int(max(z2 * high / (1 - high), 2 * z2 * (1 - low) / low)) - 2)
+            least = next((n for n in range(start, MAX_NOISES + 1) if not why_not(n)), None)
             raise pytest.UsageError(f"--update-golden at --noises {noises}: a check against this file could never "
                                     f"pass, since {why}; "
                                     + (f"record at least {least} noises" if least else

@@ -4,6 +4,7 @@ collection (conftest._check_options); two rows also run pytest for real to show 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -349,9 +350,13 @@ def test_the_default_folders_belong_to_the_checkout_wherever_pytest_runs_from(tm
         out.stdout[-2000:] + out.stderr[-2000:]
 
 
-def test_a_bar_no_noise_count_can_clear_says_so():
-    """At --golden-rp 1 no count's Wilson interval clears the bar: the search ran off its end (StopIteration)."""
-    config = FakeConfig(**{"--candidate": "unet16-edm-m64", "--update-golden": True, "--golden-rp": 1.0,
+@pytest.mark.parametrize("bar, says", [
+    (1.0, "no count's interval lies above the bar 1: change --golden-rp / --golden-mae"),
+    (0.0, "no control's interval lies below the bar 0: change --golden-rp / --golden-mae")])
+def test_a_bar_no_noise_count_can_clear_says_so(bar, says):
+    """At --golden-rp 1 no count's Wilson interval clears the bar, and at 0 no control can fall below it: the message
+    says which."""
+    config = FakeConfig(**{"--candidate": "unet16-edm-m64", "--update-golden": True, "--golden-rp": bar,
                            "--golden": ["/tmp/g.npz"]})
-    with pytest.raises(pytest.UsageError, match="no count up to 1,000,000 passes: change --golden-rp"):
+    with pytest.raises(pytest.UsageError, match=re.escape(says)):
         conftest._check_regression(config, conftest._check_zoo(config))

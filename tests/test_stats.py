@@ -560,18 +560,19 @@ def test_the_layout_cases_pair_other_noises_in_couples_that_share_no_noise():
 
     assert couples(4) == ([1, 0, 3, 2], [0, 0, 1, 1])
     assert couples(5) == ([1, 0, 3, 4, 2], [0, 0, 1, 1, 1])
-    with pytest.raises(ValueError, match="at least 2 noises, got 1"):
-        couples(1)
-    for n in range(2, 12):  # every position is paired with another of its own couple
+    for n in (1, 2, 3):  # one couple: no interval over couples
+        with pytest.raises(ValueError, match=f"they need at least 4 noises .*, got {n}$"):
+            couples(n)
+    for n in range(4, 16):  # every position is paired with another of its own couple
         partner, couple = couples(n)
         assert sorted(partner) == list(range(n)) and all(p != j and couple[p] == couple[j]
                                                           for j, p in enumerate(partner))
 
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    stored = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)  # as stored: by position, ids in another order
     order = rng.permutation(16)
-    sets = {"a": SampleSet(images[order], order, 20, {"model": "a"}),
-            "b": SampleSet(images[order].copy(), order.copy(), 20, {"model": "b"})}
+    sets = {"a": SampleSet(stored, order, 20, {"model": "a"}), "b": SampleSet(stored.copy(), order.copy(), 20,
+                                                                               {"model": "b"})}
     m = Measure(None, None, None, None, 16)
     m.sets = lambda case, side: tuple(sets[r.model] for r in side.runs)
     case = Case("C4", "App. G", "layout_mae", (Run("a"), Run("b")), Bar("<", None, "src"), versus=(Run("a"), Run("b")),
@@ -584,3 +585,34 @@ def test_the_layout_cases_pair_other_noises_in_couples_that_share_no_noise():
     decision = decide(case, same, other)
     assert decision.holds and decision.test["name"] == "paired bootstrap and sign test over noise couples"
     assert decision.test["signs"] == [0, 8]
+    # where a couple's two noises give one image, the other-noise side pairs them: 0, whatever their neighbours
+    stored[1::2] = stored[0::2]
+    sets.update(a=SampleSet(stored, order, 20, {"model": "a"}), b=SampleSet(stored.copy(), order.copy(), 20,
+                                                                          {"model": "b"}))
+    assert METRICS["layout_mae"].measure(m, case, Side.of(case, versus=True)).value == 0
+
+    # the conditional form, 5 noises: labels c against c + 1 (same noise), or noises in couples (the last three in
+    # a cycle) under one label; both sides keyed "couple<k>/<id>:<label>"
+    five = [SampleSet(rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8), np.arange(5), 20, {"label": c})
+            for c in range(2)]
+    m.class_sets = lambda case, run: five
+    cond = Case("C4", "App. E", "layout_mae", (Run("a"),), Bar("<", None, "src"), versus=(Run("a"),),
+                params={"pool": 4, "pairing": "same noise, other label", "versus_pairing": "other noise, same label"})
+    a, b = (METRICS["layout_mae"].measure(m, cond, Side.of(cond, versus=v)) for v in (False, True))
+    keys = [f"couple{k}/{i}:{c}" for c in range(2) for i, k in enumerate([0, 0, 1, 1, 1])]
+    assert a.keys == b.keys == keys
+    from models.scores import colour_layout, mae_255
+    lay = [colour_layout(torch.from_numpy(s.images), 4) for s in five]
+    assert b.units[4] == pytest.approx(float(mae_255(lay[0][4:5], lay[0][2:3])[0]))  # noise 4 against noise 2
+
+
+def test_a_straddling_chained_interval_says_how_many_noises_would_decide_it():
+    """Over chained pairs the effective size is half the pairs, so the count that would decide at the same proportion
+    is twice the independent one."""
+    from models.stats import CHAINED, chained_wilson, noises_to_decide
+
+    values = [1.0] * 40 + [0.0] * 24  # 0.625 over 64 chained pairs: Wilson over 32 straddles 0.6
+    lo, hi = chained_wilson(values)
+    decision = decide_threshold(Bar(">=", 0.6, "src"), 0.625, Interval(lo, hi, CHAINED), 64)
+    assert not decision.holds and decision.noises_to_decide == 2 * noises_to_decide(0.625, 0.6)
+    assert f"about {decision.noises_to_decide} noises would" in decision.reason
