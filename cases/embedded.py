@@ -13,6 +13,12 @@ M4 = ("unet16-edm-m4", "unet32-edm-m4", "uvit-edm-m4")
 # keeps D*'s image for 94% of noises decides it one time in three (exact binomial, 0.35); over 512 noises from 475
 # (0.928), nine times in ten (0.89). The per-noise cost is the default's (README, "Options").
 MEMORIZATION_NOISES = 512
+# noises for the cases between two runs of the generalization end (C2: architecture, kernel and prediction, training,
+# seed, sampler; a floor, as above). Sec. 2.2 reads RP 0.7 for its least similar pair (CT vs U-ViT, Fig. 3) against
+# the bar 0.6. A 95% Wilson interval over 128 noises clears 0.6 only from 88 of 128 (0.69), so a pair at the paper's
+# 0.7 is decided two times in three (exact binomial, 0.66); over 256 noises, from 169 (0.66), nine times in ten
+# (0.93), the rule of the memorization end's count. The per-noise cost is the default's (README, "Options").
+GENERALIZATION_NOISES = 256
 
 # between the ends: the M4 configs on 64 thumbnails but for the target, which is the drawn image, and UNet-32's
 # 6,000 steps (the slow sweep's recipe and its 64-image models)
