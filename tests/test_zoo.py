@@ -183,6 +183,79 @@ def test_diffusers_format_matches_ddim_pipeline(tmp_path):
     assert np.abs(ours - ref).max() < 1e-4  # float32 network, float64 vs float32 step arithmetic
 
 
+def _tiny_ddpm(tmp_path) -> ZooEntry:
+    """A diffusers DDPM-style checkpoint of a tiny UNet: another format than the suite's own."""
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    torch.manual_seed(0)
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon",
+                          clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading")
+    DDIMPipeline(unet=build_unet(image_size=8, base_channels=8).eval(), scheduler=sched).save_pretrained(
+        tmp_path / "pipe")
+    return ZooEntry(name="ddpm-tiny", source=str(tmp_path / "pipe"), format="diffusers", kernel="vp-discrete",
+                    prediction="eps", time_input="discrete", image_size=8)
+
+
+def test_a_checkpoint_built_before_is_loaded_only_when_a_set_is_to_be_made(tmp_path, monkeypatch):
+    """Another format's checkpoint is loaded on its first run, which records what the built denoiser reports under
+    its fingerprint (fixtures/zoo.py, LoadedLater); a later run reads a stored set without loading it, with the same
+    key, and loads it when a set is to be made, giving the same images."""
+    from cases import Run
+    from fixtures import zoo as fixtures_zoo
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import LoadedLater, ModelLoader, facts_path
+    from models.noise import NoiseBank
+    from models.store import SampleStore
+
+    entry = _tiny_ddpm(tmp_path)
+    zoo, cpu, cache = {entry.name: entry}, torch.device("cpu"), tmp_path / "cache"
+    bank, run = NoiseBank.draw(0, entry.sample_shape, n=4), Run(entry.name, "dpm3", 4)
+    first = ModelLoader(zoo, cpu, cache, runner="eager")
+    made = SampleSource(first, SampleStore(tmp_path / "store"), cpu)(run, bank)
+    assert type(first(entry.name)) is fixtures_zoo.Model
+    assert facts_path(cache, first(entry.name).fingerprint).is_file()
+
+    loads = []
+    load = fixtures_zoo.load_denoiser
+    monkeypatch.setattr(fixtures_zoo, "load_denoiser", lambda *a, **k: loads.append(a[0].name) or load(*a, **k))
+    later = ModelLoader(zoo, cpu, cache, runner="eager")
+    again = SampleSource(later, SampleStore(tmp_path / "store"), cpu)(run, bank)
+    m = later(entry.name)
+    assert isinstance(m, LoadedLater) and loads == [] and m.fingerprint == first(entry.name).fingerprint
+    assert again.key == made.key and np.array_equal(again.images, made.images)
+    fresh = SampleSource(later, SampleStore(tmp_path / "other-store"), cpu)(run, bank)  # not stored: loaded now
+    assert loads == [entry.name] and fresh.key == made.key and np.array_equal(fresh.images, made.images)
+    assert type(m.kernel).__name__ == type(first(entry.name).kernel).__name__
+
+
+def test_recorded_facts_are_used_only_in_their_context_and_checked_when_built(tmp_path):
+    """Facts recorded under another runner, sampling code or unreadable are not used (the checkpoint is loaded);
+    facts the built denoiser contradicts are named, with the file to remove."""
+    import json
+
+    from fixtures.zoo import LoadedLater, ModelLoader, facts_path
+
+    entry = _tiny_ddpm(tmp_path)
+    zoo, cpu, cache = {entry.name: entry}, torch.device("cpu"), tmp_path / "cache"
+    path = facts_path(cache, ModelLoader(zoo, cpu, cache, runner="eager")(entry.name).fingerprint)
+    facts = json.loads(path.read_text())
+    assert facts["num_classes"] is None and facts["decodes"] is False and facts["runner"] == "eager"
+    path.write_text(json.dumps(facts | {"num_classes": 7}))
+    m = ModelLoader(zoo, cpu, cache, runner="eager")(entry.name)
+    assert isinstance(m, LoadedLater) and m.num_classes == 7
+    with pytest.raises(ZooError, match=r"zoo entry 'ddpm-tiny': its checkpoint builds a denoiser with .*"
+                                       r"'num_classes': None.*not .*'num_classes': 7.*remove that file"):
+        m.D
+    for other in (facts | {"runner": "traced"}, facts | {"code": {"digest": "0", "versions": {}}},
+                  {k: v for k, v in facts.items() if k != "decodes"}):
+        path.write_text(json.dumps(other))
+        assert not isinstance(ModelLoader(zoo, cpu, cache, runner="eager")(entry.name), LoadedLater), other
+        assert json.loads(path.read_text()) == facts  # recorded again by the load
+    path.write_text("{not json")
+    assert not isinstance(ModelLoader(zoo, cpu, cache, runner="eager")(entry.name), LoadedLater)
+    assert isinstance(ModelLoader(zoo, cpu, cache, runner="eager")(entry.name), LoadedLater)
+
+
 def test_diffusers_kernel_mismatch_is_refused(tmp_path):
     from diffusers import DDIMPipeline, DDIMScheduler
 
