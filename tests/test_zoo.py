@@ -213,7 +213,7 @@ def test_a_checkpoint_built_before_is_loaded_only_when_a_set_is_to_be_made(tmp_p
     first = ModelLoader(zoo, cpu, cache, runner="eager")
     made = SampleSource(first, SampleStore(tmp_path / "store"), cpu)(run, bank)
     assert type(first(entry.name)) is fixtures_zoo.Model
-    assert facts_path(cache, first(entry.name).fingerprint).is_file()
+    assert facts_path(cache, first(entry.name).fingerprint, "eager", cpu).is_file()
 
     loads = []
     load = fixtures_zoo.load_denoiser
@@ -237,7 +237,7 @@ def test_recorded_facts_are_used_only_in_their_context_and_checked_when_built(tm
 
     entry = _tiny_ddpm(tmp_path)
     zoo, cpu, cache = {entry.name: entry}, torch.device("cpu"), tmp_path / "cache"
-    path = facts_path(cache, ModelLoader(zoo, cpu, cache, runner="eager")(entry.name).fingerprint)
+    path = facts_path(cache, ModelLoader(zoo, cpu, cache, runner="eager")(entry.name).fingerprint, "eager", cpu)
     facts = json.loads(path.read_text())
     assert facts["num_classes"] is None and facts["decodes"] is False and facts["runner"] == "eager"
     path.write_text(json.dumps(facts | {"num_classes": 7}))
@@ -246,14 +246,47 @@ def test_recorded_facts_are_used_only_in_their_context_and_checked_when_built(tm
     with pytest.raises(ZooError, match=r"zoo entry 'ddpm-tiny': its checkpoint builds a denoiser with .*"
                                        r"'num_classes': None.*not .*'num_classes': 7.*remove that file"):
         m.D
-    for other in (facts | {"runner": "traced"}, facts | {"code": {"digest": "0", "versions": {}}},
-                  {k: v for k, v in facts.items() if k != "decodes"}):
+    for other in (facts | {"runner": "traced"}, facts | {"device": "cuda"},
+                  facts | {"code": {"digest": "0", "versions": {}}}, {k: v for k, v in facts.items() if k != "decodes"},
+                  facts | {"compiled": "false"}, facts | {"num_classes": "7"}, facts | {"num_classes": 0},
+                  facts | {"kernel": ["VPDiscrete", 1]}):
         path.write_text(json.dumps(other))
         assert not isinstance(ModelLoader(zoo, cpu, cache, runner="eager")(entry.name), LoadedLater), other
         assert json.loads(path.read_text()) == facts  # recorded again by the load
     path.write_text("{not json")
     assert not isinstance(ModelLoader(zoo, cpu, cache, runner="eager")(entry.name), LoadedLater)
     assert isinstance(ModelLoader(zoo, cpu, cache, runner="eager")(entry.name), LoadedLater)
+
+
+def test_a_checkpoint_built_before_keys_its_sets_as_its_first_run_did_under_every_runner(tmp_path):
+    """The store key a LoadedLater makes equals the one the run that loaded it made, under the traced and the
+    compiled runner (only `compiled` is keyed); the facts of one runner are not read under another."""
+    from cases import Run
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import LoadedLater, ModelLoader
+    from models.noise import NoiseBank
+    from models.store import SampleSet
+
+    entry = _tiny_ddpm(tmp_path)
+    zoo, cpu, cache = {entry.name: entry}, torch.device("cpu"), tmp_path / "cache"
+    bank = NoiseBank.draw(0, entry.sample_shape, n=4)
+    keys = []
+
+    class Store:  # records the keys, makes nothing
+        def get_or_make(self, key, make):
+            keys.append(key)
+            return SampleSet(np.zeros((1, 8, 8, 3), np.uint8), np.zeros(1), 4, key)
+
+        def prefix(self, key, n, make, align):
+            return self.get_or_make(key, make)
+
+    kinds = []
+    for runner in ("traced", "compiled", "traced", "compiled"):
+        loader = ModelLoader(zoo, cpu, cache, runner=runner)
+        SampleSource(loader, Store(), cpu)(Run(entry.name, "dpm3", 4), bank)
+        kinds.append(isinstance(loader(entry.name), LoadedLater))
+    assert kinds == [False, False, True, True]
+    assert keys[0] == keys[2] and keys[1] == keys[3] and "runner" not in keys[0] and keys[1]["runner"] == "compiled"
 
 
 def test_diffusers_kernel_mismatch_is_refused(tmp_path):
