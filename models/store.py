@@ -13,7 +13,7 @@ for bit (fixtures/samples.py: whole micro-batches).
 
 Nothing in a run removes an entry: a key changes with the code (models/versions.py), so each release leaves its
 predecessor's sets behind. A hit sets the entry's modification time, and `python -m models.store prune CACHE_DIR
---unused-days N` removes the sample sets and embeddings that no run has used for N days.
+--unused-days N` removes the sample sets, embeddings and model facts that no run has used for N days.
 """
 from __future__ import annotations
 
@@ -215,14 +215,16 @@ class SampleStore:
             return self.put(key, images, ids, nfe)
 
 
-# The folders of a cache whose entries are kept by key and marked when used: the sample sets (SampleStore) and the
-# embeddings (models.descriptor.EmbeddingCache). The sweep's trained models, the thumbnail sets and the report's
-# figures are not pruned here (the report prunes its own figures).
-PRUNED_FOLDERS = ("samples", "embeddings")
+FACTS_FOLDER = "model-facts"  # what a run recorded of a loaded checkpoint (fixtures/zoo.py, LoadedLater)
 
-
-# both caches name an entry by a sha256 in hex: nothing else in their folders is theirs to remove
-_ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.npz")
+# The folders of a cache whose entries are kept by key and marked when used, with the names their owners give an
+# entry (nothing else in those folders is theirs to remove): the sample sets (SampleStore) and the embeddings
+# (models.descriptor.EmbeddingCache), each named by a sha256; the facts of a checkpoint of another format, named by
+# its fingerprint, runner and device type (fixtures/zoo.py, `facts_path`). The sweep's trained models, the thumbnail
+# sets and the report's figures are not pruned here (the report prunes its own figures).
+PRUNED_ENTRIES = {"samples": re.compile(r"[0-9a-f]{64}\.npz"), "embeddings": re.compile(r"[0-9a-f]{64}\.npz"),
+                  FACTS_FOLDER: re.compile(r"[0-9a-f]{64}-[a-z]+-[a-z]+\.json")}
+PRUNED_FOLDERS = tuple(PRUNED_ENTRIES)
 
 
 @dataclass
@@ -256,8 +258,8 @@ def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = Fals
     for name in PRUNED_FOLDERS:
         got = Pruned(name)
         folder = root / name
-        for entry in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
-            if not _ENTRY_NAME.fullmatch(entry.name):
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if not PRUNED_ENTRIES[name].fullmatch(entry.name) or not entry.is_file():
                 continue
             try:
                 st = entry.stat()
@@ -297,10 +299,10 @@ def _days(text: str) -> float:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.store", description=(
-        "Prune a samenoise cache folder: remove the sample sets and embeddings that no run has used for a number of "
-        "days. Sets removed are made again by the next run that asks for them."))
+        "Prune a samenoise cache folder: remove the sample sets, embeddings and model facts that no run has used for a "
+        "number of days. What is removed is made again by the next run that asks for it."))
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prune", help="remove the sample sets and embeddings unused for --unused-days days")
+    p = sub.add_parser("prune", help="remove the sample sets, embeddings and model facts unused for --unused-days days")
     p.add_argument("cache_dir", help="the cache folder (a run's --cache-dir; default .cache/samenoise in the checkout)")
     p.add_argument("--unused-days", type=_days, required=True, metavar="DAYS",
                    help="remove what no run has read or written for this many days (0: everything)")

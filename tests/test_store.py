@@ -238,8 +238,8 @@ def test_a_prefix_entry_refuses_part_micro_batches_and_remakes_an_entry_it_canno
 
 
 def test_a_read_marks_the_entry_used_and_prune_removes_what_no_run_used(tmp_path, capsys):
-    """A hit sets the entry's modification time; `prune` removes the sample sets and embeddings older than that by
-    the days given, and nothing else in the cache folder."""
+    """A hit sets the entry's modification time; `prune` removes the sample sets, embeddings and model facts older
+    than that by the days given, and nothing else in the cache folder."""
     store = SampleStore(tmp_path)
     old_key, used_key = KEY | {"model": "old"}, KEY | {"model": "used"}
     old, used = store.put(old_key, images(), range(4), 20), store.put(used_key, images(), range(4), 20)
@@ -257,23 +257,30 @@ def test_a_read_marks_the_entry_used_and_prune_removes_what_no_run_used(tmp_path
     other = tmp_path / "trained" / "model.npz"  # the sweep's trained models are not pruned
     other.parent.mkdir()
     other.write_bytes(b"z")
-    for path in (stale_emb, not_an_entry, other):
+    (tmp_path / "model-facts").mkdir()
+    stale_facts = tmp_path / "model-facts" / f"{'c' * 64}-traced-cpu.json"  # fixtures/zoo.py, facts_path
+    stale_facts.write_bytes(b"{}")
+    not_facts = tmp_path / "model-facts" / "notes.json"
+    not_facts.write_bytes(b"{}")
+    for path in (stale_emb, not_an_entry, other, stale_facts, not_facts):
         os.utime(path, (time.time() - 40 * day,) * 2)
 
     assert main([("prune"), str(tmp_path), "--unused-days", "30", "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "samples: would remove 1 entry (0.0 MiB), kept 1 entry (0.0 MiB)",
-        "embeddings: would remove 1 entry (0.0 MiB), kept 1 entry (0.0 MiB)"]
-    assert store.path(old_key).exists() and stale_emb.exists()
+        "embeddings: would remove 1 entry (0.0 MiB), kept 1 entry (0.0 MiB)",
+        "model-facts: would remove 1 entry (0.0 MiB), kept 0 entries (0.0 MiB)"]
+    assert store.path(old_key).exists() and stale_emb.exists() and stale_facts.exists()
     got = {r.folder: r for r in prune(tmp_path, 30)}
     counts = [(r.removed, r.kept, r.failed) for r in got.values()]
-    assert list(got) == ["samples", "embeddings"] and counts == [(1, 1, []), (1, 1, [])]
+    assert list(got) == ["samples", "embeddings", "model-facts"] and counts == [(1, 1, []), (1, 1, []), (1, 0, [])]
+    assert not stale_facts.exists() and not_facts.exists()
     assert got["embeddings"].removed_bytes == 10 and got["embeddings"].kept_bytes == 20
     assert not store.path(old_key).exists() and not stale_emb.exists()
     assert store.get(used_key) is not None and fresh_emb.exists() and other.exists() and not_an_entry.exists()
     assert store.get(old_key) is None  # made again by the next run that asks
-    assert [r.removed for r in prune(tmp_path, 0)] == [1, 1]  # 0 days: everything
-    assert not_an_entry.exists() and other.exists()
+    assert [r.removed for r in prune(tmp_path, 0)] == [1, 1, 0]  # 0 days: everything
+    assert not_an_entry.exists() and other.exists() and not_facts.exists()
 
 
 def test_prune_keeps_and_names_an_entry_it_cannot_remove(tmp_path, monkeypatch, capsys):
@@ -287,7 +294,7 @@ def test_prune_keeps_and_names_an_entry_it_cannot_remove(tmp_path, monkeypatch, 
         real_unlink(self, missing_ok)
 
     monkeypatch.setattr(Path, "unlink", refused)
-    (r, _) = prune(tmp_path, 0)
+    r = prune(tmp_path, 0)[0]
     assert (r.removed, r.kept) == (0, 1) and r.failed == [f"{store.path(KEY)}: Permission denied"]
     assert main(["prune", str(tmp_path), "--unused-days", "0"]) == 1
     said = capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The registry and the checkpoint loaders, on tiny models saved by the tests in the real formats."""
 import importlib.util
 import math
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -213,7 +214,9 @@ def test_a_checkpoint_built_before_is_loaded_only_when_a_set_is_to_be_made(tmp_p
     first = ModelLoader(zoo, cpu, cache, runner="eager")
     made = SampleSource(first, SampleStore(tmp_path / "store"), cpu)(run, bank)
     assert type(first(entry.name)) is fixtures_zoo.Model
-    assert facts_path(cache, first(entry.name).fingerprint, "eager", cpu).is_file()
+    facts = facts_path(cache, first(entry.name).fingerprint, "eager", cpu)
+    assert facts.is_file()
+    os.utime(facts, (1e9, 1e9))
 
     loads = []
     load = fixtures_zoo.load_denoiser
@@ -222,6 +225,7 @@ def test_a_checkpoint_built_before_is_loaded_only_when_a_set_is_to_be_made(tmp_p
     again = SampleSource(later, SampleStore(tmp_path / "store"), cpu)(run, bank)
     m = later(entry.name)
     assert isinstance(m, LoadedLater) and loads == [] and m.fingerprint == first(entry.name).fingerprint
+    assert facts.stat().st_mtime > 1e9  # used: marked as a store hit is (models.store prune)
     assert again.key == made.key and np.array_equal(again.images, made.images)
     fresh = SampleSource(later, SampleStore(tmp_path / "other-store"), cpu)(run, bank)  # not stored: loaded now
     assert loads == [entry.name] and fresh.key == made.key and np.array_equal(fresh.images, made.images)
