@@ -10,7 +10,9 @@ Sources:
 - Percentile bootstrap over noise ids for a mean of non-binary per-noise values: Efron & Tibshirani (1993),
   "An Introduction to the Bootstrap", ch. 13. It is not exact in small samples (three equal differences give a
   one-point interval), so a paired direction decision also needs the exact sign test (Conover 1999).
-- Wilson at an effective sample size (Kish's design effect) for 0/1 values that come several per noise.
+- Wilson at an effective sample size (Kish's design effect) for 0/1 values that come several per noise, with the
+  degrees-of-freedom factor of Korn & Graubard (1998, Survey Methodology 24) for a variance estimated from few
+  clusters.
 - Wilson at half the effective sample size for 0/1 values along a chain (a control's pair j takes noises j and
   j + 1): each pair is a function of two independent neighbouring noises, so by the Hoeffding (1948, Ann. Math.
   Statist. 19) / Efron-Stein (1981, Ann. Statist. 9) decomposition the neighbours' covariances add at most the
