@@ -81,6 +81,13 @@ class OptimalDenoiser:
     def _denoise(self, ys: "_Prepared", x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x = x.to(device=ys.data.device, dtype=self.dtype)
         inv_var = (1.0 / sigma.to(ys.data.device, torch.float64) ** 2).to(self.dtype)[:, None]
+        limit = ~torch.isfinite(inv_var[:, 0])
+        if limit.any():  # sigma 0, or so small that 1 / sigma^2 overflows the dtype: the softmax's limit, whose
+            out = torch.empty_like(x)  # logits would be inf - inf, is the nearest training image (Theorem 1)
+            out[limit] = _nearest(ys, x[limit], self.chunk_size)
+            if not limit.all():
+                out[~limit] = self._denoise(ys, x[~limit], sigma[~limit])
+            return out
         run_max = torch.full((len(x), 1), -torch.inf, dtype=self.dtype, device=x.device)
         run_sum = torch.zeros((len(x), 1), dtype=self.dtype, device=x.device)
         acc = torch.zeros_like(x)
@@ -95,6 +102,19 @@ class OptimalDenoiser:
             acc.mul_(rescale).addmm_(w, y)
             run_max = new_max
         return acc / run_sum
+
+
+def _nearest(ys: "_Prepared", x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Each row's nearest training image: the largest x.y - ||y||^2 / 2 (||x - y||^2 without the row's own ||x||^2),
+    chunk by chunk; of equally near images the first."""
+    best = torch.full((len(x),), -torch.inf, dtype=x.dtype, device=x.device)
+    index = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    for start in range(0, len(ys.data), chunk_size):
+        score = torch.addmm(ys.half_sq_norm[start:start + chunk_size], x, ys.data[start:start + chunk_size].T, beta=-1)
+        top, at = score.max(1)
+        nearer = top > best
+        best, index = torch.where(nearer, top, best), torch.where(nearer, at + start, index)
+    return ys.data[index]
 
 
 def _flush_subnormal(w: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,20 @@ def test_subnormal_weights_are_flushed_to_zero():
                           rtol=0, atol=1e-40)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_at_sigma_0_d_star_is_the_nearest_training_image(data, dtype):
+    """D*'s limit as sigma -> 0 (Theorem 1), also where 1 / sigma^2 overflows the dtype (float32 at 1e-20), row by row
+    beside rows of positive sigma, which keep their softmax; without the limit the logits were inf - inf (NaN)."""
+    x = (data[[3, 7, 20, 5]] + 0.01 * torch.randn(4, 3, 4, 4, dtype=torch.float64,
+                                                   generator=torch.Generator().manual_seed(3))).to(dtype)
+    D = OptimalDenoiser(data.to(dtype), chunk_size=5, dtype=dtype)
+    sigma = torch.tensor([0.0, 1e-20, 0.0, 0.5], dtype=torch.float64)
+    got = D(x, sigma)
+    assert torch.equal(got[:3], data[[3, 7, 20]].to(dtype))
+    assert torch.equal(got[3:], D(x[3:], 0.5))
+    assert torch.equal(D(x[:1], 0.0), data[[3]].to(dtype))
+
+
 def test_per_row_sigma(data):
     x = data[:3] + 0.2
     sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
