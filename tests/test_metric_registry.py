@@ -156,3 +156,25 @@ def test_rp_cond_refuses_models_with_different_class_counts():
     case = Case("C4", "Fig. 6b", "rp_cond", (Run("a"), Run("b")), Bar(">=", 0.6, "s"))
     with pytest.raises(ValueError, match=r"RP_cond compares the same classes: a has 2, b 3"):
         rp_cond(stub, case, Side.of(case))
+
+
+def test_every_sscd_thresholded_metric_reads_the_cases_threshold():
+    """A case's `threshold` param (0.4 for the large images of App. A.2) reaches every metric that compares an SSCD
+    similarity with a threshold: in fixtures/metrics.py only `_threshold` names the default, and every score that
+    takes a threshold is given one (before, RP_cond, RP_between, GL, the golden file's RP, the neighbour share and
+    RP_manifold kept 0.6 whatever the case said)."""
+    import ast
+    import inspect
+
+    import fixtures.metrics as metrics
+
+    tree = ast.parse(inspect.getsource(metrics))
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name != "_threshold"):
+        names = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+        assert "SSCD_THRESHOLD" not in names, f"{fn.name} uses the default SSCD threshold, not the case's"
+        for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+            if call.func.id in ("RPScore", "RPBetweenScore", "GLScore"):
+                assert call.args or any(k.arg == "threshold" for k in call.keywords), (fn.name, call.func.id)
+            if call.func.id == "rp_manifold":  # (emb1, emb2, threshold), the embeddings maybe as *embs
+                given = len(call.args) == 3 or (len(call.args) == 2 and isinstance(call.args[0], ast.Starred))
+                assert given or any(k.arg == "threshold" for k in call.keywords), fn.name
