@@ -11,7 +11,7 @@ import io
 import json
 import os
 import zipfile
-from functools import cached_property, partial
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from models.atomic import atomic_write, file_lock, file_sha256, touch
 from models.registry import Registry
-from models.versions import gpu_identity
+from models.versions import cpu_identity, gpu_identity, package_versions, source_digest
 
 IMAGE_FORMAT = "uint8 RGB images in NHWC layout (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1)"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -212,6 +212,14 @@ def make_descriptor(name: str = "sscd-int8", path: Optional[str | Path] = None, 
     return DESCRIPTORS[name](path=path, **options)
 
 
+EMBEDDING_PACKAGES = ("onnxruntime", "pillow", "torch", "numpy")  # the back ends, the resize and the normalization
+
+
+@lru_cache(maxsize=1)
+def _embedding_code() -> str:
+    return source_digest([Path(__file__)])
+
+
 class EmbeddingCache:
     """Embeddings on disk keyed by (images' content hash, descriptor identity). Each entry stores its key and
     one sha256 over key and embeddings; an entry whose key differs (e.g. copied over another) or that fails
@@ -235,15 +243,18 @@ class EmbeddingCache:
     @staticmethod
     def key(images: np.ndarray, descriptor: Descriptor) -> str:
         """The entry's key: the images' shape and content hash, and the descriptor's identity (with its batch size
-        unless the descriptor is batch-invariant, and on a GPU the GPU's model and CUDA and cuDNN releases)."""
+        unless the descriptor is batch-invariant), this module's code (the resize and normalization), the packages
+        it computes with, and the device: on a GPU its model and CUDA and cuDNN releases, else the CPU's model and
+        instruction set (onnxruntime's and oneDNN's kernels differ between them)."""
         h = hashlib.sha256(np.asarray(images.shape, dtype="<i8").tobytes())
         h.update(np.ascontiguousarray(images).tobytes())
         identity = descriptor.identity
         if not getattr(descriptor, "batch_invariant", False) and getattr(descriptor, "batch_size", None):
             identity = f"{identity}/batch{descriptor.batch_size}"
         device = getattr(descriptor, "device", None)
-        if device is not None and torch.device(device).type == "cuda":  # another GPU model: other low bits
-            identity = f"{identity}/{json.dumps(gpu_identity(device), sort_keys=True)}"
+        on = (gpu_identity(device) if device is not None and torch.device(device).type == "cuda" else cpu_identity())
+        context = {"code": _embedding_code(), "versions": package_versions(EMBEDDING_PACKAGES), "device": on}
+        identity = f"{identity}/{json.dumps(context, sort_keys=True)}"
         return f"{identity}|{'x'.join(map(str, images.shape))}|{h.hexdigest()}"
 
     def path(self, key: str) -> Path:

@@ -197,6 +197,20 @@ def test_adm_entry_with_its_flags_table_loads_from_a_zoo_file(tmp_path, adm_code
     assert load_denoiser(entry).num_classes == 5
 
 
+def test_an_adm_entrys_fingerprint_names_the_authors_code_it_is_built_with(tmp_path, adm_code):
+    """The network and the defaults of the flags an entry leaves out come from the authors' package: an edit there
+    (a pull in the checkout, another fork on PYTHONPATH) makes the entry's sets again."""
+    from fixtures.zoo import entry_fingerprint
+
+    save_adm(adm_code("guided_diffusion"), tmp_path / "adm.pt")
+    entry = adm_entry(tmp_path)
+    first = entry_fingerprint(entry)
+    assert entry_fingerprint(entry) == first
+    script = tmp_path / "guided_diffusion" / "script_util.py"
+    script.write_text(script.read_text().replace("num_channels=8", "num_channels=16"))
+    assert "num_channels=16" in script.read_text() and entry_fingerprint(entry) != first
+
+
 def test_adm_without_its_package_says_what_to_provide(tmp_path):
     entry = adm_entry(tmp_path)
     with pytest.raises(Unavailable, match=r"need OpenAI's `guided_diffusion` package importable: clone "
@@ -372,6 +386,19 @@ def test_score_sde_checkpoint_samples_like_its_score_function(tmp_path, score_sd
     assert (ours - ref).abs().max() < PARITY
     if config.training.sde == "vesde":  # the [0, 1] data's sigma range, doubled into [-1, 1]
         assert math.isclose(D.kernel.sigma_min, 0.02) and math.isclose(D.kernel.sigma_max, 100.0)
+
+
+def test_a_score_sde_entrys_fingerprint_names_the_checkouts_network_code(tmp_path, score_sde_code):
+    """The network is built by the checkout's models/ (and its op/ kernels): an edit there makes the sets again, as
+    an edit of its configs does."""
+    from fixtures.zoo import entry_fingerprint
+
+    variant = next(iter(VARIANTS))
+    save_score_sde(score_sde_code, variant, tmp_path / "sde.pth")
+    entry = score_sde_entry(tmp_path, variant)
+    first = entry_fingerprint(entry)
+    (score_sde_code / "models" / "ddpm.py").write_text(SCORE_SDE_NET + "\n\nEDITED = True\n")
+    assert entry_fingerprint(entry) != first
 
 
 def test_score_sde_entry_that_disagrees_with_its_config_is_refused(tmp_path, score_sde_code):

@@ -144,8 +144,28 @@ def test_the_sampling_code_is_in_every_key_and_a_docstring_edit_keeps_it(tmp_pat
     code.write_text('"""Other doc."""\n\n\ndef step(x):\n    return x + 2\n')
     assert source_digest([code]) != before
     key = sampling_code()
-    assert set(key) == {"digest", "versions"} and set(key["versions"]) == {"torch", "diffusers"}
+    assert set(key) == {"digest", "versions"}
+    assert set(key["versions"]) == {"torch", "diffusers", "numpy", "transformers", "tokenizers"}
     assert "samplers" not in NOT_SAMPLING and "generate" not in NOT_SAMPLING
+
+
+def test_a_cpu_sets_key_names_the_cpu(monkeypatch):
+    """oneDNN's kernels round differently per instruction set (models/versions.py, cpu_identity): a set made on
+    another CPU model or instruction set is made again, as one from another GPU model is."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import fixtures.samples as samples
+    from cases import Run
+
+    m = SimpleNamespace(fingerprint="f", grid="edm", compiled=False, decodes=False, entry=None)
+    source = samples.SampleSource(None, None, torch.device("cpu"))
+    first = source._key(Run("m", "dpm3", 20), m)
+    assert first["cpu"] == samples.cpu_identity() and first["cpu"]["capability"]
+    cpu = samples.cpu_identity()
+    monkeypatch.setattr(samples, "cpu_identity", lambda: cpu | {"capability": "AVX2"})
+    assert source._key(Run("m", "dpm3", 20), m) != first
 
 
 def test_kept_code_digests_equal_fresh_ones_and_see_an_edit(tmp_path, monkeypatch):

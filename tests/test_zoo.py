@@ -684,3 +684,26 @@ def test_a_checkpoint_rewritten_after_its_key_was_made_is_refused_when_its_netwo
                                        r"when the run began, [0-9a-f]{12} now\)"):
         m.D
     assert CheckpointModel("cand", entry, torch.device("cpu"), "eager").D is not None  # a new run takes the new files
+
+
+def test_a_sweep_models_key_names_its_weights_its_whole_config_and_the_wrapper_code(tmp_path, monkeypatch):
+    """A slow-sweep model (`<family>-n<N>`) is sampled through `wrap_for` of models/training.py, which is not sampling
+    code: its fingerprint holds the weights, the config with its defaults filled in and training.py's code, so an
+    edit of the wrapper or of a default makes its sets again."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    import fixtures.zoo as fixtures_zoo
+    from fixtures.zoo import ModelLoader
+    from tests.test_training import tiny
+
+    raw = {k: v for k, v in asdict(tiny(steps=2)).items() if v is not None and k != "dataset_size"}
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "unet16-edm-m64.toml").write_text("")  # the family's recipe: `raw`, read below
+    monkeypatch.setattr(fixtures_zoo, "EMBEDDED_CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(fixtures_zoo, "tomllib", SimpleNamespace(loads=lambda text: dict(raw)))
+    loader = lambda: ModelLoader({}, torch.device("cpu"), tmp_path / "cache", runner="eager")
+    first = loader()("unet16-edm-n8")
+    assert loader()("unet16-edm-n8").fingerprint == first.fingerprint  # trained once, found again
+    monkeypatch.setattr(fixtures_zoo, "source_digest", lambda paths: "0" * 64)  # training.py edited
+    assert loader()("unet16-edm-n8").fingerprint != first.fingerprint
