@@ -38,6 +38,9 @@ def check_images(images) -> np.ndarray:
     if arr.dtype != np.uint8:
         nan = " (and it contains NaN)" if arr.dtype.kind == "f" and np.isnan(arr).any() else ""
         raise ImageFormatError(f"images have dtype {arr.dtype}{nan}; expected {IMAGE_FORMAT}")
+    if arr.ndim == 3 and arr.shape[-1] == 3:  # one RGB image, not 3-pixel-wide grey ones
+        raise ImageFormatError(f"images have shape {arr.shape}: one RGB image? give it a batch axis, (1, H, W, 3); "
+                               f"expected {IMAGE_FORMAT}")
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or len(arr) == 0:

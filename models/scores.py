@@ -25,6 +25,8 @@ class PairingError(ValueError):
 
 
 def check_paired(ids_a: torch.Tensor, ids_b: torch.Tensor, what: str = "noise ids") -> None:
+    if ids_a is None and ids_b is None:
+        raise PairingError(f"{what} were given for neither set; pairing compares the two sets' {what}")
     if ids_a is None or ids_b is None:
         raise PairingError(f"{what} were given for one set only (the {'second' if ids_a is None else 'first'}); give "
                            f"them for both or for neither")
@@ -240,6 +242,9 @@ def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
 def colour_layout(images: torch.Tensor, pool: int) -> torch.Tensor:
     """The pool x pool mean colours (0-255, rounded) of (n, H, W, C) uint8 images: their low-level layout, which a
     label change keeps (Appendix E, Fig. 20, 21)."""
+    if images.ndim != 4 or pool < 1 or images.shape[1] != images.shape[2] or images.shape[1] % pool:
+        raise ValueError(f"a colour layout pools square (n, H, H, C) images into pool x pool cells of equal size: "
+                         f"got shape {tuple(images.shape)} and pool {pool} (H must be a multiple of pool)")
     side = images.shape[1] // pool
     x = images.permute(0, 3, 1, 2).double()
     return torch.nn.functional.avg_pool2d(x, side).round().to(torch.uint8).permute(0, 2, 3, 1)

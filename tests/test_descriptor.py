@@ -92,6 +92,7 @@ def test_different_noises_give_rp_near_zero(descriptor, thumbs):
     (np.zeros((2, 3, 16, 16), dtype=np.uint8), r"looks like NCHW"),
     (np.zeros((2, 16, 16, 4), dtype=np.uint8), r"shape \(2, 16, 16, 4\)"),
     (np.zeros((0, 16, 16, 3), dtype=np.uint8), r"shape \(0, 16, 16, 3\)"),
+    (np.zeros((16, 16, 3), dtype=np.uint8), r"shape \(16, 16, 3\): one RGB image\? give it a batch axis"),
 ])
 def test_bad_images_are_refused_with_the_expected_format(bad, message):
     with pytest.raises(ImageFormatError, match=message + r".*expected uint8 RGB images in NHWC layout"):

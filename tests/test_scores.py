@@ -1,4 +1,6 @@
 """Scores against a direct numpy implementation of the paper's formulas (Sec. 2.1, 3, 4, App. A.3)."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ from hypothesis.extra.numpy import arrays
 
 from models import scores
 from models.scores import (SSCD_THRESHOLD, AnchorError, GLScore, MAEScore, PairingError, RPBetweenScore, RPScore,
-                           check_distinct_anchors, hyperplane_map, nearest_mae, rp_manifold)
+                           check_distinct_anchors, check_paired, colour_layout, hyperplane_map, nearest_mae,
+                           rp_manifold)
 
 
 def unit_rows(a):
@@ -165,6 +168,19 @@ def test_pairs_are_matched_by_id_not_position():
         RPScore().update(torch.eye(3), torch.eye(3), [1, 2, 3], [1, 2, 9])
     with pytest.raises(PairingError, match="different order"):
         RPScore().update(torch.eye(3), torch.eye(3), [1, 2, 3], [3, 2, 1])
+    with pytest.raises(PairingError, match="noise ids were given for neither set"):
+        check_paired(None, None)
+    with pytest.raises(PairingError, match=r"for one set only \(the first\)"):
+        check_paired([1], None)
+
+
+def test_a_colour_layout_refuses_a_pool_that_does_not_divide_the_image():
+    """Cells of equal size: 32 px into 7 would give 8 x 8 cells of 4 px, not 7 x 7."""
+    images = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)
+    assert colour_layout(images, 4).shape == (1, 4, 4, 3)
+    for bad, pool in ((images, 7), (images, 0), (images[:, :16], 4)):
+        with pytest.raises(ValueError, match=rf"got shape {re.escape(str(tuple(bad.shape)))} and pool {pool}"):
+            colour_layout(bad, pool)
 
 
 def test_per_pair_values_worst_first():
