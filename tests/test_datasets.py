@@ -57,6 +57,17 @@ def test_the_default_thumbnails_are_those_the_embedded_zoo_was_trained_on():
     assert embedded_photos(cfg["dataset_size"], size=cfg["image_size"]).hash == meta["dataset_hash"]
 
 
+def test_to_uint8_rounds_a_samplers_float64_values_to_the_nearer_level():
+    """Values 1e-7 above or below each half-step between two levels go to the nearer level; rounded in float32, about
+    half of them went to the other (127 and 125 of 255, measured)."""
+    import torch
+
+    levels = torch.arange(255, dtype=torch.float64)
+    for offset, up in ((1e-7, 1), (-1e-7, 0)):
+        x = ((levels + 0.5 + offset) / 127.5 - 1).reshape(1, 1, 1, -1).expand(1, 3, 1, -1)
+        assert np.array_equal(to_uint8(x)[0, 0, :, 0], (levels + up).numpy().astype(np.uint8)), offset
+
+
 def test_to_uint8_inverts_as_tensor_and_clips_outside_the_range():
     s = embedded_photos(8, size=16)
     assert np.array_equal(to_uint8(s.as_tensor()), s.images)
