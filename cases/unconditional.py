@@ -45,7 +45,8 @@ SAMPLER_RUNS = (Run("unet32-edm-l2048", "dpm3", 20), Run("unet32-edm-l2048", "he
 C2 += [Case("C2", SOURCE + ", Table 1 (sampler)", metric, (a, b), score_bar(), tag="sampler",
            noises=GENERALIZATION_NOISES)
        for a, b in combinations(SAMPLER_RUNS, 2) for metric in ("rp", "mae")]
-# Architecture and sampler at once (Fig. 3 pairs e.g. EDM under Heun with DDPM under DDIM): two models of the
+# Architecture and sampler at once (Fig. 3 pairs models under different samplers, e.g. EDM under Heun with DDPM
+# under DPM-Solver and Progressive distillation under DDIM): two models of the
 # generalization regime, each under its own sampler.
 MIXED_RUNS = ((Run(L2048[0], "heun", 35), Run(L2048[1], "ddim", 50)), (Run(L2048[1], "dpm3", 20),
                                                                        Run(L2048[2], "heun", 35)))
@@ -56,7 +57,8 @@ C2 += [Case("C2", SOURCE + ", Table 1 (architecture and sampler)", metric, pair,
 # Sec. 2, footnote 1: the suite samples deterministically because "randomness introduced by stochastic samplers will
 # break the model reproducibility". The three architectures of the generalization end, pair by pair, under Euler
 # ancestral (models/stochastic.py), each run drawing its per-step noise from a stream of its own: RP below the bar,
-# while the same pair under deterministic Euler on the same grid (the control) clears it.
+# while the same pair under the same sampler with one step-noise stream shared by both runs (the control,
+# fixtures/metrics.py rp_shared_stream) clears it.
 STOCHASTIC = [Case("C2", "Sec. 2, footnote 1", "rp_stochastic", (Run(a, ANCESTRAL, 20), Run(b, ANCESTRAL, 20)),
                    Bar("<", 0.6, "Sec. 2, footnote 1: 'randomness introduced by stochastic samplers will break the "
                                  "model reproducibility'; below the RP bar 0.6"), tag="stochastic")
