@@ -223,6 +223,11 @@ def _embedding_code() -> str:
     return source_digest([Path(__file__)])
 
 
+@lru_cache(maxsize=1)
+def _embedding_versions() -> tuple:
+    return tuple(package_versions(EMBEDDING_PACKAGES).items())  # looked up once: every batch's key names them
+
+
 class EmbeddingCache:
     """Embeddings on disk keyed by (images' content hash, descriptor identity). Each entry stores its key and
     one sha256 over key and embeddings; an entry whose key differs (e.g. copied over another) or that fails
@@ -256,7 +261,7 @@ class EmbeddingCache:
             identity = f"{identity}/batch{descriptor.batch_size}"
         device = getattr(descriptor, "device", None)
         on = (gpu_identity(device) if device is not None and torch.device(device).type == "cuda" else cpu_identity())
-        context = {"code": _embedding_code(), "versions": package_versions(EMBEDDING_PACKAGES), "device": on}
+        context = {"code": _embedding_code(), "versions": dict(_embedding_versions()), "device": on}
         identity = f"{identity}/{json.dumps(context, sort_keys=True)}"
         return f"{identity}|{'x'.join(map(str, images.shape))}|{h.hexdigest()}"
 

@@ -276,8 +276,8 @@ def test_the_key_names_the_cpu_the_code_and_the_packages_an_embedding_was_made_w
     monkeypatch.setattr(descriptor, "cpu_identity", lambda: cpu | {"capability": "AVX2"})
     assert EmbeddingCache.key(x, d) != first
     monkeypatch.undo()
-    versions = descriptor.package_versions(descriptor.EMBEDDING_PACKAGES)
-    monkeypatch.setattr(descriptor, "package_versions", lambda pkgs: versions | {"onnxruntime": "0.0"})
+    versions = dict(descriptor._embedding_versions())
+    monkeypatch.setattr(descriptor, "_embedding_versions", lambda: tuple((versions | {"onnxruntime": "0.0"}).items()))
     assert EmbeddingCache.key(x, d) != first
     monkeypatch.undo()
     monkeypatch.setattr(descriptor, "_embedding_code", lambda: "0" * 64)
