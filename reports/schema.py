@@ -59,8 +59,11 @@ def check_record(case: Any, where: str) -> None:
         raise ResultsError(f"{where}: outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
     if case["part"] not in PARTS:  # the report's scorecard and tables are by part: another would not be shown
         raise ResultsError(f"{where}: part {case['part']!r} is not one of {', '.join(PARTS)}")
-    if not case["runs"]:
-        raise ResultsError(f"{where}: 'runs' is empty; a case samples at least one run")
+    if not case["runs"] and outcome in MEASURED:  # a case skipped or in error before its runs were known has none
+        raise ResultsError(f"{where}: 'runs' is empty; a measured case samples at least one run")
+    if case["n"] < (1 if outcome in MEASURED else 0):
+        raise ResultsError(f"{where}: 'n' is {case['n']}, expected a count of pairs >= "
+                           f"{1 if outcome in MEASURED else 0} for outcome {outcome!r}")
     missing = [f for f in ("op", "value", "source") if f not in bar]
     if missing:
         raise ResultsError(f"{where}: 'bar' lacks {missing}")
@@ -78,6 +81,12 @@ def check_record(case: Any, where: str) -> None:
     if outcome not in MEASURED:
         if not isinstance(case.get("reason"), str) or not case["reason"]:
             raise ResultsError(f"{where}: outcome {outcome!r} needs a 'reason'")
+        if case["passed"]:
+            raise ResultsError(f"{where}: outcome {outcome!r} with passed true; only a passed case has passed true")
+        value = case.get("value")
+        if value is not None and not (_number(value) and case.get("decision") is not None):
+            raise ResultsError(f"{where}: 'value' is {value!r:.80} for outcome {outcome!r}; expected null, or a finite "
+                               f"number beside the decision of a case that raised after it")
         if case.get("decision") is not None:  # a case that raised after its decision keeps it; the tables show it
             decision_holds(case["decision"], bar, where)
         if case.get("versus") is not None and not isinstance(case["versus"], dict):
@@ -100,13 +109,16 @@ def decision_holds(decision: Any, bar: dict, where: str) -> bool:
     """Whether a recorded decision holds, recomputed from its interval, control and test (cases/decision.py)."""
     if not isinstance(decision, dict) or not isinstance(decision.get("interval"), list) or \
             len(decision["interval"]) != 3 or not all(_number(v) for v in decision["interval"][:2]):
-        raise ResultsError(f"{where}: a measured case needs a 'decision' with an 'interval' [lo, hi, method]")
+        got = decision.get("interval") if isinstance(decision, dict) else decision
+        raise ResultsError(f"{where}: a measured case needs a 'decision' with an 'interval' [lo, hi, method] of "
+                           f"finite bounds, got {got!r:.80}")
     if not isinstance(decision.get("reason"), str):
         raise ResultsError(f"{where}: the decision's 'reason' is {decision.get('reason')!r:.80}, expected text")
     if bar["value"] is None:
         test = decision.get("test")
         if not isinstance(test, dict) or not isinstance(test.get("holds"), bool) or test.get("direction") != bar["op"]:
-            raise ResultsError(f"{where}: a direction case needs a 'test' for {bar['op']} with 'holds'")
+            raise ResultsError(f"{where}: a direction case needs a 'test' for {bar['op']} with 'holds', got "
+                               f"{test!r:.80}")
         return direction_holds(test, bar["op"], where)
     b = Bar(bar["op"], bar["value"], bar["source"])
     holds = Interval(*decision["interval"]).side(b) == "pass"
@@ -173,7 +185,7 @@ def check_results(doc: Any, path: str | os.PathLike) -> dict[str, Any]:
             kind = "a newer version of the format; update samenoise to read it"
         raise ResultsError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} ({kind})")
     if not _is(meta.get("noises"), int):
-        raise ResultsError(f"{path}: meta has no integer 'noises'")
+        raise ResultsError(f"{path}: meta has no integer 'noises' (got {meta.get('noises')!r:.80})")
     constants = meta.get("constants")
     missing = [k for k in CONSTANT_FIELDS if not isinstance(constants, dict) or not _is(constants.get(k), int)]
     if missing:

@@ -85,8 +85,9 @@ def test_foreign_or_older_results_are_refused_with_the_file_name(tmp_path, fmt, 
                                                 ("bar", {"op": ">=", "value": 0.6, "source": None},
                                                  "bar source None is not a text"),
                                                 ("part", "C9", "part 'C9' is not one of C2, "),
-                                                ("runs", [], "'runs' is empty"),
-                                                ("n", True, "'n' is True, expected int")])
+                                                ("runs", [], "'runs' is empty; a measured case"),
+                                                ("n", True, "'n' is True, expected int"),
+                                                ("n", 0, "'n' is 0, expected a count of pairs >= 1")])
 def test_a_damaged_case_record_is_refused_naming_the_case_and_field(tmp_path, field, value, says):
     bad = write_results(tmp_path, [pair_case(["x", "y"], **{field: value})])
     with pytest.raises(ReportError, match=re.escape("case 0 (C2/a~b/dpm3@20: rp>=0.6)") + ".*" + re.escape(says)):
@@ -105,9 +106,24 @@ def test_a_damaged_decision_of_a_case_in_error_is_refused_before_anything_is_wri
     with pytest.raises(ReportError, match=r"case 0 .*needs a 'decision' with an 'interval' \[lo, hi, method\]"):
         build_report(write_results(tmp_path, [errored]), tmp_path / "cache", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    errored = pair_case(["x", "y"], outcome="error", reason="it raised") | {"decision": None, "versus": [1]}
+    errored = pair_case(["x", "y"], outcome="error", reason="it raised", value=None) | {"versus": [1]}
     with pytest.raises(ReportError, match=r"'versus' is \[1\], expected an object or null"):
         load_results(write_results(tmp_path, [errored]))
+
+
+def test_a_case_skipped_before_its_runs_were_known_is_readable_and_a_non_measured_record_claims_nothing(tmp_path):
+    """A checkpoint regression's runs are known once its candidate is loaded: one skipped or in error before that
+    has no runs, and its record made the whole results file unreadable. A skipped or error record must not say
+    passed, nor carry a value without the decision it came from, nor a negative count."""
+    skipped = pair_case(["x", "y"], outcome="skipped", reason="no candidate", runs=[], value=None, n=0,
+                        passed=False) | {"decision": None}
+    assert load_results(write_results(tmp_path, [skipped]))["cases"][0]["runs"] == []
+    for change, says in ((dict(passed=True), "outcome 'skipped' with passed true"),
+                         (dict(value=float("nan")), "'value' is nan for outcome 'skipped'"),
+                         (dict(value=0.7), "'value' is 0.7 for outcome 'skipped'"),
+                         (dict(n=-5), "'n' is -5, expected a count of pairs >= 0")):
+        with pytest.raises(ReportError, match=re.escape(says)):
+            load_results(write_results(tmp_path, [skipped | change]))
 
 
 def test_a_damaged_decision_or_test_is_refused_before_anything_is_drawn(tmp_path):
@@ -122,7 +138,7 @@ def test_a_damaged_decision_or_test_is_refused_before_anything_is_drawn(tmp_path
     doc = json.loads(write_results(tmp_path, [pair_case(["x", "y"])]).read_text())
     doc["meta"]["noises"] = True
     (tmp_path / "results.json").write_text(json.dumps(doc))
-    with pytest.raises(ReportError, match="meta has no integer 'noises'"):
+    with pytest.raises(ReportError, match=r"meta has no integer 'noises' \(got True\)"):
         load_results(tmp_path / "results.json")
 
 
@@ -257,6 +273,12 @@ def test_the_scorecard_says_per_claim_whether_it_holds_with_counts_and_the_paper
     results.write_text(json.dumps(doc))
     page = build_report(results, tmp_path / "cache", tmp_path / "out2").read_text()
     assert "<tr class='fails'><td>Manifold reproducibility (App. A.3)</td><td>errors</td><td>1 error</td>" in page
+    # a part whose every failure straddles its bar is undecided at this noise count, not refuted
+    straddles = pair_case([], ident="finetune/x~y/dpm3@20: rp>=0.6", claim="finetune", part="finetune", value=0.62)
+    doc["cases"].append(straddles)
+    results.write_text(json.dumps(doc))
+    page = build_report(results, tmp_path / "cache", tmp_path / "out3").read_text()
+    assert "<td>undecided</td><td>1 failed (1 undecided: the interval straddles the bar)</td>" in page
 
 
 def test_a_control_records_fields_and_verdict_are_checked_whatever_the_case_says(tmp_path):

@@ -240,3 +240,100 @@ def test_saved_benchmarks_go_beside_the_sample_store_not_into_the_working_direct
     out = pytest_run(*common, "@args.txt", cwd=in_file)
     assert out.returncode == 0, out.stdout[-2000:]
     assert (in_file / ".benchmarks").is_dir()
+
+
+class _Report:
+    """What the writer reads of a pytest TestReport (or of pytest-xdist's report for a crashed worker)."""
+
+    def __init__(self, nodeid, when, outcome, props=(), reason="boom"):
+        self.nodeid, self.when, self.outcome, self.user_properties = nodeid, when, outcome, list(props)
+        self.skipped, self.failed, self.passed = outcome == "skipped", outcome == "failed", outcome == "passed"
+        self.duration, self.longrepr = 0.1, reason
+
+
+def _writer():
+    from fixtures.results import ResultsWriter
+
+    writer = ResultsWriter.__new__(ResultsWriter)
+    writer.items, writer.lines, writer.cut_short = {}, [], False
+    return writer
+
+
+def test_a_case_whose_worker_crashed_before_its_setup_was_reported_keeps_an_error_record():
+    """pytest-xdist reports a crashed worker's item with when '???' and no user properties: with no description of
+    the case, the item was dropped from the results without a word. The catalog case its id names is recorded."""
+    from cases.catalog import ALL
+    from fixtures.results import _case_of_nodeid
+
+    case = ALL[0]
+    nodeid = f"bench/test_c2_unconditional.py::test_pair[{case.id}]"
+    assert _case_of_nodeid(nodeid) is case and _case_of_nodeid("bench/test_x.py::test_y[no such case]") is None
+    writer = _writer()
+    writer.pytest_runtest_logreport(_Report(nodeid, "???", "failed", reason="worker 'gw1' crashed while running"))
+    writer.pytest_runtest_logreport(_Report("bench/test_throughput.py::test_speed[unet]", "???", "failed"))
+    record, = writer.collect()  # the throughput item is no claim case: no record, as before
+    assert record["id"] == case.id and record["outcome"] == "error" and "crashed while running" in record["reason"]
+
+
+def test_a_rerun_attempt_leaves_no_record_of_its_own():
+    """A plugin that reruns failed items reports each failed attempt with outcome 'rerun' and keeps the item's user
+    properties: one case gave three records (failed, failed, passed). Only the last attempt counts, and each attempt
+    starts without the earlier ones' measurements."""
+    from fixtures.results import DESCRIBED, PROPERTY
+
+    writer = _writer()
+    described, failed, passed = {"id": "c"}, {"id": "c", "outcome": "failed"}, {"id": "c", "outcome": "passed"}
+    writer.pytest_runtest_logreport(_Report("t[c]", "call", "rerun", [(DESCRIBED, described), (PROPERTY, failed)]))
+
+    class Item:
+        user_properties = [(DESCRIBED, described), (PROPERTY, failed)]
+
+    writer.pytest_runtest_setup(Item)
+    assert Item.user_properties == [(DESCRIBED, described)]
+    writer.pytest_runtest_logreport(_Report("t[c]", "call", "passed", [(DESCRIBED, described), (PROPERTY, passed)]))
+    assert [r["outcome"] for r in writer.collect()] == ["passed"]
+
+
+def test_a_git_that_hangs_leaves_the_revision_unknown_and_a_failing_metadata_keeps_the_results(monkeypatch):
+    """`git rev-parse` past its timeout raised TimeoutExpired, which is no OSError: the run's results were lost."""
+    import subprocess
+
+    from fixtures import results
+    from reports.schema import check_results
+
+    def hang(*args, **kwargs):
+        raise subprocess.TimeoutExpired("git", 10)
+
+    monkeypatch.setattr(results.subprocess, "run", hang)
+    writer = _writer()
+
+    class Config:
+        rootpath = ROOT
+
+        def getoption(self, name):
+            return {"--device": "cpu", "--noises": 128, "--descriptor": "sscd", "--descriptor-size": 224,
+                    "--cache-dir": "c", "--micro-batch": None, "--candidate": None}[name]
+
+    writer.config, writer.name, writer.kind, writer.records, writer.stopped, writer.started = \
+        Config(), "r", "main", [], None, 0.0
+    assert writer.metadata()["git_revision"] is None
+    bare = writer._bare_metadata(RuntimeError("no GPU driver"))
+    assert check_results({"meta": bare, "cases": []}, "x")["meta"]["metadata_error"] == "RuntimeError: no GPU driver"
+    assert "could not be gathered (RuntimeError: no GPU driver)" in writer.lines[-1]
+
+
+def test_a_regression_case_in_error_before_its_candidate_loaded_is_a_readable_record(tmp_path):
+    """A checkpoint regression's runs are known once its candidate is loaded; one in error before that (a candidate
+    that is no entry or folder) has no runs, and its record made `load_results` refuse the whole file."""
+    from cases.regression import regression_case
+    from fixtures.results import describe_case
+    from reports.schema import check_record
+
+    record = describe_case(regression_case("ref.npz", "golden_rp", 0.6)) | {
+        "outcome": "error", "reason": "setup: ValueError: no zoo entry or checkpoint folder 'nope'"}
+    assert record["runs"] == []
+    check_record(record, "case")
+    doc = {"meta": {"format": "samenoise-results/4", "noises": 128,
+                    "constants": {"bank_seed": 0, "inverse_truth_seed": 2, "permutation_seed": 3}}, "cases": [record]}
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    assert load_results(tmp_path / "results.json")["cases"][0]["outcome"] == "error"
