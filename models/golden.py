@@ -41,7 +41,10 @@ class GoldenError(ValueError):
 
 
 def thumbnails(images: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
-    """uint8 NHWC images, downsized (PIL bilinear) when larger than `size`."""
+    """uint8 NHWC images, downsized (PIL bilinear) when larger than `size`; square images only (a golden file keeps
+    (n, h, h, 3))."""
+    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3:
+        raise ValueError(f"thumbnails are made of square RGB images (n, h, h, 3), got {images.shape}")
     if images.shape[1] <= size:
         return np.ascontiguousarray(images, dtype=np.uint8)
     from PIL import Image
@@ -73,12 +76,33 @@ class Golden:
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
+    def _checked_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ids, float32 embeddings and uint8 thumbnails as `load` will accept them, or a ValueError naming what is
+        wrong (a file saved from them would otherwise be refused later as "edited or damaged")."""
+        ids, emb, thumbs = np.asarray(self.ids), np.asarray(self.embeddings), np.asarray(self.thumbnails)
+        n = len(ids) if ids.ndim == 1 else None
+        if n is None or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"a golden file's ids are one integer per noise (n,), got {ids.dtype} {ids.shape}")
+        if emb.ndim != 2 or emb.shape[0] != n or emb.shape[1] == 0:
+            raise ValueError(f"a golden file's embeddings are one row per id, ({n}, d) with d >= 1, got {emb.shape}")
+        if not np.isfinite(emb).all():
+            row = int(np.flatnonzero(~np.isfinite(emb).all(axis=1))[0])
+            raise ValueError(f"a golden file's embeddings must be finite; row {row} (id {int(ids[row])}) holds "
+                             f"{float(emb[row][~np.isfinite(emb[row])][0])!r}")
+        if thumbs.ndim != 4 or thumbs.shape[0] != n or thumbs.shape[1] != thumbs.shape[2] or thumbs.shape[1] == 0 \
+                or thumbs.shape[3] != 3:
+            raise ValueError(f"a golden file's thumbnails are square RGB images, one per id ({n}, h, h, 3), got "
+                             f"{thumbs.shape}")
+        if thumbs.dtype != np.uint8:
+            raise ValueError(f"a golden file's thumbnails are uint8 (0-255), got {thumbs.dtype}")
+        return ids.astype("<i8"), emb.astype(np.float32), thumbs
+
     def save(self, path: str | os.PathLike) -> Path:
-        ids = np.asarray(self.ids, dtype="<i8")
-        emb = np.asarray(self.embeddings, dtype=np.float32)
-        scale = (np.abs(emb).max(axis=1, keepdims=True) / 127).clip(1e-12).astype("<f2")
+        ids, emb, thumbs = self._checked_arrays()
+        # one float16 scale per row, at least float16's smallest normal number: an all-zero row (or one below about
+        # 8e-3) then quantizes to zeros instead of dividing by a scale that float16 rounds to 0
+        scale = (np.abs(emb).max(axis=1, keepdims=True) / 127).clip(float(np.finfo(np.float16).tiny)).astype("<f2")
         q = np.round(emb / scale.astype(np.float32)).clip(-127, 127).astype(np.int8)
-        thumbs = np.asarray(self.thumbnails, dtype=np.uint8)
         header = self.header()
         buf = io.BytesIO()
         packed = np.concatenate([q.view(np.uint8), scale.view(np.uint8)], 1)

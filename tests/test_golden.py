@@ -30,6 +30,38 @@ def test_round_trip(tmp_path):
     assert back.header() == g.header() and np.abs(back.embeddings - g.embeddings).max() < 1 / 127
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(thumbnails=np.zeros((4, 16, 16, 1), np.uint8)), r"square RGB images, one per id \(4, h, h, 3\), got \(4, 16, 16, 1\)"),
+    (dict(embeddings=np.ones((3, 8), np.float32)), r"one row per id, \(4, d\) with d >= 1, got \(3, 8\)"),
+    (dict(embeddings=np.where(np.arange(32).reshape(4, 8) == 9, np.nan, 1.0)), r"finite; row 1 \(id 1\) holds nan"),
+    (dict(thumbnails=np.zeros((4, 16, 16, 3), np.float32)), r"uint8 \(0-255\), got float32"),
+    (dict(ids=np.arange(4.0)), r"one integer per noise \(n,\), got float64 \(4,\)"),
+])
+def test_bad_arrays_are_refused_when_saved_not_later_as_a_damaged_file(tmp_path, change, message):
+    """Thumbnails of one channel or embeddings of 3 rows for 4 ids saved silently and were refused on load as
+    "edited or damaged"; a NaN row came back as a NaN row that failed every RP pair of its noise."""
+    with pytest.raises(ValueError, match=message):
+        golden(**change).save(tmp_path / "g.npz")
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_an_all_zero_or_tiny_embedding_row_round_trips_without_dividing_by_zero(tmp_path):
+    """The row scale was floored at 1e-12, which float16 rounds to 0: an all-zero row became NaN, a row of 1e-6
+    became zeros. It is floored at float16's smallest normal number now."""
+    emb = np.stack([np.zeros(8), np.full(8, 1e-6), np.linspace(-1, 1, 8), np.full(8, 0.5)]).astype(np.float32)
+    golden(embeddings=emb).save(tmp_path / "g.npz")
+    back = Golden.load(tmp_path / "g.npz").embeddings
+    assert np.isfinite(back).all() and (back[0] == 0).all()
+    assert np.abs(back - emb).max() <= float(np.finfo(np.float16).tiny) / 2 + 1 / 127
+
+
+def test_thumbnails_of_non_square_images_are_refused():
+    from models.golden import thumbnails
+
+    with pytest.raises(ValueError, match=r"square RGB images \(n, h, h, 3\), got \(2, 16, 32, 3\)"):
+        thumbnails(np.zeros((2, 16, 32, 3), np.uint8))
+
+
 @pytest.mark.parametrize("key, value", [("bank_hash", "other"), ("sampler", "heun"), ("nfe", 35),
                                         ("descriptor", "sscd-mixup@320")])
 def test_a_golden_file_of_another_setting_is_refused_naming_it(tmp_path, key, value):
