@@ -47,10 +47,10 @@ TAIL = 0.1  # the last 10% of the steps
 @dataclass(frozen=True)
 class Slope:
     """The least-squares slope of the per-step loss against log2(step) over the last `tail` of a run, with its 95%
-    interval. The interval is the ordinary least-squares one (t quantile, n - 2 degrees of freedom), widened for
-    serially correlated losses by the AR(1) factor sqrt((1 + r) / (1 - r)), r the lag-1 autocorrelation of the
-    residuals when positive (the effective sample size n (1 - r) / (1 + r) of a trend: Santer et al. 2000,
-    J. Geophys. Res. 105, 7337). Per-step losses are noisy (each draws its own sigmas), so over the last 10% (0.15
+    interval. The interval is the least-squares one at the effective sample size n_eff = n (1 - r) / (1 + r) of a
+    trend in serially correlated values, r the lag-1 autocorrelation of the residuals when positive (Santer et al.
+    2000, J. Geophys. Res. 105, 7337): the residual variance over n_eff - 2 degrees of freedom and the t quantile
+    at n_eff - 2. Per-step losses are noisy (each draws its own sigmas), so over the last 10% (0.15
     doublings) the interval is wide: a verdict "no trend" means that no fall or rise was detected, not that none is
     there; the interval's width says how large a slope could have gone unseen."""
 
@@ -109,57 +109,105 @@ def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) ->
     ss = float((resid * resid).sum())
     lag1 = _lag1(resid)
     widening = _ar1_widening(lag1)
-    se = math.sqrt(ss / (len(y) - 2) / sxx * widening)
-    # Santer et al. 2000 take the t quantile at n_eff - 2 degrees of freedom, n_eff = n (1 - r) / (1 + r). On a short
-    # correlated tail it still covers less than 95% (30 steps, AR(1) 0.6 / 0.9: 0.90 / 0.77 by simulation, against
-    # 0.68 at 0.9 with n - 2), as r is underestimated there; the zoo's tails of 500+ steps cover 0.94-0.95
-    half = float(student_t.ppf(0.5 + level / 2, max(len(y) / widening - 2, 1.0))) * se
+    # Santer et al. 2000 (their eqs. 4-6): the residual variance over n_eff - 2 degrees of freedom, n_eff = n (1 - r)
+    # / (1 + r), and the t quantile at n_eff - 2. On a short correlated tail it still covers less than 95% (30 steps,
+    # AR(1) 0.6 / 0.9: 0.88 / 0.80 of 1,000 simulated logs), as r is underestimated there; the zoo's tails of 500+
+    # steps are close to independent (lag-1 -0.07 to +0.04)
+    dof = max(len(y) / widening - 2, 1.0)
+    se = math.sqrt(ss / dof / sxx)
+    half = float(student_t.ppf(0.5 + level / 2, dof)) * se
     return Slope(value, value - half, value + half, lag1)
 
 
-def _mean_and_variance(values: torch.Tensor) -> tuple[float, float]:
-    """A window's mean and the variance of that mean, widened for serial correlation as in `Slope`."""
+def _mean_and_variance(values: torch.Tensor) -> tuple[float, float, float]:
+    """A window's mean, the variance of that mean and its effective size n (1 - r) / (1 + r), widened for serial
+    correlation as in `Slope`."""
     centred = values - values.mean()
     ss = float((centred * centred).sum())
-    return float(values.mean()), ss / (len(values) - 1) / len(values) * _ar1_widening(_lag1(centred))
+    widening = _ar1_widening(_lag1(centred))
+    return float(values.mean()), ss / (len(values) - 1) / len(values) * widening, len(values) / widening
 
 
 def last_doubling(losses: list[float], tail: float = TAIL, level: float = LEVEL) -> Slope:
     """The loss's change over the run's last doubling of steps: the mean over the last `tail` of the steps minus the
     mean over the same span of log2(step) one doubling earlier (the steps in ((1 - tail) n / 2, n / 2]), with a 95%
-    interval (the two windows' means are independent; each variance widened for serial correlation). It is the
-    change per doubling that the last-10% slope estimates, measured between windows a doubling apart, so its
-    interval is ten or more times narrower; under a decaying learning rate it includes the annealing's gain."""
-    from scipy.stats import norm
+    interval (the two windows' means are independent; each variance widened for serial correlation, and the t
+    quantile at Welch and Satterthwaite's degrees of freedom from the windows' effective sizes). It is the change
+    per doubling that the last-10% slope estimates, measured between windows a doubling apart, so its interval is
+    ten or more times narrower; under a decaying learning rate it includes the annealing's gain. A tail above a half
+    is refused: the windows would share steps."""
+    from scipy.stats import t as student_t
 
     _check_log(losses, tail, level)
+    if tail > 0.5:
+        raise ValueError(f"the change over the last doubling compares the last `tail` of the steps with the same span "
+                         f"a doubling earlier, which overlap above a half; tail must lie in (0, 0.5], got {tail!r}")
     n = len(losses)
     late, early = losses[max(1, int(n * (1 - tail))):], losses[int(n * (1 - tail) / 2):n // 2]
     if min(len(late), len(early)) < 2:
         raise ValueError(f"the change over the last doubling needs at least 2 steps in each window (the last "
                          f"{tail:.0%} and the same span one doubling earlier); the log has {n} steps")
-    (m1, v1), (m0, v0) = (_mean_and_variance(torch.tensor(w, dtype=torch.float64)) for w in (late, early))
-    half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(v0 + v1)
+    (m1, v1, n1), (m0, v0, n0) = (_mean_and_variance(torch.tensor(w, dtype=torch.float64)) for w in (late, early))
+    parts = v0 * v0 / max(n0 - 1, 1.0) + v1 * v1 / max(n1 - 1, 1.0)
+    dof = (v0 + v1) ** 2 / parts if parts > 0 else math.inf
+    half = float(student_t.ppf(0.5 + level / 2, max(dof, 1.0))) * math.sqrt(v0 + v1)
     return Slope(m1 - m0, m1 - m0 - half, m1 - m0 + half, math.nan)
 
 
+@dataclass(frozen=True)
+class Floor:
+    """D*'s loss on a run's objective: the Monte Carlo mean over independent draws and its standard error."""
+
+    value: float
+    se: float
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        """The normal interval of the mean (thousands of independent draws)."""
+        from scipy.stats import norm
+
+        half = float(norm.ppf(0.5 + level / 2)) * self.se
+        return self.value - half, self.value + half
+
+
+# Draws of D*'s loss. Its standard error on the 4-image set is 0.0061 at 4,096 draws and 0.0015 at 65,536 (measured
+# with this function), larger than a memorizing model's distance to the floor; at 262,144 it is about 0.0008, below
+# the standard error of a zoo model's mean loss over its last 10% (about 0.001). 8 s on the 4-image set, 30 s on
+# 2,048 images (2 cores); computed once per training set and objective in a process.
+FLOOR_SAMPLES = 262144
+
+
+def _floor_key(cfg: TrainConfig) -> str:
+    """What D*'s loss depends on: the training set, the kernel and the objective's sigma draw and weight."""
+    return json.dumps([cfg.dataset_size, cfg.image_size, cfg.dataset_seed, cfg.photos, cfg.kernel, cfg.kernel_options,
+                       cfg.objective, cfg.sigma_mean, cfg.sigma_std, cfg.sigma_data], sort_keys=True)
+
+
+_FLOORS: dict[tuple[str, int, int, int], Floor] = {}  # one computation per training set and objective in a process
+
+
 @torch.no_grad()
-def optimal_loss(cfg: TrainConfig, samples: int = 4096, seed: int = 0, batch: int = 256) -> float:
+def optimal_loss(cfg: TrainConfig, samples: int = FLOOR_SAMPLES, seed: int = 0, batch: int = 256) -> Floor:
     """Monte Carlo of the run's objective with D* on its training set: E w(sigma) ||D*(y + sigma n; sigma) - y||^2,
-    with sigma drawn as the run draws it (unconditional D*; a conditional run's floor is at most this)."""
+    with sigma drawn as the run draws it (unconditional D*; a conditional run's floor is at most this), with the
+    standard error of the mean over the independent draws."""
+    key = (_floor_key(cfg), samples, seed, batch)
+    if key in _FLOORS:
+        return _FLOORS[key]
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos).as_tensor()
     D = OptimalDenoiser(data, dtype=torch.float64)
     kernel = make_kernel(cfg.kernel, **cfg.kernel_options)
     g = torch.Generator().manual_seed(seed)
-    total = 0.0
+    losses = []
     for start in range(0, samples, batch):
         n = min(batch, samples - start)
         y = data[torch.randint(0, len(data), (n,), generator=g)].double()
         sigma = draw_sigma(cfg, kernel, n, g)
         x = y + append_dims(sigma, y.ndim) * torch.randn(y.shape, generator=g, dtype=torch.float64)
         w = append_dims(loss_weight(cfg.objective, sigma, cfg.sigma_data), y.ndim)
-        total += float((w * (D(x, sigma) - y) ** 2).mean(dim=tuple(range(1, y.ndim))).sum())
-    return total / samples
+        losses.append((w * (D(x, sigma) - y) ** 2).mean(dim=tuple(range(1, y.ndim))))
+    each = torch.cat(losses)
+    _FLOORS[key] = Floor(float(each.mean()), float(each.std()) / math.sqrt(samples) if samples > 1 else math.inf)
+    return _FLOORS[key]
 
 
 SIGMA_BINS = (0.01, 0.1, 1.0, 10.0, 100.0)  # decade edges; each bin is measured at its geometric centre
@@ -285,16 +333,47 @@ class Convergence:
     final_loss: float  # mean over the last 10% of the steps
     slope: Slope  # per doubling of steps over the last 10%, with its interval
     doubling: Slope  # the change over the last doubling of steps (windows a doubling apart), with its interval
-    floor: float  # D*'s loss on the same objective and training set
+    floor: Floor  # D*'s loss on the same objective and training set (NaN where there is none)
     train_time: str = "-"  # wall seconds and threads from train_time.json (embedded zoo folders), else '-'
+    final_variance: float = 0.0  # the variance of final_loss (serial correlation taken, as in `last_doubling`)
 
     @property
     def gap(self) -> float:
         """final loss / D*'s floor."""
-        return self.final_loss / self.floor if self.floor > 0 else math.nan
+        return self.final_loss / self.floor.value if self.floor.value > 0 else math.nan
+
+    def gap_interval(self, level: float = LEVEL) -> tuple[float, float]:
+        """The 95% interval of final loss / floor (delta method: the two means are independent, the floor's from
+        its own draws); NaN where there is no floor."""
+        from scipy.stats import norm
+
+        r = self.gap
+        if not math.isfinite(r):
+            return math.nan, math.nan
+        relative = self.final_variance / self.final_loss ** 2 + (self.floor.se / self.floor.value) ** 2
+        half = float(norm.ppf(0.5 + level / 2)) * r * math.sqrt(relative)
+        return r - half, r + half
 
 
-def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
+NO_FLOOR = Floor(math.nan, math.nan)
+
+
+def _train_time(path: Path) -> str:
+    """'<seconds> s, <threads> thread(s)' from a zoo folder's train_time.json, refused by name when malformed."""
+    try:
+        took = json.loads(path.read_text())
+        seconds, threads = took["wall_seconds"], took["threads"]
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise TypeError(f"'threads' must be an integer >= 1, got {threads!r}")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds >= 0:
+            raise TypeError(f"'wall_seconds' must be a number >= 0, got {seconds!r}")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a training time: expected JSON {{\"wall_seconds\": <seconds>, "
+                         f"\"threads\": <count>}} ({type(e).__name__}: {e})") from e
+    return f"{seconds} s, {threads} thread{'' if threads == 1 else 's'}"
+
+
+def convergence(folder: str | Path, samples: int = FLOOR_SAMPLES) -> Convergence:
     """From a training run folder (loss.jsonl, model/samenoise.json) or a checkpoint folder with its loss log (plain
     or xz-packed, as the embedded zoo ships it)."""
     folder = Path(folder)
@@ -308,16 +387,14 @@ def convergence(folder: str | Path, samples: int = 4096) -> Convergence:
         slope, doubling = tail_slope(losses), last_doubling(losses)
     except ValueError as e:
         raise ValueError(f"{loss_log_path(folder)}: {e}") from e
-    tail = losses[max(1, int(len(losses) * (1 - TAIL))):]
+    timing = folder / "train_time.json"
+    train_time = _train_time(timing) if timing.is_file() else "-"
+    final, variance, _ = _mean_and_variance(torch.tensor(losses[max(1, int(len(losses) * (1 - TAIL))):],
+                                                         dtype=torch.float64))
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
     # nor has a VAE's ELBO: it is not a denoising loss
-    floor = math.nan if cfg.distill_from or cfg.objective == "elbo" else optimal_loss(cfg, samples)
-    timing = folder / "train_time.json"
-    train_time = "-"
-    if timing.is_file():
-        took = json.loads(timing.read_text())
-        train_time = f"{took['wall_seconds']} s, {took['threads']} thread{'' if took['threads'] == 1 else 's'}"
-    return Convergence(folder.name, len(losses), sum(tail) / len(tail), slope, doubling, floor, train_time)
+    floor = NO_FLOOR if cfg.distill_from or cfg.objective == "elbo" else optimal_loss(cfg, samples)
+    return Convergence(folder.name, len(losses), final, slope, doubling, floor, train_time, variance)
 
 
 def _config(meta_path: Path) -> TrainConfig:
@@ -347,7 +424,10 @@ def _load(folder: str | Path):
     return cfg, wrap_for(meta["config"], net.double())
 
 
-def print_bins(folder: str | Path, samples: int = 512) -> None:
+BIN_SAMPLES = 512  # draws per sigma bin for --bins (the README's eps-error table)
+
+
+def print_bins(folder: str | Path, samples: int = BIN_SAMPLES) -> None:
     """The model's and D*'s eps error and eps-scale spread per sigma decade."""
     cfg, D = _load(folder)
     data = embedded_photos(cfg.dataset_size, size=cfg.image_size, seed=cfg.dataset_seed, photos=cfg.photos)
@@ -399,8 +479,9 @@ def _at_least_one(text: str) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.convergence", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="training run or checkpoint folders (with loss.jsonl)")
-    parser.add_argument("--samples", type=_at_least_one, default=4096,
-                        help="Monte Carlo samples of D*'s loss (default 4096)")
+    parser.add_argument("--samples", type=_at_least_one, default=None,
+                        help=f"Monte Carlo draws of D*'s loss (default {FLOOR_SAMPLES}) and of each --bins bin "
+                             f"(default {BIN_SAMPLES})")
     parser.add_argument("--bins", action="store_true",
                         help="also print the eps error and eps-scale spread per sigma decade, model and D*")
     parser.add_argument("--handover", action="store_true",
@@ -430,18 +511,25 @@ def main(argv=None) -> None:
                            f"{name} is conditional ({cfg.dataset_size} images in classes of {cfg.photos_per_class} "
                            f"photos): run the table without {' and '.join(flags)}\n")
     print("| model | steps | loss, last 10% | slope per doubling, last 10% [95% interval] | change over the last "
-          "doubling [95% interval] | D* floor | loss / floor | train time |")
+          "doubling [95% interval] | D* floor [95% interval] | loss / floor [95% interval] | train time |")
     print("|---|---|---|---|---|---|---|---|")
     for folder in args.folders:
         try:
-            c = convergence(folder, args.samples)
+            c = convergence(folder, args.samples or FLOOR_SAMPLES)
+            conditional = _config(next(p for p in (Path(folder) / "model" / "samenoise.json",
+                                                   Path(folder) / "samenoise.json") if p.is_file())).conditional
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"error: {e}\n")
         slope, doubling = (f"{v.value:+.4f} [{v.low:+.4f}, {v.high:+.4f}] {v.verdict}" for v in (c.slope, c.doubling))
-        print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {slope} | {doubling} | {c.floor:.4f} | {c.gap:.1f} | "
+        (f_lo, f_hi), (g_lo, g_hi) = c.floor.interval(), c.gap_interval()
+        # a conditional run's own floor (each class's D*) is lower than the unconditional one printed
+        which = " (unconditional D*)" if conditional else ""
+        floor = "-" if math.isnan(c.floor.value) else f"{c.floor.value:.4f} [{f_lo:.4f}, {f_hi:.4f}]{which}"
+        gap = "-" if math.isnan(c.gap) else f"{c.gap:.3f} [{g_lo:.3f}, {g_hi:.3f}]"
+        print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {slope} | {doubling} | {floor} | {gap} | "
               f"{c.train_time} |")
     for folder in args.folders if args.bins else ():
-        print_bins(folder, args.samples)
+        print_bins(folder, args.samples or BIN_SAMPLES)
     for folder in args.folders if args.handover else ():
         print_handover(folder)
     if args.misses:
