@@ -138,8 +138,11 @@ class TrainConfig:
         if self.distill_from and self.distill_method == "consistency" and self.prediction != "cm":
             raise ValueError(f"consistency distillation needs prediction 'cm' (f(x, sigma_min) = x), "
                              f"got {self.prediction!r}")
-        if self.distill_steps < 1 or self.distill_rounds < 1 or self.steps % self.distill_rounds:
-            raise ValueError(f"progressive distillation needs distill_steps >= 1 and distill_rounds >= 1 dividing "
+        # the student's last round takes distill_steps - 1 grid intervals before its step to 0: at 1 no round halves
+        # anything (every round's student would copy the teacher's one step from sigma_max)
+        low = 2 if self.distill_from and self.distill_method == "progressive" else 1
+        if self.distill_steps < low or self.distill_rounds < 1 or self.steps % self.distill_rounds:
+            raise ValueError(f"progressive distillation needs distill_steps >= {low} and distill_rounds >= 1 dividing "
                              f"steps, got distill_steps={self.distill_steps}, distill_rounds={self.distill_rounds}, "
                              f"steps={self.steps}")
         if self.distill_from and self.prediction == "eps":
@@ -227,12 +230,14 @@ def read_losses(folder: str | os.PathLike) -> list[float]:
 WRAP_FIELDS = ("kernel", "kernel_options", "prediction", "time_input", "time_scale", "sigma_data")
 
 
-def _check_same_wrap(meta: dict, cfg: "TrainConfig", source) -> None:
+def _check_same_wrap(meta: dict, cfg: "TrainConfig", source, fields: tuple[str, ...] = WRAP_FIELDS) -> None:
     """A fine-tune or progressive distillation trains the checkpoint's network on under `cfg`'s wrap (the student
     starts as the teacher): both must turn the network's output into D the same way, else training starts from a
-    different denoiser than the checkpoint's and nothing says so."""
+    different denoiser than the checkpoint's and nothing says so. A consistency student checks every field but its
+    prediction ('cm'): it starts from the teacher's weights, reads the noise level as the teacher does and is
+    trained on the teacher's range of noise levels."""
     recorded = {"kernel_options": {}, "sigma_data": 0.5} | meta  # checkpoints from before these fields were recorded
-    differ = [f"{k} {recorded[k]!r} in the checkpoint, {getattr(cfg, k)!r} in the config" for k in WRAP_FIELDS
+    differ = [f"{k} {recorded[k]!r} in the checkpoint, {getattr(cfg, k)!r} in the config" for k in fields
               if k in recorded and recorded[k] != getattr(cfg, k)]
     if differ:
         raise ValueError(f"{source} was trained under another wrap than this config's: {'; '.join(differ)}; give "
@@ -367,9 +372,14 @@ class Trainer:
             _check_same_network(meta, cfg, cfg.finetune_from or cfg.distill_from)
             if cfg.finetune_from or self._progressive:  # the network goes on under this config's wrap
                 _check_same_wrap(meta, cfg, cfg.finetune_from or cfg.distill_from)
+            elif cfg.distill_from:  # consistency: the same wrap but for the prediction
+                _check_same_wrap(meta, cfg, cfg.distill_from, tuple(f for f in WRAP_FIELDS if f != "prediction"))
+                if not isinstance(meta.get("config"), dict):
+                    raise ValueError(f"{cfg.distill_from} records no training config (its samenoise.json 'config'): "
+                                     f"consistency distillation needs the teacher's own parameterization")
             if cfg.distill_from:
                 # the teacher keeps its own parameterization; the student starts from its weights
-                self.teacher = wrap_for(meta.get("config", asdict(cfg)) if cfg.distill_method == "consistency" else cfg,
+                self.teacher = wrap_for(meta["config"] if cfg.distill_method == "consistency" else cfg,
                                         copy.deepcopy(self.net).to(self.device).eval())
         else:
             torch.manual_seed(cfg.seed)  # parameter initialization only; data and noise use self.gen
@@ -579,8 +589,12 @@ class Trainer:
                 self.step += 1
                 pending.append(logged.detach())
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
-                    _write_losses(log, pending, self.step)
+                    bad = _write_losses(log, pending, self.step)
                     log.flush()
+                    if bad is not None:  # weights that gave a non-finite loss are not saved over the last state
+                        raise FloatingPointError(
+                            f"training diverged: the loss at step {bad[0]} is {bad[1]!r} ({self.out / LOSS_LOG}); "
+                            f"the state saved before it is kept (resume after lowering lr or raising warmup_steps)")
                     self._save_state()
         finally:  # a run stopped between saved states logs its steps so far; a resume drops them (_trim_log)
             try:
@@ -596,14 +610,17 @@ class Trainer:
         return save_checkpoint(self.out / "model", self.ema, meta, dtype)
 
 
-def _write_losses(log, pending: list[torch.Tensor], step: int) -> None:
-    """Log the losses of steps step - len(pending) + 1 .. step, read from the device at once, and empty `pending`."""
-    if pending:
-        values = torch.stack(pending).tolist()
-        # nine significant digits give back the float32 loss exactly, in fewer bytes than its float64 repr
-        log.writelines(json.dumps({"step": step - len(values) + 1 + i, "loss": float(f"{v:.9g}")}) + "\n"
-                       for i, v in enumerate(values))
-        pending.clear()
+def _write_losses(log, pending: list[torch.Tensor], step: int) -> Optional[tuple[int, float]]:
+    """Log the losses of steps step - len(pending) + 1 .. step, read from the device at once, and empty `pending`;
+    returns the first non-finite one's (step, loss), else None."""
+    if not pending:
+        return None
+    values = torch.stack(pending).tolist()
+    # nine significant digits give back the float32 loss exactly, in fewer bytes than its float64 repr
+    log.writelines(json.dumps({"step": step - len(values) + 1 + i, "loss": float(f"{v:.9g}")}) + "\n"
+                   for i, v in enumerate(values))
+    pending.clear()
+    return next(((step - len(values) + 1 + i, v) for i, v in enumerate(values) if not math.isfinite(v)), None)
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu", dtype: Optional[torch.dtype] = None) -> Path:

@@ -255,10 +255,44 @@ def test_consistency_distillation_resumes_its_target_network(tmp_path):
     (dict(EDM, distill_from="t", distill_method="consistency"), "consistency distillation needs prediction 'cm'"),
     (dict(distill_rounds=0), "distill_rounds >= 1 dividing steps, got distill_steps=4, distill_rounds=0"),
     (dict(distill_rounds=4, steps=30), "got distill_steps=4, distill_rounds=4, steps=30"),
-    (dict(distill_steps=0), "got distill_steps=0")])
+    (dict(distill_steps=0), "got distill_steps=0"),
+    # one step: (distill_steps - 1) 2^h + 1 = 1 level in every round, so no round halves anything
+    (dict(EDM, distill_from="t", distill_steps=1), "needs distill_steps >= 2 .* got distill_steps=1")])
 def test_bad_distillation_settings_are_named(bad, message):
     with pytest.raises(ValueError, match=message):
         tiny(**bad)
+
+
+def test_a_consistency_student_must_read_noise_levels_as_its_teacher_does(tmp_path):
+    """The student starts from the teacher's weights and is trained on its own kernel's grid: under another kernel or
+    time input it read the noise level another way and trained the teacher outside its range, without a word."""
+    teacher = train(tiny(steps=2, **EDM), tmp_path / "teacher")
+    cd = dict(EDM, prediction="cm", distill_from=str(teacher), distill_method="consistency", cd_steps=6)
+    with pytest.raises(ValueError, match=r"trained under another wrap than this config's: time_input 'log-sigma' in "
+                                         r"the checkpoint, 't' in the config"):
+        Trainer(tiny(steps=4, **(cd | dict(time_input="t", time_scale=999.0))), tmp_path / "student")
+    meta = json.loads((teacher / "samenoise.json").read_text())
+    del meta["config"]
+    (teacher / "samenoise.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="records no training config .* the teacher's own parameterization"):
+        Trainer(tiny(steps=4, **cd), tmp_path / "student2")
+
+
+def test_a_diverged_run_stops_at_its_next_saved_state_and_keeps_the_one_before(tmp_path, monkeypatch):
+    """A NaN loss was logged and training went on, saving checkpoints and an EMA model of NaN weights."""
+    cfg = tiny(steps=30)
+    trainer = Trainer(cfg, tmp_path / "run")
+    real = trainer.losses
+
+    def diverging():
+        loss, logged = real()
+        return loss, logged * (math.nan if trainer.step >= 14 else 1.0)
+
+    monkeypatch.setattr(trainer, "losses", diverging)
+    with pytest.raises(FloatingPointError, match=r"training diverged: the loss at step 15 is nan"):
+        trainer.run()
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
+    assert state["step"] == 10 and not (tmp_path / "run" / "model").exists()
 
 
 def test_distilling_an_eps_student_is_refused():
