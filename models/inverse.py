@@ -37,6 +37,10 @@ def inpainting_mask(size: int, fraction: float) -> torch.Tensor:
     if not 0 < fraction < 1:
         raise ValueError(f"mask fraction must be in (0, 1), got {fraction}")
     side = round(math.sqrt(fraction) * size)
+    if not 0 < side < size:  # no hole (nothing to inpaint) or no observation (plain sampling, scored everywhere)
+        raise ValueError(f"mask fraction {fraction} of a {size} px image rounds to a square of side {side}: it must "
+                         f"hide at least one pixel and observe at least one row, a fraction in about "
+                         f"({0.5 / size:.3g}^2, {(size - 0.5) / size:.3g}^2)")
     lo = (size - side) // 2
     keep = torch.ones(1, 1, size, size, dtype=torch.float64)
     keep[..., lo:lo + side, lo:lo + side] = 0
@@ -53,6 +57,13 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
         keep: torch.Tensor, label=None, xi: float = 1.0, order: int = 3) -> Sampled:
     """Deterministic DPS with DPM-Solver++ (paper Algorithm 1, xi_i = xi): x is the sigma-space state at
     sigmas[0], `observed` = keep * truth in the model's data range. Returns the last x0_hat."""
+    if not (math.isfinite(xi) and xi >= 0):  # a negative step size would ascend the residual
+        raise ValueError(f"the DPS step size xi must be a finite number >= 0, got {xi!r}")
+    if observed.shape != x.shape:
+        raise ValueError(f"the observation must have the state's shape {tuple(x.shape)}, got {tuple(observed.shape)}")
+    if keep.dim() != x.dim() or not ((keep == 0) | (keep == 1)).all():
+        raise ValueError(f"the mask `keep` must hold only 0 (hidden) and 1 (observed) over the state's {x.dim()} "
+                         f"dimensions, got shape {tuple(keep.shape)} with values {keep.unique()[:4].tolist()}")
     history = DPMHistory()
     keep = keep.to(x)
     observed = observed.to(x)
@@ -60,12 +71,13 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
     for i in range(len(sigmas) - 1):
         s, t = sigmas[i], sigmas[i + 1]
         xg = x.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad():  # also at the last step, whose gradient goes unused: every call has gradients on
             denoised = D(xg, s, label)
-            residual = ((observed - keep * denoised) ** 2).sum()  # rows are independent: one grad serves all
-            grad, = torch.autograd.grad(residual, xg)
+            if t > 0:  # the last step returns x0_hat itself (Algorithm 1, line 7): no correction, no backward pass
+                residual = ((observed - keep * denoised) ** 2).sum()  # rows are independent: one grad serves all
+                grad, = torch.autograd.grad(residual, xg)
         x, history = dpmpp_step(x.detach(), s, t, denoised.detach(), history, order)
-        if t > 0:  # the last step returns x0_hat itself (Algorithm 1, line 7)
+        if t > 0:
             x = x - xi * grad / (s_of(s) * s_of(t))
     return Sampled(x.detach(), len(sigmas) - 1)
 

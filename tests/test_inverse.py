@@ -114,3 +114,41 @@ def test_every_network_call_of_dps_has_gradients_on_so_no_runner_changes_its_sam
     with torch.no_grad():  # as the sample source calls it
         generate(recording, kernel, bank, run=run, micro_batch=4)
     assert run.module_only and len(modes) == 6 and all(modes)
+
+
+@pytest.mark.parametrize("fraction, side", [(0.0009, 0), (0.97, 16)])
+def test_a_mask_that_rounds_to_no_hole_or_no_observation_is_refused(fraction, side):
+    """inpainting_mask(16, 0.0009) hid no pixel and (16, 0.97) every pixel: DPS then had nothing to inpaint, or
+    nothing observed (plain sampling, scored over the whole image)."""
+    with pytest.raises(ValueError, match=rf"mask fraction {fraction} of a 16 px image rounds to a square of side "
+                                         rf"{side}"):
+        inpainting_mask(16, fraction)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(xi=-1.0), r"step size xi must be a finite number >= 0, got -1.0"),
+    (dict(xi=float("nan")), r"got nan"),
+    (dict(observed=torch.zeros(2, 3, 4, 4)), r"the state's shape \(2, 3, 8, 8\), got \(2, 3, 4, 4\)"),
+    (dict(keep=torch.full((1, 1, 8, 8), 0.5)), r"only 0 \(hidden\) and 1 \(observed\) .* values \[0.5\]"),
+])
+def test_bad_dps_inputs_are_refused_by_name(setup, change, message):
+    """A negative xi ascended the residual, a NaN one showed up only in the next network call, and a mask of other
+    values or an observation of another shape broadcast silently."""
+    D, kernel, data = setup
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 80
+    args = dict(observed=torch.zeros(2, 3, 8, 8, dtype=torch.float64), keep=make_mask("easy", 8), xi=1.0)
+    args |= change
+    with pytest.raises(ValueError, match=message):
+        dps(D, x, kernel, make_grid("edm", kernel, 4, append_zero=True), args["observed"], args["keep"], xi=args["xi"])
+
+
+def test_the_last_dps_step_makes_no_backward_pass(setup, monkeypatch):
+    """The last step returns x0_hat itself: its gradient went unused (one backward pass of 34 wasted)."""
+    D, kernel, data = setup
+    calls = []
+    real = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+    keep = make_mask("easy", 8)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 80
+    dps(D, x, kernel, make_grid("edm", kernel, 5, append_zero=True), keep * data[:2].double(), keep)
+    assert len(calls) == 4  # 5 steps, the last to sigma 0
