@@ -26,11 +26,8 @@ def config(name: str) -> TrainConfig:
 def test_training_step_throughput(benchmark, tmp_path, device, name):
     trainer = Trainer(config(name), tmp_path, device)
 
-    def step():
-        loss = trainer.loss()
-        trainer.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.opt.step()
+    def step():  # what Trainer.run does each step: the learning rate, the optimizer step and the EMA update
+        trainer.train_step()
         synchronize(device)
 
     benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)

@@ -565,6 +565,21 @@ class Trainer:
         for b_ema, b in zip(self.ema.buffers(), self.net.buffers()):
             b_ema.copy_(b)
 
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step at the schedule's learning rate, the EMA (and a consistency target's) update; returns
+        the step's logged loss, left on the device."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr(self.step)
+        loss, logged = self.losses()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self._update_ema()
+        if self.target is not None:
+            self._update_target()
+        self.step += 1
+        return logged.detach()
+
     def run(self, dtype: Optional[torch.dtype] = None) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         _trim_log(self.out / LOSS_LOG, self.step)
@@ -577,17 +592,7 @@ class Trainer:
             while self.step < self.cfg.steps:
                 if self._progressive and self.step and self._round(self.step) != self._round(self.step - 1):
                     self._next_round()
-                for group in self.opt.param_groups:
-                    group["lr"] = self.lr(self.step)
-                loss, logged = self.losses()
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-                self._update_ema()
-                if self.target is not None:
-                    self._update_target()
-                self.step += 1
-                pending.append(logged.detach())
+                pending.append(self.train_step())
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     bad = _write_losses(log, pending, self.step)
                     log.flush()
