@@ -149,7 +149,9 @@ class Case:
 
     @property
     def models(self) -> tuple[str, ...]:
-        """Every model the case samples: its runs', its versus side's and a control's `partner`."""
+        """Every model the case samples: its runs', its versus side's, a control's `partner` and the models of a
+        control's `reference` pair ('a~b')."""
         partner = (self.params["partner"],) if self.params.get("partner") else ()
-        return tuple(dict.fromkeys(tuple(r.model for r in self.runs + self.versus) + partner))
+        reference = tuple(str(self.params["reference"]).split("~")) if self.params.get("reference") else ()
+        return tuple(dict.fromkeys(tuple(r.model for r in self.runs + self.versus) + partner + reference))
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from cases import Bar, Case, Run, score_bar
-from cases.embedded import COND, L2048, M4, PRETRAINED, SCRATCH_L, UNCOND_OF
+from cases.embedded import COND, L2048, M4, PRETRAINED, SCRATCH_L, UNCOND_OF, VAES
 from cases.encoding import LIPSCHITZ
 from cases.names import optimal
 from cases.regimes import GL_BAR, GL_LOW_BAR, LOSS_STEPS
@@ -44,6 +44,7 @@ LOSS_RUNS = (Run(M4[0]), Run(L2048[0]))  # Fig. 13: the 4-image UNet-16's loss b
 ENCODING = (Run(L2048[0]), Run(L2048[1]))  # the 2,048-image UNet-16 and UNet-32 (kappa 0.75 over the 24 x 24 grid)
 BETWEEN = (Run(UNCOND_OF[COND[0]]), Run(COND[0]))  # Fig. 6c: the unconditional model and its conditional one
 DISJOINT_RUNS = (Run(PRETRAINED), Run(SCRATCH_L))  # App. G, Fig. 26: UNet-32s of disjoint photos
+UNRELATED = tuple(Run(m, "consistency", 1) for m in VAES)  # Appendix C: two VAEs, one latent (RP 0.008 over 128)
 
 # (row, the claim kind it stands for, case, mutation, the run it breaks)
 ROWS = [
@@ -129,6 +130,12 @@ ROWS = [
     ("rp-between-other-unrelated", "conditional", Case("C4", "Sec. 4 (ii)", "rp_between_other", BETWEEN,
                                                        Bar("<", 0.6, "Sec. 4"), noises=16),
      "noise permuted", BETWEEN[1]),
+    # two generators that do not reproduce each other (the two VAEs) below the bar, with a reference pair that
+    # reproduces (two names of one D*) as the control; with the reference's noise space permuted nothing reproduces,
+    # and the case fails on its control (Appendix A.2's Stable Diffusion cases)
+    ("rp-unrelated", "real", Case("real", "Appendix A.2", "rp_unrelated", UNRELATED, Bar("<", 0.6, "Appendix A.2"),
+                                  params={"reference": f"{optimal(SIZE)}~{optimal('m64')}"}),
+     "noise permuted", Run(optimal("m64"))),
     # the 4-image model's loss below the 2,048-image one's; with the 2,048-image log in its place, the two tie
     ("loss", "C3", Case("C3", "Appendix A.5, Fig. 13", "loss", LOSS_RUNS[:1], Bar("<", None, "Fig. 13"),
                         versus=LOSS_RUNS[1:], params={"last_steps": LOSS_STEPS}), "loss log swapped", LOSS_RUNS[0]),
