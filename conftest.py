@@ -369,6 +369,12 @@ def _check_regression(config: pytest.Config, zoo) -> None:
                 raise pytest.UsageError(f"--golden: {e}") from e
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from fixtures.results import forget_earlier_attempts
+
+    forget_earlier_attempts(item)  # in every process: under pytest-xdist the items live in the workers
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 

@@ -205,16 +205,18 @@ def _square_matmul(device, n: Optional[int] = None):
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     if device.type != "cuda":
         return 2 * n**3, lambda: a @ b, None
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    precision = conv.fp32_precision
+    matmul = torch.backends.cuda.matmul
+    # torch 2.9 on: fp32_precision ('tf32', 'ieee' or 'none'); before it, the allow_tf32 flags
+    field = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    precision = getattr(torch.backends.cudnn.conv if field == "fp32_precision" else torch.backends.cudnn, field)
 
     def product():
-        before = matmul.fp32_precision
-        matmul.fp32_precision = precision
+        before = getattr(matmul, field)
+        setattr(matmul, field, precision)
         try:
             return a @ b
         finally:
-            matmul.fp32_precision = before
+            setattr(matmul, field, before)
 
     return 2 * n**3, product, precision
 

@@ -599,7 +599,8 @@ class Trainer:
                     if bad is not None:  # weights that gave a non-finite loss are not saved over the last state
                         raise FloatingPointError(
                             f"training diverged: the loss at step {bad[0]} is {bad[1]!r} ({self.out / LOSS_LOG}); "
-                            f"the state saved before it is kept (resume after lowering lr or raising warmup_steps)")
+                            f"the state saved before it is kept; a resume repeats the same steps, so train again "
+                            f"into a new folder with a lower lr or more warmup_steps")
                     self._save_state()
         finally:  # a run stopped between saved states logs its steps so far; a resume drops them (_trim_log)
             try:

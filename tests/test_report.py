@@ -278,7 +278,16 @@ def test_the_scorecard_says_per_claim_whether_it_holds_with_counts_and_the_paper
     doc["cases"].append(straddles)
     results.write_text(json.dumps(doc))
     page = build_report(results, tmp_path / "cache", tmp_path / "out3").read_text()
-    assert "<td>undecided</td><td>1 failed (1 undecided: the interval straddles the bar)</td>" in page
+    assert "<td>undecided</td><td>1 failed (1 undecided: an interval straddles the bar)</td>" in page
+    # so is one whose own interval lies below a '<' bar while its control (which must clear the bar) straddles it
+    low = pair_case([], ident="real/x~y/dpm3@20: rp_unrelated<0.6", claim="real", part="real", metric="rp_unrelated",
+                    value=0.2, bar={"op": "<", "value": 0.6, "source": "src"})
+    low["decision"]["control"] = {"value": 0.63, "interval": [0.55, 0.70, "Wilson"], "side": "straddles",
+                                  "caught": False}
+    doc["cases"] = [c for c in doc["cases"] if c["part"] != "real"] + [low]
+    results.write_text(json.dumps(doc))
+    page = build_report(results, tmp_path / "cache", tmp_path / "out4").read_text()
+    assert "<td>undecided</td><td>1 failed (1 undecided: an interval straddles the bar)</td>" in page
 
 
 def test_a_control_records_fields_and_verdict_are_checked_whatever_the_case_says(tmp_path):

@@ -279,7 +279,7 @@ def test_a_rerun_attempt_leaves_no_record_of_its_own():
     """A plugin that reruns failed items reports each failed attempt with outcome 'rerun' and keeps the item's user
     properties: one case gave three records (failed, failed, passed). Only the last attempt counts, and each attempt
     starts without the earlier ones' measurements."""
-    from fixtures.results import DESCRIBED, PROPERTY
+    from fixtures.results import DESCRIBED, PROPERTY, forget_earlier_attempts
 
     writer = _writer()
     described, failed, passed = {"id": "c"}, {"id": "c", "outcome": "failed"}, {"id": "c", "outcome": "passed"}
@@ -288,7 +288,7 @@ def test_a_rerun_attempt_leaves_no_record_of_its_own():
     class Item:
         user_properties = [(DESCRIBED, described), (PROPERTY, failed)]
 
-    writer.pytest_runtest_setup(Item)
+    forget_earlier_attempts(Item)  # conftest.py's pytest_runtest_setup, in every process
     assert Item.user_properties == [(DESCRIBED, described)]
     writer.pytest_runtest_logreport(_Report("t[c]", "call", "passed", [(DESCRIBED, described), (PROPERTY, passed)]))
     assert [r["outcome"] for r in writer.collect()] == ["passed"]
