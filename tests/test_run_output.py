@@ -337,3 +337,43 @@ def test_a_regression_case_in_error_before_its_candidate_loaded_is_a_readable_re
                     "constants": {"bank_seed": 0, "inverse_truth_seed": 2, "permutation_seed": 3}}, "cases": [record]}
     (tmp_path / "results.json").write_text(json.dumps(doc))
     assert load_results(tmp_path / "results.json")["cases"][0]["outcome"] == "error"
+
+
+def test_an_invalid_record_is_kept_as_an_error_bare_if_need_be_or_named_in_the_meta(tmp_path):
+    """The writer's last line of defence: a record the schema refuses is written as an error (keeping its value and
+    decision where those are sound), without them where they are what is wrong (a NaN interval), and when its
+    description itself is wrong (a part the report has no place for), named in meta.unrecorded and on the terminal."""
+    from cases.catalog import ALL
+    from fixtures.results import ResultsWriter, describe_case
+
+    good = describe_case(ALL[0]) | {"outcome": "failed", "value": 0.5, "n": 4,
+                                    "decision": {"interval": [0.3, 0.7, "Wilson"], "reason": "r", "control": None}}
+    said_passed = dict(good, id="said passed", outcome="passed", passed=True)  # its interval straddles the bar
+    nan_interval = dict(good, id="nan", decision=dict(good["decision"], interval=[float("nan"), 0.7, "Wilson"]))
+    bad_part = dict(good, id="part", part="C9")
+
+    class Config:
+        option = type("O", (), {"collectonly": False})
+
+        def getoption(self, name):
+            return {"--report-dir": "", "--results": str(tmp_path / "r.json"), "--noises": 128}.get(name)
+
+    writer = _writer()
+    writer.config, writer.name, writer.kind, writer.started, writer.ran = Config(), "r", "subset", 0.0, 4
+    writer.collected_claims, writer.written, writer.interrupted_by = True, [], None
+    writer.collect = lambda: [good, said_passed, nan_interval, bad_part]
+    writer.metadata = lambda: writer._bare_metadata(RuntimeError("stub"))
+
+    class Session:
+        shouldstop = shouldfail = False
+        items = [1, 2, 3, 4]
+
+    writer.pytest_sessionfinish(Session(), 1)
+    doc = load_results(tmp_path / "r.json")
+    by_id = {c["id"]: c for c in doc["cases"]}
+    assert by_id[good["id"]]["outcome"] == "failed"
+    kept = by_id["said passed"]  # its decision is sound: kept beside the error
+    assert kept["outcome"] == "error" and kept["value"] == 0.5 and "invalid record" in kept["reason"]
+    assert by_id["nan"]["value"] is None and by_id["nan"]["decision"] is None
+    assert "part" not in by_id and doc["meta"]["unrecorded"][0]["id"] == "part"
+    assert any("1 case records were invalid" in line for line in writer.lines)
