@@ -336,6 +336,7 @@ class Convergence:
     floor: Floor  # D*'s loss on the same objective and training set (NaN where there is none)
     train_time: str = "-"  # wall seconds and threads from train_time.json (embedded zoo folders), else '-'
     final_variance: float = 0.0  # the variance of final_loss (serial correlation taken, as in `last_doubling`)
+    conditional: bool = False  # a conditional run: its floor is the unconditional D*'s, above its own
 
     @property
     def gap(self) -> float:
@@ -394,7 +395,7 @@ def convergence(folder: str | Path, samples: int = FLOOR_SAMPLES) -> Convergence
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
     # nor has a VAE's ELBO: it is not a denoising loss
     floor = NO_FLOOR if cfg.distill_from or cfg.objective == "elbo" else optimal_loss(cfg, samples)
-    return Convergence(folder.name, len(losses), final, slope, doubling, floor, train_time, variance)
+    return Convergence(folder.name, len(losses), final, slope, doubling, floor, train_time, variance, cfg.conditional)
 
 
 def _config(meta_path: Path) -> TrainConfig:
@@ -516,14 +517,12 @@ def main(argv=None) -> None:
     for folder in args.folders:
         try:
             c = convergence(folder, args.samples or FLOOR_SAMPLES)
-            conditional = _config(next(p for p in (Path(folder) / "model" / "samenoise.json",
-                                                   Path(folder) / "samenoise.json") if p.is_file())).conditional
         except (FileNotFoundError, ValueError) as e:
             parser.exit(2, f"error: {e}\n")
         slope, doubling = (f"{v.value:+.4f} [{v.low:+.4f}, {v.high:+.4f}] {v.verdict}" for v in (c.slope, c.doubling))
         (f_lo, f_hi), (g_lo, g_hi) = c.floor.interval(), c.gap_interval()
         # a conditional run's own floor (each class's D*) is lower than the unconditional one printed
-        which = " (unconditional D*)" if conditional else ""
+        which = " (unconditional D*)" if c.conditional else ""
         floor = "-" if math.isnan(c.floor.value) else f"{c.floor.value:.4f} [{f_lo:.4f}, {f_hi:.4f}]{which}"
         gap = "-" if math.isnan(c.gap) else f"{c.gap:.3f} [{g_lo:.3f}, {g_hi:.3f}]"
         print(f"| {c.name} | {c.steps} | {c.final_loss:.4f} | {slope} | {doubling} | {floor} | {gap} | "
