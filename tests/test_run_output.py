@@ -275,6 +275,34 @@ def test_a_case_whose_worker_crashed_before_its_setup_was_reported_keeps_an_erro
     assert record["id"] == case.id and record["outcome"] == "error" and "crashed while running" in record["reason"]
 
 
+def test_a_regression_item_whose_worker_crashed_before_its_setup_was_reported_keeps_an_error_record():
+    """A checkpoint regression item's id names its golden file and metric, not a catalog case: crashed before its
+    setup was reported, it left no record. It is recorded with the run's bar for its metric."""
+    from cases.regression import item_id
+
+    writer = _writer()
+
+    class Config:
+        @staticmethod
+        def getoption(name):
+            return {"--golden-rp": 0.7, "--golden-mae": 0.5}[name]
+
+    writer.config = Config
+    ids = {m: f"bench/test_regression.py::test_regression[{item_id('ref/a.npz', m)}]"
+           for m in ("golden_rp", "golden_mae")}
+    for nodeid in ids.values():
+        writer.pytest_runtest_logreport(_Report(nodeid, "???", "failed", reason="worker 'gw0' crashed while running"))
+    writer.pytest_runtest_logreport(_Report("bench/test_regression.py::test_regression[other/a.npz/rp]", "???",
+                                            "failed"))
+    records = {r["metric"]: r for r in writer.collect()}
+    assert set(records) == {"golden_rp", "golden_mae"}  # the item that names no regression case: no record
+    for metric, bar in (("golden_rp", 0.7), ("golden_mae", 0.5)):
+        r = records[metric]
+        assert r["id"] == item_id("ref/a.npz", metric) and r["outcome"] == "error" and r["bar"]["value"] == bar
+        assert r["params"] == {"golden": "ref/a.npz"} and "crashed while running" in r["reason"]
+        assert r["nodeid"] == ids[metric]
+
+
 def test_a_rerun_attempt_leaves_no_record_of_its_own():
     """A plugin that reruns failed items reports each failed attempt with outcome 'rerun' and keeps the item's user
     properties: one case gave three records (failed, failed, passed). Only the last attempt counts, and each attempt
