@@ -53,8 +53,22 @@ def _check_rows(x1: torch.Tensor, x2: torch.Tensor, what: str) -> None:
                            f"score needs one row per pair on both sides")
 
 
+def check_finite(emb: torch.Tensor, what: str = "descriptors") -> None:
+    """Refuse embeddings with a NaN or inf: a NaN similarity compares False with the threshold, so it would count as
+    "not similar" (RP down, GL up) without a word, and sort last among the worst pairs."""
+    finite = torch.isfinite(emb)
+    if not bool(finite.all()):
+        bad = (~finite).reshape(-1, emb.shape[-1]).any(1)
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(f"{len(rows)} of the {len(bad)} rows of the {what} hold NaN or inf (rows {rows[:5]}"
+                         f"{' ...' if len(rows) > 5 else ''}); a similarity needs finite embeddings: check the "
+                         f"descriptor's output (e.g. a half-precision overflow) and the images given to it")
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """M_SSCD per row (paper Sec. 2.1): cosine similarity of the two descriptors."""
+    """M_SSCD per row (paper Sec. 2.1): cosine similarity of the two descriptors (finite ones: `check_finite`)."""
+    check_finite(a)
+    check_finite(b)
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
 
 
@@ -161,11 +175,13 @@ class GLScore(_PerPairScore):
         super().__init__(threshold, above=True, **kwargs)
         if len(train_embeddings) == 0:
             raise ValueError("GL needs a non-empty training set")
+        check_finite(train_embeddings, "training-set descriptors")
         # not `train`: that name is nn.Module's train() (torchmetrics' Metric is a module), which .eval() calls
         self.train_embeddings = torch.nn.functional.normalize(train_embeddings.float(), dim=1)
         self.add_state("nearest_idx", default=[], dist_reduce_fx="cat")
 
     def update(self, emb: torch.Tensor, ids) -> None:
+        check_finite(emb)
         sims = torch.nn.functional.normalize(emb.float(), dim=1) @ self.train_embeddings.to(emb.device).T
         best, idx = sims.max(1)
         self._add(best, ids)
@@ -295,6 +311,8 @@ def check_distinct_anchors(anchor_emb: torch.Tensor, ids, threshold: float = SSC
 
 def hyperplane_map(anchor_emb: torch.Tensor, grid_emb: torch.Tensor) -> HyperplaneMap:
     """i = argmax_k M_SSCD(x_k, x(alpha, beta)) and its value, for anchors x_1..x_3 (paper Sec. 2.2)."""
+    check_finite(anchor_emb, "anchor descriptors")
+    check_finite(grid_emb, "plane descriptors")
     sims = torch.nn.functional.normalize(grid_emb.float(), dim=1) @ torch.nn.functional.normalize(
         anchor_emb.float(), dim=1).T
     best, idx = sims.max(1)

@@ -163,6 +163,24 @@ def test_empty_set_is_refused():
         RPScore().compute()
 
 
+def test_embeddings_that_are_not_finite_are_refused_by_every_similarity_score():
+    """A NaN similarity compares False with the threshold: a NaN embedding counted as "not similar" (RP 2/3 and GL
+    1/3 on three rows, one of them NaN) and sorted last among the worst pairs, without a word."""
+    good = torch.eye(3)
+    bad = good.clone()
+    bad[1, 0] = float("nan")
+    ids = np.arange(3)
+    for call in (lambda: RPScore().update(good, bad, ids, ids), lambda: GLScore(good).update(bad, ids),
+                 lambda: GLScore(bad), lambda: RPBetweenScore().update(good, ids, bad[None], ids),
+                 lambda: rp_manifold(good[None], bad[None]), lambda: hyperplane_map(good, bad)):
+        with pytest.raises(ValueError, match=r"1 of the 3 rows of the .*descriptors hold NaN or inf \(rows \[1\]\)"):
+            call()
+    inf = torch.ones(8, 4)
+    inf[2:, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"6 of the 8 rows of the descriptors .*\(rows \[2, 3, 4, 5, 6\] \.\.\.\)"):
+        RPScore().update(inf, torch.ones(8, 4), np.arange(8), np.arange(8))
+
+
 def test_pairs_are_matched_by_id_not_position():
     with pytest.raises(PairingError, match=r"only in the first set \[3\], only in the second \[9\]"):
         RPScore().update(torch.eye(3), torch.eye(3), [1, 2, 3], [1, 2, 9])
