@@ -29,10 +29,24 @@ class NoiseBankError(ValueError):
     """A noise bank that cannot be used: missing ids, wrong shape, or a file that fails its hash."""
 
 
+WORD = 2**32  # a stream's seed words lie in [0, WORD)
+
+
+def pcg64(*words: int) -> np.random.Generator:
+    """numpy's PCG64 generator seeded from SeedSequence(words), each word in [0, 2^32). SeedSequence splits a larger
+    integer into 32-bit words and reads missing words as 0, so a seed or id of 2^32 or more would draw another's
+    stream (noise 0 of seed 2^32 is noise 1 of seed 0): refused, as are negative words."""
+    words = tuple(int(w) for w in words)
+    if not all(0 <= w < WORD for w in words):
+        raise ValueError(f"a random stream's seed and ids must lie in [0, 2**32), got {list(words)}: numpy's "
+                         f"SeedSequence splits a larger integer into 32-bit words, so (seed 2**32, id 0) would draw "
+                         f"what (seed 0, id 1) draws (reduce a 64-bit seed, e.g. torch.initial_seed() % 2**32)")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(words))))
+
+
 def draw_noise(seed: int, noise_id: int, shape: Sequence[int]) -> np.ndarray:
     """One noise, float32, from its own stream: independent of every other id."""
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(noise_id)])))
-    return rng.standard_normal(tuple(shape), dtype=np.float32)
+    return pcg64(seed, noise_id).standard_normal(tuple(shape), dtype=np.float32)
 
 
 def noise_labels(seed: int, ids: Iterable[int], num_classes: int) -> torch.Tensor:
@@ -41,8 +55,7 @@ def noise_labels(seed: int, ids: Iterable[int], num_classes: int) -> torch.Tenso
     The stream's third word keeps it apart from the noise stream of the same seed and id."""
     if not num_classes or num_classes < 1:
         raise ValueError(f"random labels need a conditional model (num_classes >= 1), got num_classes={num_classes}")
-    return torch.tensor([int(np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(i), 1])))
-                             .integers(num_classes)) for i in ids], dtype=torch.int64)
+    return torch.tensor([int(pcg64(seed, i, 1).integers(num_classes)) for i in ids], dtype=torch.int64)
 
 
 def positions(have: Iterable[int], want: Iterable[int]) -> tuple[list[int], list[int]]:
@@ -80,8 +93,9 @@ class NoiseBank:
         if (n is None) == (ids is None):
             raise ValueError("give exactly one of n or ids")
         ids = list(range(n)) if ids is None else [int(i) for i in ids]
-        if not ids or min(ids) < 0:
-            raise ValueError(f"a noise bank needs at least one non-negative id, got {ids[:8]}")
+        if not ids or min(ids) < 0 or max(ids) >= WORD:
+            raise ValueError(f"a noise bank needs at least one id, each in [0, 2**32), got {ids[:8]}"
+                             f"{' ...' if len(ids) > 8 else ''}")
         eps = np.stack([draw_noise(seed, i, shape) for i in ids])
         return cls(torch.from_numpy(eps), torch.tensor(ids, dtype=torch.int64), int(seed))
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 
 from models.grids import make_grid
 from models.kernels import Kernel
+from models.noise import pcg64
 from models.samplers import SAMPLERS, Denoiser, Sampled, euler_step
 
 ANCESTRAL = "ancestral"  # the sampler's name in a case's Run (outside models.samplers.SAMPLERS: it needs a stream)
@@ -29,10 +29,7 @@ STEP_NOISE_WORD = 2  # SeedSequence([stream, noise id, 2]); the bank draws from 
 
 def step_noise(stream: int, noise_id: int, steps: int, shape: tuple[int, ...]) -> torch.Tensor:
     """The (steps, *shape) float64 standard normal noise that row `noise_id` draws on `stream`."""
-    if noise_id < 0 or stream < 0:  # SeedSequence takes non-negative words only
-        raise ValueError(f"a step-noise stream and noise id must be non-negative, got stream {stream}, id {noise_id}")
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(stream), int(noise_id), STEP_NOISE_WORD])))
-    return torch.from_numpy(rng.standard_normal((steps, *shape)))
+    return torch.from_numpy(pcg64(stream, noise_id, STEP_NOISE_WORD).standard_normal((steps, *shape)))
 
 
 @torch.no_grad()

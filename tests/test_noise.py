@@ -95,3 +95,21 @@ def test_noise_labels_are_per_id_and_independent_of_the_others():
     assert set(all_.tolist()) == set(range(10)) and not torch.equal(noise_labels(2, range(200), 10), all_)
     with pytest.raises(ValueError, match=r"random labels need a conditional model .* num_classes=None"):
         noise_labels(1, [0], None)
+
+
+def test_seeds_and_ids_outside_32_bits_are_refused():
+    """numpy's SeedSequence splits an integer of 2**32 or more into 32-bit words and reads missing words as 0: noise
+    0 of seed 2**32 was noise 1 of seed 0 (the suite's bank), so a 64-bit seed such as torch.initial_seed() could
+    reuse the bank's noises as "independent" ones."""
+    from models.noise import noise_labels
+
+    for seed, ids in ((2**32, [0]), (0, [2**32]), (-1, [0])):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 2\*\*32\).*torch.initial_seed\(\) % 2\*\*32"):
+            draw_noise(seed, ids[0], SHAPE)
+        with pytest.raises(ValueError, match=r"must lie in \[0, 2\*\*32\)"):
+            noise_labels(seed, ids, 10)
+    with pytest.raises(ValueError, match=r"each in \[0, 2\*\*32\), got \[4294967296\]"):
+        NoiseBank.draw(0, SHAPE, ids=[2**32])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\*\*32\), got \[4294967296, 0\]"):
+        NoiseBank.draw(2**32, SHAPE, n=1)
+    assert np.array_equal(draw_noise(2**32 - 1, 2**32 - 1, SHAPE), draw_noise(2**32 - 1, 2**32 - 1, SHAPE))
