@@ -178,3 +178,15 @@ def test_every_sscd_thresholded_metric_reads_the_cases_threshold():
             if call.func.id == "rp_manifold":  # (emb1, emb2, threshold), the embeddings maybe as *embs
                 given = len(call.args) == 3 or (len(call.args) == 2 and isinstance(call.args[0], ast.Starred))
                 assert given or any(k.arg == "threshold" for k in call.keywords), fn.name
+
+
+def test_a_manifold_case_of_one_path_is_refused_by_name():
+    """Its control pairs path k with path k + 1 by rolling the paths: with one path it compared the path with
+    itself (a control that cannot be caught), and the interval had one cluster."""
+    from cases import Bar, Case, Run
+    from fixtures.metrics import manifold
+
+    case = Case("manifold", "App. A.3", "rp_manifold", (Run("a"), Run("b")), Bar(">=", 0.6, "s"),
+                params={"paths": 1, "points": 5})
+    with pytest.raises(ValueError, match=r"RP_manifold needs at least 2 paths .*got paths=1"):
+        manifold(object(), case, Side.of(case))
