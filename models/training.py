@@ -75,8 +75,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-4
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (EDM's lr ramp-up)
-    # 'cosine': after the warm-up, the learning rate falls as a half cosine to 0 at the last step (Loshchilov &
-    # Hutter 2017, SGDR without restarts); 'none': constant
+    # 'cosine': after the warm-up, the learning rate falls as a half cosine towards 0, which it would reach one step
+    # after the last (Loshchilov & Hutter 2017, SGDR without restarts); 'none': constant
     lr_decay: str = "none"
     ema_decay: float = 0.999
     seed: int = 0
