@@ -81,9 +81,14 @@ class OptimalDenoiser:
     def _denoise(self, ys: "_Prepared", x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x = x.to(device=ys.data.device, dtype=self.dtype)
         inv_var = (1.0 / sigma.to(ys.data.device, torch.float64) ** 2).to(self.dtype)[:, None]
-        limit = ~torch.isfinite(inv_var[:, 0])
-        if limit.any():  # sigma 0, or so small that 1 / sigma^2 overflows the dtype: the softmax's limit, whose
-            out = torch.empty_like(x)  # logits would be inf - inf, is the nearest training image (Theorem 1)
+        # sigma 0, or so small that a logit (x.y - ||y||^2 / 2) / sigma^2 could overflow the dtype (then inf - inf):
+        # the softmax's limit, the nearest training image (Theorem 1). |x.y - ||y||^2 / 2| <= ||x|| max ||y|| +
+        # max ||y||^2 / 2 bounds every logit's numerator; a quarter of the dtype's largest number leaves room for the
+        # subtraction of the running max. Where the bound is reached the softmax is one-hot in any float format.
+        bound = x.to(torch.float64).norm(dim=1) * ys.max_norm + ys.max_half_sq_norm
+        limit = ~(inv_var[:, 0].to(torch.float64) * bound < torch.finfo(self.dtype).max / 4)
+        if limit.any():
+            out = torch.empty_like(x)
             out[limit] = _nearest(ys, x[limit], self.chunk_size)
             if not limit.all():
                 out[~limit] = self._denoise(ys, x[~limit], sigma[~limit])
@@ -114,7 +119,9 @@ def _nearest(ys: "_Prepared", x: torch.Tensor, chunk_size: int) -> torch.Tensor:
         top, at = score.max(1)
         nearer = top > best
         best, index = torch.where(nearer, top, best), torch.where(nearer, at + start, index)
-    return ys.data[index]
+    out = ys.data[index]
+    bad = ~torch.isfinite(x).all(1)  # a diverged query has no nearest image: NaN out, not training image 0
+    return out.masked_fill_(bad[:, None], torch.nan) if bool(bad.any()) else out
 
 
 def _flush_subnormal(w: torch.Tensor) -> torch.Tensor:
@@ -131,3 +138,7 @@ class _Prepared:
     def __init__(self, data: torch.Tensor):
         self.data = data
         self.half_sq_norm = 0.5 * (data * data).sum(1)
+        # for the bound on D*'s logits (OptimalDenoiser._denoise); no float64 copy of the data (CIFAR-10's would be
+        # 1.2 GB), and a bound needs no more than the dtype's own precision
+        self.max_half_sq_norm = float(self.half_sq_norm.max()) if len(data) else 0.0
+        self.max_norm = (2 * self.max_half_sq_norm) ** 0.5

@@ -68,6 +68,30 @@ def test_at_sigma_0_d_star_is_the_nearest_training_image(data, dtype):
     assert torch.equal(D(x[:1], 0.0), data[[3]].to(dtype))
 
 
+@pytest.mark.parametrize("dtype, sigmas", [(torch.float32, [1e-17, 1e-18, 1e-19, 3e-20]),
+                                           (torch.float64, [1e-150, 1e-153, 1e-154, 1e-155])])
+def test_a_sigma_whose_logits_overflow_gives_the_nearest_image_not_nan(data, dtype, sigmas):
+    """1 / sigma^2 was finite but the logits (x.y - ||y||^2 / 2) / sigma^2 overflowed: inf - inf, NaN out (float32 at
+    1e-19, float64 at 1e-154, on these images), between the sigmas that gave the softmax and those that gave the
+    limit."""
+    x = (data[[3, 7]] + 0.01 * torch.randn(2, 3, 4, 4, dtype=torch.float64,
+                                           generator=torch.Generator().manual_seed(3))).to(dtype)
+    D = OptimalDenoiser(data.to(dtype), chunk_size=5, dtype=dtype)
+    for sigma in sigmas:
+        assert torch.equal(D(x, sigma), data[[3, 7]].to(dtype)), sigma
+
+
+def test_a_query_that_is_not_finite_gives_nan_at_sigma_0_too(data):
+    """At sigma 0 no score beat the first (NaN > best is False): a diverged state came back as training image 0."""
+    x = data[[3, 7]].float().clone()
+    x[0, 0, 0, 0] = float("nan")
+    D = OptimalDenoiser(data.float())
+    for sigma in (0.0, 1.0):
+        got = D(x, sigma)
+        assert bool(torch.isnan(got[0]).all()) and bool(torch.isfinite(got[1]).all()), sigma
+    assert torch.equal(D(x, 0.0)[1], data[7].float())
+
+
 def test_per_row_sigma(data):
     x = data[:3] + 0.2
     sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
