@@ -104,6 +104,9 @@ def embedded_photos(n: int, size: int = 32, seed: int = 0, photos: Sequence[str]
         raise ValueError(f"need n >= 1 and size >= 4, got n={n}, size={size}")
     if not 0 <= first < n:
         raise ValueError(f"first must be in [0, n) = [0, {n}), got {first}")
+    if not 0 < min_frac <= max_frac <= 1:
+        raise ValueError(f"a crop's side is a fraction of the photo's shorter side: need 0 < min_frac <= max_frac <= 1, "
+                         f"got min_frac={min_frac}, max_frac={max_frac}")
     if per_class < 1 or len(photos) % per_class:
         raise ValueError(f"per_class must divide the {len(photos)} photos into equal classes, got {per_class}")
     images, labels, classes = _thumbnails(n, size, int(seed), tuple(photos), float(min_frac), float(max_frac),
@@ -202,16 +205,22 @@ def load_cifar(folder: str | Path, split: str = "train") -> ImageSet:
     c100 = [folder / split]
     files = c10 if all(p.exists() for p in c10) else c100 if c100[0].exists() else None
     if files is None:
-        raise DatasetFormatError(f"{folder}: no CIFAR {split} batches found; expected {CIFAR_LAYOUT}")
+        some = [p.name for p in c10 if p.exists()]
+        missing = f" (CIFAR-10 batches missing: {', '.join(p.name for p in c10 if not p.exists())})" if some else ""
+        raise DatasetFormatError(f"{folder}: no CIFAR {split} batches found{missing}; expected {CIFAR_LAYOUT}")
     images, labels = [], []
     for path in files:
         try:
             with open(path, "rb") as f:
                 batch = pickle.load(f, encoding="bytes")
-            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            data = np.asarray(batch[b"data"])
             lab = batch.get(b"labels", batch.get(b"fine_labels"))
-            if lab is None or data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
-                raise KeyError("labels or data of the wrong shape")
+            if lab is None:
+                raise KeyError(f"no b'labels' or b'fine_labels' key; keys {sorted(batch)}")
+            if data.dtype != np.uint8:  # a cast would wrap values above 255 and make floats in [0, 1] black
+                raise ValueError(f"b'data' is {data.dtype}, not uint8")
+            if data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
+                raise ValueError(f"b'data' of shape {data.shape} with {len(lab)} labels")
         except (OSError, pickle.UnpicklingError, KeyError, TypeError, AttributeError, EOFError, ValueError) as e:
             raise DatasetFormatError(f"{path}: not a CIFAR pickle batch ({e}); expected {CIFAR_LAYOUT}") from e
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
@@ -247,8 +256,10 @@ def save_npz(path: str | Path, images: ImageSet) -> Path:
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-FOLDER_LAYOUT = ("a folder of .png/.jpg images of one size, either directly inside it (no labels) or in one "
-                 "sub-folder per class (label = sub-folder, in sorted order)")
+FOLDER_LAYOUT = ("a folder of 8-bit .png/.jpg/.bmp images of one size, either directly inside it (no labels) or in "
+                 "one sub-folder per class (label = sub-folder, in sorted order; names starting with '.' are "
+                 "left out)")
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")  # PIL modes convert("RGB") keeps
 
 
 def load_folder(folder: str | Path) -> ImageSet:
@@ -259,13 +270,36 @@ def load_folder(folder: str | Path) -> ImageSet:
     if not folder.is_dir():
         raise DatasetFormatError(f"{folder}: not a folder; expected {FOLDER_LAYOUT}")
     exts = {".png", ".jpg", ".jpeg", ".bmp"}
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    entries = ([(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir())
-                if p.suffix.lower() in exts]
-               if classes else [(p, None) for p in sorted(folder.iterdir()) if p.suffix.lower() in exts])
+
+    def listed(where: Path) -> list[Path]:  # hidden entries (.ipynb_checkpoints, .DS_Store) are no data
+        return sorted(p for p in where.iterdir() if not p.name.startswith("."))
+
+    classes = [p.name for p in listed(folder) if p.is_dir()]
+    loose = [p.name for p in listed(folder) if p.is_file() and p.suffix.lower() in exts]
+    if classes and loose:  # a label per sub-folder leaves the loose images without one
+        raise DatasetFormatError(f"{folder}: images beside class sub-folders ({', '.join(loose[:3])} beside "
+                                 f"{', '.join(classes[:3])}); expected {FOLDER_LAYOUT}")
+    entries = ([(p, k) for k, c in enumerate(classes) for p in listed(folder / c) if p.suffix.lower() in exts]
+               if classes else [(folder / p, None) for p in loose])
+    empty = [c for k, c in enumerate(classes) if not any(label == k for _, label in entries)]
+    if empty:  # an empty class would take a label and shift the labels of the classes after it
+        raise DatasetFormatError(f"{folder}: class sub-folders without images: {', '.join(empty)}; expected "
+                                 f"{FOLDER_LAYOUT}")
     if not entries:
         raise DatasetFormatError(f"{folder}: no images found; expected {FOLDER_LAYOUT}")
-    images = [np.asarray(Image.open(p).convert("RGB")) for p, _ in entries]
+    images = []
+    for p, _ in entries:
+        try:
+            with Image.open(p) as im:
+                if im.mode not in EIGHT_BIT_MODES:  # 16-bit or float pixels: convert("RGB") clips them to 255
+                    raise DatasetFormatError(f"{p}: PIL mode {im.mode!r} is not 8-bit (modes read: "
+                                             f"{', '.join(EIGHT_BIT_MODES)}); convert it to 8-bit first")
+                images.append(np.asarray(im.convert("RGB")))
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            if isinstance(e, DatasetFormatError):
+                raise
+            raise DatasetFormatError(f"{p}: not a readable image ({type(e).__name__}: {e}); expected "
+                                     f"{FOLDER_LAYOUT}") from e
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise DatasetFormatError(f"{folder}: images of several sizes {sorted(shapes)[:4]}; expected {FOLDER_LAYOUT}")

@@ -52,6 +52,8 @@ def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler"
     (Theorem 1; the image is taken as the state at sigma_min). `sampled.nfe` counts evaluations."""
     if sampler == "consistency":
         raise ValueError("the one-step consistency sampler has no inverse ODE; use euler, heun or dpm1-3")
+    if steps < 1:
+        raise ValueError(f"an inversion needs at least 1 step, got steps={steps}")
     _prior_range(kernel, grid_range)
     sigmas = make_grid(grid, kernel, steps + 1, append_zero=False, **grid_range).flip(0)
     out = SAMPLERS[sampler].fn(D, x0.to(torch.float64), sigmas, label)
@@ -65,15 +67,44 @@ def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun
     (for Heun itself: 2 steps - 1 evaluations), then sample them back (Theorem 1). With `micro_batch`, y runs in
     micro-batches of that many rows on `device` and `workers`, as `generate` runs noises; the result is on the CPU."""
 
-    def one(y: torch.Tensor) -> torch.Tensor:
+    labels = _labels(label, len(y))
+
+    def one(y: torch.Tensor, label) -> torch.Tensor:
         steps = SAMPLERS[sampler].steps(sampler, nfe)
         eps = invert(D, y, kernel, "heun", steps=steps, grid=grid, label=label).x
         return solve(D, kernel.initial_state(eps), kernel, sampler, nfe, grid=grid, label=label).x
 
     if micro_batch is None:
-        return one(y)
-    return torch.cat(_in_micro_batches(lambda chunk, start: one(chunk.to(device)).cpu(), y, micro_batch,
-                                       torch.device(device), workers))
+        return one(y, label)
+    device = torch.device(device)
+    return torch.cat(_in_micro_batches(
+        lambda chunk, start: one(chunk.to(device), _chunk_labels(labels, start, micro_batch, device)).cpu(),
+        y, micro_batch, device, workers))
+
+
+def _labels(label, n: int) -> Optional[torch.Tensor]:
+    """One class for every row, or one per row, as an int64 tensor of n; None stays None. Labels are classes:
+    a float (1.7) is refused, not cut to 1."""
+    if label is None:
+        return None
+    given = torch.as_tensor(label)
+    if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
+        raise ValueError(f"labels are integer classes, got {given.dtype} {given.reshape(-1)[:4].tolist()}")
+    labels = given.to(torch.int64)
+    if labels.ndim == 0:
+        labels = labels.expand(n)
+    if labels.shape != (n,):
+        raise ValueError(f"label must be one class or one per noise id ({n}), got shape {tuple(labels.shape)}")
+    return labels
+
+
+def _chunk_labels(labels: Optional[torch.Tensor], start: int, micro_batch: int, device: torch.device
+                  ) -> Optional[torch.Tensor]:
+    """A micro-batch's labels, from row `start`, on `device`; padding rows take class 0."""
+    if labels is None:
+        return None
+    lab = labels[start:start + micro_batch].to(device)
+    return torch.cat([lab, lab.new_zeros(micro_batch - len(lab))]) if len(lab) < micro_batch else lab
 
 
 def _in_micro_batches(fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, micro_batch: int,
@@ -138,19 +169,13 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
     ids = bank.ids.tolist() if ids is None else [int(i) for i in ids]
     eps = bank.take(ids)
     device = torch.device(device)
-    labels = None if label is None else torch.as_tensor(label, dtype=torch.int64)
-    if labels is not None and labels.ndim == 0:
-        labels = labels.expand(len(ids))
-    if labels is not None and labels.shape != (len(ids),):
-        raise ValueError(f"label must be one class or one per noise id ({len(ids)}), got shape {tuple(labels.shape)}")
+    labels = _labels(label, len(ids))
     nfe_used = []
 
     def one(chunk: torch.Tensor, start: int) -> torch.Tensor:
         n = min(micro_batch, len(ids) - start)
         x = kernel.initial_state(chunk.to(device=device, dtype=torch.float64))
-        lab = None if label is None else labels[start:start + micro_batch].to(device)
-        if lab is not None and len(lab) < micro_batch:  # padding rows take class 0
-            lab = torch.cat([lab, lab.new_zeros(micro_batch - len(lab))])
+        lab = _chunk_labels(labels, start, micro_batch, device)
         checked = _FiniteChecked(D, ids[start:start + n])
         if run is None:
             out = solve(checked, x, kernel, sampler, nfe, grid, lab, **grid_range)

@@ -42,7 +42,10 @@ def test_the_other_photo_pool_is_disjoint_and_rgb():
 @pytest.mark.parametrize("kw, message", [
     (dict(photos="grey"), "unknown photo set 'grey'; valid sets: color, other"),
     (dict(per_class=3), "per_class must divide the 10 photos into equal classes, got 3"),
-    (dict(first=20), r"first must be in \[0, n\) = \[0, 4\), got 20")])
+    (dict(first=20), r"first must be in \[0, n\) = \[0, 4\), got 20"),
+    (dict(min_frac=0.7), r"need 0 < min_frac <= max_frac <= 1, got min_frac=0.7, max_frac=0.6"),
+    (dict(min_frac=0.0), r"need 0 < min_frac .*got min_frac=0.0"),
+    (dict(max_frac=1.5), r"need 0 < min_frac .*max_frac=1.5")])
 def test_bad_photo_groupings_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
         embedded_photos(4, size=8, **kw)
@@ -111,6 +114,28 @@ def test_cifar_errors_name_path_and_layout(tmp_path):
         load_cifar(tmp_path)
     (tmp_path / "train").write_bytes(b"not a pickle")
     with pytest.raises(DatasetFormatError, match=r"train: not a CIFAR pickle batch"):
+        load_cifar(tmp_path)
+
+
+def test_cifar_batches_that_are_not_uint8_or_lack_labels_are_refused_naming_what_was_found(tmp_path):
+    """b'data' was cast to uint8: floats in [0, 1] became black images and 300 became 44, without a word; every
+    other fault gave one message ("labels or data of the wrong shape") that named neither."""
+    for data, message in ((np.full((2, 3072), 0.5), r"b'data' is float64, not uint8"),
+                          (np.full((2, 3072), 300), r"b'data' is int64, not uint8"),
+                          (np.zeros((2, 1024), dtype=np.uint8), r"b'data' of shape \(2, 1024\) with 2 labels")):
+        with open(tmp_path / "train", "wb") as f:
+            pickle.dump({b"data": data, b"fine_labels": [0, 1]}, f)
+        with pytest.raises(DatasetFormatError, match=rf"train: not a CIFAR pickle batch \(.*{message}"):
+            load_cifar(tmp_path)
+    with open(tmp_path / "train", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), dtype=np.uint8), b"coarse_labels": [0, 1]}, f)
+    with pytest.raises(DatasetFormatError, match=r"no b'labels' or b'fine_labels' key; keys \[b'coarse_labels', b'data'\]"):
+        load_cifar(tmp_path)
+    (tmp_path / "train").unlink()
+    _write_cifar10(tmp_path)
+    (tmp_path / "data_batch_5").unlink()
+    with pytest.raises(DatasetFormatError, match=r"no CIFAR train batches found \(CIFAR-10 batches missing: "
+                                                 r"data_batch_5\)"):
         load_cifar(tmp_path)
 
 
@@ -201,3 +226,34 @@ def test_thumbnail_sets_kept_on_disk_are_read_back_equal_and_remade_when_damaged
     finally:
         datasets.keep_thumbnails_in(None)
         datasets._thumbnails.cache_clear()
+
+
+def test_an_image_folder_leaves_hidden_entries_out_and_refuses_what_it_would_mislabel_or_misread(tmp_path):
+    """A hidden .ipynb_checkpoints/ was a class (every real label shifted by one), loose images beside the class
+    sub-folders were dropped, a 16-bit image came back white (clipped by PIL's convert), an unreadable file raised
+    PIL's own error."""
+    from PIL import Image
+
+    s = embedded_photos(4, size=16)
+    for i, lab in enumerate([0, 1, 0, 1]):
+        (tmp_path / f"c{lab}").mkdir(exist_ok=True)
+        Image.fromarray(s.images[i]).save(tmp_path / f"c{lab}" / f"{i}.png")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "c0" / ".hidden.png").write_bytes(b"")
+    got = load_folder(tmp_path)
+    assert got.classes == ("c0", "c1") and got.labels.tolist() == [0, 0, 1, 1]
+    (tmp_path / "c2").mkdir()
+    with pytest.raises(DatasetFormatError, match=r"class sub-folders without images: c2"):
+        load_folder(tmp_path)
+    (tmp_path / "c2").rmdir()
+    Image.fromarray(s.images[0]).save(tmp_path / "loose.png")
+    with pytest.raises(DatasetFormatError, match=r"images beside class sub-folders \(loose.png beside c0, c1\)"):
+        load_folder(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(flat / "deep.png")
+    with pytest.raises(DatasetFormatError, match=r"deep.png: PIL mode 'I;16' is not 8-bit"):
+        load_folder(flat)
+    (flat / "deep.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetFormatError, match=r"deep.png: not a readable image \(UnidentifiedImageError"):
+        load_folder(flat)

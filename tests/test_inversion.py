@@ -6,7 +6,7 @@ from models.grids import make_grid
 from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
-from models.generate import generate, invert, solve
+from models.generate import generate, invert, roundtrip, solve
 from tests.helpers import GaussianData
 
 
@@ -59,3 +59,23 @@ def test_inversion_grid_runs_upward():
     k = make_kernel("ve")
     s = make_grid("edm", k, 5, append_zero=False).flip(0)
     assert float(s[0]) == pytest.approx(k.sigma_min) and float(s[-1]) == pytest.approx(k.sigma_max)
+
+
+def test_a_round_trip_in_micro_batches_takes_each_rows_own_label():
+    """With `micro_batch`, every micro-batch was handed the whole label tensor: a RuntimeError on shapes."""
+    data = torch.rand(6, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    labels = torch.tensor([0, 1] * 3)
+    D, kernel = OptimalDenoiser(data, labels=labels, dtype=torch.float64), make_kernel("edm")
+    whole = roundtrip(D, data, kernel, "dpm3", 50, label=labels)
+    assert torch.allclose(whole, data, atol=1e-9)
+    assert torch.equal(roundtrip(D, data, kernel, "dpm3", 50, label=labels, micro_batch=4), whole)
+
+
+def test_an_inversion_of_no_steps_and_labels_that_are_not_integers_are_refused():
+    with pytest.raises(ValueError, match=r"an inversion needs at least 1 step, got steps=0"):
+        invert(GaussianData(), torch.zeros(2, 3, 4, 4), make_kernel("edm"), steps=0)
+    bank = NoiseBank.draw(0, (3, 4, 4), n=2)
+    for label, message in ((1.7, r"torch.float32 \[1.7"), (torch.tensor([0.0, 1.0]), r"torch.float32 \[0.0, 1.0\]"),
+                           (True, "torch.bool")):  # 1.7 was cut to class 1
+        with pytest.raises(ValueError, match=rf"labels are integer classes, got {message}"):
+            generate(GaussianData(), make_kernel("edm"), bank, label=label)
