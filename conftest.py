@@ -7,6 +7,7 @@ on a machine without one; their reason says what to provide.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -147,6 +148,18 @@ def _option(config: pytest.Config, name: str):
         return None
 
 
+def _not_results(path: Path) -> str:
+    """Why an existing file at `path` is not a results file that a run may replace ('' when absent or one)."""
+    if not path.is_file():
+        return ""
+    try:
+        meta = json.loads(path.read_text()).get("meta")
+    except (OSError, ValueError, AttributeError) as e:  # unreadable, not JSON, or JSON but not an object
+        return f"{type(e).__name__}: {e}"
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    return "" if isinstance(fmt, str) and fmt.startswith("samenoise-results/") else "no samenoise-results meta.format"
+
+
 MAX_NOISES = 1_000_000
 MAX_MICRO_BATCH = 65_536  # far above what a GPU holds for any zoo network; a bound on a typo, not a tuned limit
 
@@ -172,12 +185,21 @@ def _check_options(config: pytest.Config) -> None:
     if not str(opt("--cache-dir")).strip():  # Path("") is the working folder: the store would land wherever pytest runs
         raise usage(f"--cache-dir must name a folder, got {opt('--cache-dir')!r} (the default is {DEFAULT_CACHE}; only "
                     f"--report-dir takes '' for none)")
+    if opt("--report-dir") and not str(opt("--report-dir")).strip():
+        raise usage(f"--report-dir must name a folder or be '' for none, got {opt('--report-dir')!r}")
+    goldens = [Path(g).resolve() for g in opt("--golden") or []]
+    if len(set(goldens)) < len(goldens):
+        twice = sorted({str(g) for g in goldens if goldens.count(g) > 1})
+        raise usage(f"--golden names one file twice ({', '.join(twice)}): its cases would be recorded twice")
     folders = {"--cache-dir": opt("--cache-dir"), "--report-dir": opt("--report-dir")}
     for name, value in folders.items():
         if value and (why := unwritable(Path(value), folder=True)):
             raise usage(f"{name} {value} cannot be written: {why}")
     if opt("--results") and (why := unwritable(Path(opt("--results")), folder=False)):
         raise usage(f"--results {opt('--results')} cannot be written: {why}")
+    if opt("--results") and (why := _not_results(Path(opt("--results")))):
+        raise usage(f"--results {opt('--results')} would replace a file that is not a results file ({why}); name a "
+                    f"new file, or remove this one first")
     outputs = {"--results": opt("--results"), "--benchmark-json": _option(config, "benchmark_json")}
     inputs = {f"--golden {g}": g for g in opt("--golden")}
     for out_name, out in outputs.items():
@@ -194,6 +216,9 @@ def _check_options(config: pytest.Config) -> None:
             raise usage(f"--benchmark-json {bench_json} cannot be written: {why}")
         Path(bench_json).parent.mkdir(parents=True, exist_ok=True)
     _check_device(opt("--device"))
+    if opt("--workers") is not None and not str(opt("--device")).startswith("cpu"):
+        raise usage(f"--workers {opt('--workers')} applies to a CPU run (threads sharing the micro-batches); on "
+                    f"--device {opt('--device')} the micro-batches run one after another: leave --workers out")
     _check_descriptor(config)
     _check_regression(config, _check_zoo(config))
 
@@ -239,14 +264,21 @@ def _check_zoo(config: pytest.Config):
     from fixtures.zoo import EMBEDDED_ZOO, pseudo_models
     from models.zoo import ZooError, check_available, read_zoo
 
-    zoo = {}
+    zoo, origin = {}, {}
     try:
-        for path in [EMBEDDED_ZOO] + list(config.getoption("--zoo")):
+        paths = [EMBEDDED_ZOO] + list(config.getoption("--zoo"))
+        for path in [p for k, p in enumerate(paths) if Path(p).resolve() not in {Path(q).resolve() for q in paths[:k]}]:
             entries = read_zoo(path)
+            # a name is a model's identity in the cases' ids, the results and the report: one entry each
+            if same := sorted(set(entries) & set(zoo)):
+                raise pytest.UsageError(f"--zoo {path}: entries {', '.join(same)} are already in "
+                                        f"{origin[same[0]]}; a model name is its identity in the case ids and "
+                                        f"results: give yours other names")
             if Path(path).resolve() not in (REAL_ZOO, EMBEDDED_ZOO):
                 for entry in entries.values():
                     check_available(entry)
             zoo.update(entries)
+            origin.update({name: path for name in entries})
         named = [m for m in (config.getoption("--models") or "").split(",") if m]
         valid = sorted(zoo) + list(pseudo_models())
         valid += [m for m in _built_in_case_models(zoo) if m not in valid]
@@ -311,25 +343,25 @@ def _check_regression(config: pytest.Config, zoo) -> None:
             check_available(entry_from_checkpoint(Path(candidate)))
         except (ZooError, ValueError) as e:  # a samenoise.json that is not JSON, or lacks a field
             raise pytest.UsageError(f"--candidate {candidate}: {e}") from e
+    from models.stats import Z, chained_wilson, wilson
+
+    noises = config.getoption("--noises")
+    bars = (config.getoption("--golden-rp"), config.getoption("--golden-mae"))
+
+    def why_not(n: int) -> str:
+        """Why no candidate could pass at n noises: n of n pairs must clear the higher bar, and the control
+        (each noise against the next one's golden image: chained pairs) at 0 of n must be caught by the lower."""
+        if wilson(n, n)[0] <= max(bars):
+            return (f"even {n} of {n} pairs give a 95% interval reaching {wilson(n, n)[0]:.2f}, not above the "
+                    f"bar {max(bars):g} (Wilson)")
+        control_hi = chained_wilson([0.0] * n)[1]  # the control's pairs are chained (fixtures/metrics.py)
+        if control_hi >= min(bars):
+            return (f"its control (each noise against the next noise's golden image) at 0 of {n} pairs keeps "
+                    f"a 95% interval up to {control_hi:.2f}, not below the bar {min(bars):g} (Wilson over "
+                    f"chained pairs), so it is never caught")
+        return ""
+
     if recording:  # the check runs on the file's noises: too few, and even a perfect match cannot pass it
-        from models.stats import Z, chained_wilson, wilson
-
-        noises = config.getoption("--noises")
-        bars = (config.getoption("--golden-rp"), config.getoption("--golden-mae"))
-
-        def why_not(n: int) -> str:
-            """Why no candidate could pass at n noises: n of n pairs must clear the higher bar, and the control
-            (each noise against the next one's golden image: chained pairs) at 0 of n must be caught by the lower."""
-            if wilson(n, n)[0] <= max(bars):
-                return (f"even {n} of {n} pairs give a 95% interval reaching {wilson(n, n)[0]:.2f}, not above the "
-                        f"bar {max(bars):g} (Wilson)")
-            control_hi = chained_wilson([0.0] * n)[1]  # the control's pairs are chained (fixtures/metrics.py)
-            if control_hi >= min(bars):
-                return (f"its control (each noise against the next noise's golden image) at 0 of {n} pairs keeps "
-                        f"a 95% interval up to {control_hi:.2f}, not below the bar {min(bars):g} (Wilson over "
-                        f"chained pairs), so it is never caught")
-            return ""
-
         if why := why_not(noises):
             high, low = max(bars), min(bars)
             if high >= 1 or low <= 0:  # no interval lies above 1 (all pairs) or below 0 (the control at none)
@@ -364,9 +396,13 @@ def _check_regression(config: pytest.Config, zoo) -> None:
             raise pytest.UsageError(f"--golden {g}: the file does not exist (record it first with --update-golden)")
         else:
             try:
-                Golden.load(g)
+                golden = Golden.load(g)
             except GoldenError as e:
                 raise pytest.UsageError(f"--golden: {e}") from e
+            if why := why_not(len(golden.ids)):  # the check runs on the file's noises, whatever --noises says
+                raise pytest.UsageError(f"--golden {g}: no candidate could pass a check of its {len(golden.ids)} "
+                                        f"noises at --golden-rp {bars[0]:g} / --golden-mae {bars[1]:g}, since {why}; "
+                                        f"lower the bars, or record the file again with more noises")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

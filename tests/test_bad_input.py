@@ -70,6 +70,12 @@ def a_golden(tmp: Path) -> Path:
     return path
 
 
+def a_whole_golden(tmp: Path, n: int) -> Path:
+    return Golden(model="m", bank_hash="h", sampler="dpm3", nfe=20, grid="edm", label=None, descriptor="d",
+                  ids=np.arange(n), embeddings=np.ones((n, 8), np.float32),
+                  thumbnails=np.zeros((n, 2, 2, 3), np.uint8)).save(tmp / f"golden{n}.npz")
+
+
 def a_candidate_without_weights(tmp: Path) -> Path:
     """A suite checkpoint folder whose weights file is missing (config.json and samenoise.json only)."""
     import shutil
@@ -115,6 +121,25 @@ OPTION_ROWS = [
     ("cache-dir-empty", lambda t: {"--cache-dir": ""}, "--cache-dir must name a folder, got ''"),
     ("report-dir-under-a-file", lambda t: {"--report-dir": str(a_file(t) / "out")}, "plain-file is not a folder"),
     ("report-dir-in-proc", lambda t: {"--report-dir": "/proc/forbidden"}, "--report-dir /proc/forbidden cannot be"),
+    ("report-dir-blank", lambda t: {"--report-dir": "   "}, "--report-dir must name a folder or be '' for none, got "
+                                                            "'   '"),
+    # a typo such as --results conftest.py replaced a source file with JSON
+    ("results-over-another-file", lambda t: {"--results": str(a_file(t))},
+     "plain-file would replace a file that is not a results file (JSONDecodeError"),
+    ("zoo-entry-named-as-an-embedded-one",
+     lambda t: {"--zoo": [str(a_zoo(t, '[models.unet16-edm-m64]\nsource = "x"\n'))]},
+     "entries unet16-edm-m64 are already in"),
+    ("golden-twice", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
+                                "--golden": [str(t / "g.npz"), str(t / "." / "g.npz")]},
+     "--golden names one file twice"),
+    # a check runs on the golden file's own noises: at 4, or at a bar of 1, no candidate could pass
+    ("golden-check-of-too-few-noises", lambda t: {"--candidate": "unet16-edm-m64",
+                                                  "--golden": [str(a_whole_golden(t, 4))]},
+     "golden4.npz: no candidate could pass a check of its 4 noises at --golden-rp 0.6 / --golden-mae 0.6, since "
+     "even 4 of 4 pairs"),
+    ("golden-check-at-a-bar-of-1", lambda t: {"--candidate": "unet16-edm-m64", "--golden-rp": 1.0,
+                                              "--golden": [str(a_whole_golden(t, 128))]},
+     "not above the bar 1 (Wilson); lower the bars, or record the file again with more noises"),
     ("noises-huge", lambda t: {"--noises": 10**12}, "--noises must be at most 1,000,000"),
     ("results-under-a-file", lambda t: {"--results": str(a_file(t) / "r.json")}, "plain-file is not a folder"),
     ("results-is-a-folder", lambda t: {"--results": str(t)}, "cannot be written: it is a folder"),
@@ -229,6 +254,19 @@ def test_a_bad_option_stops_the_run_with_one_line_naming_it(tmp_path, options, s
     message = str(err.value)
     assert says in message and "\n" not in message, message
     assert listing(tmp_path) == before  # nothing created, nothing half-written
+
+
+def test_workers_on_a_gpu_are_refused_and_an_earlier_results_file_may_be_replaced(tmp_path, monkeypatch):
+    """On cuda the micro-batches run one after another: --workers was ignored without a word. A results file of an
+    earlier run is replaced, as before."""
+    monkeypatch.setattr(conftest, "_check_device", lambda name: None)  # no GPU here: take cuda as available
+    with pytest.raises(pytest.UsageError, match=r"--workers 2 applies to a CPU run .* on --device cuda the micro"):
+        conftest._check_options(FakeConfig(**{"--device": "cuda", "--workers": 2, "--cache-dir": str(tmp_path / "c"),
+                                               "--report-dir": ""}))
+    earlier = tmp_path / "r.json"
+    earlier.write_text(json.dumps({"meta": {"format": "samenoise-results/3"}, "cases": []}))
+    conftest._check_options(FakeConfig(**{"--results": str(earlier), "--cache-dir": str(tmp_path / "c"),
+                                          "--report-dir": ""}))
 
 
 def test_good_options_pass_and_create_nothing(tmp_path):
