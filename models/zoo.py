@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from models.checkpoints import CheckpointError, cast, load_checkpoint
-from models.denoisers import NetworkDenoiser
+from models.denoisers import PREDICTIONS, TIME_INPUTS, NetworkDenoiser
 from models.grids import GRIDS
 from models.kernels import KERNELS, VPDiscrete, make_kernel
 from models.registry import Registry
@@ -147,6 +147,13 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
         if entry.micro_batch is not None and (type(entry.micro_batch) is not int or entry.micro_batch < 1):
             raise ZooError(f"{path}: entry {name!r} has micro_batch {entry.micro_batch!r}; valid: a whole number of "
                            f"rows, at least 1 (leave it out for the run's --micro-batch)")
+        valid_predictions = ("generator",) if entry.format == "samenoise-generator" else tuple(PREDICTIONS)
+        if entry.prediction not in valid_predictions:
+            raise ZooError(f"{path}: entry {name!r} has prediction {entry.prediction!r}; valid predictions: "
+                           f"{', '.join(valid_predictions)}")
+        if entry.time_input not in TIME_INPUTS:
+            raise ZooError(f"{path}: entry {name!r} has time_input {entry.time_input!r}; valid time inputs: "
+                           f"{', '.join(TIME_INPUTS)}")
         if entry.kernel not in KERNELS:
             raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; "
                            f"valid kernels: {', '.join(sorted(KERNELS))}")
@@ -162,7 +169,7 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
             raise ZooError(f"{path}: entry {name!r} has both prompt and prompt_embeddings; give one (the embeddings "
                            f"are sampled when both are set)")
         if entry.prompt_embeddings:
-            prompts = str((base or path.parent) / entry.prompt_embeddings)
+            prompts = str((base or path.parent) / Path(entry.prompt_embeddings).expanduser())
             entry = ZooEntry(**{**entry.__dict__, "prompt_embeddings": prompts})
         entries[name] = entry
     return entries
@@ -206,6 +213,9 @@ def _folder_available(entry: ZooEntry) -> None:
     from models.checkpoints import FILES
 
     folder = Path(entry.source)
+    if folder.is_file():  # a mistake in the entry, not a checkpoint still to fetch: it stops the run
+        raise ZooError(f"zoo entry {entry.name!r}: source {entry.source} is a file; give the checkpoint folder that "
+                       f"holds it")
     if not folder.is_dir():
         raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist")
     missing = [name for name in FILES if not (folder / name).is_file()]
@@ -243,6 +253,12 @@ DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 
 
 CONSISTENCY_SCHEDULER = "CMStochasticIterativeScheduler"
+# diffusers' schedulers of one discrete DDPM beta chain (beta_start, beta_end, beta_schedule, num_train_timesteps):
+# the training noise levels are theirs whichever of them a pipeline samples with
+BETA_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler",
+                   "DPMSolverSinglestepScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+                   "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler",
+                   "KDPM2AncestralDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler")
 
 
 def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
@@ -251,6 +267,11 @@ def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
     if config.get("_class_name") == CONSISTENCY_SCHEDULER:
         kernel = make_kernel("edm", sigma_min=config.get("sigma_min", 0.002), sigma_max=config.get("sigma_max", 80.0))
         return "edm", kernel, "cm"
+    if config.get("_class_name") not in BETA_SCHEDULERS:  # another family reads none of the beta keys below
+        raise ZooError(f"scheduler {config.get('_class_name')!r} is not supported; supported: "
+                       f"{', '.join(BETA_SCHEDULERS + (CONSISTENCY_SCHEDULER,))} (their discrete beta chain)")
+    if config.get("rescale_betas_zero_snr"):
+        raise ZooError("scheduler rescale_betas_zero_snr = true is not supported (its last level has sigma = inf)")
     schedule = config.get("beta_schedule", "linear")
     if schedule not in ("linear", "scaled_linear") or config.get("trained_betas"):
         raise ZooError(f"scheduler beta_schedule {schedule!r} is not supported; supported: linear, scaled_linear")
@@ -277,7 +298,13 @@ def resolve_source(entry: ZooEntry) -> Path:
     """The entry's checkpoint folder: its source itself, or a hub id's snapshot in the local cache (a folder named by
     the snapshot's commit)."""
     local = Path(entry.source)
-    if local.is_dir():
+    if local.is_file():
+        raise ZooError(f"zoo entry {entry.name!r}: source {entry.source} is a file; give the checkpoint folder that "
+                       f"holds it")
+    # a folder given by its path; a bare relative name ("myddpm") is a hub id, not looked up in the working folder
+    # (read_zoo has made a source that exists beside the zoo file absolute): the zoo file would load other weights
+    # from wherever pytest runs
+    if local.is_dir() and (local.is_absolute() or _path_like(entry.source)):
         return local
     if _path_like(entry.source):
         raise Unavailable(f"zoo entry {entry.name!r}: checkpoint folder {entry.source} does not exist (a local path, "
@@ -371,12 +398,18 @@ def _load_latent(entry: ZooEntry, device, dtype) -> LatentDenoiser:
         if not (local / sub).is_dir():
             raise ZooError(f"zoo entry {entry.name!r}: {local} has no {sub}/ folder; a latent entry needs unet/, vae/ "
                            f"and scheduler/")
-    sched = json.loads((local / "scheduler" / "scheduler_config.json").read_text())
-    name, kernel, prediction = kernel_from_scheduler(sched)
+    sched_path = local / "scheduler" / "scheduler_config.json"
+    try:
+        sched = json.loads(sched_path.read_text())
+        name, kernel, prediction = kernel_from_scheduler(sched)
+    except (OSError, ValueError) as e:  # a missing or unreadable file, or a scheduler the suite does not read
+        raise ZooError(f"zoo entry {entry.name!r}: {sched_path}: {e}") from e
     if entry.kernel != name:
         raise _mismatch(entry, "kernel", entry.kernel, f"{name} (scheduler {sched.get('_class_name', '?')})")
     if entry.prediction != prediction:
         raise _mismatch(entry, "prediction", entry.prediction, prediction)
+    if (entry.time_input, float(entry.time_scale)) != ("discrete", 1.0):
+        raise _mismatch(entry, "time_input, time_scale", (entry.time_input, entry.time_scale), ("discrete", 1.0))
     unet = UNet2DConditionModel.from_pretrained(str(local), subfolder="unet")
     vae = cast(AutoencoderKL.from_pretrained(str(local), subfolder="vae"), device, dtype).eval()
     net = TextConditioned(unet, _prompt_embeddings(entry, local))
@@ -398,8 +431,14 @@ def _load_diffusers(entry: ZooEntry):
                        f"({type(e).__name__}: {e})") from e
     sched_path = next((p for p in (local / "scheduler" / "scheduler_config.json", local / "scheduler_config.json")
                        if p.is_file()), None)
-    sched = json.loads(sched_path.read_text()) if sched_path else {}
-    name, kernel, prediction = kernel_from_scheduler(sched)
+    if sched_path is None:  # its noise levels and prediction type are the scheduler's to say
+        raise ZooError(f"zoo entry {entry.name!r}: {local} has no scheduler_config.json (in scheduler/ or beside "
+                       f"config.json); the kernel and prediction type are read from it")
+    try:
+        sched = json.loads(sched_path.read_text())
+        name, kernel, prediction = kernel_from_scheduler(sched)
+    except (OSError, ValueError) as e:  # an unreadable file, or a scheduler the suite does not read (a ZooError)
+        raise ZooError(f"zoo entry {entry.name!r}: {sched_path}: {e}") from e
     if entry.kernel != name:
         raise _mismatch(entry, "kernel", entry.kernel, f"{name} (scheduler {sched.get('_class_name', '?')})")
     if entry.prediction != prediction:
@@ -408,8 +447,12 @@ def _load_diffusers(entry: ZooEntry):
         if sched.get("sigma_data", 0.5) != 0.5:
             raise ZooError(f"zoo entry {entry.name!r}: consistency scheduler sigma_data {sched['sigma_data']} is not "
                            f"supported; supported: 0.5")
-        return net, kernel, prediction, "log-sigma", 1000.0
-    return net, kernel, prediction, "discrete", 1.0
+        time = ("log-sigma", 1000.0)
+    else:
+        time = ("discrete", 1.0)
+    if (entry.time_input, float(entry.time_scale)) != time:  # the scheduler fixes how the UNet reads its time
+        raise _mismatch(entry, "time_input, time_scale", (entry.time_input, entry.time_scale), time)
+    return (net, kernel, prediction) + time
 
 
 EDM_HELP = ("EDM pickles need NVlabs' `dnnlib` and `torch_utils` packages importable: clone "

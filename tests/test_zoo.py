@@ -365,7 +365,8 @@ def test_diffusers_bare_model_layout_reads_the_root_scheduler_config(tmp_path):
 
     build_unet(image_size=8, base_channels=8).save_pretrained(tmp_path / "m")
     DDPMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "m")
-    entry = ZooEntry(name="x", source=str(tmp_path / "m"), format="diffusers", kernel="vp-discrete", image_size=8)
+    entry = ZooEntry(name="x", source=str(tmp_path / "m"), format="diffusers", kernel="vp-discrete",
+                     time_input="discrete", image_size=8)
     with pytest.raises(ZooError, match=r"prediction is 'eps' in the entry but 'v'"):
         load_denoiser(entry)
     assert load_denoiser(ZooEntry(**{**entry.__dict__, "prediction": "v"})).prediction == "v"
@@ -707,3 +708,118 @@ def test_a_sweep_models_key_names_its_weights_its_whole_config_and_the_wrapper_c
     assert loader()("unet16-edm-n8").fingerprint == first.fingerprint  # trained once, found again
     monkeypatch.setattr(fixtures_zoo, "source_digest", lambda paths: "0" * 64)  # training.py edited
     assert loader()("unet16-edm-n8").fingerprint != first.fingerprint
+
+
+def test_a_checkpoint_folder_named_by_path_gives_its_zoo_entry():
+    """`--candidate PATH` builds the entry from samenoise.json: the kernel options (VP and sub-VP at t_max 0.8818),
+    the VAEs' format and a one-step model's sampler were left out, so these checkpoints could not be checked by
+    path. Every embedded checkpoint's entry from its folder equals its zoo entry in all that samples it."""
+    from fixtures.zoo import EMBEDDED_ZOO, entry_from_checkpoint
+
+    zoo = read_zoo(EMBEDDED_ZOO)
+    fields = ("format", "family", "kernel", "kernel_options", "prediction", "time_input", "time_scale", "sampler",
+              "nfe", "image_size", "conditional")
+    for name, entry in zoo.items():
+        derived = entry_from_checkpoint(Path(entry.source))
+        assert {f: getattr(derived, f) for f in fields} == {f: getattr(entry, f) for f in fields}, name
+    for name in ("unet32-vp-eps-l2048", "vae-conv-l2048"):
+        assert load_denoiser(entry_from_checkpoint(Path(zoo[name].source))).kernel is not None
+
+
+def test_a_checkpoint_save_writes_all_or_nothing_and_a_mixed_folder_is_refused(tmp_path):
+    """A meta JSON cannot hold wrote config.json and the weights, then failed; a save cut short between the files
+    left new weights under the previous checkpoint's samenoise.json, which loaded without a word."""
+    from models.checkpoints import CheckpointError, WEIGHTS, load_checkpoint
+
+    meta = {"kernel": "edm", "prediction": "edm", "time_input": "log-sigma", "time_scale": 1.0, "image_size": 8}
+    with pytest.raises(ValueError, match=r"cannot be written as JSON .*nothing was written"):
+        save_checkpoint(tmp_path / "a", build_unet(image_size=8, base_channels=8), {**meta, "path": Path("x")})
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    save_checkpoint(tmp_path / "b", build_unet(image_size=8, base_channels=8), meta)
+    load_checkpoint(tmp_path / "b")
+    torch.manual_seed(1)
+    other = tmp_path / "c"
+    save_checkpoint(other, build_unet(image_size=8, base_channels=8), meta)
+    (tmp_path / "b" / WEIGHTS).write_bytes((other / WEIGHTS).read_bytes())  # as if cut short after the weights
+    with pytest.raises(CheckpointError, match=rf"{WEIGHTS} is not the file samenoise.json was written with"):
+        load_checkpoint(tmp_path / "b")
+    with pytest.raises(CheckpointError, match=r"is a file; give the folder"):
+        load_checkpoint(other / "config.json")
+
+
+def test_a_config_that_does_not_build_or_has_unknown_keys_is_named(tmp_path):
+    """A negative width (RuntimeError) or no blocks (IndexError) escaped unnamed; a typo (act_fun) was dropped by
+    diffusers with a log line, and the network built with the default activation."""
+    import json
+
+    from models.checkpoints import CheckpointError, load_checkpoint
+
+    meta = {"kernel": "edm", "prediction": "edm", "time_input": "log-sigma", "time_scale": 1.0, "image_size": 8}
+    folder = save_checkpoint(tmp_path / "m", build_unet(image_size=8, base_channels=8), meta)
+    config = json.loads((folder / "config.json").read_text())
+    for edit, says in (({"act_fun": "gelu"}, r"keys UNet2DModel does not take: act_fun"),
+                       ({"block_out_channels": [-8, 16]}, r"does not build its network \(RuntimeError"),
+                       ({"down_block_types": [], "up_block_types": [], "block_out_channels": []},
+                        r"does not build its network \(")):
+        (folder / "config.json").write_text(json.dumps({**config, **edit}))
+        meta_doc = json.loads((folder / "samenoise.json").read_text())
+        meta_doc.pop("written_with", None)  # the edit alone is under test, not the digest
+        (folder / "samenoise.json").write_text(json.dumps(meta_doc))
+        with pytest.raises(CheckpointError, match=r"config.json.*" + says):
+            load_checkpoint(folder)
+
+
+def test_a_diffusers_scheduler_the_suite_does_not_read_is_refused_by_name(tmp_path):
+    """Any scheduler config was read as DDPM betas: a ScoreSdeVeScheduler became vp-discrete at sigma_max 24777, an
+    EDMEulerScheduler vp-discrete at 157; a folder without a scheduler config took DDPM's defaults."""
+    from diffusers import DDPMScheduler, EDMEulerScheduler, ScoreSdeVeScheduler
+
+    from models.zoo import kernel_from_scheduler
+
+    for sched in (ScoreSdeVeScheduler(), EDMEulerScheduler()):
+        with pytest.raises(ZooError, match=rf"scheduler '{type(sched).__name__}' is not supported; supported: "
+                                           r"DDPMScheduler, DDIMScheduler"):
+            kernel_from_scheduler({**sched.config, "_class_name": type(sched).__name__})
+    with pytest.raises(ZooError, match=r"rescale_betas_zero_snr = true is not supported"):
+        kernel_from_scheduler({**DDPMScheduler(rescale_betas_zero_snr=True).config, "_class_name": "DDPMScheduler"})
+    build_unet(image_size=8, base_channels=8).save_pretrained(tmp_path / "m")
+    entry = ZooEntry(name="x", source=str(tmp_path / "m"), format="diffusers", kernel="vp-discrete",
+                     time_input="discrete", image_size=8)
+    with pytest.raises(ZooError, match=r"has no scheduler_config.json"):
+        load_denoiser(entry)
+    ScoreSdeVeScheduler().save_pretrained(tmp_path / "m")
+    with pytest.raises(ZooError, match=r"scheduler_config.json: scheduler 'ScoreSdeVeScheduler' is not supported"):
+        load_denoiser(entry)
+    DDPMScheduler().save_pretrained(tmp_path / "m")
+    with pytest.raises(ZooError, match=r"time_input, time_scale is \('t', 1.0\) in the entry but \('discrete', 1.0\)"):
+        load_denoiser(ZooEntry(**{**entry.__dict__, "time_input": "t"}))
+    assert load_denoiser(entry).prediction == "eps"
+
+
+def test_zoo_sources_and_names_are_read_against_the_zoo_file_not_the_working_folder(tmp_path, monkeypatch):
+    """A bare relative hub-format source that was no folder beside the zoo file was found in the working folder;
+    a file given as a source was "a folder that does not exist" (skipped); prompt_embeddings kept a literal '~';
+    an unknown prediction or time input was only refused mid-run, without the valid names."""
+    from models.zoo import check_available
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    zoos, cwd = tmp_path / "zoos", tmp_path / "cwd"
+    zoos.mkdir()
+    (cwd / "myddpm").mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    entry = read_zoo(write_zoo(zoos, '[models.a]\nsource = "myddpm"\nformat = "diffusers"\n'))["a"]
+    with pytest.raises(ZooError, match=r"'myddpm' is not available offline"):  # a hub id, not ./myddpm
+        check_available(entry)
+    (zoos / "ckpt.json").write_text("{}")
+    for fmt in ("samenoise", "diffusers"):
+        entry = read_zoo(write_zoo(zoos, f'[models.a]\nsource = "ckpt.json"\nformat = "{fmt}"\n'))["a"]
+        with pytest.raises(ZooError, match=r"ckpt.json is a file; give the checkpoint folder"):
+            check_available(entry)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    entry = read_zoo(write_zoo(zoos, '[models.a]\nsource = "x"\nformat = "diffusers-latent"\n'
+                                     'prompt_embeddings = "~/emb.npy"\n'))["a"]
+    assert entry.prompt_embeddings == str(tmp_path / "home" / "emb.npy")
+    for key, value, says in (("prediction", "epsilon", "valid predictions: eps, x0, v"),
+                             ("time_input", "logsigma", "valid time inputs: t, discrete, log-sigma")):
+        with pytest.raises(ZooError, match=rf"entry 'a' has {key} '{value}'; {says}"):
+            read_zoo(write_zoo(zoos, f'[models.a]\nsource = "x"\n{key} = "{value}"\n'))
