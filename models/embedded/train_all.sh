@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Trains the embedded zoo in dependency order with the suite's training command, then copies each
-# model (float16) and its loss log (xz-packed: loss.jsonl.xz) into models/embedded/<name>/. Run from the
-# repository root:
+# model (float16) and its loss log (xz-packed: loss.jsonl.xz) into models/embedded/<name>/, replacing the
+# shipped folder once its training has ended. Run from the repository root:
 #   bash models/embedded/train_all.sh [RUNS_DIR] [NAME ...]
+# with no NAME, every model. A run cut short resumes each model from RUNS_DIR/<name>/train_state.pt.
 set -euo pipefail
 runs="${1:-runs}"; shift || true
 order=(unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048 unet32-edm-l2048 unet32-vp-eps-l2048
@@ -14,7 +15,6 @@ order=(unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048 unet32-edm-l2
 names=("${@:-${order[@]}}")
 for name in "${names[@]}"; do
   dest="models/embedded/$name"
-  if [ -f "$dest/samenoise.json" ]; then echo "$name: already in $dest"; continue; fi
   start=$(date +%s)
   python -m models.training "models/embedded/configs/$name.toml" "$runs/$name" --float16
   end=$(date +%s)
