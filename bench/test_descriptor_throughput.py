@@ -32,4 +32,5 @@ def test_descriptor_throughput(benchmark, make_run_descriptor, size):
                                     ratio_to_onnxruntime=ratio(times, "onnxruntime", "embed"),
                                     ratio_interval=ratio_interval(times, "onnxruntime", "embed"),
                                     ratio_range=spread(times, "onnxruntime", "embed"))
-    assert out.shape == (BATCH, 512) and torch.allclose(out.norm(dim=1), torch.ones(BATCH))
+    # 512 values a row for sscd-int8 and sscd-mixup, 1024 for sscd-large
+    assert out.shape[0] == BATCH and out.ndim == 2 and torch.allclose(out.norm(dim=1), torch.ones(BATCH))

@@ -1,5 +1,6 @@
 """The SSCD copy-detection descriptor (Pizzi et al. 2022) behind one interface:
-`embed(images_uint8) -> (N, 512) L2-normalized float32`, and an on-disk embedding cache.
+`embed(images_uint8) -> (N, d) L2-normalized float32` (d = 512 for sscd-int8 and sscd-mixup, 1024 for
+sscd-large), and an on-disk embedding cache.
 
 Images are uint8 RGB NHWC (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1), replicated to 3
 channels. Both back ends share `prepare`, which resizes to the descriptor's input size.
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from models.atomic import atomic_write, file_lock, file_sha256, touch
 from models.registry import Registry
-from models.versions import cpu_identity, gpu_identity, package_versions, source_digest
+from models.versions import cpu_identity, gpu_identity, package_versions, source_digest, tf32_settings
 
 IMAGE_FORMAT = "uint8 RGB images in NHWC layout (N, H, W, 3), or grayscale (N, H, W) / (N, H, W, 1)"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,7 +35,12 @@ class ImageFormatError(ValueError):
 
 def check_images(images) -> np.ndarray:
     """Validate and return images as uint8 (N, H, W, 3)."""
-    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if isinstance(images, torch.Tensor) and images.dtype != torch.uint8:  # numpy has no bfloat16: name it here
+        raise ImageFormatError(f"images have dtype {images.dtype}; expected {IMAGE_FORMAT}")
+    try:
+        arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    except ValueError as e:  # a list of images of several sizes
+        raise ImageFormatError(f"images cannot form one array ({e}); expected {IMAGE_FORMAT}, all of one size") from e
     if arr.dtype != np.uint8:
         nan = " (and it contains NaN)" if arr.dtype.kind == "f" and np.isnan(arr).any() else ""
         raise ImageFormatError(f"images have dtype {arr.dtype}{nan}; expected {IMAGE_FORMAT}")
@@ -262,6 +268,8 @@ class EmbeddingCache:
         device = getattr(descriptor, "device", None)
         on = (gpu_identity(device) if device is not None and torch.device(device).type == "cuda" else cpu_identity())
         context = {"code": _embedding_code(), "versions": dict(_embedding_versions()), "device": on}
+        if device is not None and torch.device(device).type == "cuda":  # TF32 convolutions change a GPU row's bits,
+            context["tf32"] = tf32_settings()  # as they do a sample's (the sample store keys them too)
         identity = f"{identity}/{json.dumps(context, sort_keys=True)}"
         return f"{identity}|{'x'.join(map(str, images.shape))}|{h.hexdigest()}"
 

@@ -124,6 +124,22 @@ def _cpu_identity() -> dict:
     return {"name": name, "capability": torch.backends.cpu.get_cpu_capability()} | caps
 
 
+def tf32_settings() -> dict:
+    """torch's TF32 settings of cuDNN convolutions and of matmuls, and NVIDIA's driver-level override when it is set
+    (it acts below torch's). Read through torch's `fp32_precision` where it has one: that reflects the legacy
+    `allow_tf32` flags too, while reading a legacy flag raises once the new setting was used (torch 2.9 on)."""
+    import os
+
+    import torch
+
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        flags = {"conv": torch.backends.cudnn.conv.fp32_precision, "matmul": torch.backends.cuda.matmul.fp32_precision}
+    else:
+        flags = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
+    override = os.environ.get("NVIDIA_TF32_OVERRIDE")
+    return flags | ({"override": override} if override is not None else {})
+
+
 def gpu_identity(device) -> dict:
     """The GPU a computation runs on, as far as its low bits go: the device's model and compute capability (which
     select other kernels) and the CUDA and cuDNN releases torch runs with (a cuDNN wheel may change under one torch

@@ -309,3 +309,20 @@ def test_a_gpu_descriptors_cache_key_names_the_gpu(thumbs, monkeypatch):
     assert "NVIDIA H100 80GB HBM3" in h100 and "NVIDIA" not in EmbeddingCache.key(x, RowSum())
     fake_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB")
     assert EmbeddingCache.key(x, OnGpu()) != h100
+    # TF32 convolutions change a GPU row's low bits, as they do a sample's: a run under NVIDIA_TF32_OVERRIDE=0 was
+    # served the TF32 run's embeddings of the same images
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    tf32 = EmbeddingCache.key(x, OnGpu())
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    assert EmbeddingCache.key(x, OnGpu()) != tf32 and '"override": "0"' in EmbeddingCache.key(x, OnGpu())
+    assert "tf32" not in EmbeddingCache.key(x, RowSum())
+
+
+def test_images_that_cannot_form_one_uint8_array_are_refused_naming_the_format():
+    """A bfloat16 tensor raised numpy's TypeError, a list of images of two sizes numpy's ValueError."""
+    from models.descriptor import ImageFormatError, check_images
+
+    with pytest.raises(ImageFormatError, match=r"dtype torch.bfloat16; expected uint8 RGB images in NHWC"):
+        check_images(torch.zeros(2, 4, 4, 3, dtype=torch.bfloat16))
+    with pytest.raises(ImageFormatError, match=r"cannot form one array .*all of one size"):
+        check_images([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 5, 3), np.uint8)])
