@@ -374,7 +374,7 @@ def test_the_d_star_comparisons_refuse_a_conditional_model_before_the_table(caps
     ('{"step": 41, "loss"', 'line 41 is not a JSON record'), ('', 'line 41 is not a JSON record'),
     ('[1, 2]', 'line 41 logs step [1, 2], expected 41'), ('{"step": 41}', 'line 41 logs loss None, expected a number'),
     ('{"step": 41, "loss": "abc"}', "line 41 logs loss 'abc', expected a number"), (None, 'logs no step'),
-    ("one step", "")])
+    ("one step", "a slope and its interval need at least 3 steps in the last 10%, the log has 1 steps")])
 def test_a_malformed_loss_log_is_refused_naming_the_file_and_line(tmp_path, capsys, line, message):
     """Each of these crashed the table with a traceback (KeyError, TypeError, ZeroDivisionError) or an error that named
     neither the file nor the line."""

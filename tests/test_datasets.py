@@ -97,7 +97,8 @@ def test_cifar10_pickle_batches(tmp_path):
     with open(tmp_path / "data_batch_1", "rb") as f:
         first = pickle.load(f, encoding="bytes")
     # channel-planar rows (R plane, G plane, B plane) become HWC pixels
-    assert np.array_equal(train.images[0, :, :, 1], first[b"data"][0, 1024:2048].reshape(32, 32))
+    for c in range(3):  # R, G, B: a loader that swapped R and B kept G
+        assert np.array_equal(train.images[0, :, :, c], first[b"data"][0, 1024 * c:1024 * (c + 1)].reshape(32, 32))
     assert train.labels[:4].tolist() == list(first[b"labels"])
     assert len(load_cifar(tmp_path, "test")) == 4
 

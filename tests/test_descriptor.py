@@ -102,7 +102,8 @@ def test_bad_images_are_refused_with_the_expected_format(bad, message):
 def test_grayscale_is_replicated():
     gray = np.arange(16 * 16, dtype=np.uint8).reshape(1, 16, 16)
     out = prepare(gray, None)
-    assert out.shape == (1, 16, 16, 3) and np.array_equal(out[..., 0], out[..., 2])
+    assert out.shape == (1, 16, 16, 3) and all(np.array_equal(out[..., c], gray) for c in range(3))
+    assert np.array_equal(prepare(gray[..., None], None), out)  # (N, H, W, 1) too
 
 
 def test_resize_policy(thumbs):

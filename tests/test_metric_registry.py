@@ -169,15 +169,34 @@ def test_every_sscd_thresholded_metric_reads_the_cases_threshold():
     import fixtures.metrics as metrics
 
     tree = ast.parse(inspect.getsource(metrics))
+    position = {"RPScore": 0, "RPBetweenScore": 0, "GLScore": 1, "rp_manifold": 2}  # the threshold's argument
+
+    def reads_threshold(expr, derived) -> bool:  # _threshold(...) itself, or a name assigned from it
+        return any((isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_threshold")
+                   or (isinstance(n, ast.Name) and n.id in derived) for n in ast.walk(expr))
+
+    checked = 0
     for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name != "_threshold"):
         names = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
         assert "SSCD_THRESHOLD" not in names, f"{fn.name} uses the default SSCD threshold, not the case's"
-        for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
-            if call.func.id in ("RPScore", "RPBetweenScore", "GLScore"):
-                assert call.args or any(k.arg == "threshold" for k in call.keywords), (fn.name, call.func.id)
-            if call.func.id == "rp_manifold":  # (emb1, emb2, threshold), the embeddings maybe as *embs
-                given = len(call.args) == 3 or (len(call.args) == 2 and isinstance(call.args[0], ast.Starred))
-                assert given or any(k.arg == "threshold" for k in call.keywords), fn.name
+        derived = {a.arg for a in fn.args.args if a.arg == "threshold"}  # a helper handed the case's threshold
+        for node in (n for n in ast.walk(fn) if isinstance(n, ast.Assign) and reads_threshold(n.value, set())):
+            derived |= {t.id for target in node.targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+        for node in ast.walk(fn):  # a literal bar compared with a similarity (`> 0.6`) bypasses the case's
+            if isinstance(node, ast.Compare):
+                assert not any(isinstance(c, ast.Constant) and c.value in (0.6, 0.4) for c in node.comparators), \
+                    (fn.name, ast.unparse(node))
+        for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
+            name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
+            if name not in position:
+                continue
+            args, at = call.args, position[name]
+            if args and isinstance(args[0], ast.Starred):  # rp_manifold(*embs, threshold)
+                at -= 1
+            given = [k.value for k in call.keywords if k.arg == "threshold"] or args[at:at + 1]
+            assert given and reads_threshold(given[0], derived), (fn.name, ast.unparse(call))
+            checked += 1
+    assert checked >= 4  # RPScore twice, RPBetweenScore, rp_manifold
 
 
 def test_a_manifold_case_of_one_path_is_refused_by_name():

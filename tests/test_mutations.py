@@ -44,11 +44,15 @@ def outcomes(tmp_path_factory):
     return {r["nodeid"].split("[")[-1].rstrip("]"): r for r in records}, out.stdout
 
 
-@pytest.mark.parametrize("row", [r[0] for r in ROWS])
-def test_the_sound_case_holds_and_the_mutated_one_fails(outcomes, row):
+@pytest.mark.parametrize("row, case", [(r[0], r[2]) for r in ROWS])
+def test_the_sound_case_holds_and_the_mutated_one_fails(outcomes, row, case):
+    from fixtures.measure import has_control
+
     records, stdout = outcomes
     sound, mutated = records[f"{row}-sound"], records[f"{row}-mutated"]
     assert sound["outcome"] == "passed", (sound["value"], sound.get("decision"), stdout[-2000:])
     control = sound["decision"].get("control")
+    # a case of a metric with a control must have measured it (a record without one passed here), and caught it
+    assert (control is not None) == has_control(case), (control, has_control(case))
     assert control is None or control["caught"], control
     assert mutated["outcome"] == "failed", (mutated["value"], mutated.get("decision"))

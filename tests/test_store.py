@@ -147,6 +147,15 @@ def test_the_sampling_code_is_in_every_key_and_a_docstring_edit_keeps_it(tmp_pat
     assert set(key) == {"digest", "versions"}
     assert set(key["versions"]) == {"torch", "diffusers", "numpy", "transformers", "tokenizers"}
     assert "samplers" not in NOT_SAMPLING and "generate" not in NOT_SAMPLING
+    # the digest is that of the checkout's own sampling modules: a glob that missed them (another folder, a
+    # subfolder) kept every key while the samplers changed
+    root = Path(__file__).resolve().parent.parent
+    files = [p for p in (root / "models").glob("*.py") if p.stem not in NOT_SAMPLING]
+    files += [root / "fixtures" / f"{name}.py" for name in ("samples", "measure", "zoo")]
+    stems = {p.stem for p in files}
+    assert {"samplers", "generate", "kernels", "grids", "denoisers", "noise", "optimal", "fast", "inverse",
+            "stochastic", "unet", "uvit", "zoo", "samples", "measure"} <= stems
+    assert key["digest"] == source_digest(files)
 
 
 def test_a_cpu_sets_key_names_the_cpu(monkeypatch):

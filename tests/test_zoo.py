@@ -606,7 +606,12 @@ def test_a_score_sde_key_ignores_bytecode_and_hashes_no_folder_above_the_checkou
     (root / "configs" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"bytecode")  # written by loading it
     assert _score_sde_config_digest("configs/a.py") == before
     (tmp_path / "elsewhere.py").write_text("Y = 2\n")  # a config outside the checkout: that file, not its folder
-    assert _score_sde_config_digest("../elsewhere.py") is not None
+    outside = _score_sde_config_digest("../elsewhere.py")
+    assert outside is not None
+    (tmp_path / "beside.py").write_text("Z = 3\n")  # another file of its folder: no part of the digest
+    assert _score_sde_config_digest("../elsewhere.py") == outside
+    (tmp_path / "elsewhere.py").write_text("Y = 3\n")
+    assert _score_sde_config_digest("../elsewhere.py") != outside
 
 
 def test_a_latent_models_uint8_decode_equals_the_float_decode_made_uint8():
