@@ -44,10 +44,12 @@ def outcomes(tmp_path_factory):
     return {r["nodeid"].split("[")[-1].rstrip("]"): r for r in records}, out.stdout
 
 
-@pytest.mark.parametrize("row, case", [(r[0], r[2]) for r in ROWS])
-def test_the_sound_case_holds_and_the_mutated_one_fails(outcomes, row, case):
+@pytest.mark.parametrize("row", [r[0] for r in ROWS])
+def test_the_sound_case_holds_and_the_mutated_one_fails(outcomes, row):
     from fixtures.measure import has_control
 
+    case = next(r[2] for r in ROWS if r[0] == row)  # not a parameter named `case`: the results writer would take
+    # this test for a claim case of the suite itself
     records, stdout = outcomes
     sound, mutated = records[f"{row}-sound"], records[f"{row}-mutated"]
     assert sound["outcome"] == "passed", (sound["value"], sound.get("decision"), stdout[-2000:])
