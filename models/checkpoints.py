@@ -30,12 +30,15 @@ def build_network(config: dict[str, Any]) -> torch.nn.Module:
 
         from diffusers import UNet2DModel
 
+        from models.versions import package_versions
+
         args = {k: v for k, v in config.items() if not k.startswith("_")}
         # diffusers' from_config logs and drops a key it does not know: a typo (act_fun) built another network
         unknown = sorted(set(args) - set(inspect.signature(UNet2DModel.__init__).parameters))
         if unknown:
+            installed = package_versions(("diffusers",))["diffusers"]
             raise CheckpointError(f"config.json has keys UNet2DModel does not take: {', '.join(unknown)} (diffusers "
-                                  f"{_version('diffusers')}; a typo, or a config of another diffusers release)")
+                                  f"{installed}; a typo, or a config of another diffusers release)")
         return UNet2DModel.from_config(args)
     if kind == "UViT":
         from models.uvit import UViT
@@ -52,15 +55,6 @@ def build_network(config: dict[str, Any]) -> torch.nn.Module:
 def network_config(net: torch.nn.Module) -> dict[str, Any]:
     """The constructor arguments that `build_network` needs, tagged with the class name."""
     return {"_class_name": type(net).__name__, **{k: v for k, v in dict(net.config).items() if not k.startswith("_")}}
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 WRITTEN_WITH = "written_with"  # samenoise.json's key: the sha256 of the config and weights it was written with

@@ -105,8 +105,8 @@ def embedded_photos(n: int, size: int = 32, seed: int = 0, photos: Sequence[str]
     if not 0 <= first < n:
         raise ValueError(f"first must be in [0, n) = [0, {n}), got {first}")
     if not 0 < min_frac <= max_frac <= 1:
-        raise ValueError(f"a crop's side is a fraction of the photo's shorter side: need 0 < min_frac <= max_frac <= 1, "
-                         f"got min_frac={min_frac}, max_frac={max_frac}")
+        raise ValueError(f"a crop's side is a fraction of the photo's shorter side: need 0 < min_frac <= max_frac "
+                         f"<= 1, got min_frac={min_frac}, max_frac={max_frac}")
     if per_class < 1 or len(photos) % per_class:
         raise ValueError(f"per_class must divide the {len(photos)} photos into equal classes, got {per_class}")
     images, labels, classes = _thumbnails(n, size, int(seed), tuple(photos), float(min_frac), float(max_frac),

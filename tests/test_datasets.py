@@ -130,7 +130,8 @@ def test_cifar_batches_that_are_not_uint8_or_lack_labels_are_refused_naming_what
             load_cifar(tmp_path)
     with open(tmp_path / "train", "wb") as f:
         pickle.dump({b"data": np.zeros((2, 3072), dtype=np.uint8), b"coarse_labels": [0, 1]}, f)
-    with pytest.raises(DatasetFormatError, match=r"no b'labels' or b'fine_labels' key; keys \[b'coarse_labels', b'data'\]"):
+    with pytest.raises(DatasetFormatError,
+                       match=r"no b'labels' or b'fine_labels' key; keys \[b'coarse_labels', b'data'\]"):
         load_cifar(tmp_path)
     (tmp_path / "train").unlink()
     _write_cifar10(tmp_path)
