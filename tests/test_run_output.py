@@ -340,11 +340,12 @@ def test_a_git_that_hangs_leaves_the_revision_unknown_and_a_failing_metadata_kee
 
         def getoption(self, name):
             return {"--device": "cpu", "--noises": 128, "--descriptor": "sscd", "--descriptor-size": 224,
-                    "--cache-dir": "c", "--micro-batch": None, "--candidate": None}[name]
+                    "--cache-dir": "c", "--micro-batch": None, "--candidate": None, "--compile": False}[name]
 
     writer.config, writer.name, writer.kind, writer.records, writer.stopped, writer.started = \
         Config(), "r", "main", [], None, 0.0
-    assert writer.metadata()["git_revision"] is None
+    meta = writer.metadata()
+    assert meta["git_revision"] is None and meta["runner"] == "traced"
     bare = writer._bare_metadata(RuntimeError("no GPU driver"))
     assert check_results({"meta": bare, "cases": []}, "x")["meta"]["metadata_error"] == "RuntimeError: no GPU driver"
     assert "could not be gathered (RuntimeError: no GPU driver)" in writer.lines[-1]
