@@ -101,17 +101,48 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             os.close(fd)  # closing releases the lock
 
 
+def _remove_unheld(path: Path) -> bool:
+    """Remove a lock file that no process holds, as its holder would on release (a waiter that then wakes on the
+    removed file retries on the current one: file_lock); a held lock is left alone."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:  # removed meanwhile, or not ours to open
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a running process
+            return False
+        try:
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                return False
+        except FileNotFoundError:
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
+
+
 _OWN_TMP = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))  # tempfile's 8 random characters
 
 
 def sweep_stale(root: str | os.PathLike, older_than: float = STALE_SECONDS, of: Optional[str] = None) -> list[Path]:
     """Remove the temporary files and folders (`.<name>.<random>.tmp`) that writes killed mid-way left under
-    `root`, or only those of the file named `of` directly in `root` (a folder that is not the suite's, e.g. a golden
-    file's); return what was removed."""
+    `root`, and the lock files (`locks/*.lock`) that no process holds any more, or only the temporary files of the
+    file named `of` directly in `root` (a folder that is not the suite's, e.g. a golden file's); return what was
+    removed."""
     root, removed = Path(root), []
     if not root.is_dir():
         return removed
     cutoff = time.time() - older_than
+    if of is None:  # the lock files of processes killed while holding them (file_lock removes its file on release)
+        for p in root.rglob("locks/*.lock"):
+            try:
+                if p.lstat().st_mtime < cutoff and _remove_unheld(p):
+                    removed.append(p)
+            except FileNotFoundError:
+                continue
     for p in (root.glob(f".{glob.escape(of)}.*{TMP_SUFFIX}") if of else root.rglob(f".*{TMP_SUFFIX}")):
         if not _OWN_TMP.fullmatch(p.name):  # only names of tempfile's making, not any hidden .tmp of the user's
             continue

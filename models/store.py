@@ -107,6 +107,7 @@ class SampleStore:
         path = self.path(key)
         if not path.is_file():
             return None
+        touch(path)  # used from before the read on: `prune` keeps it (a large set takes seconds to read)
         try:
             found = self.read(path)
         except StoreError:
@@ -115,7 +116,6 @@ class SampleStore:
             raise
         if json.loads(json.dumps(key, sort_keys=True, default=str)) != found.key:
             raise StoreError(f"sample store entry {path} holds another key; delete it")
-        touch(path)
         return found
 
     @staticmethod
@@ -138,6 +138,8 @@ class SampleStore:
         return SampleSet(images, ids, nfe, stored_key)
 
     def put(self, key: dict[str, Any], images: np.ndarray, ids, nfe: int) -> SampleSet:
+        if np.asarray(images).dtype != np.uint8:  # a cast would store floats in [0, 1) as black
+            raise StoreError(f"a sample set holds uint8 images, got {np.asarray(images).dtype}")
         images = np.ascontiguousarray(images, dtype=np.uint8)
         ids = np.asarray(ids, dtype=np.int64)
         if images.ndim != 4 or len(images) != len(ids):
@@ -166,7 +168,8 @@ class SampleStore:
         by make(start, n) -> (uint8 images, ids, nfe) of ids start..n-1 and stored in its place; it is made whole
         (make(0, n)) when its length is not a multiple of `align` (a micro-batch would straddle the join)."""
         if n < 1 or n % align:
-            raise ValueError(f"a prefix entry holds whole micro-batches of {align} rows; {n} rows is not a multiple")
+            raise ValueError(f"a prefix entry holds whole micro-batches of {align} rows; {n} rows is not a positive "
+                             f"multiple")
 
         try:
             found = self.get(key)
@@ -240,7 +243,7 @@ class Pruned:
 def prune(cache_dir: str | os.PathLike, unused_days: float, dry_run: bool = False) -> list[Pruned]:
     """Remove the entries of PRUNED_FOLDERS under `cache_dir` that no run has read or written for `unused_days`
     days (by modification time, which a run's hit sets); with dry_run, only count them. One entry is one file,
-    removed whole: a run that asks for it later makes it again. A run that is using an entry has set its time on
+    removed whole: a run that asks for it later makes it again. A run that is using an entry has set its time before
     reading it, so only `unused_days` 0 can remove an entry a running case holds. An entry that cannot be removed
     (another owner's, a read-only folder) is kept and named in `failed`."""
     root = Path(cache_dir)

@@ -51,6 +51,37 @@ def test_the_sweep_removes_only_stale_temporaries(tmp_path):
     assert fresh.exists() and foreign.exists() and (tmp_path / "a" / "kept.json").exists()
 
 
+def _hold_forever(path, ready):
+    with file_lock(path):
+        ready.set()
+        time.sleep(60)
+
+
+def test_the_sweep_removes_the_lock_files_of_killed_holders_and_no_held_one(tmp_path):
+    """A process killed while holding a lock left its file, which nothing removed (keys change with every release,
+    so such files piled up in locks/). An old file no process holds goes; a held one stays, however old."""
+    ctx = mp.get_context("spawn")
+    left, held = tmp_path / "locks" / "left.lock", tmp_path / "locks" / "held.lock"
+    left.parent.mkdir()
+    left.write_text("")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_forever, args=(held, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        old = time.time() - STALE_SECONDS - 60
+        for p in (left, held):
+            os.utime(p, (old, old))
+        assert sweep_stale(tmp_path) == [left]
+        assert not left.exists() and held.exists()
+    finally:
+        holder.kill()
+        holder.join(60)
+    with file_lock(held):  # the holder's file, left by its kill, is taken as before
+        pass
+    assert not held.exists()
+
+
 def test_a_sweep_of_one_files_leftovers_touches_nothing_else_in_its_folder(tmp_path):
     """A golden file or results file lies in a folder of the user's: only that file's stale temporaries go, not
     another file's, and nothing in subfolders."""

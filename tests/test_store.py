@@ -248,7 +248,7 @@ def test_a_prefix_entry_serves_fewer_rows_from_its_first_and_extends_by_the_miss
 
 def test_a_prefix_entry_refuses_part_micro_batches_and_remakes_an_entry_it_cannot_extend(tmp_path):
     store = SampleStore(tmp_path)
-    with pytest.raises(ValueError, match="6 rows is not a multiple"):
+    with pytest.raises(ValueError, match="6 rows is not a positive multiple"):
         store.prefix(KEY, 6, rows_of, align=4)
     store.put(KEY, *rows_of(0, 6)[:2], 20)  # six rows: a micro-batch of 4 would straddle the join at 6
     calls = []
@@ -362,3 +362,27 @@ def test_prune_refuses_a_missing_folder_a_folder_that_is_no_cache_and_a_bad_numb
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and said in err and "usage: python -m models.store prune" in err, err
+
+
+def test_a_set_of_other_images_than_uint8_is_refused_and_a_read_marks_the_entry_used_first(tmp_path, monkeypatch):
+    """`put` cast images to uint8 (floats in [0, 1) stored as black); an entry was marked used only after its read,
+    so a prune during the read (seconds for a large set) could remove what the run was reading."""
+    from models import store as store_module
+    from models.store import SampleStore, StoreError
+
+    store = SampleStore(tmp_path)
+    with pytest.raises(StoreError, match=r"a sample set holds uint8 images, got float32"):
+        store.put({"k": 1}, np.zeros((2, 4, 4, 3), np.float32), [0, 1], 1)
+    store.put({"k": 1}, np.zeros((2, 4, 4, 3), np.uint8), [0, 1], 1)
+    path = store.path({"k": 1})
+    old = time.time() - 40 * 86400
+    os.utime(path, (old, old))
+    seen = []
+    read = SampleStore.read
+
+    def prune_during_read(p):
+        seen.append(store_module.prune(tmp_path, 30))
+        return read(p)
+
+    monkeypatch.setattr(SampleStore, "read", staticmethod(prune_during_read))
+    assert store.get({"k": 1}) is not None and path.exists() and seen[0][0].removed == 0
