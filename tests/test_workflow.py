@@ -1,4 +1,5 @@
 """The nightly GPU workflow names only options that exist, keeps what the issue asks for, and installs what CI does."""
+import json
 import re
 import shlex
 import subprocess
@@ -145,3 +146,24 @@ def test_the_nightly_checks_the_published_loaders_against_their_authors_code():
     assert {"edm", "guided-diffusion", "improved-diffusion"} <= {Path(p).name for p in env["PYTHONPATH"].split(":")}
     assert Path(env["SAMENOISE_SCORE_SDE"]).name == "score_sde_pytorch"
     assert "ml_collections" in " ".join(s.get("run", "") for s in all_steps)  # score-SDE's configs import it
+
+
+def test_the_nightly_fails_when_a_real_weight_case_skipped(tmp_path):
+    """A missing checkpoint, authors' checkout or CUDA toolkit turns a real-weight case into a skip, and the night
+    went green without having run it. The step after the claim suite reads the results file the suite writes."""
+    _, all_steps = steps()
+    names = [s.get("name", "") for s in all_steps]
+    check = all_steps[names.index("Every real-weight case ran")]
+    claims = next(s for s in all_steps if "--benchmark-skip" in s.get("run", ""))
+    assert all_steps.index(claims) < all_steps.index(check) and check.get("if") == "${{ !cancelled() }}"
+    assert "reports/out/results.json" in claims["run"] and "reports/out/results.json" in check["run"]
+    script = check["run"].replace("reports/out/results.json", str(tmp_path / "r.json"))
+    for outcome, code in (("skipped", 1), ("failed", 0), ("passed", 0)):
+        (tmp_path / "r.json").write_text(json.dumps({"cases": [
+            {"id": "real/x", "part": "real", "outcome": outcome, "reason": "no weights"},
+            {"id": "C2/y", "part": "C2", "outcome": "skipped"}]}))
+        got = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        assert got.returncode == code, (outcome, got.stdout, got.stderr)
+        assert ("real/x: no weights" in got.stdout) == (outcome == "skipped"), got.stdout
+    prune = all_steps[names.index("Keep the sample store within bounds")]
+    assert "python -m models.store prune /opt/samenoise/cache --unused-days" in prune["run"]
