@@ -276,6 +276,38 @@ def noises_to_decide(p: float, bar: float, z: float = Z, limit: int = 10 ** 7) -
     return _fewest(lambda n: _decides(wilson(p * n, n, z), bar), limit)
 
 
+def noises_for_power(p: float, bar: float, power: float = 0.9, z: float = Z, limit: int = 10 ** 6
+                     ) -> Optional[int]:
+    """The fewest noises at which a pair whose true share is p is decided on its side of `bar` with probability
+    `power` at least (exact binomial): at n noises the case needs the least count whose Wilson interval lies wholly
+    above the bar (or the greatest below it, for p < bar). `noises_to_decide` is the count at which a share of exactly
+    p would just be decided, about half the time; this is the count of the suite's rule, nine times in ten (None when
+    p equals the bar, or more than `limit` would be needed)."""
+    from scipy.stats import binom
+
+    if p == bar:
+        return None
+    start = noises_to_decide(p, bar, z, limit)
+    if start is None:
+        return None
+    def least(holds: Callable[[int], bool], lo: int, hi: int) -> int:  # the least k in [lo, hi] where holds(k),
+        while lo < hi:  # for a `holds` that stays true from some k on (Wilson's bounds rise with the count)
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if holds(mid) else (mid + 1, hi)
+        return lo
+
+    for n in range(start, limit + 1):
+        if p > bar:  # the least count that clears the bar; the chance of reaching it
+            k = least(lambda k: wilson(k, n, z)[0] > bar, 0, n)
+            got = float(binom.sf(k - 1, n, p)) if wilson(k, n, z)[0] > bar else 0.0
+        else:  # the greatest count that stays below it; the chance of staying at or under it
+            k = least(lambda k: wilson(k, n, z)[1] >= bar, 0, n) - 1
+            got = float(binom.cdf(k, n, p)) if k >= 0 else 0.0
+        if got >= power:
+            return n
+    return None
+
+
 def _decides(interval: tuple[float, float], bar: float) -> bool:
     return interval[0] > bar or interval[1] < bar
 

@@ -667,3 +667,23 @@ def test_a_straddling_chained_interval_says_how_many_noises_would_decide_it():
     decision = decide_threshold(Bar(">=", 0.6, "src"), 0.625, Interval(lo, hi, CHAINED), 64)
     assert not decision.holds and decision.noises_to_decide == 2 * noises_to_decide(0.625, 0.6) - 1 == 2951
     assert f"about {decision.noises_to_decide} noises would" in decision.reason
+
+
+def test_the_noises_for_a_power_are_the_fewest_at_which_the_true_share_is_decided_that_often():
+    """noises_to_decide gives the count at which a share of exactly p would just be decided: a pair whose true share
+    is p is decided there about half the time. noises_for_power gives the count of the suite's rule, nine times in
+    ten (exact binomial), on either side of the bar."""
+    from scipy.stats import binom
+
+    from models.stats import noises_for_power, noises_to_decide, wilson
+
+    def chance(n, p, bar):  # of a Wilson interval wholly on p's side of the bar, counted directly
+        ks = [k for k in range(n + 1) if (wilson(k, n)[0] > bar if p > bar else wilson(k, n)[1] < bar)]
+        return float(sum(binom.pmf(k, n, p) for k in ks))
+
+    n = noises_for_power(0.63, 0.6)
+    assert n == 2746 and chance(n, 0.63, 0.6) >= 0.9 > chance(n - 1, 0.63, 0.6)
+    assert 0.45 < chance(noises_to_decide(0.63, 0.6), 0.63, 0.6) < 0.55
+    low = noises_for_power(0.1, 0.6)
+    assert chance(low, 0.1, 0.6) >= 0.9 > chance(low - 1, 0.1, 0.6)
+    assert noises_for_power(0.6, 0.6) is None and noises_for_power(0.7, 0.6, power=0.5) <= noises_for_power(0.7, 0.6)
