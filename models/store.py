@@ -71,8 +71,22 @@ class SampleSet:
         return SampleSet(self.images[:n], self.ids[:n], self.nfe, self.key, self.bank)
 
 
+def _key_value(value: Any) -> str:
+    """A key value JSON cannot hold: its printout (a path, a dtype), but never an array's, whose printout elides
+    the middle of a long array (two label arrays that differ there would share a key)."""
+    if hasattr(value, "__array__") and getattr(value, "ndim", 0) > 0:  # numpy or torch arrays; scalars print whole
+        raise StoreError(f"a sample-store key cannot hold an array ({type(value).__name__} of shape "
+                         f"{tuple(getattr(value, 'shape', ()))}): give it as a list or as its digest")
+    return str(value)
+
+
+def canonical_key(key: dict[str, Any]) -> str:
+    """The key as the store writes and hashes it: JSON with sorted keys."""
+    return json.dumps(key, sort_keys=True, default=_key_value)
+
+
 def key_hash(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(canonical_key(key).encode()).hexdigest()
 
 
 def entry_digest(key_json: str, images: np.ndarray, ids: np.ndarray, nfe: int) -> str:
@@ -114,7 +128,7 @@ class SampleStore:
             if not path.exists():  # removed since (python -m models.store prune): absent, not damaged
                 return None
             raise
-        if json.loads(json.dumps(key, sort_keys=True, default=str)) != found.key:
+        if json.loads(canonical_key(key)) != found.key:
             raise StoreError(f"sample store entry {path} holds another key; delete it")
         return found
 
@@ -145,7 +159,7 @@ class SampleStore:
         if images.ndim != 4 or len(images) != len(ids):
             raise StoreError(f"a sample set needs (n, H, W, C) uint8 images and n ids, got {images.shape}, "
                              f"{len(ids)} ids")
-        canonical = json.dumps(key, sort_keys=True, default=str)
+        canonical = canonical_key(key)
         buf = io.BytesIO()
         np.savez(buf, images=images, ids=ids, nfe=np.int64(nfe), key=np.array(canonical), format=np.array(FORMAT),
                  sha256=np.array(entry_digest(canonical, images, ids, nfe)))

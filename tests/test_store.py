@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from models.store import SampleStore, StoreError, StoreWarning, main, prune
+from models.store import SampleStore, StoreError, StoreWarning, key_hash, main, prune
 
 KEY = {"model": "m", "sampler": "dpm3", "nfe": 20, "bank": "abc", "label": None}
 
@@ -27,6 +28,19 @@ def test_round_trip(tmp_path):
     assert np.array_equal(got.take([0, 3]), images()[[3, 0]])
     with pytest.raises(StoreError, match=r"noise ids \[9\]"):
         got.take([9])
+
+
+def test_a_key_refuses_arrays_whose_printout_would_hide_their_middle_and_keeps_scalars():
+    # numpy prints a long array as its ends: two label arrays that differ only in the middle printed the same
+    a, b = np.zeros(2000, dtype=np.int64), np.zeros(2000, dtype=np.int64)
+    b[1000] = 1
+    assert str(a) == str(b)
+    for value in (a, b, torch.zeros(3)):
+        with pytest.raises(StoreError, match=r"cannot hold an array .*shape \("):
+            key_hash({"labels": value})
+    # scalars keep the hash they had (their printout), as do lists
+    assert key_hash({"n": np.int64(3)}) == key_hash({"n": "3"})
+    assert key_hash({"labels": a[:3].tolist()}) == key_hash({"labels": [0, 0, 0]})
 
 
 def test_get_or_make_makes_once(tmp_path):
