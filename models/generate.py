@@ -67,7 +67,7 @@ def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun
     (for Heun itself: 2 steps - 1 evaluations), then sample them back (Theorem 1). With `micro_batch`, y runs in
     micro-batches of that many rows on `device` and `workers`, as `generate` runs noises; the result is on the CPU."""
 
-    labels = _labels(label, len(y))
+    labels = _labels(label, len(y), getattr(D, "num_classes", None))
 
     def one(y: torch.Tensor, label) -> torch.Tensor:
         steps = SAMPLERS[sampler].steps(sampler, nfe)
@@ -82,9 +82,10 @@ def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun
         y, micro_batch, device, workers))
 
 
-def _labels(label, n: int) -> Optional[torch.Tensor]:
+def _labels(label, n: int, num_classes: Optional[int] = None) -> Optional[torch.Tensor]:
     """One class for every row, or one per row, as an int64 tensor of n; None stays None. Labels are classes:
-    a float (1.7) is refused, not cut to 1."""
+    a float (1.7) is refused, not cut to 1, and so is a class outside [0, num_classes) of a conditional denoiser
+    (an embedding lookup would fail with no number named, or on a GPU with a device-side assert)."""
     if label is None:
         return None
     given = torch.as_tensor(label)
@@ -95,6 +96,11 @@ def _labels(label, n: int) -> Optional[torch.Tensor]:
         labels = labels.expand(n)
     if labels.shape != (n,):
         raise ValueError(f"label must be one class or one per noise id ({n}), got shape {tuple(labels.shape)}")
+    if num_classes is not None and len(labels):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if len(bad):
+            raise ValueError(f"labels {bad.unique()[:8].tolist()} are outside this denoiser's classes: valid "
+                             f"0..{num_classes - 1} (num_classes={num_classes})")
     return labels
 
 
@@ -169,7 +175,7 @@ def generate(D: Denoiser, kernel: Kernel, bank: NoiseBank, ids: Optional[Sequenc
     ids = bank.ids.tolist() if ids is None else [int(i) for i in ids]
     eps = bank.take(ids)
     device = torch.device(device)
-    labels = _labels(label, len(ids))
+    labels = _labels(label, len(ids), getattr(D, "num_classes", None))
     nfe_used = []
 
     def one(chunk: torch.Tensor, start: int) -> torch.Tensor:

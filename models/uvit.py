@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from models.unet import check_counts
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of a (B,) noise level (Vaswani et al. 2017; Ho et al. 2020)."""
@@ -43,11 +45,15 @@ class UViT(nn.Module):
     def __init__(self, image_size: int = 16, channels: int = 3, patch_size: int = 2, dim: int = 128, depth: int = 7,
                  heads: int = 4, num_classes: Optional[int] = None):
         super().__init__()
-        if num_classes is not None and num_classes < 1:
+        if num_classes is not None and (type(num_classes) is not int or num_classes < 1):
             raise ValueError(f"a class-conditional U-ViT needs num_classes >= 1 (None: unconditional), got {num_classes}")
+        check_counts("U-ViT", image_size=image_size, channels=channels, patch_size=patch_size, dim=dim, depth=depth,
+                     heads=heads)
         if image_size % patch_size or depth % 2 == 0:
             raise ValueError(f"U-ViT needs image_size divisible by patch_size and an odd depth, got "
                              f"image_size={image_size}, patch_size={patch_size}, depth={depth}")
+        if dim % 2 or dim % heads:  # the time embedding's cos / sin halves; the heads split dim
+            raise ValueError(f"U-ViT needs an even dim divisible by heads, got dim={dim}, heads={heads}")
         self.config = dict(image_size=image_size, channels=channels, patch_size=patch_size, dim=dim, depth=depth,
                            heads=heads, num_classes=num_classes)
         self.patch_size, self.channels, self.image_size = patch_size, channels, image_size

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from models.kernels import Kernel, make_kernel
+from models.unet import check_counts
 
 
 class VAE(nn.Module):
@@ -28,7 +29,9 @@ class VAE(nn.Module):
         return self.config["latent"]
 
     def elbo_loss(self, y: torch.Tensor, noise: torch.Tensor, pixel_std: float) -> torch.Tensor:
-        """The negative ELBO per pixel: a Gaussian likelihood with fixed std `pixel_std`, and the KL to N(0, I)."""
+        """The negative ELBO per channel value (3 per pixel), up to an additive constant: a Gaussian likelihood with
+        fixed std `pixel_std` whose normaliser, 0.5 ln(2 pi pixel_std^2) per value, is left out, and the KL to N(0, I).
+        The constant does not move training; add it for the exact figure."""
         mean, logvar = self.encode(y)
         z = mean + torch.exp(0.5 * logvar) * noise
         recon = ((self.decode(z) - y) ** 2).flatten(1).sum(1) / (2 * pixel_std**2)
@@ -40,6 +43,9 @@ class ConvVAE(VAE):
     """Convolutional: two stride-2 convolutions down to size / 4, and transposed convolutions back up."""
 
     def __init__(self, image_size: int = 16, latent: int = 32, channels: int = 32):
+        check_counts("ConvVAE", image_size=image_size, latent=latent, channels=channels)
+        if image_size % 4:
+            raise ValueError(f"ConvVAE: image_size must be a multiple of 4 (two stride-2 convolutions), got {image_size}")
         super().__init__(image_size=image_size, latent=latent, channels=channels)
         side, c = image_size // 4, channels
         self.enc = nn.Sequential(nn.Conv2d(3, c, 3, 2, 1), nn.SiLU(), nn.Conv2d(c, 2 * c, 3, 2, 1), nn.SiLU(),
@@ -61,6 +67,7 @@ class MLPVAE(VAE):
     """Fully connected: one hidden layer each way, no spatial structure at all."""
 
     def __init__(self, image_size: int = 16, latent: int = 32, hidden: int = 512):
+        check_counts("MLPVAE", image_size=image_size, latent=latent, hidden=hidden)
         super().__init__(image_size=image_size, latent=latent, hidden=hidden)
         d = 3 * image_size * image_size
         self.enc = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, 2 * latent))
@@ -78,8 +85,9 @@ VAES = {"ConvVAE": ConvVAE, "MLPVAE": MLPVAE}
 
 
 class NoiseDecoder:
-    """A VAE's decoder as a one-step map from noise: f(x, sigma) = decode(first `latent` coordinates of x / sigma).
-    With the `consistency` sampler, x = sigma_max eps at sigma_max, so the sample is decode(eps[:latent])."""
+    """A VAE's decoder as a one-step map from noise: f(x_T, sigma_max) = decode(first `latent` coordinates of the bank
+    noise that starts at x_T). With the `consistency` sampler at NFE 1 the sample is decode(eps[:latent]); any other
+    sigma is refused (a multistep sampler would read each step's output as an estimate of the image)."""
 
     prediction = "generator"
 
@@ -87,13 +95,22 @@ class NoiseDecoder:
         self.net, self.kernel = vae, make_kernel(kernel) if isinstance(kernel, str) else kernel
         size = vae.config["image_size"]
         self.sample_shape = sample_shape or (3, size, size)
+        if vae.latent > self.sample_shape[0] * self.sample_shape[1] * self.sample_shape[2]:
+            raise ValueError(f"a VAE of latent {vae.latent} cannot be fed from noises of shape {self.sample_shape}: "
+                             f"its latent is the noise's first coordinates")
         self.num_classes = None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma, label=None) -> torch.Tensor:
         if label is not None:
             raise ValueError("a VAE generator is unconditional; got a label")
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).reshape(-1, 1)
-        z = x.double().flatten(1)[:, :self.net.latent] / sigma
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).reshape(-1)
+        top = float(self.kernel.sigma_max)
+        if not torch.allclose(sigma, torch.full_like(sigma, top), rtol=1e-6, atol=0.0):
+            raise ValueError(f"a VAE generator decodes only the start of sampling (sigma_max {top:.6g}), got sigma "
+                             f"{sigma.tolist()[:4]}: sample it with the consistency sampler at NFE 1")
+        # the bank noise of the start x = eps * prior_scale / s(t_max) (Kernel.initial_state; sigma_max for EDM / VE)
+        start = self.kernel.prior_scale / float(self.kernel.s(self.kernel.t_max))
+        z = x.double().flatten(1)[:, :self.net.latent] / start
         param = next(self.net.parameters())
         return self.net.decode(z.to(param.device, param.dtype)).double()

@@ -158,6 +158,9 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
             raise ZooError(f"{path}: entry {name!r} has kernel {entry.kernel!r}; "
                            f"valid kernels: {', '.join(sorted(KERNELS))}")
         _check_kernel_options(path, name, entry.kernel, entry.kernel_options)
+        if entry.format == "samenoise-generator" and (entry.sampler, entry.nfe) != ("consistency", 1):
+            raise ZooError(f"{path}: entry {name!r} is a generator sampled at {entry.sampler}@{entry.nfe}; a generator "
+                           f"decodes its noise in one step: valid sampler consistency, nfe 1")
         try:
             SAMPLERS[entry.sampler].steps(entry.sampler, entry.nfe)
         except ValueError as e:

@@ -53,3 +53,54 @@ def test_a_uvit_with_no_classes_is_refused(bad, says):
 
     with pytest.raises(ValueError, match=re.escape(says)):
         UViT(image_size=8, dim=32, depth=3, heads=4, num_classes=bad)
+
+
+BAD_BUILDS = [  # (builder, arguments, message): each built a network that failed at its first call or never
+    ("unet", dict(num_classes=0), "UNet: num_classes must be a whole number >= 1, got 0"),
+    ("unet", dict(base_channels=0), "UNet: base_channels must be a whole number >= 1, got 0"),
+    ("unet", dict(base_channels=12), "base_channels must be a multiple of 8"),
+    ("unet", dict(image_size=15), "image_size even"),
+    ("uvit", dict(depth=-1), "U-ViT: depth must be a whole number >= 1, got -1"),
+    ("uvit", dict(patch_size=0), "U-ViT: patch_size must be a whole number >= 1, got 0"),
+    ("uvit", dict(image_size=0), "U-ViT: image_size must be a whole number >= 1, got 0"),
+    ("uvit", dict(dim=97, heads=1), "an even dim divisible by heads, got dim=97, heads=1"),
+    ("uvit", dict(dim=30, heads=4), "an even dim divisible by heads, got dim=30, heads=4"),
+    ("vae-conv", dict(image_size=6), "ConvVAE: image_size must be a multiple of 4"),
+    ("vae-mlp", dict(latent=0), "MLPVAE: latent must be a whole number >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("arch, options, says", BAD_BUILDS, ids=[f"{a}-{list(o)[0]}" for a, o, _ in BAD_BUILDS])
+def test_a_network_of_impossible_sizes_is_refused_naming_the_value(arch, options, says):
+    from models.uvit import UViT
+    from models.vae import ConvVAE, MLPVAE
+
+    build = {"unet": lambda **o: build_unet(**{"image_size": 8, "base_channels": 8} | o),
+             "uvit": lambda **o: UViT(**{"image_size": 8, "dim": 32, "depth": 3, "heads": 4} | o),
+             "vae-conv": lambda **o: ConvVAE(**{"image_size": 8} | o),
+             "vae-mlp": lambda **o: MLPVAE(**{"image_size": 8} | o)}[arch]
+    with pytest.raises(ValueError, match=re.escape(says)):
+        build(**options)
+
+
+def test_a_vae_whose_latent_outgrows_the_noise_is_refused():
+    from models.vae import MLPVAE, NoiseDecoder
+
+    with pytest.raises(ValueError, match=r"latent 200 cannot be fed from noises of shape \(3, 8, 8\)"):
+        NoiseDecoder(MLPVAE(image_size=8, latent=200))
+
+
+@pytest.mark.parametrize("bad", [2, -1, 7])
+def test_a_label_outside_the_classes_is_refused_naming_it_and_the_valid_ones(bad):
+    from models.denoisers import wrap
+    from models.generate import generate
+    from models.noise import NoiseBank
+    from models.uvit import UViT
+
+    torch.manual_seed(0)
+    D = wrap(UViT(image_size=8, dim=32, depth=3, heads=4, num_classes=2).eval(), "edm", "edm", time_input="log-sigma",
+             num_classes=2)
+    bank = NoiseBank.draw(0, (3, 8, 8), n=3)
+    with pytest.raises(ValueError, match=rf"labels \[{bad}\] are outside this denoiser's classes: valid 0..1"):
+        generate(D, D.kernel, bank, sampler="euler", nfe=1, label=torch.tensor([0, bad, 1]))
+    generate(D, D.kernel, bank, sampler="euler", nfe=1, label=torch.tensor([0, 1, 1]))  # in range: sampled

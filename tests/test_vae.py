@@ -8,6 +8,7 @@ from models.checkpoints import load_checkpoint
 from models.noise import NoiseBank
 from models.generate import generate
 from models.training import TrainConfig, train, wrap_for
+from models.vae import NoiseDecoder
 from models.zoo import ZooEntry, ZooError, load_denoiser
 from tests.helpers import frozen_copy
 
@@ -38,14 +39,30 @@ def test_a_vae_trains_and_samples_the_decoded_noise(tmp_path, arch):
     assert out.nfe == 1 and out.x.abs().max() <= 1
 
 
-def test_the_decoder_is_the_same_function_whatever_sigma_max_scales_the_noise(tmp_path):
+@pytest.mark.parametrize("kernel", ["edm", "ve", "vp", "subvp"])
+def test_the_decoder_decodes_the_bank_noise_of_the_start_on_every_kernel_and_refuses_other_sigmas(tmp_path, kernel):
     model = train(TrainConfig(arch="vae-mlp", arch_options=OPTIONS["vae-mlp"], **VAE | {"steps": 2}), tmp_path)
-    net, meta = load_checkpoint(model)
-    D = wrap_for(meta["config"], net)
+    net, _ = load_checkpoint(model)
+    D = NoiseDecoder(net, kernel)
     eps = torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    torch.testing.assert_close(D(80 * eps, 80.0), D(50 * eps, 50.0))
+    top = D.kernel.sigma_max
+    expected = net.decode(eps.flatten(1)[:, :6].float()).double()
+    # the start is eps * prior_scale / s(t_max): sigma_max eps on EDM / VE, sqrt(1 + sigma_max^2) eps on VP (not
+    # sigma_max eps, which decoded a latent 2e-5 too large)
+    torch.testing.assert_close(D(D.kernel.initial_state(eps), top), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="decodes only the start of sampling .*consistency sampler at NFE 1"):
+        D(D.kernel.initial_state(eps), top / 2)
     with pytest.raises(ValueError, match="a VAE generator is unconditional"):
-        D(eps, 1.0, torch.tensor([0, 1]))
+        D(eps, top, torch.tensor([0, 1]))
+
+
+def test_a_generator_entry_takes_the_one_step_sampler_only(tmp_path):
+    from models.zoo import read_zoo
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text('[models.g]\nsource = "g"\nformat = "samenoise-generator"\nprediction = "generator"\n'
+                   'sampler = "dpm3"\nnfe = 20\n')
+    with pytest.raises(ZooError, match="generator sampled at dpm3@20.*valid sampler consistency, nfe 1"):
+        read_zoo(zoo)
 
 
 def test_a_diffusion_checkpoint_under_the_generator_format_is_refused(tmp_path):
