@@ -8,10 +8,19 @@ def slerp(eps0: torch.Tensor, eps1: torch.Tensor, alphas: torch.Tensor) -> torch
     """Spherical interpolation (Shoemake 1985), (len(alphas), *eps0.shape):
     sin((1 - a) theta) / sin(theta) eps0 + sin(a theta) / sin(theta) eps1, theta the angle between them.
     (Appendix A.3 prints sin(a theta) / theta for the second weight; sin(theta) is the slerp it cites.)"""
+    if eps0.shape != eps1.shape:
+        raise ValueError(f"slerp needs two noises of one shape, got {tuple(eps0.shape)} and {tuple(eps1.shape)}")
     a, b = eps0.double().reshape(-1), eps1.double().reshape(-1)
-    theta = torch.arccos((a @ b / (a.norm() * b.norm())).clamp(-1, 1))
+    if not (bool(torch.isfinite(a).all() and torch.isfinite(b).all()) and float(a.norm()) > 0
+            and float(b.norm()) > 0):  # no angle to a zero noise; NaN or inf would fill the path with NaN
+        raise ValueError(f"slerp needs two nonzero finite noises, got norms {float(a.norm()):.4g} and "
+                         f"{float(b.norm()):.4g}")
+    cos = float(a @ b / (a.norm() * b.norm()))
+    if cos < -1 + 1e-12:  # every great circle joins opposite noises: no one path between them
+        raise ValueError(f"slerp between opposite noises (cosine {cos:.12g}) has no unique path")
+    theta = torch.arccos(torch.tensor(cos, dtype=torch.float64).clamp(-1, 1))
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1, 1)
-    if float(torch.sin(theta)) < 1e-12:  # (anti)parallel: fall back to a straight line
+    if float(torch.sin(theta)) < 1e-12:  # parallel: fall back to a straight line
         out = (1 - alphas) * a + alphas * b
     else:
         out = (torch.sin((1 - alphas) * theta) * a + torch.sin(alphas * theta) * b) / torch.sin(theta)

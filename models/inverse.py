@@ -10,8 +10,8 @@ x_hat_{i-1} = x_hat' - xi grad_{x_hat_i} L / (s_i s_{i-1}) here (s = 1 for VE an
 
 One departure from Appendix F: its 34 posterior steps are 33 steps of singlestep DPM-Solver-3 and one of order 1,
 100 evaluations; here each of the 34 steps is one multistep DPM-Solver++(3M) step (orders 1 and 2 first, the last
-step returning D), 34 evaluations. The gradient steps are the same 34; the ODE between them is integrated more
-coarsely. The paper's two extra evaluations a step need no gradient, so they would add 66 forwards to the 34
+step returning D), 34 evaluations. The gradient steps are the same 33 (the paper's 34th update is discarded too:
+line 7 returns x0_hat); the ODE between them is integrated more coarsely. The paper's two extra evaluations a step need no gradient, so they would add 66 forwards to the 34
 forward-and-backward steps (about three forwards each): some 60% more work, where DPS is already 4.1 of the 17.6
 TFLOP that a cold main job computes on the embedded zoo (README "Speed").
 """
@@ -56,14 +56,22 @@ def make_mask(name: str, size: int) -> torch.Tensor:
 def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, observed: torch.Tensor,
         keep: torch.Tensor, label=None, xi: float = 1.0, order: int = 3) -> Sampled:
     """Deterministic DPS with DPM-Solver++ (paper Algorithm 1, xi_i = xi): x is the sigma-space state at
-    sigmas[0], `observed` = keep * truth in the model's data range. Returns the last x0_hat."""
-    if not (math.isfinite(xi) and xi >= 0):  # a negative step size would ascend the residual
-        raise ValueError(f"the DPS step size xi must be a finite number >= 0, got {xi!r}")
+    sigmas[0], `observed` = keep * truth in the model's data range. `sigmas` falls strictly to 0, so the result is
+    the last x0_hat."""
+    _check_settings(xi, order)
+    _check_grid(sigmas)
     if observed.shape != x.shape:
         raise ValueError(f"the observation must have the state's shape {tuple(x.shape)}, got {tuple(observed.shape)}")
-    if keep.dim() != x.dim() or not ((keep == 0) | (keep == 1)).all():
-        raise ValueError(f"the mask `keep` must hold only 0 (hidden) and 1 (observed) over the state's {x.dim()} "
-                         f"dimensions, got shape {tuple(keep.shape)} with values {keep.unique()[:4].tolist()}")
+    if (keep.dim() != x.dim() or keep.shape[-2:] != x.shape[-2:]
+            or any(k not in (1, n) for k, n in zip(keep.shape, x.shape))):
+        raise ValueError(f"the mask `keep` must cover the state's image, shape (1 or {x.shape[0]}, 1 or "
+                         f"{x.shape[1]}, {x.shape[2]}, {x.shape[3]}), got {tuple(keep.shape)}")
+    if not ((keep == 0) | (keep == 1)).all():
+        raise ValueError(f"the mask `keep` must hold only 0 (hidden) and 1 (observed), got values "
+                         f"{keep.unique()[:4].tolist()}")
+    if not (keep == 0).any() or not (keep == 1).any():  # as inpainting_mask: nothing to inpaint, or nothing observed
+        raise ValueError(f"the mask `keep` must hide some pixels and observe others, got all "
+                         f"{'observed' if bool((keep == 1).all()) else 'hidden'}")
     history = DPMHistory()
     keep = keep.to(x)
     observed = observed.to(x)
@@ -82,12 +90,41 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
     return Sampled(x.detach(), len(sigmas) - 1)
 
 
+def _check_settings(xi: float, order: int) -> None:
+    if not (isinstance(xi, (int, float)) and math.isfinite(xi) and xi >= 0):  # a negative one ascends the residual
+        raise ValueError(f"the DPS step size xi must be a finite number >= 0, got {xi!r}")
+    if order not in (1, 2, 3):
+        raise ValueError(f"DPS steps with DPM-Solver++ of order 1, 2 or 3, got order {order!r}")
+
+
+def _check_grid(sigmas: torch.Tensor) -> None:
+    """A grid that falls strictly and ends at 0: on another, dps would return a state, not an image (a grid without
+    its final 0 returned the state at sigma_min), or step the wrong way."""
+    values = torch.as_tensor(sigmas).reshape(-1)
+    if len(values) < 2 or float(values[-1]) != 0 or not bool((values[1:] < values[:-1]).all()):
+        levels = [f"{v:.4g}" for v in values.tolist()]
+        shown = levels if len(levels) <= 5 else levels[:3] + ["...", levels[-1]]
+        raise ValueError(f"DPS needs a grid of two or more levels falling strictly to 0, got [{', '.join(shown)}]")
+
+
 def dps_runner(kernel: Kernel, truth: torch.Tensor, keep: torch.Tensor, steps: int = DPS_STEPS, grid: str = "edm",
                xi: float = 1.0, order: int = 3):
-    """A `run` for models.generate.generate: row r of a micro-batch observes keep * truth[r]."""
+    """A `run` for models.generate.generate: row r of a micro-batch observes keep * truth[r] (truth: images in the
+    model's data range [-1, 1], one per noise id position)."""
+    _check_settings(xi, order)
+    if type(steps) is not int or steps < 2:  # one level above 0 is a grid with no step at sigma > 0: no guidance
+        raise ValueError(f"DPS needs steps >= 2 (one step to sigma 0 is unguided sampling), got {steps!r}")
+    if truth.dim() != 4 or truth.shape[-2:] != keep.shape[-2:]:
+        raise ValueError(f"the ground truth must be images (N, C, H, W) of the mask's size {tuple(keep.shape[-2:])}, "
+                         f"got shape {tuple(truth.shape)}")
+    if not bool(torch.isfinite(truth).all()) or float(truth.abs().max()) > 1 + 1e-6:
+        raise ValueError(f"the ground truth must be finite images in the data range [-1, 1], got values in "
+                         f"[{float(truth.min()):.4g}, {float(truth.max()):.4g}]")
     sigmas = make_grid(grid, kernel, steps, append_zero=True)
 
     def run(D: Denoiser, x: torch.Tensor, label: Optional[torch.Tensor], rows: torch.Tensor) -> Sampled:
+        if int(rows.max()) >= len(truth):
+            raise ValueError(f"noise position {int(rows.max())} has no ground truth: {len(truth)} images given")
         obs = torch.zeros_like(x)
         real = rows >= 0
         obs[real] = (keep * truth[rows[real]].to(torch.float64)).to(x)

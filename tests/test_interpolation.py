@@ -25,3 +25,19 @@ def test_hyperplane_corners_are_the_three_noises():
     assert torch.allclose(noises[at[(0.0, 0.0)]], e[0], atol=1e-6)
     assert torch.allclose(noises[at[(1.0, 0.0)]], e[1], atol=1e-6)
     assert torch.allclose(noises[at[(0.0, 1.0)]], e[2], atol=1e-6)
+
+
+def test_slerp_refuses_paths_it_cannot_draw_and_keeps_parallel_noises_on_a_line():
+    import pytest
+
+    e = torch.randn(3, 4, 4, dtype=torch.float64)
+    # a zero noise gave an all-NaN path; opposite noises a straight line through 0 (midpoint norm 0); noises of two
+    # shapes of one size took the first's shape
+    for a, b, says in [(e, torch.zeros_like(e), r"nonzero finite noises, got norms .* and 0"),
+                       (e, -e, r"opposite noises .* has no unique path"),
+                       (e, e.reshape(4, 4, 3), r"one shape, got \(3, 4, 4\) and \(4, 4, 3\)"),
+                       (e, torch.full_like(e, float("nan")), r"nonzero finite noises")]:
+        with pytest.raises(ValueError, match=says):
+            slerp(a, b, torch.linspace(0, 1, 3))
+    path = slerp(e, 2 * e, torch.tensor([0.0, 0.5, 1.0]))  # parallel: the straight line, endpoints exact
+    assert torch.equal(path[0], e) and torch.equal(path[2], 2 * e) and torch.allclose(path[1], 1.5 * e)

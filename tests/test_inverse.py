@@ -62,8 +62,26 @@ def test_dps_fits_the_observation_and_is_deterministic(setup):
     assert err(guided) < 0.75 * err(free)
 
 
+class SmoothDenoiser:
+    """A smooth, row-wise denoiser (a fixed random convolution under tanh, blended by sigma): unlike D*, which snaps
+    each output onto one training image at small sigma and so hides small effects between rows, every row's
+    guidance shows in its image."""
+
+    def __init__(self, seed: int = 0):
+        self.w = torch.randn(3, 3, 3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) / 9
+
+    def __call__(self, x, sigma, label=None):
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1, 1, 1)
+        scale = 1 / (1 + sigma**2)
+        return scale * x + (1 - scale) * torch.tanh(torch.nn.functional.conv2d(x * scale.sqrt(), self.w, padding=1))
+
+
 def test_dps_runner_is_batch_invariant(setup):
-    D, kernel, data = setup
+    """Each row's guidance is the gradient of its own residual: the rows of a micro-batch, its padding and the other
+    rows' observations do not move a row. Checked on a smooth denoiser, where a coupling shows: the guidance of DPS's
+    own code (one norm over the whole batch, not squared) moves them by up to 1.19 here (measured), and passed on D*."""
+    _, kernel, data = setup
+    D = SmoothDenoiser()
     bank = NoiseBank.draw(0, (3, 8, 8), n=5)
     run = dps_runner(kernel, data[:5], make_mask("hard", 8), steps=10)
     whole = generate(D, kernel, bank, run=run, micro_batch=4).x
@@ -129,17 +147,52 @@ def test_a_mask_that_rounds_to_no_hole_or_no_observation_is_refused(fraction, si
     (dict(xi=-1.0), r"step size xi must be a finite number >= 0, got -1.0"),
     (dict(xi=float("nan")), r"got nan"),
     (dict(observed=torch.zeros(2, 3, 4, 4)), r"the state's shape \(2, 3, 8, 8\), got \(2, 3, 4, 4\)"),
-    (dict(keep=torch.full((1, 1, 8, 8), 0.5)), r"only 0 \(hidden\) and 1 \(observed\) .* values \[0.5\]"),
+    (dict(keep=torch.full((1, 1, 8, 8), 0.5)), r"only 0 \(hidden\) and 1 \(observed\), got values \[0.5\]"),
+    (dict(keep=torch.ones(1, 1, 8, 1)), r"cover the state's image, shape \(1 or 2, 1 or 3, 8, 8\), got \(1, 1, 8, 1\)"),
+    (dict(keep=torch.ones(1, 1, 4, 4)), r"got \(1, 1, 4, 4\)"),
+    (dict(keep=torch.zeros(1, 1, 8, 8)), r"hide some pixels and observe others, got all hidden"),
+    (dict(keep=torch.ones(1, 1, 8, 8)), r"got all observed"),
+    (dict(order=4), r"order 1, 2 or 3, got order 4"),
+    (dict(sigmas="no zero"), r"falling strictly to 0, got \[80, 9.723, 0.47, 0.002\]"),
+    (dict(sigmas="rising"), r"falling strictly to 0, got \[0, 0.002, "),
 ])
 def test_bad_dps_inputs_are_refused_by_name(setup, change, message):
     """A negative xi ascended the residual, a NaN one showed up only in the next network call, and a mask of other
     values or an observation of another shape broadcast silently."""
     D, kernel, data = setup
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 80
-    args = dict(observed=torch.zeros(2, 3, 8, 8, dtype=torch.float64), keep=make_mask("easy", 8), xi=1.0)
+    args = dict(observed=torch.zeros(2, 3, 8, 8, dtype=torch.float64), keep=make_mask("easy", 8), xi=1.0, order=3,
+                sigmas=make_grid("edm", kernel, 4, append_zero=True))
     args |= change
+    # a grid without its final 0 returned the state at sigma_min (std 2.15 against the data's 0.57), a rising one a
+    # tensor; a mask of another size broadcast silently or failed in torch's words, and an all-0 one was plain sampling
+    args["sigmas"] = {"no zero": make_grid("edm", kernel, 4, append_zero=False),
+                      "rising": make_grid("edm", kernel, 4, append_zero=True).flip(0)}.get(args["sigmas"], args["sigmas"])
     with pytest.raises(ValueError, match=message):
-        dps(D, x, kernel, make_grid("edm", kernel, 4, append_zero=True), args["observed"], args["keep"], xi=args["xi"])
+        dps(D, x, kernel, args["sigmas"], args["observed"], args["keep"], xi=args["xi"], order=args["order"])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(steps=1), r"steps >= 2 \(one step to sigma 0 is unguided sampling\), got 1"),
+    (dict(xi=-0.5), r"xi must be a finite number >= 0, got -0.5"),
+    (dict(order=0), r"order 1, 2 or 3, got order 0"),
+    (dict(truth="255"), r"data range \[-1, 1\], got values in \[.*, 2\d\d"),
+    (dict(truth="4 px"), r"images \(N, C, H, W\) of the mask's size \(8, 8\), got shape \(5, 3, 4, 4\)"),
+])
+def test_bad_dps_runner_inputs_are_refused_when_it_is_built(setup, change, message):
+    """steps=1 gave the unguided sample bit for bit; truth in 0-255 was taken as it was; xi and order were checked only
+    at the first micro-batch."""
+    _, kernel, data = setup
+    truth = {"255": (data[:5] + 1) * 127.5, "4 px": data[:5, :, :4, :4]}.get(change.pop("truth", None), data[:5])
+    with pytest.raises(ValueError, match=message):
+        dps_runner(kernel, truth, make_mask("hard", 8), **change)
+
+
+def test_a_noise_position_without_ground_truth_is_named(setup):
+    D, kernel, data = setup
+    run = dps_runner(kernel, data[:3], make_mask("hard", 8), steps=3)
+    with pytest.raises(ValueError, match=r"noise position 4 has no ground truth: 3 images given"):
+        generate(D, kernel, NoiseBank.draw(0, (3, 8, 8), n=5), run=run, micro_batch=8)
 
 
 def test_the_last_dps_step_makes_no_backward_pass(setup, monkeypatch):
