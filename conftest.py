@@ -31,7 +31,7 @@ from cases import DEFAULT_NOISES, SCORE_BAR  # noqa: E402  (after HF_HUB_OFFLINE
 
 DEFAULT_CACHE = ".cache/samenoise"
 DEFAULT_REPORTS = "reports/out"
-GOLDEN_DEFAULT_BAR = SCORE_BAR  # the regression check's RP and MAE score bars: the paper's 0.6 (Sec. 2.1)
+GOLDEN_DEFAULT_BAR = SCORE_BAR  # the regression check's RP and MAE score bars: the suite's 0.6 below Fig. 3's (Sec. 2.2)
 REAL_ZOO = Path(__file__).resolve().parent / "models" / "real.toml"  # its absent entries may skip, unless named
 BENCHMARK_STORAGE_DEFAULT = "file://./.benchmarks"  # pytest-benchmark's default --benchmark-storage
 DESCRIPTOR_FIXTURES = ("descriptor", "embed", "make_run_descriptor")

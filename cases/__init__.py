@@ -2,7 +2,7 @@
 metric and the bar with its source. bench/ turns each row into one parametrized test.
 
 Bars, each with its source (the paper's text is in ../shared/paper):
-- RP and MAE *score* bars: 0.6. Sec. 2.1 / Fig. 3: among seven CIFAR-10 models the least similar pair
+- RP and MAE *score* bars: 0.6. Sec. 2.2 / Fig. 3: among seven CIFAR-10 models the least similar pair
   (CT vs U-ViT) still scores RP 0.70 and MAE 0.64; 0.6 is the suite's bar below both, the same number
   as the per-pair SSCD threshold.
 - The per-pair thresholds inside the scores (SSCD > 0.6, MAE < 15, 0.4 for ImageNet and Stable
@@ -33,7 +33,7 @@ PARTS = {
     "theorem1": ("Theorem 1: the optimal denoiser D*", "exact: D*'s samples are training images"),
     "conditional": ("Conditional models (Sec. 4)", "RP_cond and RP_between high (Fig. 6; no number given)"),
     "inverse": ("Inverse problems, deterministic DPS (Sec. 4)",
-                "reproducible within an architecture family, less across; hard masks less than easy (Fig. 7, 25)"),
+                "reproducible within an architecture family, less across; hard masks less than easy (Fig. 25)"),
     "finetune": ("Fine-tuning (Sec. 4)", "partial fine-tuning lowers RP and raises GL when memorizing (Fig. 8)"),
     "control": ("Controls (App. C)", "no reproducibility without a shared noise space (Fig. 17)"),
     "real": ("Real checkpoints (App. A.1, A.2)",

@@ -14,7 +14,11 @@ CONTROLS = [
     Case("control", CONTROL_SOURCE, "rp", (Run(M64[1]), Run(M64[1])), score_bar("<"),
          params={"pairing": "permuted"}, title=f"{M64[1]}~{M64[1]}[permuted noise]/dpm3@20"),
     # Appendix C: generators that are not diffusion models (two VAEs of different architectures, the same data, the
-    # same latent noise) do not reproduce each other
-    Case("control", "Appendix C, Fig. 17: other generative models (VAE, GAN) are not reproducible", "rp",
-         tuple(Run(m, "consistency", 1) for m in VAES), score_bar("<"), tag="vae"),
+    # same latent noise) do not reproduce each other. "Below 0.6" would also hold for a pipeline that fed the two
+    # VAEs no shared latent (another slice of the noise, a wrong scale): its control, the reproducible pair of the
+    # generalization end (the C2 pair UNet-16 vs UNet-32) from the same noises, must clear 0.6. Only the VAE half
+    # of Appendix C is tested: the zoo has no GAN.
+    Case("control", "Appendix C, Fig. 17: other generative models (VAE, GAN) are not reproducible; the VAE half",
+         "rp_unrelated", tuple(Run(m, "consistency", 1) for m in VAES), score_bar("<"),
+         params={"reference": f"{L2048[0]}~{L2048[1]}"}, tag="vae"),
 ]

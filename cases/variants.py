@@ -32,9 +32,13 @@ WITHIN, ACROSS = (L2048[0], L2048[1]), (L2048[1], L2048[2])  # UNet vs UNet, UNe
 INVERSE = []
 # Fig. 7 and 22 use the easy mask only (Appendix F); Fig. 25 both
 INVERSE_SOURCES = {"easy": "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "hard": "Appendix F, Fig. 25 (the hard mask)"}
+# The paper states no level for DPS within a family (Fig. 25 plots it; the text's only numbers are Fig. 22's, above 0.5
+# between families under z_1 and below 0.3 under z_3): the within-family cases take the suite's score bar
+DPS_WITHIN_BAR = Bar(">=", 0.6, "the suite's RP score bar (Sec. 2.2, Fig. 3's unconditional 0.70); the paper gives no "
+                                "level for DPS within a family (Sec. 4, Fig. 25 plot it)")
 for mask in ("easy", "hard"):
     INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in WITHIN),
-                        score_bar(), params={"mask": mask}, noises=INVERSE_NOISES))
+                        DPS_WITHIN_BAR, params={"mask": mask}, noises=INVERSE_NOISES))
     INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in ACROSS),
                         Bar("<", None, "Sec. 4 / Fig. 25: reproducibility of DPS holds within an architecture family, "
                                        "less across families"),
@@ -53,10 +57,17 @@ for pair in (WITHIN, ACROSS):
 # one, where the noise has more of the square to set: under the easy mask the observation nearly fixes the square
 # (two noises under one observation: RP 0.48 over 64, tests/mutation_cases.py), so an image that changes with the
 # observation there would say little beside the noise.
-INVERSE += [Case("C4", "Appendix F, Fig. 22", "rp_other_observation", (Run(m, "dps", 34), Run(m, "dps", 34)),
-                 Bar("<", 0.6, "Appendix F, Fig. 22 (pictures of one noise under observations z_1-z_3; the text: "
-                               "'the choice of observation z also significantly impacts reproducibility'): the "
-                               "same noise with another observation gives another image; below the RP bar 0.6"),
+# This is the suite's own check, read from Fig. 22's pictures (one noise under observations z_1-z_3 gives three
+# images), not the figure's stated claim: that the reproducibility *between families*, each measured under one fixed
+# observation, varies with the observation (above 0.5 under z_1, below 0.3 under z_3). No case encodes that claim:
+# it needs sets under one fixed observation each, which the suite does not make (its DPS sets follow Fig. 25's
+# protocol, one observation per noise).
+INVERSE += [Case("C4", "the suite's reading of Appendix F, Fig. 22's pictures", "rp_other_observation",
+                 (Run(m, "dps", 34), Run(m, "dps", 34)),
+                 Bar("<", 0.6, "the suite's reading of Fig. 22's pictures (one noise under observations z_1-z_3, "
+                               "three images; the figure's stated claim, between-family reproducibility varying "
+                               "with z, is not encoded): the same noise with another observation gives another "
+                               "image; below the RP bar 0.6 (Sec. 2.1)"),
                  params={"mask": "hard", "partner": partner}, noises=INVERSE_NOISES,
                  title=f"{m}~{m}[other observation]/dps@34") for m, partner in (WITHIN, WITHIN[::-1])]
 

@@ -7,7 +7,9 @@ import torch
 def slerp(eps0: torch.Tensor, eps1: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation (Shoemake 1985), (len(alphas), *eps0.shape):
     sin((1 - a) theta) / sin(theta) eps0 + sin(a theta) / sin(theta) eps1, theta the angle between them.
-    (Appendix A.3 prints sin(a theta) / theta for the second weight; sin(theta) is the slerp it cites.)"""
+    (Appendix A.3 prints sin(a theta) / theta for the second weight; sin(theta) is the slerp it cites. Its RP_manifold
+    formula writes the path between generated images x; the suite slerps the noises and samples each point, the
+    reading under which the path's samples come from one noise path, as in Song et al. 2020a's interpolation.)"""
     if eps0.shape != eps1.shape:
         raise ValueError(f"slerp needs two noises of one shape, got {tuple(eps0.shape)} and {tuple(eps1.shape)}")
     a, b = eps0.double().reshape(-1), eps1.double().reshape(-1)

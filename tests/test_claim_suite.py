@@ -82,6 +82,12 @@ def test_every_model_pair_of_the_generalization_end_runs_its_power_floor():
     assert all(n == GENERALIZATION_NOISES for i, n in counts.items() if "-m4" not in i), counts
     assert sum(n == GENERALIZATION_NOISES for n in counts.values()) >= 30
     assert all(c.noises is None for c in STOCHASTIC + NFE)
+    # C3's Fig. 2a pairs are the same pairs at the same ends: the same floors (at 2,048 they ran 128 noises beside
+    # C2's 256, so one pair could get two verdicts)
+    from cases.regimes import REGIMES
+    pairs = {c.id: c.noises for c in REGIMES if c.metric == "rp" and c.source.endswith("Fig. 2a")}
+    assert len(pairs) == 4 and all(n == (MEMORIZATION_NOISES if "-m4" in i else GENERALIZATION_NOISES)
+                                   for i, n in pairs.items()), pairs
 
 
 def test_the_round_trip_case_runs_one_pair_per_training_image_at_most():
@@ -509,6 +515,21 @@ def test_the_other_observation_cases_have_a_partner_of_their_family_as_control()
         rp_same_observation(None, broken, Side.of(broken))
 
 
+def test_the_vae_pair_claimed_low_has_the_generalization_ends_reproducible_pair_as_control():
+    """Appendix C's "two VAEs from the same latent do not reproduce each other" held for a pipeline that fed them no
+    shared latent: its control is the C2 pair UNet-16 vs UNet-32 from the same noises, which must clear 0.6 (0.898
+    over 256 noises on the embedded zoo), and the case names those models."""
+    from cases.embedded import L2048, VAES
+    from fixtures.measure import has_control
+    from fixtures.metrics import reference_pair
+
+    case, = [c for c in ALL if c.metric == "rp_unrelated" and c.part == "control"]
+    assert [r.model for r in case.runs] == list(VAES) and has_control(case)
+    assert reference_pair(case.params) == (Run(L2048[0]), Run(L2048[1])) and set(L2048[:2]) <= set(case.models)
+    # the other controls measure a pair without a shared noise themselves: no control of their own
+    assert not any(has_control(c) for c in ALL if c.part == "control" and c is not case)
+
+
 def test_the_stable_diffusion_pairs_claimed_low_have_the_reproducible_pair_as_control():
     """Appendix A.2's "pairs among v1-1..v1-3 score below 0.6" held for a pipeline in which nothing reproduces (noise
     not shared, prompt ignored): their control is v1-3 vs v1-4 from the same noises, whose models the case names (so
@@ -520,7 +541,7 @@ def test_the_stable_diffusion_pairs_claimed_low_have_the_reproducible_pair_as_co
     from cases.real import SD_NOISES
     from models.stats import noises_for_power, noises_to_decide
 
-    cases = [c for c in ALL if c.metric == "rp_unrelated"]
+    cases = [c for c in ALL if c.metric == "rp_unrelated" and c.part == "real"]
     assert len(cases) == 3
     for c in cases:
         assert reference_pair(c.params) == SD_PAIR and has_control(c) and {"sd-v1-3", "sd-v1-4"} <= set(c.models)
