@@ -133,28 +133,34 @@ class Runner:
 
 
 _THREADS_LOCK = threading.Lock()
-_THREADS_HELD: list[tuple[object, int]] = []  # the open intra_op_threads blocks, oldest first
-_THREADS_BASE = [0]  # the count before the first of them
+_THREADS_OWNER: list[Optional[int]] = [None]  # the thread whose intra_op_threads blocks are open, if any
+_THREADS_DEPTH = [0]
 
 
 @contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to n (process-wide) for the block, then restored. Blocks may overlap
-    in time from several threads and close in any order: the count is the newest open block's, and the one
-    before the first block once all have closed (a plain save-and-restore would leave a later-opened, earlier-
-    closed block's saved value behind)."""
-    token = object()
+    """torch's intra-op thread count set to n for the block, then restored. Under OpenMP (this torch's backend) the
+    count is the calling thread's own and the one threads started later begin with; threads already running keep
+    theirs. So blocks nest within one thread (each restores what it found), and a block opened while another
+    thread's is open is refused: closing them out of order would leave one thread on the other's count (the main
+    thread stuck at 1 thread, and every later "all cores" measurement on one)."""
+    me = threading.get_ident()
     with _THREADS_LOCK:
-        if not _THREADS_HELD:
-            _THREADS_BASE[0] = torch.get_num_threads()
-        _THREADS_HELD.append((token, n))
+        if _THREADS_OWNER[0] not in (None, me):
+            raise RuntimeError("intra_op_threads blocks of two threads overlap; torch's thread count is per thread: "
+                               "open the block in the thread that starts the others (parallel_map does)")
+        _THREADS_OWNER[0] = me
+        _THREADS_DEPTH[0] += 1
+        before = torch.get_num_threads()
         torch.set_num_threads(n)
     try:
         yield
     finally:
         with _THREADS_LOCK:
-            _THREADS_HELD[:] = [h for h in _THREADS_HELD if h[0] is not token]
-            torch.set_num_threads(_THREADS_HELD[-1][1] if _THREADS_HELD else _THREADS_BASE[0])
+            torch.set_num_threads(before)
+            _THREADS_DEPTH[0] -= 1
+            if not _THREADS_DEPTH[0]:
+                _THREADS_OWNER[0] = None
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1) -> list[R]:

@@ -90,10 +90,14 @@ class ADMNetwork(torch.nn.Module):
 def _read_state(entry: ZooEntry) -> dict[str, Any]:
     """A checkpoint of tensors, dicts, lists and numbers, read without running pickled code."""
     try:
-        return torch.load(entry.source, map_location="cpu", weights_only=True)
+        state = torch.load(entry.source, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
         raise ZooError(f"zoo entry {entry.name!r}: cannot read the {entry.format} checkpoint {entry.source} "
                        f"({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(state, dict):  # a bare tensor or list: no named weights to load
+        raise ZooError(f"zoo entry {entry.name!r}: the {entry.format} checkpoint {entry.source} holds a "
+                       f"{type(state).__name__}, not a dict of named weights")
+    return state
 
 
 def _load_weights(entry: ZooEntry, net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -133,6 +137,9 @@ def load_adm(entry: ZooEntry):
         raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not {package} flags; valid flags: "
                        f"{', '.join(sorted(defaults))}")
     flags = defaults | entry.flags
+    steps = flags["diffusion_steps"]
+    if type(steps) is not int or steps < 2:  # 0 divided by zero, 1000.5 was cut to 1000 beside a 1000 / 1000.5 rescale
+        raise ZooError(f"zoo entry {entry.name!r}: flag diffusion_steps must be a whole number >= 2, got {steps!r}")
     if flags["image_size"] != entry.image_size:  # before building: a wrong size shows up as shape errors otherwise
         raise ZooError(f"zoo entry {entry.name!r}: flag image_size is {flags['image_size']!r}"
                        f"{'' if 'image_size' in entry.flags else ' (the package default)'} but the entry's image_size "
@@ -151,7 +158,6 @@ def load_adm(entry: ZooEntry):
         args["use_fp16"] = False  # the stored weights are float32; the suite casts the network to its own dtype
     unet = script_util.create_model(**args)
     _load_weights(entry, unet, state)
-    steps = int(flags["diffusion_steps"])
     classes = state["label_emb.weight"].shape[0] if "label_emb.weight" in state else None
     config = {"image_size": flags["image_size"], "in_channels": entry.channels, "num_classes": classes}
     net = ADMNetwork(unet, entry.channels, bool(flags["learn_sigma"]),

@@ -264,6 +264,19 @@ BETA_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "DPMSolver
                    "KDPM2AncestralDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler")
 
 
+def _scheduler_defaults(name: str) -> dict[str, Any]:
+    """The defaults of a diffusers scheduler class for the keys read here: they differ between classes (Heun and
+    KDPM2 start their betas at 0.00085 and end at 0.012, the others at 1e-4 and 0.02), so a config that leaves one out
+    is read as diffusers reads it."""
+    import inspect
+
+    import diffusers
+
+    params = inspect.signature(getattr(diffusers, name).__init__).parameters
+    keys = ("beta_start", "beta_end", "num_train_timesteps", "beta_schedule", "prediction_type")
+    return {k: params[k].default for k in keys if k in params and params[k].default is not inspect.Parameter.empty}
+
+
 def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
     """A scheduler config mapped to (kernel name, kernel, prediction type): DDPM/DDIM-style configs give the
     discrete VP chain; CMStochasticIterativeScheduler gives the EDM kernel with consistency scalings."""
@@ -275,6 +288,7 @@ def kernel_from_scheduler(config: dict[str, Any]) -> tuple[str, Any, str]:
                        f"{', '.join(BETA_SCHEDULERS + (CONSISTENCY_SCHEDULER,))} (their discrete beta chain)")
     if config.get("rescale_betas_zero_snr"):
         raise ZooError("scheduler rescale_betas_zero_snr = true is not supported (its last level has sigma = inf)")
+    config = _scheduler_defaults(config["_class_name"]) | config  # a key the config leaves out: its class's default
     schedule = config.get("beta_schedule", "linear")
     if schedule not in ("linear", "scaled_linear") or config.get("trained_betas"):
         raise ZooError(f"scheduler beta_schedule {schedule!r} is not supported; supported: linear, scaled_linear")
@@ -480,10 +494,6 @@ def _load_edm_pickle(entry: ZooEntry):
     and ADM's networks converted), whose forward(x, sigma, class_labels) returns D directly. As EDM's own sampler
     does (generate.py in NVlabs/edm), the step grid keeps within the network's sigma_min..sigma_max."""
     check_available(entry)
-    with open(entry.source, "rb") as f:
-        net = pickle.load(f)["ema"]
-    if getattr(net, "use_fp16", False):  # EDM's forward runs float16 on CUDA only (its ImageNet model, --fp16=1): the
-        net.use_fp16 = False  # suite samples in the precision it asks for, the same on a GPU as on a CPU
     if entry.kernel != "edm" or entry.prediction != "x0" or entry.time_input != "sigma" or entry.time_scale != 1:
         raise ZooError(f"zoo entry {entry.name!r}: EDM pickles are denoisers in sigma-space; the entry must say "
                        f"kernel = 'edm', prediction = 'x0', time_input = 'sigma' (and no time_scale)")
@@ -491,6 +501,22 @@ def _load_edm_pickle(entry: ZooEntry):
     if unknown:
         raise ZooError(f"zoo entry {entry.name!r}: kernel_options {', '.join(unknown)} do not apply to an EDM pickle; "
                        f"valid: sigma_max, sigma_min")
+    try:
+        with open(entry.source, "rb") as f:
+            data = pickle.load(f)
+    except ModuleNotFoundError:  # EDM's dnnlib / torch_utils: the caller says which checkout to put on the path
+        raise
+    except Exception as e:  # truncated, not a pickle, unreadable
+        raise ZooError(f"zoo entry {entry.name!r}: {entry.source} is not a readable EDM pickle "
+                       f"({type(e).__name__}: {e})") from e
+    net = data.get("ema") if isinstance(data, dict) else None
+    missing = [a for a in ("img_resolution", "img_channels", "label_dim") if not hasattr(net, a)]
+    if net is None or missing:
+        held = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise ZooError(f"zoo entry {entry.name!r}: {entry.source} holds no EDM network under 'ema' (one with "
+                       f"img_resolution, img_channels and label_dim); it holds {held}")
+    if getattr(net, "use_fp16", False):  # EDM's forward runs float16 on CUDA only (its ImageNet model, --fp16=1): the
+        net.use_fp16 = False  # suite samples in the precision it asks for, the same on a GPU as on a CPU
     options = {"sigma_min": 0.002, "sigma_max": 80.0} | entry.kernel_options  # EDM's defaults (Karras et al. 2022)
     options["sigma_min"] = max(options["sigma_min"], float(getattr(net, "sigma_min", 0.0)))
     options["sigma_max"] = min(options["sigma_max"], float(getattr(net, "sigma_max", float("inf"))))

@@ -174,39 +174,36 @@ def test_parallel_map_keeps_order_restores_threads_and_raises():
     assert torch.get_num_threads() == before
 
 
-def test_overlapping_thread_blocks_from_two_threads_restore_the_count_whatever_order_they_close_in():
-    """Thread A opens a block, thread B opens one, A closes, B closes: the count a new thread sees afterwards is
-    the one before A's block (a plain save-and-restore in each block left B's saved 1 behind)."""
+def test_thread_blocks_nest_in_one_thread_and_a_block_of_another_thread_beside_them_is_refused():
+    """torch's count is per thread under OpenMP: when thread A's and thread B's blocks closed out of order, the shared
+    bookkeeping restored one thread to the other's count (the main thread stayed on 1 thread for good). Blocks nest
+    in one thread; another thread's block while one is open is refused, and the opener's count comes back."""
     import threading
 
-    def in_new_thread(fn):
-        out = []
-        t = threading.Thread(target=lambda: out.append(fn()))
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        with intra_op_threads(2):
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+        errors = []
+
+        def other():
+            try:
+                with intra_op_threads(1):
+                    pass
+            except RuntimeError as e:
+                errors.append(str(e))
+
+        t = threading.Thread(target=other)
         t.start()
-        t.join()
-        return out[0]
-
-    before = in_new_thread(torch.get_num_threads)
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-
-    def a():
-        with intra_op_threads(1):
-            a_in.set()
-            b_in.wait(10)
-        a_out.set()
-
-    def b():
-        a_in.wait(10)
-        with intra_op_threads(1):
-            b_in.set()
-            a_out.wait(10)
-
-    threads = [threading.Thread(target=f) for f in (a, b)]
-    for t in threads:
-        t.start()
-    for t in threads:
         t.join(30)
-    assert in_new_thread(torch.get_num_threads) == before
+        assert errors and "blocks of two threads overlap" in errors[0]
+    assert torch.get_num_threads() == before
+    errors.clear()
+    t = threading.Thread(target=other)  # none open now: any thread may open one
+    t.start()
+    t.join(30)
+    assert not errors and torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("bad, match", [("jit", "network runner 'jit' is unknown; valid: eager, traced, compiled")])

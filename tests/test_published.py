@@ -171,6 +171,14 @@ def test_adm_flags_that_disagree_with_the_checkpoint_are_refused_by_name(tmp_pat
         load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"predict_xstart": True}))
     with pytest.raises(ZooError, match=r"noise_schedule 'sqrt' is not supported; supported: linear, cosine"):
         load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"noise_schedule": "sqrt"}))
+    # 0 divided by zero, 1000.5 loaded as 1000 steps beside a 1000 / 1000.5 rescale, 1 made a one-level chain
+    for steps in (0, -5, 1000.5, 1):
+        with pytest.raises(ZooError, match=rf"flag diffusion_steps must be a whole number >= 2, got {steps}"):
+            load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"diffusion_steps": steps}))
+    torch.save(torch.zeros(3), tmp_path / "adm.pt")  # a bare tensor: torch's own error named neither entry nor file
+    with pytest.raises(ZooError, match=r"adm.pt holds a Tensor, not a dict of named weights"):
+        load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok))
+    save_adm(script_util, tmp_path / "adm.pt", learn_sigma=True, class_cond=True)
     assert load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok)).num_classes == 5
 
 

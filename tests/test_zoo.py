@@ -355,6 +355,17 @@ def test_edm_pickle_loads_with_the_packages(tmp_path, monkeypatch):
                    prediction="x0", time_input="sigma", image_size=8, kernel_options={"t_max": 0.9})
     with pytest.raises(ZooError, match=r"kernel_options t_max do not apply to an EDM pickle; valid: sigma_max, "):
         load_denoiser(bad)
+    # a pickle of another layout gave KeyError 'ema' (before the entry's own fields were checked), a cut one
+    # pickle's own words without the file, and any module under 'ema' loaded
+    for held, says in [({"net": 1}, r"holds no EDM network under 'ema' .*; it holds \['net'\]"),
+                       ({"ema": torch.nn.Linear(2, 2)}, r"holds no EDM network under 'ema' \(one with img_resolution"),
+                       ("cut", r"edm.pkl is not a readable EDM pickle \(UnpicklingError")]:
+        with open(tmp_path / "edm.pkl", "wb") as f:
+            f.write(pickle.dumps({"ema": Precond()})[:40] if held == "cut" else pickle.dumps(held))
+        with pytest.raises(ZooError, match=says):
+            load_denoiser(entry)
+    with pytest.raises(ZooError, match=r"the entry must say kernel = 'edm'"):  # the entry first, whatever the file
+        load_denoiser(ZooEntry(**{**entry.__dict__, "kernel": "vp"}))
     for m in ("torch_utils.nets", "torch_utils", "dnnlib"):
         sys.modules.pop(m, None)
 
@@ -828,3 +839,19 @@ def test_zoo_sources_and_names_are_read_against_the_zoo_file_not_the_working_fol
                              ("time_input", "logsigma", "valid time inputs: t, discrete, log-sigma")):
         with pytest.raises(ZooError, match=rf"entry 'a' has {key} '{value}'; {says}"):
             read_zoo(write_zoo(zoos, f'[models.a]\nsource = "x"\n{key} = "{value}"\n'))
+
+
+@pytest.mark.parametrize("name", ["HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "DDPMScheduler"])
+def test_a_scheduler_config_that_leaves_its_betas_out_is_read_with_its_classs_defaults(name):
+    """Every class's missing beta keys were read as DDPM's 1e-4 / 0.02: a Heun config without them spanned sigma
+    0.0100-157 where diffusers' own Heun scheduler spans 0.0292-25.1."""
+    import diffusers
+
+    from models.zoo import kernel_from_scheduler
+
+    sched = getattr(diffusers, name)()
+    _, kernel, _ = kernel_from_scheduler({"_class_name": name})  # the config as saved, but for its betas
+    alphas = sched.alphas_cumprod.double()
+    sigmas = ((1 - alphas) / alphas).sqrt()
+    torch.testing.assert_close(torch.tensor([kernel.sigma_min, kernel.sigma_max], dtype=torch.float64),
+                               torch.stack([sigmas[0], sigmas[-1]]), rtol=1e-4, atol=0)  # diffusers: float32 betas
