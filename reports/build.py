@@ -24,7 +24,7 @@ import numpy as np
 from cases import PAPER_VALUES, PARTS
 from cases.names import family, parse
 from fixtures.metrics import LOSS_CURVE_STRIDE, METRICS
-from models.atomic import STALE_SECONDS, UMASK, atomic_write
+from models.atomic import STALE_SECONDS, UMASK, atomic_write, file_lock
 from models.store import SampleSet, SampleStore, StoreError
 from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 
@@ -713,11 +713,31 @@ img{{max-width:100%;image-rendering:pixelated}} .none{{color:#a00}}
         return atomic_write(self.out / "index.html", lambda f: f.write(page.encode()))
 
 
+def _shown(x: float, bar: Optional[float], spec: str = ".3g") -> str:
+    """x as `spec` prints it, with more digits where that print rounds onto the bar (or a bar onto x) although the
+    two differ: a failed 0.59996 printed as 0.6 beside a bar of 0.6, and intervals [0.5996, 0.68] (straddling) and
+    [0.6004, 0.68] (passing) printed alike."""
+    text = format(x, spec)
+    kind, digits = spec[-1], int(spec[1:-1])
+    while bar is not None and x != bar and float(text) == float(format(bar, f".{digits}{kind}")) and digits < 12:
+        digits += 1
+        text = format(x, f".{digits}{kind}")
+    return text
+
+
 def _value(c: dict) -> str:
     if c["outcome"] not in MEASURED:
         return c.get("reason", "")
     ref = (c.get("extra") or {}).get("reference")  # a measured reference beside the value (e.g. held-out data's GL)
-    return f"{c['value']:.3g}" + (f" ({ref['label']}: {ref['value']:.3g})" if ref else "")
+    return _shown(c["value"], _against(c)) + (f" ({ref['label']}: {ref['value']:.3g})" if ref else "")
+
+
+def _against(c: dict) -> Optional[float]:
+    """What a case's value is compared with: its bar, or the other side's measurement."""
+    if c["bar"]["value"] is not None:
+        return c["bar"]["value"]
+    versus = (c.get("versus") or {}).get("value")
+    return versus if isinstance(versus, (int, float)) else None
 
 
 PAIR_FIGURES = ("Fig. 3", "Fig. 14")  # the model-pair matrices and grids: the embedded zoo's and Table 1's
@@ -726,7 +746,11 @@ OFF_SCALE = ("loss", "layout_mae")  # not on the 0-1 axis of the forest plots; t
 
 def _interval(c: dict) -> str:
     d = c.get("decision") or {}
-    return f"[{d['interval'][0]:.3f}, {d['interval'][1]:.3f}] {d['interval'][2]}" if d.get("interval") else ""
+    if not d.get("interval"):
+        return ""
+    lo, hi, how = d["interval"][:3]
+    bar = c["bar"]["value"]
+    return f"[{_shown(lo, bar, '.3f')}, {_shown(hi, bar, '.3f')}] {how}"
 
 
 def _control(c: dict) -> str:
@@ -734,7 +758,9 @@ def _control(c: dict) -> str:
     if not ctrl:
         return ""
     lo, hi = ctrl["interval"][:2]
-    return f"{ctrl['value']:.3g} [{lo:.3f}, {hi:.3f}] {'caught' if ctrl['caught'] else 'NOT caught'}"
+    bar = c["bar"]["value"]
+    return (f"{_shown(ctrl['value'], bar)} [{_shown(lo, bar, '.3f')}, {_shown(hi, bar, '.3f')}] "
+            f"{'caught' if ctrl['caught'] else 'NOT caught'}")
 
 
 def _bar(c: dict) -> str:
@@ -742,7 +768,9 @@ def _bar(c: dict) -> str:
     if bar["value"] is not None:
         return f"{bar['op']} {bar['value']:g}"
     versus = c.get("versus") or {}
-    return f"{bar['op']} {versus['value']:.3g}" if isinstance(versus.get("value"), (int, float)) else f"{bar['op']} ?"
+    if not isinstance(versus.get("value"), (int, float)):
+        return f"{bar['op']} ?"
+    return f"{bar['op']} {_shown(versus['value'], c['value'] if c['outcome'] in MEASURED else None)}"
 
 
 def _format(v: Any) -> str:
@@ -751,9 +779,13 @@ def _format(v: Any) -> str:
         return "-"
     if isinstance(v, dict):
         return ", ".join(f"{k} {_format(x)}" for k, x in v.items())
-    if isinstance(v, (list, tuple)):
-        return ", ".join(_format(x)[:16] for x in v) or "-"
+    if isinstance(v, (list, tuple)):  # a hash is cut to 16 characters; anything else (an unrecorded case's reason)
+        return ", ".join(_format(x)[:16] if _hash_like(x) else _format(x) for x in v) or "-"
     return str(v)
+
+
+def _hash_like(v: Any) -> bool:
+    return isinstance(v, str) and len(v) >= 32 and all(ch in "0123456789abcdef" for ch in v)
 
 
 def undecided(c: dict) -> bool:
@@ -791,8 +823,15 @@ def own_side(c: dict) -> Optional[str]:
 
 
 def write_runs_index(root: str | os.PathLike) -> Path:
-    """`<root>/index.html`: every run folder under `<root>/runs`, newest first, with its report and results."""
-    root, esc = Path(root), html.escape
+    """`<root>/index.html`: every run folder under `<root>/runs`, newest first, with its report and results. Listed and
+    written under a lock: two runs ending at once each listed the folders, and the one that wrote last could leave
+    out the other."""
+    with file_lock(Path(root) / "runs" / ".index.lock"):
+        return _write_runs_index(Path(root))
+
+
+def _write_runs_index(root: Path) -> Path:
+    esc = html.escape
     runs = sorted((p.name for p in (root / "runs").iterdir()  # a folder without results: a run still writing
                    if p.is_dir() and not p.name.startswith(".") and (p / "results.json").is_file()),
                   reverse=True) if (root / "runs").is_dir() else []
@@ -810,22 +849,34 @@ def build_report(results: str | os.PathLike, cache_dir: str | os.PathLike, out: 
     rerun with the same records (Report.reuse_figures). The code digest of the figures' key is kept there too."""
     from models.versions import digests_kept_in
 
+    doc = load_results(results)
+    if not doc["cases"]:  # the writer writes no file for a run that recorded nothing
+        raise ReportError(f"{results}: holds no claim case; nothing to report")
+    if not Path(cache_dir).is_dir():  # every figure would say its sets are missing, over a complete page
+        raise ReportError(f"sample store folder {cache_dir} does not exist: give the run's --cache-dir (its results "
+                          f"name it: {doc['meta'].get('cache_dir', '?')})")
     with digests_kept_in(cache_dir):
-        return Report(load_results(results), StoredSets(Path(cache_dir)), Path(out),
-                      figure_cache=Path(cache_dir) / "figures").build()
+        return Report(doc, StoredSets(Path(cache_dir)), Path(out), figure_cache=Path(cache_dir) / "figures").build()
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("results", help="a results JSON written by `pytest bench`")
-    parser.add_argument("--cache-dir", default=".cache/samenoise", help="the run's sample store")
+    parser.add_argument("--cache-dir", default=None,
+                        help="the run's sample store (default: the one its results name, meta.cache_dir)")
     parser.add_argument("--out", default=None,
                         help="folder for index.html and the PNG figures (default: the results file's own folder)")
     args = parser.parse_args(argv)
     try:
-        print(build_report(args.results, args.cache_dir, args.out or Path(args.results).parent))
+        cache_dir = args.cache_dir
+        if cache_dir is None:  # the run's own store, wherever this command runs from (not ./.cache/samenoise)
+            cache_dir = load_results(args.results)["meta"].get("cache_dir") or ".cache/samenoise"
+        print(build_report(args.results, cache_dir, args.out or Path(args.results).parent))
     except ReportError as e:
         parser.exit(2, f"error: {e}\n")
+    except OSError as e:  # the output folder is a file, not writable, or the disk is full
+        parser.exit(2, f"error: cannot write the report to {args.out or Path(args.results).parent}: "
+                       f"{e.strerror or e} ({e.filename or ''})\n")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,17 @@ def check_record(case: Any, where: str) -> None:
         raise ResultsError(f"{where}: bar value {bar['value']!r} is not a finite number")
     if not isinstance(bar["source"], str) or not bar["source"]:
         raise ResultsError(f"{where}: bar source {bar['source']!r} is not a text naming where the bar comes from")
+    for k, pair in enumerate(case["worst"]):  # the report draws these noise ids and prints their values
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and _is(pair[0], int) and _number(pair[1])):
+            raise ResultsError(f"{where}: worst[{k}] is {pair!r:.80}, expected [noise id, finite value]")
+    reference = case["extra"].get("reference")
+    if reference is not None:  # a measured reference beside the value (held-out data's GL): the tables print it
+        if not (isinstance(reference, dict) and isinstance(reference.get("label"), str)
+                and _number(reference.get("value"))):
+            raise ResultsError(f"{where}: extra.reference is {reference!r:.80}, expected a 'label' and a finite "
+                               f"'value'")
+        if "interval" in reference:
+            _check_interval(reference["interval"], reference["value"], f"{where}: extra.reference")
     for k, run in enumerate(case["runs"]):
         for name, kind in RUN_FIELDS.items():
             if not isinstance(run, dict) or not _is(run.get(name), kind):
@@ -88,7 +99,7 @@ def check_record(case: Any, where: str) -> None:
             raise ResultsError(f"{where}: 'value' is {value!r:.80} for outcome {outcome!r}; expected null, or a finite "
                                f"number beside the decision of a case that raised after it")
         if case.get("decision") is not None:  # a case that raised after its decision keeps it; the tables show it
-            decision_holds(case["decision"], bar, where)
+            decision_holds(case["decision"], bar, where, value)
         if case.get("versus") is not None and not isinstance(case["versus"], dict):
             raise ResultsError(f"{where}: 'versus' is {case['versus']!r:.80}, expected an object or null")
         return
@@ -99,19 +110,34 @@ def check_record(case: Any, where: str) -> None:
         versus = case.get("versus")
         if not _number(versus.get("value") if isinstance(versus, dict) else None):
             raise ResultsError(f"{where}: the bar compares with another measurement, but 'versus' has no value")
-    holds = decision_holds(case.get("decision"), bar, where)
+    holds = decision_holds(case.get("decision"), bar, where, value)
     if holds != (outcome == "passed") or case["passed"] != holds:
         raise ResultsError(f"{where}: its decision says {'holds' if holds else 'does not hold'}, but the record says "
                            f"outcome {outcome!r}, passed {case['passed']}")
 
 
-def decision_holds(decision: Any, bar: dict, where: str) -> bool:
-    """Whether a recorded decision holds, recomputed from its interval, control and test (cases/decision.py)."""
+def _check_interval(interval: Any, value: Any, where: str) -> None:
+    """An interval [lo, hi, ...] of finite bounds, lo <= hi, holding its value (to rounding): a reversed interval or
+    one beside its value cannot be what the decision computed (the verdict is recomputed from the bounds alone)."""
+    if not (isinstance(interval, (list, tuple)) and len(interval) >= 2 and all(_number(v) for v in interval[:2])):
+        raise ResultsError(f"{where}: interval {interval!r:.80} is not [lo, hi, ...] of finite bounds")
+    lo, hi = interval[:2]
+    slack = 1e-9 * max(1.0, abs(lo), abs(hi))
+    if lo > hi or not lo - slack <= value <= hi + slack:
+        raise ResultsError(f"{where}: interval [{lo}, {hi}] {'is reversed' if lo > hi else 'does not hold'} its value "
+                           f"{value}")
+
+
+def decision_holds(decision: Any, bar: dict, where: str, value: Any = None) -> bool:
+    """Whether a recorded decision holds, recomputed from its interval, control and test (cases/decision.py); with
+    `value`, the interval must hold it."""
     if not isinstance(decision, dict) or not isinstance(decision.get("interval"), list) or \
             len(decision["interval"]) != 3 or not all(_number(v) for v in decision["interval"][:2]):
         got = decision.get("interval") if isinstance(decision, dict) else decision
         raise ResultsError(f"{where}: a measured case needs a 'decision' with an 'interval' [lo, hi, method] of "
                            f"finite bounds, got {got!r:.80}")
+    if value is not None:
+        _check_interval(decision["interval"], value, f"{where}: the decision")
     if not isinstance(decision.get("reason"), str):
         raise ResultsError(f"{where}: the decision's 'reason' is {decision.get('reason')!r:.80}, expected text")
     if bar["value"] is None:
@@ -129,6 +155,7 @@ def decision_holds(decision: Any, bar: dict, where: str) -> bool:
                 not all(_number(v) for v in control["interval"][:2]) or not isinstance(control.get("caught"), bool):
             raise ResultsError(f"{where}: 'control' needs a finite 'value', an 'interval' [lo, hi, ...] and "
                                f"'caught'")
+        _check_interval(control["interval"], control["value"], f"{where}: the control")
         lo, hi, *how = control["interval"]
         caught = Interval(lo, hi, str(how[0]) if how else "").caught(b)
         if caught != control["caught"]:

@@ -39,6 +39,7 @@ def write_results(tmp_path, cases, fmt=RESULTS_FORMAT):
 
 def make_run(tmp_path, with_samples=True, n=64):
     store = SampleStore(tmp_path / "cache")
+    (tmp_path / "cache").mkdir(exist_ok=True)  # the run's store folder, with or without the entries
     rng = np.random.default_rng(0)
     hashes = []
     for model in ("a", "b"):
@@ -361,6 +362,7 @@ def test_failed_cases_the_worst_pairs_do_not_explain_are_named_even_when_none_is
     """A claim of low similarity that failed (its recorded pairs are the least similar): no worst-pairs image, and
     the page names the case instead of saying that no pair case failed."""
     store = SampleStore(tmp_path / "cache")
+    (tmp_path / "cache").mkdir(exist_ok=True)  # the run's store folder, with or without the entries
     rng = np.random.default_rng(0)
     hashes = []
     for model in ("a", "b"):
@@ -379,6 +381,7 @@ def test_the_manifold_figure_draws_rp_along_the_slerp_paths(tmp_path):
     case = pair_case([], ident="manifold/a~b/dpm3@20: rp_manifold>=0.6", claim="manifold", part="manifold",
                      figure="Fig. 11", metric="rp_manifold", value=0.8, outcome="passed", passed=True, worst=[],
                      extra={"per_point": [0.9, 0.7, 0.8]})
+    (tmp_path / "cache").mkdir()  # the run's store: this figure reads none of it
     page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out").read_text()
     assert "manifold.png" in page and "no manifold case ran" not in page
     img = np.asarray(Image.open(tmp_path / "out" / "manifold.png").convert("L"))
@@ -396,6 +399,7 @@ def test_the_loss_figure_draws_both_recorded_curves_of_each_case(tmp_path):
                      bar={"op": "<", "value": None, "source": "Fig. 13"})
     case["decision"] |= {"control": None, "test": {"name": "unpaired bootstrap and permutation test",
                                                    "difference": [-0.31, -0.29], "p": 0.0005, "sizes": [200, 200], "direction": "<", "holds": True}}
+    (tmp_path / "cache").mkdir()  # the run's store: this figure reads none of it
     page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out").read_text()
     assert "loss.png" in page and "no training-loss case ran" not in page
     # off the forest plots' 0-1 axis: said so, not "no case of this part was measured"; the scorecard keeps a
@@ -508,17 +512,65 @@ def test_a_damaged_kept_set_is_drawn_again_and_replaced(tmp_path, monkeypatch):
     assert len(calls) == 3 and (kept / "grids.png").is_file()
 
 
-def test_a_rebuild_against_a_missing_cache_folder_keeps_no_figures_there(tmp_path):
-    """`python -m reports.build` with a --cache-dir that does not exist (run from another folder) makes nothing."""
-    from reports.build import _code_digest
+def test_a_rebuild_against_a_missing_cache_folder_or_of_no_cases_is_refused_and_makes_nothing(tmp_path, capsys):
+    """`python -m reports.build` run from another folder looked for ./.cache/samenoise and replaced the run's page with
+    one whose figures all said "missing"; a results file of no case built a page of nothing. Both are refused, and
+    by default the store is the one the results name (meta.cache_dir)."""
+    from reports.build import _code_digest, main
 
-    results = make_run(tmp_path, with_samples=False)
+    results = make_run(tmp_path)
+    _code_digest.cache_clear()  # as in a fresh process: the code is digested (its digests are not kept there either)
+    with pytest.raises(ReportError, match=r"sample store folder .*elsewhere/cache does not exist: give the run's "
+                                          r"--cache-dir"):
+        build_report(results, tmp_path / "elsewhere" / "cache", tmp_path / "out")
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "out").exists()
     doc = json.loads(results.read_text())
+    doc["meta"]["cache_dir"] = str(tmp_path / "cache")
+    results.write_text(json.dumps(doc))
+    os.chdir(tmp_path / "cache")  # anywhere: the default store is the results' own
+    main([str(results), "--out", str(tmp_path / "out")])
+    assert "forest-C2.png" in (tmp_path / "out" / "index.html").read_text()
+    assert "not drawn" not in (tmp_path / "out" / "index.html").read_text()
     doc["cases"] = []
     results.write_text(json.dumps(doc))
-    _code_digest.cache_clear()  # as in a fresh process: the code is digested (its digests are not kept there either)
-    build_report(results, tmp_path / "elsewhere" / "cache", tmp_path / "out")
-    assert not (tmp_path / "elsewhere").exists() and (tmp_path / "out" / "index.html").is_file()
+    with pytest.raises(ReportError, match=r"results.json: holds no claim case; nothing to report"):
+        build_report(results, tmp_path / "cache", tmp_path / "out2")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as err:  # a file as the output folder: a traceback before
+        main([str(make_run(tmp_path)), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "afile")])
+    assert err.value.code == 2 and f"cannot write the report to {tmp_path / 'afile'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, says", [
+    # each of these loaded, and the first crashed the report with a KeyError
+    (lambda c: c["extra"].update(reference={"label": "held-out"}), "extra.reference is .*expected a 'label' and a finite"),
+    (lambda c: c["extra"].update(reference={"label": "held-out", "value": float("nan")}), "extra.reference"),
+    (lambda c: c.update(worst=[[1, float("nan")]]), r"worst\[0\] is \[1, nan\], expected \[noise id, finite value\]"),
+    (lambda c: c.update(worst=[[1.5, 0.2]]), r"worst\[0\] is \[1.5, 0.2\]"),
+    (lambda c: c["decision"].update(interval=[0.65, 0.75, "Wilson"]), r"the decision: interval \[0.65, 0.75\] does "
+                                                                      r"not hold its value 0.25"),
+    (lambda c: c["decision"].update(interval=[0.35, 0.15, "Wilson"]), r"interval \[0.35, 0.15\] is reversed"),
+    (lambda c: c["decision"]["control"].update(interval=[0.2, 0.3, "Wilson"]), r"the control: interval .* does not "
+                                                                               r"hold its value 0.0"),
+])
+def test_a_record_whose_intervals_worst_pairs_or_reference_cannot_be_drawn_is_refused(tmp_path, change, says):
+    record = pair_case(["x", "y"])
+    change(record)
+    with pytest.raises(ReportError, match=re.escape("case 0 (C2/a~b/dpm3@20: rp>=0.6)") + ".*" + says):
+        load_results(write_results(tmp_path, [record]))
+
+
+def test_values_and_bounds_that_round_onto_the_bar_get_the_digits_that_tell_them_apart():
+    from reports.build import _format, _interval, _shown, _value
+
+    assert _shown(0.59996, 0.6) == "0.59996" and _shown(0.6, 0.6) == "0.6" and _shown(0.71, 0.6) == "0.71"
+    passing, straddling = (pair_case(["x", "y"], value=0.64) for _ in range(2))
+    passing["decision"]["interval"][:2] = [0.6004, 0.68]
+    straddling["decision"]["interval"][:2] = [0.5996, 0.68]
+    assert _interval(passing) == "[0.6004, 0.680] Wilson" and _interval(straddling) == "[0.5996, 0.680] Wilson"
+    assert _value(pair_case(["x", "y"], value=0.59996)) == "0.59996"
+    # hashes are cut to 16 characters, an unrecorded case's reason is not
+    assert _format(["ab" * 32, "id C2/x~y/dpm3@20: no decision"]) == "abababababababab, id C2/x~y/dpm3@20: no decision"
 
 
 @pytest.mark.parametrize("name, line", [("unet16-edm-m4", "unet16-edm"), ("uvit-edm-l2048", "uvit-edm"),
@@ -530,3 +582,18 @@ def test_the_size_axis_joins_a_model_to_its_family_without_its_size_tag(name, li
     from cases.names import family
 
     assert family(name) == line
+
+
+def test_the_runs_index_is_listed_and_written_under_a_lock(tmp_path, monkeypatch):
+    """Two runs ending at once each listed the run folders, and the one that wrote last could leave the other out:
+    the listing and the write happen under one lock."""
+    import reports.build as build
+
+    (tmp_path / "runs" / "20260101-000000-main").mkdir(parents=True)
+    (tmp_path / "runs" / "20260101-000000-main" / "results.json").write_text("{}")
+    held = []
+    real = build._write_runs_index
+    monkeypatch.setattr(build, "_write_runs_index",
+                        lambda root: held.append((root / "runs" / ".index.lock").exists()) or real(root))
+    page = build.write_runs_index(tmp_path).read_text()
+    assert held == [True] and "20260101-000000-main" in page and not (tmp_path / "runs" / ".index.lock").exists()

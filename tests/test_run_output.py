@@ -4,6 +4,8 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from reports.schema import load_results
 from tests.helpers import ROOT, pytest_run
 
@@ -406,3 +408,23 @@ def test_an_invalid_record_is_kept_as_an_error_bare_if_need_be_or_named_in_the_m
     assert by_id["nan"]["value"] is None and by_id["nan"]["decision"] is None
     assert "part" not in by_id and doc["meta"]["unrecorded"][0]["id"] == "part"
     assert any("1 case records were invalid" in line for line in writer.lines)
+
+
+def test_ctrl_c_while_the_run_is_written_leaves_no_half_made_folder(tmp_path, monkeypatch):
+    """A KeyboardInterrupt inside the report left the temporary run folder for the next run's sweep (and the
+    reserved one, empty, for good: the session's end now removes it on any exception, as it did on OSError); the
+    temporary folder goes at once, and the interrupt goes on."""
+    from fixtures import results as results_module
+    import reports.build
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reports.build, "build_report", interrupted)
+    writer = results_module.ResultsWriter.__new__(results_module.ResultsWriter)
+    writer.name, writer.lines = "20260101-000000-main", []
+    writer.config = type("Config", (), {"getoption": staticmethod(lambda name: str(tmp_path / "cache"))})()
+    reserved = results_module._reserve(tmp_path / "runs", writer.name)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_run(tmp_path, b"{}", reserved)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [writer.name]  # the reservation, removed by the caller
