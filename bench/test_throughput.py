@@ -71,6 +71,12 @@ def _zoo_denoiser(name: str, device, runner: str = "eager", dtype: torch.dtype =
     return load_denoiser(read_zoo(EMBEDDED_ZOO)[name], device, dtype).use(runner)
 
 
+def _traces_refused(D) -> list[str]:
+    """Why the runner called the network eagerly instead of its trace, per shape (empty: every call was traced): a
+    case that asked for the traced path and got eager calls says so beside its figures."""
+    return sorted(set(D.runner.refused.values()))
+
+
 def _bare_forwards(D, device, evaluations: int, rows: int, threads: Optional[int] = None):
     """The network calls generate makes (micro-batches of `rows`), and nothing else; on `threads` intra-op threads
     (default: torch's own count)."""
@@ -103,7 +109,7 @@ def test_generate_against_bare_forwards(benchmark, device, workers, micro_batch,
     times = interleaved(codes, sync=lambda: synchronize(device),
                         until=[("generate_eager", "bare_one_thread"), ("bare", "generate")])
     benchmark.extra_info.update(model=name, noises=ratio_noises, nfe=NFE, micro_batch=micro_batch, workers=workers,
-                                device=str(device), rounds=len(times["generate"]),
+                                device=str(device), rounds=len(times["generate"]), traces_refused=_traces_refused(fast),
                                 overhead_over_bare=ratio(times, "generate_eager", "bare_one_thread"),
                                 overhead_interval=ratio_interval(times, "generate_eager", "bare_one_thread"),
                                 overhead_range=spread(times, "generate_eager", "bare_one_thread"),
@@ -185,6 +191,7 @@ def test_against_diffusers_scheduler_loop(benchmark, device, workers, micro_batc
     algorithm_difference = float((exact_ours - exact_theirs.to(exact_ours)).abs().max())
     benchmark.extra_info.update(model=name, scheduler=cls, sampler=sampler, noises=ratio_noises, nfe=NFE,
                                 micro_batch=micro_batch, workers=workers, device=str(device),
+                                traces_refused=_traces_refused(fast),
                                 max_abs_difference=difference,
                                 float64_network_difference=algorithm_difference,
                                 rounding_control=float((theirs64 - theirs.double()).abs().max()),
@@ -240,7 +247,7 @@ def test_sampling_fraction_of_flop_limit(benchmark, device, workers, micro_batch
     scale = sampling_flops / (10 * matmul_flops)
     benchmark.extra_info.update(model=name, mflop_per_image_evaluation=per_image_evaluation / 1e6,
                                 noises=ratio_noises, nfe=NFE, micro_batch=micro_batch, workers=workers, device=str(device),
-                                matmul_fp32_precision=precision,
+                                traces_refused=_traces_refused(fast), matmul_fp32_precision=precision,
                                 matmul_gflops=10 * matmul_flops / min(times["matmul"]) / 1e9,
                                 sampling_gflops=sampling_flops / min(times["generate"]) / 1e9,
                                 rounds=len(times["generate"]),
@@ -255,8 +262,10 @@ N, DIM = 50_000, 3 * 32 * 32  # CIFAR-10's size (N = 50,000, d = 3,072)
 
 def test_optimal_denoiser_throughput(benchmark, device):
     """D* against the better of two float32 matmul references of the same FLOP count, interleaved: the product of
-    D*'s own shape (query x 3,072 by 3,072 x 50,000) and a square one (fraction goal >= 0.6). D* runs with the sizes
-    the suite gives it on this device (fixtures/zoo.py: 64 queries on a CPU, 256 on a GPU)."""
+    D*'s own shape (query x 3,072 by 3,072 x 50,000) and a square one (fraction goal >= 0.6). One call of D*'s query
+    batch on this device (fixtures/zoo.py: 64 queries on a CPU, 256 on a GPU) on all its threads, and the references
+    the same: D*'s kernel against the matmul's. On a GPU that is how the suite calls it; on a CPU sampling calls D*
+    with 16-row micro-batches, one intra-op thread per worker (models/fast.py), which this case does not time."""
     g = torch.Generator().manual_seed(0)
     data = torch.empty(N, DIM).uniform_(-1, 1, generator=g).to(device)
     D = OptimalDenoiser(data, device=device, **optimal_sizes(device))
@@ -267,7 +276,7 @@ def test_optimal_denoiser_throughput(benchmark, device):
     side = round((2 * query * N * DIM) ** (1 / 3))  # a square product of (nearly) all of D*'s FLOPs: 2 side^3 = 4qNd
     a, b = torch.randn(side, side, device=device), torch.randn(side, side, device=device)
     codes = {"optimal": lambda: D(x, sigma), "matmul_shape": lambda: x @ data.T, "matmul_square": lambda: a @ b}
-    # waited for: on a GPU the call only queues its kernels, and the nightly compares this mean with the last night's
+    # waited for: on a GPU the call only queues its kernels, and the nightly logs this mean beside the last night's
     out = benchmark.pedantic(lambda: (codes["optimal"](), synchronize(device))[0], rounds=timed_rounds(device, 3),
                              iterations=1, warmup_rounds=1)
     times = interleaved(codes, sync=lambda: synchronize(device),

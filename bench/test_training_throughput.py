@@ -54,5 +54,6 @@ def test_sampling_throughput(benchmark, tmp_path, device, workers, runner, micro
 
     benchmark.pedantic(run, rounds=timed_rounds(device, 2), iterations=1, warmup_rounds=1)  # the warm-up traces
     benchmark.extra_info.update(batch=noises, micro_batch=micro_batch, nfe=20, sampler="dpm3", workers=workers,
-                                runner=runner, device=str(device))
+                                runner=runner, device=str(device),
+                                traces_refused=sorted(set(D.runner.refused.values())))  # eager calls, and why
     record(benchmark, images_per_s=lambda t: noises / t)

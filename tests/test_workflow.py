@@ -39,11 +39,13 @@ def test_every_option_of_the_nightly_commands_is_known_to_the_suite():
         assert args[args.index("--device") + 1] == "cuda"
     claims, throughput = pytest_command(False), pytest_command(True)
     assert claims[claims.index("--noises") + 1] == "10000"
-    assert throughput[throughput.index("--benchmark-compare-fail") + 1].startswith("mean:")  # the stated margin
+    # speed is recorded, never asserted on time: no step fails on a mean (one night's process against another's)
+    assert "--benchmark-compare" in throughput and "--benchmark-autosave" in throughput
+    assert not any("--benchmark-compare-fail" in s.get("run", "") for s in steps()[1])
 
 
-def test_a_slower_night_fails_a_step_of_its_own_and_the_claims_still_run():
-    """The claim suite exits 1 whenever a claim fails; a throughput regression in the same command would read the
+def test_the_throughput_cases_run_in_a_step_of_their_own_and_the_claims_still_run():
+    """The claim suite exits 1 whenever a claim fails; a throughput case in error in the same command would read the
     same. So the throughput cases run in their own step, and the claim suite skips them and runs after it anyway."""
     _, all_steps = steps()
     throughput, claims = pytest_command(True), pytest_command(False)
@@ -51,28 +53,7 @@ def test_a_slower_night_fails_a_step_of_its_own_and_the_claims_still_run():
     suite = next(s for s in all_steps if "--benchmark-skip" in s.get("run", ""))
     assert suite.get("if") == "${{ !cancelled() }}"
     names = [s.get("run", "") for s in all_steps]
-    assert names.index(next(r for r in names if "--benchmark-compare-fail" in r)) < names.index(suite["run"])
-
-
-def test_the_first_night_seeds_the_benchmark_history_it_compares_with():
-    """pytest-benchmark stops a run that asks --benchmark-compare-fail without a saved run to compare with (exit 4,
-    after the whole night); an earlier step saves one throughput run, only when the history is empty, with the same
-    command as the comparison (the same descriptor and zoo: a baseline on another descriptor compares nothing)."""
-    _, all_steps = steps()
-    runs = [s.get("run", "") for s in all_steps]
-    suite = next(i for i, r in enumerate(runs) if "--benchmark-compare-fail" in r)
-    seeds = [i for i, r in enumerate(runs) if "--benchmark-autosave" in r and "--benchmark-compare" not in r]
-    assert seeds and seeds[0] < suite
-    seed = runs[seeds[0]]
-    storage = re.search(r"--benchmark-storage file://(\S+)", runs[suite]).group(1)
-    assert f"if ! ls {storage}/*/*.json" in seed and f"--benchmark-storage file://{storage}" in seed
-    line = next(line for line in seed.replace("\\\n", " ").splitlines() if "python -m pytest bench" in line)
-    seeded = shlex.split(line[line.index("python -m pytest"):])
-    compared = pytest_command(True)
-    own = ("--benchmark-compare", "--benchmark-compare-fail", "--benchmark-json")
-    drop = lambda args: [a for i, a in enumerate(args)  # noqa: E731
-                         if a not in own and not (i and args[i - 1] in own[1:])]
-    assert drop(seeded) == drop(compared)
+    assert names.index(next(r for r in names if "--benchmark-compare" in r)) < names.index(suite["run"])
 
 
 def test_the_artifacts_hold_the_report_the_results_and_the_benchmark_json():
