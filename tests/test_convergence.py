@@ -396,7 +396,10 @@ def test_a_malformed_loss_log_is_refused_naming_the_file_and_line(tmp_path, caps
 
 
 @pytest.mark.parametrize("meta, message", [("{}", "records no training config"), ("{", "is not JSON"),
-                                           ('{"config": {"kernel": "vq"}}', "unknown kernel 'vq'")])
+                                           ('{"config": {"kernel": "vq"}}', "unknown kernel 'vq'"),
+                                           # dropped before, and the floor computed at sigma_mean's default
+                                           ('{"config": {"sigma_meen": -3.0}}',
+                                            "keys ['sigma_meen'] that no training option has; valid keys: ")])
 def test_a_checkpoint_without_a_usable_training_config_is_refused_by_name(tmp_path, capsys, meta, message):
     from models.convergence import main
 
@@ -426,3 +429,15 @@ def test_the_d_star_comparisons_refuse_a_vae(capsys):
         main(["models/embedded/vae-conv-l2048", "--bins"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "vae-conv-l2048 is a VAE (objective 'elbo'), which has none" in err, err
+
+
+def test_a_trend_read_across_two_rounds_of_a_progressive_distillation_is_left_out(capsys):
+    """The distilled model's five rounds each distil to other step counts against another teacher: its last doubling
+    compared round 3 with round 5 and printed "rises"; a window pair in two rounds prints "-", a tail within the last
+    round keeps its slope."""
+    from models.convergence import main
+    from tests.helpers import ROOT
+
+    main([str(ROOT / "models" / "embedded" / "unet16-edm-distill-l2048")])
+    row = capsys.readouterr().out.splitlines()[2].split(" | ")
+    assert row[0] == "| unet16-edm-distill-l2048" and row[3].endswith(("falls", "no trend", "rises")) and row[4] == "-"
