@@ -385,11 +385,18 @@ def _check_regression(config: pytest.Config, zoo) -> None:
                 raise pytest.UsageError(f"--golden {g} cannot be written: {why}")
             if Path(g).is_file():  # re-recording replaces a golden file; any other file is a mistyped argument
                 try:
-                    Golden.load(g)
+                    recorded = Golden.load(g)
                 except GoldenError as e:
                     raise pytest.UsageError(f"--golden {g}: --update-golden would replace this file, which is no "
                                             f"usable golden file ({e}); name a new file, or remove this one first"
                                             ) from e
+                # a new release of the same model replaces its reference; another model's reference is kept (the
+                # flag added to a check command by mistake would leave later checks comparing a model with itself)
+                name = Path(candidate).resolve().name if Path(candidate).is_dir() else candidate
+                if recorded.model != name:
+                    raise pytest.UsageError(f"--golden {g} was recorded from {recorded.model}; --update-golden would "
+                                            f"replace it with {name}'s samples: name a new file, or remove this one "
+                                            f"first")
         elif Path(g).is_dir():
             raise pytest.UsageError(f"--golden {g} is a folder; give the golden file in it")
         elif not Path(g).is_file():

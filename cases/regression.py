@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from cases import Bar, Case, Run
+from models.scores import SSCD_THRESHOLD_LARGE
 
 # case metric -> (the option holding its bar, the bar's source)
 GOLDEN_BARS = {
@@ -14,15 +15,22 @@ GOLDEN_BARS = {
                                    "that small)")}
 
 
+def similarity_threshold(sample_side: int) -> Optional[float]:
+    """The SSCD threshold of a candidate whose samples (or latents) are `sample_side` px: the paper's 0.4 above
+    CIFAR's 32 px (App. A.1-A.2: ImageNet and Stable Diffusion), else None, the default 0.6 (Sec. 2.1)."""
+    return SSCD_THRESHOLD_LARGE if sample_side > 32 else None
+
+
 def regression_case(golden_file: str, metric: str, bar: float, candidate: Optional[Run] = None,
-                    golden: Optional[Run] = None) -> Case:
+                    golden: Optional[Run] = None, threshold: Optional[float] = None) -> Case:
     """The regression case of one golden file and metric; its runs (the candidate's, the golden file's) are known
-    once the candidate is loaded, and empty before."""
+    once the candidate is loaded, and empty before. `threshold`: the per-pair SSCD threshold when not the default."""
     if metric not in GOLDEN_BARS:
         raise ValueError(f"unknown regression metric {metric!r}; valid metrics: {', '.join(GOLDEN_BARS)}")
     runs = (candidate, golden) if candidate and golden else ()
+    params = {"golden": str(golden_file)} | ({"threshold": threshold} if threshold is not None else {})
     return Case("regression", f"golden file {golden_file}", metric, runs, Bar(">=", bar, GOLDEN_BARS[metric][1]),
-                params={"golden": str(golden_file)})
+                params=params)
 
 
 def item_id(golden_file: Optional[str], metric: str) -> str:

@@ -42,9 +42,12 @@ class GoldenError(ValueError):
 
 def thumbnails(images: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
     """uint8 NHWC images, downsized (PIL bilinear) when larger than `size`; square images only (a golden file keeps
-    (n, h, h, 3))."""
+    (n, h, h, 3)). A grayscale model's images (one channel) are repeated to RGB, as the descriptor reads them."""
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = np.repeat(images, 3, axis=3)
     if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3:
-        raise ValueError(f"thumbnails are made of square RGB images (n, h, h, 3), got {images.shape}")
+        raise ValueError(f"thumbnails are made of square RGB or grayscale images (n, h, h, 3 or 1), got "
+                         f"{images.shape}")
     if images.shape[1] <= size:
         return np.ascontiguousarray(images, dtype=np.uint8)
     from PIL import Image

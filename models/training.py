@@ -633,12 +633,31 @@ def train(cfg: TrainConfig, out: str | os.PathLike, device: str = "cpu", dtype: 
     return Trainer(cfg, out, device).run(dtype)
 
 
+# the modules a training run executes (importing models.training loads these and models.atomic / models.registry,
+# which hold no training arithmetic; tests/test_training.py checks the list against a fresh import)
+TRAINING_MODULES = ("checkpoints", "datasets", "denoisers", "fast", "grids", "kernels", "noise", "optimal", "samplers",
+                    "training", "unet", "uvit", "vae")
+TRAINING_PACKAGES = ("torch", "numpy", "diffusers")
+
+
+def training_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What a trained model depends on: the config with its defaults filled in, the training code (without its
+    documentation) and the packages it runs on. A raw TOML's digest kept a model trained by older code, or under an
+    older default the TOML leaves out, for good."""
+    from models.versions import package_versions, source_digest
+
+    here = Path(__file__).resolve().parent
+    return {"config": asdict(cfg), "code": source_digest([here / f"{m}.py" for m in TRAINING_MODULES]),
+            "versions": package_versions(TRAINING_PACKAGES)}
+
+
 def train_once(raw: dict[str, Any], root: str | os.PathLike, name: str, device: str = "cpu") -> Path:
-    """Train the config `raw` (TrainConfig's fields) once into `root/<name>-<config digest>/` and return its model
-    folder; a later call with the same config finds it there, and processes asking at once wait on one lock while
-    the first trains (so the slow sweep trains each model once, also under pytest-xdist)."""
+    """Train the config `raw` (TrainConfig's fields) once into `root/<name>-<digest>/` and return its model folder;
+    the digest is `training_identity`'s, so a later call finds the model there only if nothing it depends on changed,
+    and processes asking at once wait on one lock while the first trains (so the slow sweep trains each model once,
+    also under pytest-xdist)."""
     cfg = TrainConfig(**raw)
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(training_identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = Path(root) / f"{name}-{digest}"
     with file_lock(Path(root) / "locks" / f"{name}-{digest}.lock"):
         if not (out / "model" / "samenoise.json").is_file():

@@ -238,6 +238,11 @@ OPTION_ROWS = [
     ("update-golden-over-another-file", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
                                                    "--golden": [str(a_file(t))]},
      "--update-golden would replace this file, which is no usable golden file"),
+    # --update-golden added to a check command: another model's reference was replaced without a word, and every later
+    # check compared the candidate with itself
+    ("update-golden-over-another-models-file", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
+                                                          "--golden": [str(a_whole_golden(t, 8))]},
+     "golden8.npz was recorded from m; --update-golden would replace it with unet16-edm-m64's samples"),
 ]
 
 

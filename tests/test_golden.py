@@ -55,11 +55,16 @@ def test_an_all_zero_or_tiny_embedding_row_round_trips_without_dividing_by_zero(
     assert np.abs(back - emb).max() <= float(np.finfo(np.float16).tiny) / 2 + 1 / 127
 
 
-def test_thumbnails_of_non_square_images_are_refused():
+def test_thumbnails_of_non_square_images_are_refused_and_grayscale_ones_are_repeated_to_rgb():
+    """A grayscale candidate failed here only after its whole bank was sampled and embedded."""
     from models.golden import thumbnails
 
-    with pytest.raises(ValueError, match=r"square RGB images \(n, h, h, 3\), got \(2, 16, 32, 3\)"):
+    with pytest.raises(ValueError, match=r"square RGB or grayscale images \(n, h, h, 3 or 1\), got \(2, 16, 32, 3\)"):
         thumbnails(np.zeros((2, 16, 32, 3), np.uint8))
+    gray = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8)
+    rgb = thumbnails(gray)
+    assert rgb.shape == (2, 16, 16, 3) and (rgb == rgb[..., :1]).all()
+    assert np.array_equal(rgb, thumbnails(np.repeat(gray, 3, axis=3)))
 
 
 @pytest.mark.parametrize("key, value", [("bank_hash", "other"), ("sampler", "heun"), ("nfe", 35),
@@ -253,3 +258,16 @@ def test_the_same_architecture_retrained_from_another_seed_passes_the_rp_regress
     out = run_regression(tmp_path, reference + "-seed1")
     rp_passed, rp = outcomes(tmp_path)["rp"]
     assert rp_passed and rp >= 0.6, out.stdout[-2000:]
+
+
+def test_a_regression_case_counts_pairs_at_the_papers_threshold_for_its_image_size():
+    """A Stable Diffusion or ImageNet candidate was scored at SSCD 0.6, where the paper's measure for such images is
+    0.4 (App. A.1-A.2): the RP case takes the threshold of the candidate's sample size."""
+    from cases.regression import regression_case, similarity_threshold
+    from fixtures.metrics import Side, _threshold
+
+    assert similarity_threshold(16) is None and similarity_threshold(32) is None
+    assert similarity_threshold(64) == 0.4  # ImageNet 64 px, and a latent model's 64 x 64 latents
+    for side, expected in ((16, 0.6), (64, 0.4)):
+        case = regression_case("g.npz", "golden_rp", 0.6, threshold=similarity_threshold(side))
+        assert _threshold(Side.of(case)) == expected

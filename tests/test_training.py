@@ -584,3 +584,25 @@ def test_the_optimal_target_minimizes_the_distance_to_d_star_not_to_the_drawn_im
 def test_a_bad_target_is_refused_by_name(bad, message):
     with pytest.raises(ValueError, match=message):
         tiny(**bad)
+
+
+def test_a_trained_models_folder_names_its_filled_config_its_training_code_and_packages(monkeypatch):
+    """train_once named its folder by the raw TOML's digest: a fix to the trainer, or a changed default that the TOML
+    leaves out, kept serving the model trained before. The identity holds the filled-in config, the code of every
+    module a training run executes (and no other) and the packages."""
+    import subprocess
+    import sys
+
+    import models.training as training
+    from tests.helpers import ROOT
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, models.training; print(' '.join(m[7:] for m in "
+                             "sys.modules if m.startswith('models.')))"], capture_output=True, text=True, cwd=ROOT,
+                            check=True).stdout.split()
+    assert set(loaded) - {"atomic", "registry"} == set(training.TRAINING_MODULES)
+    cfg = TrainConfig(image_size=8, dataset_size=8, batch_size=8, steps=4)
+    first = training.training_identity(cfg)
+    assert first["config"]["sigma_data"] == 0.5 and set(first["versions"]) == set(training.TRAINING_PACKAGES)
+    assert training.training_identity(TrainConfig(**{**first["config"], "sigma_data": 0.6})) != first
+    monkeypatch.setattr(training, "TRAINING_MODULES", training.TRAINING_MODULES[:-1])  # one module's code less
+    assert training.training_identity(cfg)["code"] != first["code"]
