@@ -454,13 +454,14 @@ class Report:
         failed = [c for c in self.cases if c["outcome"] == "failed" and c["worst"]]
         unpaired = [c["id"] for c in failed if len(c["extra"].get("samples", [])) != 2 and not c["extra"].get("golden")]
         failing = [c for c in failed if c["id"] not in unpaired]
-        # the recorded worst pairs are the least similar: they explain a failed claim of high similarity, not a
-        # failed claim of low similarity (a '<' case), a direction case (one measurement against another: its
-        # least similar pairs say nothing of the other side) nor a case that failed on its control alone
+        # the figure shows the least similar pairs of failed claims of high similarity; a failed claim of low
+        # similarity (a '<' case) records its most similar pairs (results of earlier releases: its least similar),
+        # a direction case's pairs say nothing of the other side, and a case that failed on its control alone is
+        # not explained by its own pairs
         left = [c["id"] for c in failing
                 if c["bar"]["value"] is None or c["bar"]["op"] in ("<", "<=") or own_side(c) == "pass"]
         failing = [c for c in failing if c["id"] not in left]
-        notes = ([f"not drawn, as their recorded pairs (the least similar) do not show why they failed: "
+        notes = ([f"not drawn, as this figure shows the least similar pairs of failed claims of high similarity: "
                   f"{', '.join(left)} (claims of low similarity, direction cases, or cases that failed on their "
                   f"control only)"] if left else []) + \
                 ([f"not drawn, as they score one model's samples alone or against several sets (no pair of sample "

@@ -209,3 +209,61 @@ def test_a_manifold_case_of_one_path_is_refused_by_name():
                 params={"paths": 1, "points": 5})
     with pytest.raises(ValueError, match=r"RP_manifold needs at least 2 paths .*got paths=1"):
         manifold(object(), case, Side.of(case))
+
+
+def test_a_pairing_a_threshold_or_values_no_metric_can_read_are_refused_by_name():
+    """A pairing typo ('shift') was measured as same-noise pairs, and a case with a `pairing` key gets no control; a
+    threshold in percent (60) made every pair "different"; values for fewer noises than the set recorded the set's
+    count beside them."""
+    import numpy as np
+    import torch
+
+    from cases import Bar, Case, Run
+    from fixtures.measure import Measure
+    from fixtures.metrics import _threshold
+    from models.store import SampleSet
+
+    measure = Measure(None, None, None, None, 8)
+    for key in ("pairing", "versus_pairing"):
+        case = Case("C2", "s", "mae", (Run("a"), Run("a")), Bar(">=", 0.6, "s"), params={key: "shift"})
+        with pytest.raises(ValueError, match=rf"unknown {key} 'shift'; valid pairings: 'shifted', 'permuted'"):
+            measure.case(case)
+    for bad in (60, 0, 1.0, True, "0.6"):
+        case = Case("C2", "s", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params={"threshold": bad})
+        with pytest.raises(ValueError, match=r"SSCD threshold must be a cosine similarity in \(0, 1\), got"):
+            _threshold(Side.of(case))
+    s = SampleSet(np.zeros((5, 2, 2, 3), np.uint8), np.arange(5), 1, {"model": "a"})
+    with pytest.raises(ValueError, match=r"3 values for a set of 5 noise ids"):
+        measure.scored_values(torch.zeros(3), s)
+
+
+def test_a_controls_sets_must_hold_the_same_noises_before_they_are_moved_on():
+    """A control (shift > 0) took b's image of id a[i + 1] without checking that a and b hold the same noises: sets of
+    4 and 8 noises were scored as 4 pairs; an empty set divided by zero."""
+    import numpy as np
+
+    from fixtures.measure import Measure
+    from models.scores import PairingError
+    from models.store import SampleSet
+
+    measure = Measure(None, None, None, None, 8)
+    a = SampleSet(np.zeros((4, 2, 2, 3), np.uint8), np.arange(4), 1, {"model": "a"})
+    b = SampleSet(np.zeros((8, 2, 2, 3), np.uint8), np.arange(8), 1, {"model": "b"})
+    with pytest.raises(PairingError, match=r"noise ids differ"):
+        measure.mae(a, b, shift=1)
+    empty = SampleSet(np.zeros((0, 2, 2, 3), np.uint8), np.arange(0), 1, {"model": "a"})
+    with pytest.raises(ValueError, match=r"this set holds no noise"):
+        measure.mae(empty, empty, shift=1)
+    assert measure.mae(a, a, shift=1).n == 4  # the same noises: scored
+
+
+def test_a_claim_of_disagreement_lists_its_most_similar_pairs_as_its_worst():
+    """A failed '< 0.6' claim named its least similar pairs as its worst noise ids: the pairs that agree with it."""
+    import torch
+
+    from fixtures.measure import worst_pairs
+    from models.scores import PairValues
+
+    pairs = PairValues(torch.tensor([7, 3, 5]), torch.tensor([0.1, 0.5, 0.9]))  # sorted least similar first
+    assert worst_pairs(pairs) == [(7, 0.1), (3, 0.5), (5, 0.9)]
+    assert worst_pairs(pairs, k=2, reverse=True) == [(5, 0.9), (3, 0.5)]

@@ -204,7 +204,7 @@ def test_failed_cases_without_a_pair_to_show_or_of_a_direction_are_named_not_dra
     page = build_report(write_results(tmp_path, [drawn, direction, gl]), tmp_path / "cache",
                         tmp_path / "out").read_text()
     assert "worst.png" in page
-    assert "do not show why they failed: C3/a/dpm3@20: rp&gt;rp(b/dpm3@20) (claims of low similarity, direction" in page
+    assert "claims of high similarity: C3/a/dpm3@20: rp&gt;rp(b/dpm3@20) (claims of low similarity, direction" in page
     assert "no pair of sample sets to show): C3/a/dpm3@20: gl&gt;=0.6" in page
 
 
@@ -374,7 +374,7 @@ def test_failed_cases_the_worst_pairs_do_not_explain_are_named_even_when_none_is
     low["decision"]["control"] = None  # a claim that something does not hold is itself a control
     page = build_report(write_results(tmp_path, [low]), tmp_path / "cache", tmp_path / "out").read_text()
     assert "worst.png" not in page and "no failing pair case" not in page
-    assert "do not show why they failed: control/a~b/dpm3@20: rp&lt;0.6" in page
+    assert "claims of high similarity: control/a~b/dpm3@20: rp&lt;0.6" in page
 
 
 def test_the_manifold_figure_draws_rp_along_the_slerp_paths(tmp_path):
