@@ -11,9 +11,10 @@ x_hat_{i-1} = x_hat' - xi grad_{x_hat_i} L / (s_i s_{i-1}) here (s = 1 for VE an
 One departure from Appendix F: its 34 posterior steps are 33 steps of singlestep DPM-Solver-3 and one of order 1,
 100 evaluations; here each of the 34 steps is one multistep DPM-Solver++(3M) step (orders 1 and 2 first, the last
 step returning D), 34 evaluations. The gradient steps are the same 33 (the paper's 34th update is discarded too:
-line 7 returns x0_hat); the ODE between them is integrated more coarsely. The paper's two extra evaluations a step need no gradient, so they would add 66 forwards to the 34
-forward-and-backward steps (about three forwards each): some 60% more work, where DPS is already 4.1 of the 17.6
-TFLOP that a cold main job computes on the embedded zoo (README "Speed").
+line 7 returns x0_hat); the ODE between them is integrated more coarsely. The paper's two extra evaluations a
+step need no gradient, so they would add 66 forwards to the 34 forward-and-backward steps (about three forwards
+each): some 60% more work, where DPS is already 4.1 of the 17.6 TFLOP that a cold main job computes on the embedded
+zoo (README "Speed").
 """
 from __future__ import annotations
 

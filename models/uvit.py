@@ -46,7 +46,8 @@ class UViT(nn.Module):
                  heads: int = 4, num_classes: Optional[int] = None):
         super().__init__()
         if num_classes is not None and (type(num_classes) is not int or num_classes < 1):
-            raise ValueError(f"a class-conditional U-ViT needs num_classes >= 1 (None: unconditional), got {num_classes}")
+            raise ValueError(f"a class-conditional U-ViT needs num_classes >= 1 (None: unconditional), got "
+                             f"{num_classes}")
         check_counts("U-ViT", image_size=image_size, channels=channels, patch_size=patch_size, dim=dim, depth=depth,
                      heads=heads)
         if image_size % patch_size or depth % 2 == 0:

@@ -45,7 +45,8 @@ class ConvVAE(VAE):
     def __init__(self, image_size: int = 16, latent: int = 32, channels: int = 32):
         check_counts("ConvVAE", image_size=image_size, latent=latent, channels=channels)
         if image_size % 4:
-            raise ValueError(f"ConvVAE: image_size must be a multiple of 4 (two stride-2 convolutions), got {image_size}")
+            raise ValueError(f"ConvVAE: image_size must be a multiple of 4 (two stride-2 convolutions), got "
+                             f"{image_size}")
         super().__init__(image_size=image_size, latent=latent, channels=channels)
         side, c = image_size // 4, channels
         self.enc = nn.Sequential(nn.Conv2d(3, c, 3, 2, 1), nn.SiLU(), nn.Conv2d(c, 2 * c, 3, 2, 1), nn.SiLU(),
