@@ -3,8 +3,9 @@ content level (descriptor embeddings) plus small thumbnails, without the checkpo
 
 A golden file is one `.npz`: ids, embeddings quantized to int8 with one float16 scale per row (cosine
 similarities change by about 1e-3), uint8 thumbnails (at most 16 px) and a JSON header
-(noise-bank hash, sampler, NFE, grid, label, descriptor identity, model), with a sha256 over all of it.
-A candidate is compared only under the same noise bank, sampler, NFE, grid, label and descriptor.
+(noise-bank hash, sampler, NFE, grid, label, descriptor identity, a text model's prompt, model), with a sha256
+over all of it. A candidate is compared only under the same noise bank, sampler, NFE, grid, label, descriptor and
+prompt.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from models.atomic import atomic_write
 
 FORMAT = "samenoise-golden/1"
 THUMBNAIL = 16  # largest thumbnail side kept in a golden file (pixels); MAE is measured at this size
-MATCHED = ("bank_hash", "sampler", "nfe", "grid", "label", "descriptor")
+MATCHED = ("bank_hash", "sampler", "nfe", "grid", "label", "descriptor", "conditioning")
 _FROM_ENTRY = ("a candidate is sampled with its zoo entry's sampler, NFE and step grid: check it under an entry "
                "(--zoo) that names the file's")
 MISMATCH = {  # where each matched setting of a check comes from
@@ -33,11 +34,22 @@ MISMATCH = {  # where each matched setting of a check comes from
              "an unconditional one with no label)",
     "descriptor": "check with the descriptor the file was recorded with (--descriptor, --descriptor-path and "
                   "--descriptor-size; its identity is name@size:weights hash)",
+    "conditioning": "a text-to-image model is compared under the prompt it was recorded with (its zoo entry's "
+                    "`prompt`, or the sha256 of its `prompt_embeddings` file): give the candidate's entry that one",
 }
 
 
 class GoldenError(ValueError):
     """A golden file that cannot be used here; the message names the file and the problem."""
+
+
+def conditioning_of(entry) -> Optional[str]:
+    """A zoo entry's text conditioning as a golden file records it: its prompt, or the sha256 of its prompt-embeddings
+    file (None for a model without one)."""
+    if getattr(entry, "prompt_embeddings", ""):
+        digest = hashlib.sha256(Path(entry.prompt_embeddings).read_bytes()).hexdigest()
+        return f"prompt_embeddings sha256: {digest}"
+    return f"prompt: {entry.prompt}" if getattr(entry, "prompt", "") else None
 
 
 def thumbnails(images: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
@@ -67,9 +79,13 @@ class Golden:
     ids: np.ndarray = field(repr=False)
     embeddings: np.ndarray = field(repr=False)  # (n, d) float32 (stored as int8 with a float16 scale per row)
     thumbnails: np.ndarray = field(repr=False)  # (n, h, w, 3) uint8
+    # a text-to-image model's prompt ("prompt: ..." or "prompt_embeddings sha256: ..."); None for any other model.
+    # Files recorded before it was kept have no such key, and are matched on the other settings only
+    conditioning: Optional[str] = None
+    recorded: Optional[frozenset] = field(default=None, repr=False)  # the header keys of a loaded file
 
     def header(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("ids", "embeddings", "thumbnails")} | {
+        return {k: v for k, v in asdict(self).items() if k not in ("ids", "embeddings", "thumbnails", "recorded")} | {
             "format": FORMAT, "n": int(len(self.ids))}
 
     @staticmethod
@@ -142,7 +158,8 @@ class Golden:
             raise GoldenError(f"golden file {path} fails its sha256: it was edited or damaged")
         emb = q.astype(np.float32) * scale.astype(np.float32)
         fields = {k: header[k] for k in ("model", "bank_hash", "sampler", "nfe", "grid", "label", "descriptor")}
-        return cls(**fields, ids=ids, embeddings=emb, thumbnails=thumbs)
+        return cls(**fields, ids=ids, embeddings=emb, thumbnails=thumbs, conditioning=header.get("conditioning"),
+                   recorded=frozenset(header))
 
     @staticmethod
     def _check_arrays(path, header: dict, ids, q, scale, thumbs) -> None:
@@ -160,10 +177,12 @@ class Golden:
                                   f"{shown} for its {n} noises: it was edited or damaged")
 
     def check_compatible(self, path, **run) -> None:
-        """Refuse a comparison made under another noise bank, sampler, NFE, grid, label or descriptor, saying where
-        the setting comes from. The descriptor is matched by name, input size and weights, not by device: a file
+        """Refuse a comparison made under another noise bank, sampler, NFE, grid, label, descriptor or prompt, saying
+        where the setting comes from. The descriptor is matched by name, input size and weights, not by device: a file
         recorded on a GPU is checked on a CPU (content, not low bits, is what a golden file keeps)."""
         for key in MATCHED:
+            if self.recorded is not None and key not in self.recorded:  # an earlier release's file: no prompt kept
+                continue
             if key in run and run[key] != getattr(self, key):
                 raise GoldenError(f"golden file {path} was made with {key} {getattr(self, key)!r}, this run uses "
                                   f"{run[key]!r}: {MISMATCH[key].format(n=len(self.ids))}. A new golden file under "

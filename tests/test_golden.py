@@ -271,3 +271,27 @@ def test_a_regression_case_counts_pairs_at_the_papers_threshold_for_its_image_si
     for side, expected in ((16, 0.6), (64, 0.4)):
         case = regression_case("g.npz", "golden_rp", 0.6, threshold=similarity_threshold(side))
         assert _threshold(Side.of(case)) == expected
+
+
+def test_a_text_models_prompt_is_recorded_and_matched_and_an_earlier_file_without_it_still_checks(tmp_path):
+    """A text-to-image candidate under another prompt was compared with its reference and failed as a low RP, the
+    checkpoint blamed; the prompt (or the sha256 of the prompt embeddings) is in the header and matched like the
+    sampler. A file of an earlier release has no such key and is matched on the other settings only."""
+    from models.golden import conditioning_of
+    from models.zoo import ZooEntry
+
+    embeddings = tmp_path / "prompt.npy"
+    np.save(embeddings, np.ones((1, 2, 3), np.float32))
+    entry = ZooEntry(name="sd", source="x", format="diffusers", prompt="a horse")
+    assert conditioning_of(entry) == "prompt: a horse" and conditioning_of(None) is None
+    assert conditioning_of(ZooEntry(name="sd", source="x", format="diffusers", prompt_embeddings=str(embeddings))) \
+        .startswith("prompt_embeddings sha256: ")
+    path = golden(conditioning="prompt: a horse").save(tmp_path / "g.npz")
+    loaded = Golden.load(path)
+    assert loaded.conditioning == "prompt: a horse" and "conditioning" in loaded.recorded
+    loaded.check_compatible(path, conditioning="prompt: a horse")
+    with pytest.raises(GoldenError, match=r"was made with conditioning 'prompt: a horse', this run uses 'prompt: a "
+                                          r"cat': a text-to-image model is compared under the prompt it was recorded"):
+        loaded.check_compatible(path, conditioning="prompt: a cat")
+    earlier = Golden(**{**loaded.__dict__, "recorded": loaded.recorded - {"conditioning"}})
+    earlier.check_compatible(path, conditioning="prompt: a cat")  # nothing recorded to match
