@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from models.atomic import atomic_write
+from models.atomic import atomic_write, file_sha256
 
 FORMAT = "samenoise-golden/1"
 THUMBNAIL = 16  # largest thumbnail side kept in a golden file (pixels); MAE is measured at this size
@@ -47,8 +47,7 @@ def conditioning_of(entry) -> Optional[str]:
     """A zoo entry's text conditioning as a golden file records it: its prompt, or the sha256 of its prompt-embeddings
     file (None for a model without one)."""
     if getattr(entry, "prompt_embeddings", ""):
-        digest = hashlib.sha256(Path(entry.prompt_embeddings).read_bytes()).hexdigest()
-        return f"prompt_embeddings sha256: {digest}"
+        return f"prompt_embeddings sha256: {file_sha256(entry.prompt_embeddings)}"
     return f"prompt: {entry.prompt}" if getattr(entry, "prompt", "") else None
 
 
