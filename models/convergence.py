@@ -91,13 +91,19 @@ def _ar1_widening(lag1: float) -> float:
     return (1 + r) / (1 - r)
 
 
+def windows(n: int, tail: float = TAIL) -> tuple[int, int, int]:
+    """The 0-based step indices of a log of n steps that the trends read: the last `tail` starts at `late` (step 1,
+    index 0, is left out: log2(1) = 0 anchors nothing), and the same span one doubling earlier is [early, half)."""
+    return max(1, int(n * (1 - tail))), int(n * (1 - tail) / 2), n // 2
+
+
 def tail_slope(losses: list[float], tail: float = TAIL, level: float = LEVEL) -> Slope:
     """d loss / d log2(step) over the last `tail` of the steps (steps are 1-based), with its interval."""
     from scipy.stats import t as student_t
 
     _check_log(losses, tail, level)
     n = len(losses)
-    start = max(1, int(n * (1 - tail)))
+    start = windows(n, tail)[0]
     if n - start < 3:
         raise ValueError(f"a slope and its interval need at least 3 steps in the last {tail:.0%}, the log has {n} "
                          f"steps")
@@ -144,7 +150,8 @@ def last_doubling(losses: list[float], tail: float = TAIL, level: float = LEVEL)
         raise ValueError(f"the change over the last doubling compares the last `tail` of the steps with the same span "
                          f"a doubling earlier, which overlap above a half; tail must lie in (0, 0.5], got {tail!r}")
     n = len(losses)
-    late, early = losses[max(1, int(n * (1 - tail))):], losses[int(n * (1 - tail) / 2):n // 2]
+    late_start, early_start, half = windows(n, tail)
+    late, early = losses[late_start:], losses[early_start:half]
     if min(len(late), len(early)) < 2:
         raise ValueError(f"the change over the last doubling needs at least 2 steps in each window (the last "
                          f"{tail:.0%} and the same span one doubling earlier); the log has {n} steps")
@@ -395,14 +402,14 @@ def convergence(folder: str | Path, samples: int = FLOOR_SAMPLES) -> Convergence
     # with round 5 and "rose"); such a figure is left out ("-")
     n = len(losses)
     per_round = cfg.steps // cfg.distill_rounds if cfg.distill_from and cfg.distill_rounds > 1 else n
-    one_round = lambda first, last: first // per_round == last // per_round  # noqa: E731 (0-based step indices)
-    if not one_round(max(1, int(n * (1 - TAIL))), n - 1):
+    late_start, early_start, _ = windows(n)
+    if late_start // per_round != (n - 1) // per_round:
         slope = None
-    if not one_round(int(n * (1 - TAIL) / 2), n - 1):
+    if early_start // per_round != (n - 1) // per_round:
         doubling = None
     timing = folder / "train_time.json"
     train_time = _train_time(timing) if timing.is_file() else "-"
-    final, variance, _ = _mean_and_variance(torch.tensor(losses[max(1, int(len(losses) * (1 - TAIL))):],
+    final, variance, _ = _mean_and_variance(torch.tensor(losses[late_start:],
                                                          dtype=torch.float64))
     # a distilled student's loss is measured against its teacher, not the data: it has no D* floor
     # nor has a VAE's ELBO: it is not a denoising loss

@@ -30,6 +30,7 @@ from reports.schema import MEASURED, OUTCOMES, ResultsError, load_results
 
 # one error type for whatever the report cannot use: a results file, a store entry, a golden file
 ReportError = ResultsError
+DEFAULT_CACHE = ".cache/samenoise"  # a results file without meta.cache_dir (the store of the current folder)
 
 
 class StoredSets:
@@ -845,12 +846,15 @@ def _write_runs_index(root: Path) -> Path:
     return atomic_write(root / "index.html", lambda f: f.write(page.encode()))
 
 
-def build_report(results: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+def build_report(results: str | os.PathLike, cache_dir: Optional[str | os.PathLike], out: str | os.PathLike) -> Path:
     """The report of a results file; its figures are kept in `<cache_dir>/figures` and reused by a rebuild or a
-    rerun with the same records (Report.reuse_figures). The code digest of the figures' key is kept there too."""
+    rerun with the same records (Report.reuse_figures). The code digest of the figures' key is kept there too.
+    `cache_dir` None: the run's own store, as its results name it (meta.cache_dir)."""
     from models.versions import digests_kept_in
 
     doc = load_results(results)
+    if cache_dir is None:  # wherever the rebuild runs from, not ./.cache/samenoise
+        cache_dir = doc["meta"].get("cache_dir") or DEFAULT_CACHE
     if not doc["cases"]:  # the writer writes no file for a run that recorded nothing
         raise ReportError(f"{results}: holds no claim case; nothing to report")
     if not Path(cache_dir).is_dir():  # every figure would say its sets are missing, over a complete page
@@ -869,10 +873,7 @@ def main(argv=None) -> None:
                         help="folder for index.html and the PNG figures (default: the results file's own folder)")
     args = parser.parse_args(argv)
     try:
-        cache_dir = args.cache_dir
-        if cache_dir is None:  # the run's own store, wherever this command runs from (not ./.cache/samenoise)
-            cache_dir = load_results(args.results)["meta"].get("cache_dir") or ".cache/samenoise"
-        print(build_report(args.results, cache_dir, args.out or Path(args.results).parent))
+        print(build_report(args.results, args.cache_dir, args.out or Path(args.results).parent))
     except ReportError as e:
         parser.exit(2, f"error: {e}\n")
     except OSError as e:  # the output folder is a file, not writable, or the disk is full

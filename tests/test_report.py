@@ -512,7 +512,8 @@ def test_a_damaged_kept_set_is_drawn_again_and_replaced(tmp_path, monkeypatch):
     assert len(calls) == 3 and (kept / "grids.png").is_file()
 
 
-def test_a_rebuild_against_a_missing_cache_folder_or_of_no_cases_is_refused_and_makes_nothing(tmp_path, capsys):
+def test_a_rebuild_against_a_missing_cache_folder_or_of_no_cases_is_refused_and_makes_nothing(tmp_path, capsys,
+                                                                                              monkeypatch):
     """`python -m reports.build` run from another folder looked for ./.cache/samenoise and replaced the run's page with
     one whose figures all said "missing"; a results file of no case built a page of nothing. Both are refused, and
     by default the store is the one the results name (meta.cache_dir)."""
@@ -527,7 +528,7 @@ def test_a_rebuild_against_a_missing_cache_folder_or_of_no_cases_is_refused_and_
     doc = json.loads(results.read_text())
     doc["meta"]["cache_dir"] = str(tmp_path / "cache")
     results.write_text(json.dumps(doc))
-    os.chdir(tmp_path / "cache")  # anywhere: the default store is the results' own
+    monkeypatch.chdir(tmp_path / "cache")  # anywhere: the default store is the results' own
     main([str(results), "--out", str(tmp_path / "out")])
     assert "forest-C2.png" in (tmp_path / "out" / "index.html").read_text()
     assert "not drawn" not in (tmp_path / "out" / "index.html").read_text()
