@@ -267,3 +267,91 @@ def test_a_claim_of_disagreement_lists_its_most_similar_pairs_as_its_worst():
     pairs = PairValues(torch.tensor([7, 3, 5]), torch.tensor([0.1, 0.5, 0.9]))  # sorted least similar first
     assert worst_pairs(pairs) == [(7, 0.1), (3, 0.5), (5, 0.9)]
     assert worst_pairs(pairs, k=2, reverse=True) == [(5, 0.9), (3, 0.5)]
+
+
+class _FixedObservationStub:
+    """Measure's interface for `rp_fixed_observation` over 16-px images whose top-left pixel names the image: model
+    a's image of noise i is image i; model b's agrees with it where AGREE[observation][i] is 1, else it is another
+    image. `embed` one-hot encodes that pixel, so agreeing pairs have similarity 1 and the others 0."""
+
+    # observation 0 agrees on the choosing half (noises 0-3) only, 1 on half of each, 2 on half of the scored half
+    AGREE = [[1, 1, 1, 1, 0, 0, 0, 0], [1, 0, 1, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 0, 1, 0]]
+
+    @classmethod
+    def measure(cls, agree=None):
+        import numpy as np
+        import torch
+
+        from fixtures.measure import Measure
+        from models.store import SampleSet
+
+        table = agree or cls.AGREE
+
+        class Stub(Measure):
+            def inpainted(self, run, n, mask, truth_shift=0, observation=None):
+                images = np.zeros((n, 16, 16, 3), np.uint8)
+                for i in range(n):  # the square the easy mask hides holds the image's name
+                    images[i, 4:12, 4:12, 0] = i if run.model == "a" or table[observation][i] else 100 + i
+                return SampleSet(images, np.arange(n), 34, {"model": run.model, "observation": observation})
+
+        def embed(images):
+            return torch.nn.functional.one_hot(torch.as_tensor(images[:, 0, 0, 0]).long(), 256).float()
+
+        return Stub(None, None, None, embed, 8)
+
+
+def test_the_fixed_observation_case_chooses_on_one_half_of_the_noises_and_scores_the_other():
+    """Fig. 22: the observation of the highest (lowest) RP is chosen on the first half of the noises, and the value is
+    the second half's alone; so a choice that rode on the first half's luck does not carry into the paired test."""
+    from cases import Bar, Case, Run
+    from fixtures.metrics import rp_fixed_observation
+
+    runs = (Run("a", "dps", 34), Run("b", "dps", 34))
+    case = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), versus=runs, noises=8,
+                params={"mask": "easy", "observations": 3, "choose": "highest", "versus_choose": "lowest"})
+    measure = _FixedObservationStub.measure()
+    high, low = (rp_fixed_observation(measure, case, Side.of(case, versus=v)) for v in (False, True))
+    assert high.extra["observation"] == 0 and high.keys == [4, 5, 6, 7] and high.value == 0.0
+    assert low.extra["observation"] == 2 and low.keys == [4, 5, 6, 7] and low.value == 0.5
+    assert high.extra["chosen_on"] == {"first_noises": 4, "rp": [1.0, 0.5, 0.0]}
+    assert [w[0] for w in high.worst] == [4, 5, 6, 7]  # the scored half's pairs only
+    # through the suite's decision: 0 vs 0.5 on the scored noises does not show "highest > lowest"
+    from fixtures.results import decide
+    decision = decide(case, high, low)
+    assert not decision.holds and decision.test["discordant"] == [0, 2]
+    # ties on the choosing half: the first of the highest and the last of the lowest, two observations still
+    flat = _FixedObservationStub.measure([[1, 1, 1, 1, 1, 1, 1, 1]] * 3)
+    assert [rp_fixed_observation(flat, case, Side.of(case, versus=v)).extra["observation"]
+            for v in (False, True)] == [0, 2]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"observations": 1}, r"`observations` must be an integer >= 2 .* got 1"),
+    ({"observations": 2.0}, r"`observations` must be an integer >= 2 .* got 2.0"),
+    ({"choose": "max"}, r"`choose` must be one of 'highest', 'lowest', got 'max'"),
+])
+def test_the_fixed_observation_case_refuses_settings_it_cannot_read(params, message):
+    from cases import Bar, Case, Run
+    from fixtures.metrics import rp_fixed_observation
+
+    runs = (Run("a", "dps", 34), Run("b", "dps", 34))
+    case = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), versus=runs, noises=8,
+                params={"mask": "easy", "observations": 3, "choose": "highest"} | params)
+    with pytest.raises(ValueError, match=message):
+        rp_fixed_observation(_FixedObservationStub.measure(), case, Side.of(case))
+    few = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), noises=3,
+               params={"mask": "easy", "observations": 3, "choose": "highest"})
+    measure = _FixedObservationStub.measure()
+    measure.noises = 3
+    with pytest.raises(ValueError, match=r"3 noises cannot be split .* at least 4"):
+        rp_fixed_observation(measure, few, Side.of(few))
+
+
+@pytest.mark.parametrize("observation, shift", [(-1, 0), (1.0, 0), (True, 0), (2, 1)])
+def test_a_fixed_observation_must_be_a_thumbnail_index_without_a_shift(observation, shift):
+    from cases import Run
+    from fixtures.measure import Measure
+
+    with pytest.raises(ValueError, match=r"a fixed observation is a thumbnail index >= 0 \(without a truth_shift\), "
+                                         rf"got observation={observation!r}, truth_shift={shift}"):
+        Measure(None, None, None, None, 8).inpainted(Run("a", "dps", 34), 4, "easy", shift, observation)
