@@ -83,6 +83,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="RP score bar of the regression case (default 0.6)")
     group.addoption("--golden-mae", type=float, default=GOLDEN_DEFAULT_BAR,
                     help="MAE score bar of the regression case (default 0.6)")
+    group.addoption("--golden-thumbnail", type=int, default=None, metavar="PIXELS",
+                    help="with --update-golden: the largest thumbnail side the golden file keeps for its MAE case "
+                         "(default 16; images up to this size are kept whole, larger ones downsized to it); a check "
+                         "compares at the file's own size")
     group.addoption("--report-dir", default=DEFAULT_REPORTS,
                     help=f"folder of the runs' output (default {DEFAULT_REPORTS}): each run writes runs/<date>-<time>-"
                          f"<kind>/ with results.json and the HTML report; latest points at the newest ('' for none)")
@@ -304,11 +308,17 @@ def _built_in_case_models(zoo) -> list[str]:
 
 def _check_regression(config: pytest.Config, zoo) -> None:
     from fixtures.results import unwritable
-    from models.golden import Golden, GoldenError
+    from models.golden import MIN_THUMBNAIL, Golden, GoldenError
     from models.zoo import ZooError, check_available
 
     candidate, goldens = config.getoption("--candidate"), config.getoption("--golden")
     recording = config.getoption("--update-golden")
+    thumbnail = config.getoption("--golden-thumbnail")
+    if thumbnail is not None and not recording:  # a check compares at the size its file was recorded at
+        raise pytest.UsageError(f"--golden-thumbnail {thumbnail} sets the thumbnails a golden file records, and needs "
+                                f"--update-golden; a check compares at the size the file was recorded at")
+    if thumbnail is not None and thumbnail < MIN_THUMBNAIL:
+        raise pytest.UsageError(f"--golden-thumbnail must be at least {MIN_THUMBNAIL} pixels, got {thumbnail}")
     if not candidate and not goldens:
         if recording:
             raise pytest.UsageError("--update-golden needs --candidate MODEL and --golden FILE")

@@ -13,7 +13,7 @@ import pytest
 
 from cases.regression import GOLDEN_BARS, item_id, regression_case, similarity_threshold
 from cases import Run
-from models.golden import Golden, conditioning_of, thumbnails
+from models.golden import THUMBNAIL, Golden, conditioning_of, thumbnails
 
 
 def pytest_generate_tests(metafunc):
@@ -42,7 +42,8 @@ def test_record_golden(golden_file, pytestconfig, measure, descriptor):
     s = measure.sample(run, len(bank), label=label, bank=bank)
     Golden(model=m.entry.name, bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid, label=label,
            descriptor=descriptor.identity, ids=s.ids, embeddings=measure.embed(s.images).numpy(),
-           thumbnails=thumbnails(s.images), conditioning=conditioning_of(m.entry)).save(golden_file)
+           thumbnails=thumbnails(s.images, pytestconfig.getoption("--golden-thumbnail") or THUMBNAIL),
+           conditioning=conditioning_of(m.entry)).save(golden_file)
     writer = pytestconfig.pluginmanager.get_plugin("samenoise-results")
     if writer is not None:  # the run's last lines say what it wrote
         writer.written.append(f"golden file ({len(s.ids)} noises, {run.sampler}@{run.nfe}) -> {golden_file}")

@@ -2,7 +2,7 @@
 content level (descriptor embeddings) plus small thumbnails, without the checkpoint itself.
 
 A golden file is one `.npz`: ids, embeddings quantized to int8 with one float16 scale per row (cosine
-similarities change by about 1e-3), uint8 thumbnails (at most 16 px) and a JSON header
+similarities change by about 1e-3), uint8 thumbnails (at most 16 px by default, --golden-thumbnail) and a JSON header
 (noise-bank hash, sampler, NFE, grid, label, descriptor identity, a text model's prompt, model), with a sha256
 over all of it. A candidate is compared only under the same noise bank, sampler, NFE, grid, label, descriptor and
 prompt.
@@ -22,7 +22,10 @@ import numpy as np
 from models.atomic import atomic_write, file_sha256
 
 FORMAT = "samenoise-golden/1"
-THUMBNAIL = 16  # largest thumbnail side kept in a golden file (pixels); MAE is measured at this size
+THUMBNAIL = 16  # largest thumbnail side kept in a golden file by default (pixels); MAE is measured at the file's size
+# the smallest side --golden-thumbnail takes: a 4 x 4 thumbnail is the mean-colour layout the suite's layout cases read
+# (their pool 4, Appendix E); below it an MAE check sees colour without layout
+MIN_THUMBNAIL = 4
 MATCHED = ("bank_hash", "sampler", "nfe", "grid", "label", "descriptor", "conditioning")
 _FROM_ENTRY = ("a candidate is sampled with its zoo entry's sampler, NFE and step grid: check it under an entry "
                "(--zoo) that names the file's")

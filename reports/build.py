@@ -477,7 +477,8 @@ class Report:
         except (OSError, GoldenError) as e:
             raise ReportError(f"golden file {path} cannot be used ({e})") from e
         pos = {int(i): k for k, i in enumerate(g.ids)}
-        return thumbnails(self.samples.get(c["extra"]["samples"][0]).take(ids)), g.thumbnails[[pos[i] for i in ids]]
+        return (thumbnails(self.samples.get(c["extra"]["samples"][0]).take(ids), g.thumbnails.shape[1]),
+                g.thumbnails[[pos[i] for i in ids]])
 
     def fig_worst(self):
         """For every failing pair case (and failing checkpoint regression): its worst pairs side by side with

@@ -295,3 +295,22 @@ def test_a_text_models_prompt_is_recorded_and_matched_and_an_earlier_file_withou
         loaded.check_compatible(path, conditioning="prompt: a cat")
     earlier = Golden(**{**loaded.__dict__, "recorded": loaded.recorded - {"conditioning"}})
     earlier.check_compatible(path, conditioning="prompt: a cat")  # nothing recorded to match
+
+
+def test_a_golden_file_keeps_thumbnails_of_the_size_asked_and_a_check_compares_at_that_size(tmp_path):
+    """--golden-thumbnail sets the size a golden file's MAE case compares at (16 px by default, whatever the image
+    size); the check reads it from the file. The embedded models' images are 16 px: 8 downsizes them, 32 keeps them."""
+    out = run_regression(tmp_path, REFERENCE, "--update-golden", "--golden-thumbnail", "8")
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert Golden.load(tmp_path / "ref.npz").thumbnails.shape[1:] == (8, 8, 3)
+    out = run_regression(tmp_path, REFERENCE)
+    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-2000:]
+    out = run_regression(tmp_path, REFERENCE, "--update-golden", "--golden-thumbnail", "32", golden="whole.npz")
+    assert out.returncode == 0 and Golden.load(tmp_path / "whole.npz").thumbnails.shape[1:] == (16, 16, 3)
+    # a check takes the file's size: the option is refused there, as below the 4 x 4 layout
+    for extra, says in ((("--golden-thumbnail", "8"), "needs --update-golden; a check compares at the size the file "
+                                                      "was recorded at"),
+                        (("--update-golden", "--golden-thumbnail", "3"), "--golden-thumbnail must be at least 4 "
+                                                                         "pixels, got 3")):
+        out = run_regression(tmp_path, REFERENCE, "--collect-only", *extra)
+        assert out.returncode == 4 and says in out.stderr, out.stderr[-2000:]
