@@ -90,6 +90,18 @@ FIXED_OBSERVATION = Case(
     noises=INVERSE_NOISES, title=f"{ACROSS[0]}~{ACROSS[1]}[one observation, the highest of {FIXED_OBSERVATIONS}]/dps@34",
     rhs=f"rp(the lowest of {FIXED_OBSERVATIONS})")
 INVERSE.append(FIXED_OBSERVATION)
+# ... "and the decrease in reproducibility differs across various architecture categories": between the observations
+# that the between-family pair's choosing half ranks highest and lowest, the within-family pair (the two UNets) loses
+# less RP per noise than the between-family pair (paired bootstrap and exact sign test over the scored half)
+INVERSE.append(Case(
+    "C4", "Appendix F, Fig. 22", "rp_fixed_observation_drop", tuple(Run(m, "dps", 34) for m in WITHIN),
+    Bar("<", None, "Appendix F, Fig. 22: the decrease in reproducibility from one observation to another differs "
+                   "across architecture categories: within a family less than between families"),
+    versus=tuple(Run(m, "dps", 34) for m in ACROSS),
+    params={"mask": "easy", "observations": FIXED_OBSERVATIONS, "chosen_by": f"{ACROSS[0]}~{ACROSS[1]}"},
+    noises=INVERSE_NOISES, title=f"{WITHIN[0]}~{WITHIN[1]}[one observation, the highest of {FIXED_OBSERVATIONS} "
+                                 f"against the lowest]/dps@34",
+    rhs=f"rp_fixed_observation_drop({ACROSS[0]}~{ACROSS[1]})"))
 
 # Fine-tuning: attention-only fine-tune of a model pretrained on 2,048 thumbnails vs the same UNet from scratch,
 # both on the same 64 (memorization regime). Fig. 8a: RP between the two strategies is below RP between two

@@ -285,13 +285,14 @@ class _FixedObservationStub:
         from fixtures.measure import Measure
         from models.store import SampleSet
 
-        table = agree or cls.AGREE
+        tables = {"b": agree or cls.AGREE, "c": cls.AGREE[::-1]}  # model c: observation 2's row first
 
         class Stub(Measure):
             def inpainted(self, run, n, mask, truth_shift=0, observation=None):
                 images = np.zeros((n, 16, 16, 3), np.uint8)
                 for i in range(n):  # the square the easy mask hides holds the image's name
-                    images[i, 4:12, 4:12, 0] = i if run.model == "a" or table[observation][i] else 100 + i
+                    agrees = run.model == "a" or tables[run.model][observation][i]
+                    images[i, 4:12, 4:12, 0] = i if agrees else 100 + i
                 return SampleSet(images, np.arange(n), 34, {"model": run.model, "observation": observation})
 
         def embed(images):
@@ -323,6 +324,28 @@ def test_the_fixed_observation_case_chooses_on_one_half_of_the_noises_and_scores
     flat = _FixedObservationStub.measure([[1, 1, 1, 1, 1, 1, 1, 1]] * 3)
     assert [rp_fixed_observation(flat, case, Side.of(case, versus=v)).extra["observation"]
             for v in (False, True)] == [0, 2]
+
+
+def test_the_drop_between_two_fixed_observations_is_per_noise_with_the_observations_another_pair_chose():
+    """Fig. 22's "the decrease differs across categories": the pair a~b's RP under the highest minus under the lowest
+    observation, per scored noise, where a~c's choosing half ranks the observations."""
+    from cases import Bar, Case, Run
+    from fixtures.metrics import rp_fixed_observation_drop
+
+    runs = (Run("a", "dps", 34), Run("b", "dps", 34))
+    case = Case("C4", "s", "rp_fixed_observation_drop", runs, Bar("<", None, "s"), noises=8,
+                params={"mask": "easy", "observations": 3, "chosen_by": "a~c"})
+    out = rp_fixed_observation_drop(_FixedObservationStub.measure(), case, Side.of(case))
+    # a~c agrees most on the choosing half under observation 2 (a~b's observation 0 row) and least under 0
+    assert out.extra["observations"] == [2, 0] and out.extra["chosen_on"]["by"] == "a~c"
+    assert out.keys == [4, 5, 6, 7] and out.units == [1.0, 0.0, 1.0, 0.0]  # a~b: [1, 0, 1, 0] - [0, 0, 0, 0]
+    own = Case("C4", "s", "rp_fixed_observation_drop", runs, Bar("<", None, "s"), noises=8,
+               params={"mask": "easy", "observations": 3})
+    assert rp_fixed_observation_drop(_FixedObservationStub.measure(), own, Side.of(own)).extra["observations"] == [0, 2]
+    bad = Case("C4", "s", "rp_fixed_observation_drop", runs, Bar("<", None, "s"), noises=8,
+               params={"mask": "easy", "observations": 3, "chosen_by": "c"})
+    with pytest.raises(ValueError, match=r"`chosen_by` names two models as 'a~b', got 'c'"):
+        rp_fixed_observation_drop(_FixedObservationStub.measure(), bad, Side.of(bad))
 
 
 @pytest.mark.parametrize("params, message", [
