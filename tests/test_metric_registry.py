@@ -352,6 +352,7 @@ def test_the_drop_between_two_fixed_observations_is_per_noise_with_the_observati
     ({"observations": 1}, r"`observations` must be an integer >= 2 .* got 1"),
     ({"observations": 2.0}, r"`observations` must be an integer >= 2 .* got 2.0"),
     ({"choose": "max"}, r"`choose` must be one of 'highest', 'lowest', got 'max'"),
+    ({"mask": None}, r"inpaints under a `mask` param \(easy or hard\), got none"),
 ])
 def test_the_fixed_observation_case_refuses_settings_it_cannot_read(params, message):
     from cases import Bar, Case, Run
@@ -359,7 +360,8 @@ def test_the_fixed_observation_case_refuses_settings_it_cannot_read(params, mess
 
     runs = (Run("a", "dps", 34), Run("b", "dps", 34))
     case = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), versus=runs, noises=8,
-                params={"mask": "easy", "observations": 3, "choose": "highest"} | params)
+                params={k: v for k, v in ({"mask": "easy", "observations": 3, "choose": "highest"} | params).items()
+                        if v is not None})
     with pytest.raises(ValueError, match=message):
         rp_fixed_observation(_FixedObservationStub.measure(), case, Side.of(case))
     few = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), noises=3,
