@@ -75,11 +75,14 @@ INVERSE += [Case("C4", "the suite's reading of Appendix F, Fig. 22's pictures", 
                                "image; below the RP bar 0.6 (Sec. 2.1)"),
                  params={"mask": "hard", "partner": partner}, noises=INVERSE_NOISES,
                  title=f"{m}~{m}[other observation]/dps@34") for m, partner in (WITHIN, WITHIN[::-1])]
-# Fig. 22's stated claim (Appendix F): between architecture families, RP under one fixed observation (every noise
-# observing it) varies with the observation ("above 0.5" under z_1, "below 0.3" under z_3). The paper shows three
-# observations it chose; the case fixes each of the first FIXED_OBSERVATIONS thumbnails in turn on the easy mask (the
-# figure's), lets the first half of the noises choose the observation of the highest and of the lowest RP, and
-# compares the two on the other half (exact McNemar over those paired noises: the choice saw none of them).
+# Fig. 22's stated claim (Appendix F): between architecture families, reproducibility under one fixed observation
+# (every noise observing it) varies with the observation ("above 0.5" under z_1, "below 0.3" under z_3). The paper
+# shows three observations it chose; the case fixes each of the first FIXED_OBSERVATIONS thumbnails in turn on the easy
+# mask (the figure's). An observation can make images of any two noises agree on the square (a nearly black one: 0.58
+# of other-noise pairs above SSCD 0.6 on the embedded zoo), so each noise's agreement is taken net of the agreement of
+# its couple partner's image (fixtures/metrics.py): what the shared noise adds. The first half of the noises chooses the
+# observation of the highest and of the lowest such value; the two are compared on the other half (paired bootstrap and
+# exact sign test over noise couples: the choice saw none of them).
 FIXED_OBSERVATIONS = 4
 FIXED_OBSERVATION = Case(
     "C4", "Appendix F, Fig. 22", "rp_fixed_observation", tuple(Run(m, "dps", 34) for m in ACROSS),
@@ -88,20 +91,8 @@ FIXED_OBSERVATION = Case(
     versus=tuple(Run(m, "dps", 34) for m in ACROSS),
     params={"mask": "easy", "observations": FIXED_OBSERVATIONS, "choose": "highest", "versus_choose": "lowest"},
     noises=INVERSE_NOISES, title=f"{ACROSS[0]}~{ACROSS[1]}[one observation, the highest of {FIXED_OBSERVATIONS}]/dps@34",
-    rhs=f"rp(the lowest of {FIXED_OBSERVATIONS})")
+    rhs=f"rp_fixed_observation(the lowest of {FIXED_OBSERVATIONS})")
 INVERSE.append(FIXED_OBSERVATION)
-# ... "and the decrease in reproducibility differs across various architecture categories": between the observations
-# that the between-family pair's choosing half ranks highest and lowest, the within-family pair (the two UNets) loses
-# less RP per noise than the between-family pair (paired bootstrap and exact sign test over the scored half)
-INVERSE.append(Case(
-    "C4", "Appendix F, Fig. 22", "rp_fixed_observation_drop", tuple(Run(m, "dps", 34) for m in WITHIN),
-    Bar("<", None, "Appendix F, Fig. 22: the decrease in reproducibility from one observation to another differs "
-                   "across architecture categories: within a family less than between families"),
-    versus=tuple(Run(m, "dps", 34) for m in ACROSS),
-    params={"mask": "easy", "observations": FIXED_OBSERVATIONS, "chosen_by": f"{ACROSS[0]}~{ACROSS[1]}"},
-    noises=INVERSE_NOISES, title=f"{WITHIN[0]}~{WITHIN[1]}[one observation, the highest of {FIXED_OBSERVATIONS} "
-                                 f"against the lowest]/dps@34",
-    rhs=f"rp_fixed_observation_drop({ACROSS[0]}~{ACROSS[1]})"))
 
 # Fine-tuning: attention-only fine-tune of a model pretrained on 2,048 thumbnails vs the same UNet from scratch,
 # both on the same 64 (memorization regime). Fig. 8a: RP between the two strategies is below RP between two

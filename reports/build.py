@@ -430,9 +430,11 @@ class Report:
                 rows = [np.concatenate([observed] * len(shown), axis=1),
                         np.concatenate(list(a.take(shown)), axis=1), np.concatenate(list(b.take(shown)), axis=1)]
                 ax.imshow(np.concatenate(rows, axis=0), interpolation="nearest")
-                ax.set_title(f"observation {seen} ({side['extra']['choose']} RP), noise ids {shown[0]}-{shown[-1]}: "
-                             f"observation / {c['runs'][0]['model']} / {c['runs'][1]['model']} "
-                             f"(RP {side['value']:.2f}{'; ' + c['outcome'] if side is c else ''})", fontsize=7)
+                raw = side["extra"].get("rp"), side["extra"].get("other_noise_rp")
+                rp = f"RP {raw[0]:.2f}, other noises {raw[1]:.2f}, " if None not in raw else ""
+                ax.set_title(f"observation {seen} ({side['extra']['choose']} RP net of other noises), noise ids "
+                             f"{shown[0]}-{shown[-1]}: observation / {c['runs'][0]['model']} / {c['runs'][1]['model']} "
+                             f"({rp}net {side['value']:.2f}{'; ' + c['outcome'] if side is c else ''})", fontsize=7)
                 ax.axis("off")
         return self.save(fig, "fixed_observation.png")
 

@@ -38,7 +38,6 @@ DSTAR, DSTAR_B = Run(optimal(SIZE)), Run(optimal("m64"), "heun", 35)
 FALLS = Bar("<", None, "Sec. 3, Fig. 5 (a direction case)")
 DPS = tuple(Run(m, "dps", 34) for m in L2048[:2])
 FIXED_OBS = (Run(L2048[0], "dps", 12), Run(L2048[2], "dps", 12))  # UNet-16 and U-ViT
-FIXED_OBS_WITHIN = (Run(L2048[0], "dps", 12), Run(L2048[1], "dps", 12))  # UNet-16 and UNet-32
 COND_RUNS = (Run(COND[0]), Run(COND[0], "heun", 35))
 STOCHASTIC_DSTAR = (Run(optimal(SIZE), ANCESTRAL, 20), Run(optimal("m64"), ANCESTRAL, 20))
 ROUNDTRIP = Run(optimal("m64"), "heun", 99)  # Theorem 1's round trip, as the suite's case runs it
@@ -97,13 +96,6 @@ ROWS = [
                                           params={"mask": "easy", "observations": 4, "choose": "highest",
                                                   "versus_choose": "lowest"}, noises=64),
      "noise permuted", FIXED_OBS[0]),
-    # the within-family pair loses less RP between the two observations than the between-family pair; with its UNet-32
-    # swapped for the U-ViT (a wrong checkpoint loaded) the two pairs are one and lose alike
-    ("fixed-observation-drop", "inverse", Case("C4", "Fig. 22", "rp_fixed_observation_drop", FIXED_OBS_WITHIN,
-                                               Bar("<", None, "Appendix F, Fig. 22"), versus=FIXED_OBS,
-                                               params={"mask": "easy", "observations": 4,
-                                                       "chosen_by": "~".join(r.model for r in FIXED_OBS)}, noises=64),
-     "model swapped", FIXED_OBS_WITHIN[1]),
     # a control (a negative claim): pairs of other noise ids score low, unless the ids are off by one (the bug a
     # control must catch: the shifted pairs then share their noise)
     ("control", "control", Case("control", "Sec. 2.1", "rp", (DSTAR, DSTAR_B), score_bar("<"),
@@ -171,9 +163,6 @@ class Mutant(Measure):
             swapped = copy.copy(m)  # a copy, not dataclasses.replace: a suite checkpoint's model is built lazily
             swapped.entry = self.base_model(LOSS_RUNS[1].model).entry
             return swapped
-        if name == self.target.model and self.mutation == "model swapped":  # another model's network under the name
-            other = self.base_model(L2048[2])
-            return Model(name, other.D, other.kernel, other.sample_shape, f"{m.fingerprint}:swapped")
         if name == self.target.model and self.mutation == "memorizing":  # D* of the GL case's training set
             memorized = self.training_set(2048).as_tensor()
             return Model(name, OptimalDenoiser(memorized), m.kernel, m.sample_shape, f"{m.fingerprint}:memorizing")

@@ -47,9 +47,9 @@ def test_cases_name_only_models_the_suite_can_provide():
 
 
 def test_a_case_with_its_own_noise_count_keeps_it_up_to_the_default_and_scales_above():
-    """The conditional (128 noises, each under both labels) and DPS (64 observations) cases: at --noises 512 they run
-    512 and 256, at the paper's 10,000 their share of it; below the default they keep their own count. A count above
-    the default (the memorization end's) is kept below it and replaced by a larger run's count."""
+    """The conditional layout (128 noises, each under both labels) and DPS (64 observations) cases: at --noises 512
+    they run 512 and 256, at the paper's 10,000 their share of it; below the default they keep their own count. A count
+    above the default (the memorization end's) is kept below it and replaced by a larger run's count."""
     from cases import DEFAULT_NOISES
     from cases.embedded import MEMORIZATION_NOISES
     from cases.variants import INVERSE_NOISES

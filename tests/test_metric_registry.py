@@ -270,9 +270,11 @@ def test_a_claim_of_disagreement_lists_its_most_similar_pairs_as_its_worst():
 
 
 class _FixedObservationStub:
-    """Measure's interface for `rp_fixed_observation` over 16-px images whose top-left pixel names the image: model
-    a's image of noise i is image i; model b's agrees with it where AGREE[observation][i] is 1, else it is another
-    image. `embed` one-hot encodes that pixel, so agreeing pairs have similarity 1 and the others 0."""
+    """Measure's interface for `rp_fixed_observation` over 16-px images whose hidden square's first pixel names the
+    image: model a's image of noise i is image i; model b's agrees with it where AGREE[observation][i] is 1, else it
+    is another image; under observation 0 models d and e make one
+    image whatever the noise (images of other noises agree too). `embed` one-hot encodes that pixel, so agreeing
+    pairs have similarity 1 and the others 0."""
 
     # observation 0 agrees on the choosing half (noises 0-3) only, 1 on half of each, 2 on half of the scored half
     AGREE = [[1, 1, 1, 1, 0, 0, 0, 0], [1, 0, 1, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 0, 1, 0]]
@@ -285,14 +287,17 @@ class _FixedObservationStub:
         from fixtures.measure import Measure
         from models.store import SampleSet
 
-        tables = {"b": agree or cls.AGREE, "c": cls.AGREE[::-1]}  # model c: observation 2's row first
+        tables = {"b": agree or cls.AGREE}
 
         class Stub(Measure):
             def inpainted(self, run, n, mask, truth_shift=0, observation=None):
                 images = np.zeros((n, 16, 16, 3), np.uint8)
                 for i in range(n):  # the square the easy mask hides holds the image's name
-                    agrees = run.model == "a" or tables[run.model][observation][i]
-                    images[i, 4:12, 4:12, 0] = i if agrees else 100 + i
+                    if run.model in "de":
+                        name = 200 if observation == 0 else i + (100 if run.model == "e" else 0)
+                    else:
+                        name = i if run.model == "a" or tables[run.model][observation][i] else 100 + i
+                    images[i, 4:12, 4:12, 0] = name
                 return SampleSet(images, np.arange(n), 34, {"model": run.model, "observation": observation})
 
         def embed(images):
@@ -301,51 +306,54 @@ class _FixedObservationStub:
         return Stub(None, None, None, embed, 8)
 
 
-def test_the_fixed_observation_case_chooses_on_one_half_of_the_noises_and_scores_the_other():
-    """Fig. 22: the observation of the highest (lowest) RP is chosen on the first half of the noises, and the value is
-    the second half's alone; so a choice that rode on the first half's luck does not carry into the paired test."""
+def _fixed_case(runs=("a", "b"), versus=None, **params):
     from cases import Bar, Case, Run
-    from fixtures.metrics import rp_fixed_observation
 
-    runs = (Run("a", "dps", 34), Run("b", "dps", 34))
-    case = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), versus=runs, noises=8,
-                params={"mask": "easy", "observations": 3, "choose": "highest", "versus_choose": "lowest"})
-    measure = _FixedObservationStub.measure()
-    high, low = (rp_fixed_observation(measure, case, Side.of(case, versus=v)) for v in (False, True))
-    assert high.extra["observation"] == 0 and high.keys == [4, 5, 6, 7] and high.value == 0.0
-    assert low.extra["observation"] == 2 and low.keys == [4, 5, 6, 7] and low.value == 0.5
-    assert high.extra["chosen_on"] == {"first_noises": 4, "rp": [1.0, 0.5, 0.0]}
-    assert [w[0] for w in high.worst] == [4, 5, 6, 7]  # the scored half's pairs only
-    # through the suite's decision: 0 vs 0.5 on the scored noises does not show "highest > lowest"
+    side = tuple(Run(m, "dps", 34) for m in runs)
+    return Case("C4", "s", "rp_fixed_observation", side, Bar(">", None, "s"),
+                versus=tuple(Run(m, "dps", 34) for m in versus) if versus else side, noises=8,
+                params={"mask": "easy", "observations": 3, "choose": "highest", "versus_choose": "lowest"} | params)
+
+
+def test_the_fixed_observation_case_chooses_on_one_half_of_the_noises_and_scores_the_other():
+    """Fig. 22: the observation of the highest (lowest) value is chosen on the first half of the noises, and the value
+    is the second half's alone, keyed by noise couple; so a choice that rode on the first half's luck does not carry
+    into the paired test."""
+    from fixtures.metrics import rp_fixed_observation
     from fixtures.results import decide
+
+    case = _fixed_case()
+    high, low = (rp_fixed_observation(_FixedObservationStub.measure(), case, Side.of(case, versus=v))
+                 for v in (False, True))
+    assert high.extra["observation"] == 0 and low.extra["observation"] == 2
+    assert high.keys == low.keys == ["couple2/4", "couple2/5", "couple3/6", "couple3/7"]
+    assert high.units == [0.0] * 4 and low.units == [1.0, 0.0, 1.0, 0.0] and low.value == 0.5
+    assert high.extra["chosen_on"] == {"first_noises": 4, "net": [1.0, 0.5, 0.0]}
+    assert sorted(w[0] for w in high.worst) == [4, 5, 6, 7]  # the scored half's pairs only
+    # through the suite's decision: 0 vs 0.5 on the scored noises does not show "highest > lowest"
     decision = decide(case, high, low)
-    assert not decision.holds and decision.test["discordant"] == [0, 2]
+    assert not decision.holds and decision.test["signs"] == [0, 2]
     # ties on the choosing half: the first of the highest and the last of the lowest, two observations still
     flat = _FixedObservationStub.measure([[1, 1, 1, 1, 1, 1, 1, 1]] * 3)
     assert [rp_fixed_observation(flat, case, Side.of(case, versus=v)).extra["observation"]
             for v in (False, True)] == [0, 2]
 
 
-def test_the_drop_between_two_fixed_observations_is_per_noise_with_the_observations_another_pair_chose():
-    """Fig. 22's "the decrease differs across categories": the pair a~b's RP under the highest minus under the lowest
-    observation, per scored noise, where a~c's choosing half ranks the observations."""
-    from cases import Bar, Case, Run
-    from fixtures.metrics import rp_fixed_observation_drop
+def test_agreement_that_the_observation_gives_images_of_other_noises_is_not_counted():
+    """An observation under which every noise gives one image (a nearly black square) scores RP 1 from the same noise
+    and 1 from other noises: net 0, the lowest, not the highest."""
+    from fixtures.metrics import rp_fixed_observation
 
-    runs = (Run("a", "dps", 34), Run("b", "dps", 34))
-    case = Case("C4", "s", "rp_fixed_observation_drop", runs, Bar("<", None, "s"), noises=8,
-                params={"mask": "easy", "observations": 3, "chosen_by": "a~c"})
-    out = rp_fixed_observation_drop(_FixedObservationStub.measure(), case, Side.of(case))
-    # a~c agrees most on the choosing half under observation 2 (a~b's observation 0 row) and least under 0
-    assert out.extra["observations"] == [2, 0] and out.extra["chosen_on"]["by"] == "a~c"
-    assert out.keys == [4, 5, 6, 7] and out.units == [1.0, 0.0, 1.0, 0.0]  # a~b: [1, 0, 1, 0] - [0, 0, 0, 0]
-    own = Case("C4", "s", "rp_fixed_observation_drop", runs, Bar("<", None, "s"), noises=8,
-               params={"mask": "easy", "observations": 3})
-    assert rp_fixed_observation_drop(_FixedObservationStub.measure(), own, Side.of(own)).extra["observations"] == [0, 2]
-    bad = Case("C4", "s", "rp_fixed_observation_drop", runs, Bar("<", None, "s"), noises=8,
-               params={"mask": "easy", "observations": 3, "chosen_by": "c"})
-    with pytest.raises(ValueError, match=r"`chosen_by` names two models as 'a~b', got 'c'"):
-        rp_fixed_observation_drop(_FixedObservationStub.measure(), bad, Side.of(bad))
+    case = _fixed_case(("d", "d"))
+    high, low = (rp_fixed_observation(_FixedObservationStub.measure(), case, Side.of(case, versus=v))
+                 for v in (False, True))
+    assert high.extra["chosen_on"]["net"] == [0.0, 1.0, 1.0] and high.extra["observation"] == 1
+    assert low.extra["observation"] == 0 and low.extra["rp"] == 1.0 and low.extra["other_noise_rp"] == 1.0
+    assert low.value == 0.0
+    # models that agree on nothing, but for the observation's one image: nothing to choose, net 0 everywhere
+    unrelated = _fixed_case(("d", "e"))
+    assert rp_fixed_observation(_FixedObservationStub.measure(), unrelated,
+                                Side.of(unrelated)).extra["chosen_on"]["net"] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("params, message", [
@@ -355,20 +363,17 @@ def test_the_drop_between_two_fixed_observations_is_per_noise_with_the_observati
     ({"mask": None}, r"inpaints under a `mask` param \(easy or hard\), got none"),
 ])
 def test_the_fixed_observation_case_refuses_settings_it_cannot_read(params, message):
-    from cases import Bar, Case, Run
     from fixtures.metrics import rp_fixed_observation
 
-    runs = (Run("a", "dps", 34), Run("b", "dps", 34))
-    case = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), versus=runs, noises=8,
-                params={k: v for k, v in ({"mask": "easy", "observations": 3, "choose": "highest"} | params).items()
-                        if v is not None})
+    case = _fixed_case(**params)
+    case = type(case)(**{**case.__dict__, "params": {k: v for k, v in case.params.items() if v is not None}})
     with pytest.raises(ValueError, match=message):
         rp_fixed_observation(_FixedObservationStub.measure(), case, Side.of(case))
-    few = Case("C4", "s", "rp_fixed_observation", runs, Bar(">", None, "s"), noises=3,
-               params={"mask": "easy", "observations": 3, "choose": "highest"})
+    few = _fixed_case()
     measure = _FixedObservationStub.measure()
-    measure.noises = 3
-    with pytest.raises(ValueError, match=r"3 noises cannot be split .* at least 4"):
+    measure.noises = 7
+    few = type(few)(**{**few.__dict__, "noises": 7})
+    with pytest.raises(ValueError, match=r"7 noises cannot be split .* at least 8"):
         rp_fixed_observation(measure, few, Side.of(few))
 
 
