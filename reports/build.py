@@ -405,39 +405,6 @@ class Report:
             ax.axis("off")
         return self.save(fig, "inverse.png")
 
-    def fig_fixed_observation(self):
-        """Figure 22: one observation for every noise; the two models under the observation of the highest RP and
-        under that of the lowest, for the first noises the case scored (the half that did not choose them)."""
-        from models.datasets import embedded_photos
-        from models.inverse import make_mask
-
-        cases = [c for c in self.cases if c["metric"] == "rp_fixed_observation" and c.get("versus")
-                 and len(c["extra"].get("samples", [])) == 2 and len(c["versus"]["extra"].get("samples", [])) == 2]
-        if not cases:
-            return None
-        plt = _plt()
-        fig, axes = plt.subplots(2 * len(cases), 1, figsize=(8, 2.4 * len(cases)), squeeze=False)
-        for k, c in enumerate(cases):
-            for ax, side in zip(axes[2 * k:2 * k + 2, 0], (c, c["versus"])):
-                a, b = (self.samples.get(h) for h in side["extra"]["samples"])
-                shown = [i for i in a.ids.tolist()[side["extra"]["chosen_on"]["first_noises"]:]][:8]
-                size = a.images.shape[1]
-                seen = side["extra"]["observation"]
-                truth = embedded_photos(seen + 1, size=size,
-                                        seed=self.doc["meta"]["constants"]["inverse_truth_seed"]).images[seen]
-                keep = make_mask(c["params"]["mask"], size)[0, 0].numpy()[..., None]
-                observed = (truth * keep + 127 * (1 - keep)).astype(np.uint8)
-                rows = [np.concatenate([observed] * len(shown), axis=1),
-                        np.concatenate(list(a.take(shown)), axis=1), np.concatenate(list(b.take(shown)), axis=1)]
-                ax.imshow(np.concatenate(rows, axis=0), interpolation="nearest")
-                raw = side["extra"].get("rp"), side["extra"].get("other_noise_rp")
-                rp = f"RP {raw[0]:.2f}, other noises {raw[1]:.2f}, " if None not in raw else ""
-                ax.set_title(f"observation {seen} ({side['extra']['choose']} RP net of other noises), noise ids "
-                             f"{shown[0]}-{shown[-1]}: observation / {c['runs'][0]['model']} / {c['runs'][1]['model']} "
-                             f"({rp}net {side['value']:.2f}{'; ' + c['outcome'] if side is c else ''})", fontsize=7)
-                ax.axis("off")
-        return self.save(fig, "fixed_observation.png")
-
     def fig_conditional(self):
         """Figures 6, 20, 21: one noise under every label, for each conditional model."""
         cases = [c for c in self.of_figure("Fig. 6") if c["metric"] == "rp_cond"]
@@ -547,8 +514,6 @@ class Report:
         self.add("RP along slerp paths between noises (Fig. 11)", self.fig_manifold, "no manifold case ran")
         self.add("Training loss, small set against large (Fig. 13)", self.fig_loss, "no training-loss case ran")
         self.add("Inpainting by deterministic DPS (Fig. 7, 25)", self.fig_inverse, "no inverse-problem case ran")
-        self.add("One observation, many noises (Fig. 22)", self.fig_fixed_observation,
-                 "no fixed-observation inverse-problem case ran")
         self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran")
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
         for part, (title, _) in PARTS.items():

@@ -598,34 +598,3 @@ def test_the_runs_index_is_listed_and_written_under_a_lock(tmp_path, monkeypatch
                         lambda root: held.append((root / "runs" / ".index.lock").exists()) or real(root))
     page = build.write_runs_index(tmp_path).read_text()
     assert held == [True] and "20260101-000000-main" in page and not (tmp_path / "runs" / ".index.lock").exists()
-
-
-def test_the_fixed_observation_figure_draws_both_chosen_observations_on_the_scored_noises(tmp_path):
-    """Fig. 22: one row of observations and the two models' results under the observation of the highest RP, one
-    under that of the lowest, for noises of the half the case scored."""
-    store = SampleStore(tmp_path / "cache")
-    (tmp_path / "cache").mkdir()
-    rng = np.random.default_rng(0)
-    hashes = {}
-    for seen in (0, 3):
-        for model in ("a", "b"):
-            key = {"model": model, "sampler": "dps", "nfe": 34, "inverse": {"mask": "easy", "observation": seen}}
-            store.put(key, rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8), range(8), 34)
-            hashes.setdefault(seen, []).append(key_hash(key))
-    runs = [{"model": m, "sampler": "dps", "nfe": 34} for m in "ab"]
-    chosen = {"first_noises": 4, "rp": [1.0, 0.5, 0.75, 0.25]}
-    case = pair_case(hashes[0], ident="C4/a~b[one observation]/dps@34[mask=easy]: rp_fixed_observation>rp(lowest)",
-                     claim="C4", part="inverse", figure="Fig. 22", metric="rp_fixed_observation", value=1.0,
-                     bar={"op": ">", "value": None, "source": "src"}, runs=runs, versus_runs=runs, worst=[],
-                     params={"mask": "easy", "observations": 4, "choose": "highest", "versus_choose": "lowest"},
-                     outcome="passed", passed=True,
-                     extra={"samples": hashes[0], "observation": 0, "choose": "highest", "chosen_on": chosen},
-                     versus={"value": 0.25, "n": 4, "extra": {"samples": hashes[3], "observation": 3,
-                                                              "choose": "lowest", "chosen_on": chosen}})
-    case["decision"] = {"holds": True, "interval": [0.51, 1.0, "Wilson"], "reason": "test", "control": None,
-                        "test": {"name": "exact McNemar", "discordant": [6, 0], "p": 0.03125, "pairs": 8,
-                                 "direction": ">", "holds": True}}
-    page = build_report(write_results(tmp_path, [case]), tmp_path / "cache", tmp_path / "out").read_text()
-    assert "fixed_observation.png" in page and "no fixed-observation inverse-problem case ran" not in page
-    img = np.asarray(Image.open(tmp_path / "out" / "fixed_observation.png").convert("L"))
-    assert img.std() > 5  # not blank
