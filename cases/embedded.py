@@ -41,7 +41,8 @@ CD_TEACHER, CONSISTENCY = "unet16-edm-l2048", "unet16-edm-cd-l2048"
 COND = ("unet16-edm-cond-l2048", "uvit-edm-cond-l2048")
 UNCOND_OF = {"unet16-edm-cond-l2048": "unet16-edm-l2048", "uvit-edm-cond-l2048": "uvit-edm-l2048"}
 # the same architecture, data and budget retrained with seed 1 (initialization, batch order, training noise)
-RESEEDED = {"unet16-edm-m4": "unet16-edm-m4-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1"}
+RESEEDED = {"unet16-edm-m4": "unet16-edm-m4-seed1", "unet16-edm-l2048": "unet16-edm-l2048-seed1",
+            "uvit-edm-l2048": "uvit-edm-l2048-seed1"}
 # attention-only fine-tune of a model pretrained on other photos (Appendix G), and the same UNet from scratch
 FINETUNED, SCRATCH = "unet32-edm-ft-m64", "unet32-edm-m64"
 PRETRAINED = "unet32-edm-other-l2048"  # the fine-tunes' pretraining: 2,048 thumbnails of ten other photos

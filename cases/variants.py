@@ -1,8 +1,8 @@
 """C4 (Sec. 4): conditional models (Fig. 6, Appendix E), inverse problems (Fig. 7, Appendix F) and
 fine-tuning (Fig. 8, Appendix G)."""
 from cases import Bar, Case, Run, score_bar
-from cases.embedded import (COND, FINETUNED, FINETUNED_L, GENERALIZATION_NOISES, L2048, PRETRAINED, SCRATCH,
-                            SCRATCH_L, UNCOND_OF)
+from cases.embedded import (COND, FINETUNED, FINETUNED_L, GENERALIZATION_NOISES, L2048, PRETRAINED, RESEEDED,
+                            SCRATCH, SCRATCH_L, UNCOND_OF)
 
 # Conditional cases sample every class for each noise: 2 classes x the case's noises per model. The model pairs
 # (RP_cond, RP_between) take the generalization end's floor of 256 noises, as C2's pairs there do (cases/embedded.py:
@@ -37,6 +37,7 @@ CONDITIONAL += [Case("C4", "Appendix E, Fig. 20, 21", "layout_mae", (Run(c),), L
 # Inverse problems: deterministic DPS with DPM-Solver++ (Algorithm 1) on centred square masks.
 INVERSE_NOISES = 64  # each noise has its own observation (Appendix F, Fig. 25); 64 on a CPU run
 WITHIN, ACROSS = (L2048[0], L2048[1]), (L2048[1], L2048[2])  # UNet vs UNet, UNet vs U-ViT
+WITHIN_TRANSFORMER = (L2048[2], RESEEDED[L2048[2]])  # U-ViT vs U-ViT (another seed): Fig. 25's transformer family
 INVERSE = []
 # Fig. 7 and 22 use the easy mask only (Appendix F); Fig. 25 both
 INVERSE_SOURCES = {"easy": "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "hard": "Appendix F, Fig. 25 (the hard mask)"}
@@ -45,13 +46,15 @@ INVERSE_SOURCES = {"easy": "Sec. 4, Fig. 7, Appendix F (Fig. 25)", "hard": "Appe
 DPS_WITHIN_BAR = Bar(">=", 0.6, "the suite's RP score bar (Sec. 2.2, Fig. 3's unconditional 0.70); the paper gives no "
                                 "level for DPS within a family (Sec. 4, Fig. 25 plot it)")
 for mask in ("easy", "hard"):
-    INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in WITHIN),
-                        DPS_WITHIN_BAR, params={"mask": mask}, noises=INVERSE_NOISES))
-    INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in ACROSS),
-                        Bar("<", None, "Sec. 4 / Fig. 25: reproducibility of DPS holds within an architecture family, "
-                                       "less across families"),
-                        versus=tuple(Run(m, "dps", 34) for m in WITHIN), params={"mask": mask}, noises=INVERSE_NOISES))
-for pair in (WITHIN, ACROSS):
+    for within in (WITHIN, WITHIN_TRANSFORMER):
+        INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in within),
+                            DPS_WITHIN_BAR, params={"mask": mask}, noises=INVERSE_NOISES))
+        INVERSE.append(Case("C4", INVERSE_SOURCES[mask], "rp", tuple(Run(m, "dps", 34) for m in ACROSS),
+                            Bar("<", None, "Sec. 4 / Fig. 25: reproducibility of DPS holds within an architecture "
+                                           "family, less across families"),
+                            versus=tuple(Run(m, "dps", 34) for m in within), params={"mask": mask},
+                            noises=INVERSE_NOISES))
+for pair in (WITHIN, ACROSS, WITHIN_TRANSFORMER):
     INVERSE.append(Case("C4", "Appendix F, Fig. 25", "rp", tuple(Run(m, "dps", 34) for m in pair),
                         Bar("<", None, "Appendix F, Fig. 25: hard inpainting is less reproducible than easy"),
                         versus=tuple(Run(m, "dps", 34) for m in pair),

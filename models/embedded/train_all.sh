@@ -11,7 +11,7 @@ order=(unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048 unet32-edm-l2
        unet16-edm-distill-l2048
        unet16-edm-cd-l2048 unet32-edm-other-l2048 unet32-edm-ft-m64 unet32-edm-ft-l2048
        unet16-edm-m4 unet16-edm-m4-seed1 unet32-edm-m4 uvit-edm-m4
-       unet16-edm-l2048-seed1 vae-conv-l2048 vae-mlp-l2048)
+       unet16-edm-l2048-seed1 uvit-edm-l2048-seed1 vae-conv-l2048 vae-mlp-l2048)
 names=("${@:-${order[@]}}")
 for name in "${names[@]}"; do
   dest="models/embedded/$name"
