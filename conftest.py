@@ -428,6 +428,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     forget_earlier_attempts(item)  # in every process: under pytest-xdist the items live in the workers
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    from fixtures.results import note_collected_claim
+
+    note_collected_claim(item)  # a worker tells the controller whether claim cases were collected
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 

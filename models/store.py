@@ -59,7 +59,9 @@ class SampleSet:
         """The rows of these noise ids, in this order."""
         rows, missing = positions(self.ids.tolist(), ids)
         if missing:
-            raise StoreError(f"noise ids {missing[:10]} are not in the sample set {self.key.get('model')}")
+            k = self.key
+            raise StoreError(f"noise ids {missing[:10]} are not among the {len(self.ids)} of the sample set "
+                             f"{k.get('sampler')}@{k.get('nfe')} of model fingerprint {str(k.get('fingerprint'))[:12]}")
         return rows
 
     def take(self, ids) -> np.ndarray:

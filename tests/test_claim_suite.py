@@ -271,6 +271,30 @@ def test_runs_that_name_one_computation_share_one_stored_set(tmp_path):
     assert D.calls == calls + 4
 
 
+def test_a_renamed_model_keeps_its_stored_sets_and_another_checkpoint_does_not_share_them(tmp_path):
+    """The store keys a set by the model's fingerprint (weights and settings), not its name: an entry renamed in a zoo
+    file (or the slow sweep's size that the zoo ships, fixtures/zoo.py) is read from the store, not sampled again;
+    a model of other weights under the first one's name is sampled."""
+    from fixtures.samples import SampleSource
+    from fixtures.zoo import Model
+    from models.kernels import make_kernel
+    from models.noise import NoiseBank
+    from models.store import SampleStore
+    from tests.helpers import Counting, GaussianData
+
+    D = Counting(GaussianData())
+    fingerprints = {"old-name": "fp", "new-name": "fp", "other": "fp-other"}
+    source = SampleSource(lambda name: Model(name, D, make_kernel("edm"), (3, 4, 4), fingerprints[name]),
+                          SampleStore(tmp_path), "cpu", micro_batch=4)
+    bank = NoiseBank.draw(0, (3, 4, 4), n=4)
+    first = source(Run("old-name", "euler", 4), bank)
+    calls = D.calls
+    renamed = source(Run("new-name", "euler", 4), bank)
+    assert D.calls == calls and renamed.key == first.key and (renamed.images == first.images).all()
+    source(Run("other", "euler", 4), bank)
+    assert D.calls == calls + 4
+
+
 def test_a_zoo_entry_micro_batch_caps_the_runs_in_the_solve_and_the_key(tmp_path):
     """Rows per network call: the run's (16 on a CPU, 256 on a GPU, or --micro-batch), capped by the entry's own."""
     import dataclasses
@@ -294,7 +318,7 @@ def test_a_zoo_entry_micro_batch_caps_the_runs_in_the_solve_and_the_key(tmp_path
     plain = ZooEntry(name="p", source="-", kernel="edm", image_size=4)
     entries = {"p": plain, "q": dataclasses.replace(plain, name="q", micro_batch=3),
                "r": dataclasses.replace(plain, name="r", micro_batch=32)}  # a cap above the run's leaves the run's
-    source = SampleSource(lambda name: Model(name, D, make_kernel("edm"), (3, 4, 4), "fp", entry=entries[name]),
+    source = SampleSource(lambda name: Model(name, D, make_kernel("edm"), (3, 4, 4), f"fp-{name}", entry=entries[name]),
                           SampleStore(tmp_path), "cpu", micro_batch=8)
     bank = NoiseBank.draw(0, (3, 4, 4), n=10)
     for name, rows in (("p", 8), ("q", 3), ("r", 8)):

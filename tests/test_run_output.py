@@ -54,6 +54,10 @@ def test_a_run_that_records_nothing_writes_nothing_and_leaves_earlier_runs_alone
     assert out.returncode == 5
     assert "samenoise: no claim case ran; no results or report written" in out.stdout
     assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == before
+    # under pytest-xdist too, where the process that writes the results collects nothing itself
+    out = run(tmp_path, "-k", "no_such_case", "-n", "2")
+    assert out.returncode == 5 and "samenoise: no claim case ran; no results or report written" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == before
 
 
 def test_results_survive_an_output_folder_that_fails_at_the_end(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.store import SampleStore, StoreError, StoreWarning, key_hash, main, prune
+from models.store import SampleSet, SampleStore, StoreError, StoreWarning, key_hash, main, prune
 
 KEY = {"model": "m", "sampler": "dpm3", "nfe": 20, "bank": "abc", "label": None}
 
@@ -400,3 +400,13 @@ def test_a_set_of_other_images_than_uint8_is_refused_and_a_read_marks_the_entry_
 
     monkeypatch.setattr(SampleStore, "read", staticmethod(prune_during_read))
     assert store.get({"k": 1}) is not None and path.exists() and seen[0][0].removed == 0
+
+
+def test_a_noise_id_missing_from_a_set_is_named_with_the_set():
+    """A set asked for noise ids it lacks names them, how many it holds and which sampler, NFE and model made it."""
+    s = SampleSet(np.zeros((3, 2, 2, 3), np.uint8), np.array([0, 1, 2]), 4,
+                  {"fingerprint": "abcdef0123456789", "sampler": "euler", "nfe": 4})
+    assert s.rows([2, 0]) == [2, 0]
+    with pytest.raises(StoreError, match=r"noise ids \[7\] are not among the 3 of the sample set euler@4 of model "
+                                         r"fingerprint abcdef012345"):
+        s.take([0, 7])

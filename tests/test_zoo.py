@@ -144,6 +144,9 @@ def test_an_entrys_settings_and_weights_are_in_its_fingerprint(saved_unet):
     entry = entry_for(saved_unet)
     fp = entry_fingerprint(entry)
     assert entry_fingerprint(dataclasses.replace(entry, description="another text")) == fp
+    # nor its name and labels, which no loader reads: a renamed entry keeps its sets
+    for label in (dict(name="renamed"), dict(family="uvit"), dict(dataset="another")):
+        assert entry_fingerprint(dataclasses.replace(entry, **label)) == fp, label
     # nor the rows per call: the store key records those, and the field's absence kept the fingerprints it had
     assert entry_fingerprint(dataclasses.replace(entry, micro_batch=8)) == fp
     for change in (dict(kernel_options={"t_max": 0.9}), dict(time_scale=1000.0), dict(prompt="a photo"),
