@@ -41,7 +41,7 @@ def outcomes(tmp_path_factory):
                      "--report-dir", str(tmp / "out"), "--results", str(tmp / "results.json"), timeout=900)
     assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
     records = load_results(tmp / "results.json")["cases"]
-    return {r["nodeid"].split("[")[-1].rstrip("]"): r for r in records}, out.stdout
+    return {r["nodeid"].split("[")[-1].rstrip("]"): r for r in records}, out.stdout, tmp / "cache"
 
 
 @pytest.mark.parametrize("row", [r[0] for r in ROWS])
@@ -50,7 +50,7 @@ def test_the_sound_case_holds_and_the_mutated_one_fails(outcomes, row):
 
     case = next(r[2] for r in ROWS if r[0] == row)  # not a parameter named `case`: the results writer would take
     # this test for a claim case of the suite itself
-    records, stdout = outcomes
+    records, stdout, _ = outcomes
     sound, mutated = records[f"{row}-sound"], records[f"{row}-mutated"]
     assert sound["outcome"] == "passed", (sound["value"], sound.get("decision"), stdout[-2000:])
     control = sound["decision"].get("control")
@@ -58,3 +58,21 @@ def test_the_sound_case_holds_and_the_mutated_one_fails(outcomes, row):
     assert (control is not None) == has_control(case), (control, has_control(case))
     assert control is None or control["caught"], control
     assert mutated["outcome"] == "failed", (mutated["value"], mutated.get("decision"))
+
+
+def test_every_record_names_the_stored_sets_it_read(outcomes):
+    """A record finds its samples again: every metric but the loss log's (which reads none) names the store entries
+    it read, the rows it took of each and its noise banks (fixtures/measure.py, sample_extra), and the entries are
+    there. The hyperplane, slerp, layout, round-trip and Theorem 1 metrics once recorded none."""
+    from models.store import SampleStore
+
+    records, _, cache = outcomes
+    store = SampleStore(cache)
+    for name, r in records.items():
+        if r["metric"] == "loss" or r["outcome"] not in ("passed", "failed"):
+            continue
+        extra = r["extra"]
+        assert extra.get("samples") and len(extra["sample_rows"]) == len(extra["samples"]), (name, sorted(extra))
+        for h, rows in zip(extra["samples"], extra["sample_rows"]):
+            stored = SampleStore.read(store.root / "samples" / f"{h}.npz")
+            assert 0 < rows <= len(stored.ids), (name, h, rows)
