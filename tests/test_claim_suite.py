@@ -98,11 +98,13 @@ def test_the_round_trip_case_runs_one_pair_per_training_image_at_most():
     from cases.catalog import ALL
     from fixtures.metrics import Side, roundtrip_mae
     from fixtures.measure import Measure
+    from models.store import SampleSet
 
     case = next(c for c in ALL if c.metric == "roundtrip")
     images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
     m = Measure(None, None, None, None, 10_000, "d")
-    m.roundtrip = lambda run, size, n: (images[:n], images[:n])  # an exact round trip of the first n images
+    # an exact round trip of the first n images
+    m.roundtrip = lambda run, size, n: (images[:n], SampleSet(images[:n], np.arange(n), 4, {"roundtrip": "y"}))
     got = roundtrip_mae(m, case, Side.of(case))
     assert m.n(case) > 64 and got.n == 64 and got.value == 1.0
 
