@@ -1,9 +1,11 @@
 """Loaders for published checkpoints that only their authors' code can build: OpenAI's ADM (guided-diffusion and
-improved-diffusion state dicts, Dhariwal & Nichol 2021; Nichol & Dhariwal 2021) and Song et al.'s score-SDE
-(score_sde_pytorch checkpoints: DDPM, DDPM++, DDPM++ deep, NCSN++ under VP, sub-VP and VE, Song et al. 2021).
+improved-diffusion state dicts, Dhariwal & Nichol 2021; Nichol & Dhariwal 2021), Song et al.'s score-SDE
+(score_sde_pytorch checkpoints: DDPM, DDPM++, DDPM++ deep, NCSN++ under VP, sub-VP and VE, Song et al. 2021) and Bao
+et al.'s U-ViT (baofff/U-ViT state dicts, Bao et al. 2023).
 
-Their code comes from a local checkout on PYTHONPATH, as EDM pickles need NVlabs' packages; nothing is downloaded.
-Both formats run that code and unpickle the checkpoint: load them only from paths you name. Each loader maps the
+Their code comes from a local checkout on PYTHONPATH (or named by an environment variable), as EDM pickles need
+NVlabs' packages; nothing is downloaded. Every format here runs that code and unpickles the checkpoint (tensors only,
+torch's weights_only): load them only from paths you name. Each loader maps the
 checkpoint onto the denoiser contract (models/denoisers.py): a kernel, what the network predicts and what it takes as
 its time input, and refuses, before any sampling, an entry that disagrees with what the checkpoint shows.
 """
@@ -347,3 +349,107 @@ def load_score_sde(entry: ZooEntry):
     _ema_weights(entry, model, state["ema"])
     data = {"image_size": config.data.image_size, "in_channels": config.data.num_channels}
     return ScoreSDENetwork(model, bool(config.data.centered), data), kernel, prediction, time_input, time_scale
+
+
+# --- U-ViT: baofff/U-ViT ------------------------------------------------------------------------------------------
+
+UVIT_ENV = "SAMENOISE_UVIT"
+UVIT_HELP = ("U-ViT checkpoints need Bao et al.'s code: clone https://github.com/baofff/U-ViT, set "
+             f"{UVIT_ENV} to its folder (or put it on PYTHONPATH), and pip install einops (its libs/uvit.py imports it)")
+# the checkout's libs/ package is imported under this name: `libs` is too common a top-level name to claim
+UVIT_PACKAGE = "uvit_libs"
+# Bao et al.'s continuous VP SDE (their sde.py: VPSDE() at its defaults, beta(t) linear on t in [0, 1]); the network
+# is called with 999 t and predicts eps (their ScoreModel.noise_pred), on data in [-1, 1]
+UVIT_BETA = (0.1, 20.0)
+UVIT_TIME_SCALE = 999.0
+
+
+def _is_uvit(root: Path) -> bool:
+    return (root / "libs" / "uvit.py").is_file()
+
+
+def _uvit_root() -> Optional[Path]:
+    """The U-ViT checkout: $SAMENOISE_UVIT, else the sys.path entry that holds libs/uvit.py."""
+    named = os.environ.get(UVIT_ENV)
+    if named:
+        return Path(named) if _is_uvit(Path(named)) else None
+    return next((Path(p or ".") for p in sys.path if _is_uvit(Path(p or "."))), None)
+
+
+def uvit_available(entry: ZooEntry) -> Path:
+    """The checkout, when it and the entry's checkpoint are here."""
+    root = _uvit_root()
+    if root is None:
+        named = os.environ.get(UVIT_ENV)
+        where = f"{UVIT_ENV}={named} is not a U-ViT checkout (no libs/uvit.py)" if named else "no U-ViT checkout found"
+        raise Unavailable(f"zoo entry {entry.name!r}: {where}. " + UVIT_HELP)
+    if not Path(entry.source).is_file():
+        raise Unavailable(f"zoo entry {entry.name!r}: uvit checkpoint {entry.source} does not exist")
+    return root
+
+
+def uvit_module(entry: ZooEntry, root: Path):
+    """The checkout's libs/uvit.py, imported as uvit_libs.uvit (its relative imports resolve inside libs/)."""
+    if UVIT_PACKAGE not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(UVIT_PACKAGE, None, is_package=True)
+        spec.submodule_search_locations = [str(root / "libs")]
+        sys.modules[UVIT_PACKAGE] = importlib.util.module_from_spec(spec)
+    try:
+        return importlib.import_module(f"{UVIT_PACKAGE}.uvit")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith(UVIT_PACKAGE):
+            raise
+        raise Unavailable(f"zoo entry {entry.name!r}: U-ViT's libs/uvit.py needs `{e.name}`. " + UVIT_HELP) from e
+
+
+class UViTNetwork(torch.nn.Module):
+    """Bao et al.'s UViT called as net(x_t, 999 t): their forward(x, timesteps) outputs eps for the whole image."""
+
+    def __init__(self, model: torch.nn.Module, config: dict[str, Any]):
+        super().__init__()
+        self.model, self.config = model, config  # image size, channels and classes for the zoo's checks
+
+    def forward(self, x, t):
+        return self.model(x, t)
+
+
+def load_uvit(entry: ZooEntry):
+    """A U-ViT state dict (e.g. the README's cifar10_uvit_small.pth, loaded by their eval.py into UViT) built with
+    the entry's `flags`, the UViT constructor's arguments its config gives (configs/cifar10_uvit_small.py: img_size 32,
+    patch_size 2, embed_dim 512, depth 12, num_heads 8, mlp_ratio 4, qkv_bias false, mlp_time_embed false); unset
+    ones take the class's own defaults (ImageNet's 224-px U-ViT). Unconditional only: a class-conditional U-ViT adds
+    a null class for guidance, which no case here samples."""
+    root = uvit_available(entry)
+    module = uvit_module(entry, root)
+    params = inspect.signature(module.UViT).parameters
+    unknown = sorted(set(entry.flags) - set(params))
+    if unknown:
+        raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not arguments of U-ViT's UViT; valid flags: "
+                       f"{', '.join(p for p in params if p != 'norm_layer')}")
+    flags = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty} | entry.flags
+    for flag, field_ in (("img_size", "image_size"), ("in_chans", "channels")):
+        if flags.get(flag) != getattr(entry, field_):  # before building: a wrong size shows up as shape errors
+            raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {flags.get(flag)!r}"
+                           f"{'' if flag in entry.flags else ' (the class default)'} but the entry's {field_} is "
+                           f"{getattr(entry, field_)}")
+    if flags.get("num_classes", -1) not in (-1, 0, None):
+        raise ZooError(f"zoo entry {entry.name!r}: flag num_classes is {flags['num_classes']!r}; only unconditional "
+                       f"U-ViTs (num_classes -1) are supported")
+    _expect(entry, {"kernel": "vp", "prediction": "eps", "time_input": "t"}, {"time_scale": UVIT_TIME_SCALE})
+    try:
+        kernel = make_kernel("vp", **entry.kernel_options)
+    except TypeError as e:
+        raise ZooError(f"zoo entry {entry.name!r}: kernel_options {entry.kernel_options} ({e})") from e
+    beta = (kernel.beta.beta_min, kernel.beta.beta_min + kernel.beta.beta_d)
+    if not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(beta, UVIT_BETA)):
+        raise _mismatch(entry, "the kernel's (beta_min, beta_max) (from kernel_options)", beta,
+                        f"{UVIT_BETA} (U-ViT's sde.VPSDE)")
+    state = _read_state(entry)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if "label_emb.weight" in state:
+        raise ZooError(f"zoo entry {entry.name!r}: {entry.source} is a class-conditional U-ViT (it has label_emb); "
+                       f"only unconditional U-ViTs are supported")
+    model = module.UViT(**flags)
+    _load_weights(entry, model, state)
+    config = {"image_size": flags["img_size"], "in_channels": flags["in_chans"], "num_classes": None}
+    return UViTNetwork(model, config), kernel, "eps", "t", UVIT_TIME_SCALE

@@ -62,7 +62,8 @@ class ZooEntry:
     prompt: str = ""  # encoded with the checkpoint's text_encoder/ and tokenizer/ (needs `transformers`)
     prompt_embeddings: str = ""  # or a .npy/.pt file of precomputed (1, tokens, dim) text embeddings
     # checkpoints built by their authors' code (models/published.py)
-    flags: dict[str, Any] = field(default_factory=dict)  # ADM: the model_and_diffusion flags it was trained with
+    # ADM: the model_and_diffusion flags it was trained with; U-ViT: the arguments of its UViT class
+    flags: dict[str, Any] = field(default_factory=dict)
     config: str = ""  # score-SDE: its config file, relative to the score_sde_pytorch checkout
 
     @property
@@ -78,7 +79,7 @@ ENTRY_KEYS = tuple(f.name for f in fields(ZooEntry) if f.name != "name")
 ENTRY_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ZooEntry)
                   if f.default is not MISSING or f.default_factory is not MISSING}
 # keys that only these formats read (models/published.py)
-FORMAT_KEYS = {"flags": ("guided-diffusion", "improved-diffusion"), "config": ("score-sde",)}
+FORMAT_KEYS = {"flags": ("guided-diffusion", "improved-diffusion", "uvit"), "config": ("score-sde",)}
 
 
 # What each key of an entry holds (micro_batch has its own check below); every other key is text.
@@ -606,5 +607,6 @@ FORMATS: Registry[Format] = Registry("format", {
     "guided-diffusion": Format(_published("adm_available"), _network(_published("load_adm"))),
     "improved-diffusion": Format(_published("adm_available"), _network(_published("load_adm"))),
     "score-sde": Format(_published("score_sde_available"), _network(_published("load_score_sde"))),
+    "uvit": Format(_published("uvit_available"), _network(_published("load_uvit"))),
     "samenoise-generator": Format(_folder_available, _load_generator),
 })

@@ -486,6 +486,229 @@ def test_score_sde_checkout_named_by_the_environment_is_found_and_kept_behind_in
     assert sys.path[-1] == str(score_sde_code)
 
 
+# --- U-ViT ----------------------------------------------------------------------------------------------------------
+
+UVIT_TIMM = '''
+from torch import nn
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_features, hidden_features):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(in_features, hidden_features), nn.GELU(), nn.Linear(hidden_features,
+                                                                                                     in_features)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+'''
+
+UVIT_NET = '''
+import math
+
+import torch
+from torch import nn
+
+from .timm import Mlp  # as libs/uvit.py imports its copy of timm: a relative import inside libs/
+
+
+class Block(nn.Module):
+    def __init__(self, dim, mlp_ratio, skip):
+        super().__init__()
+        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x, skip=None):
+        if self.skip_linear is not None:
+            x = self.skip_linear(torch.cat([x, skip], dim=-1))
+        return x + self.mlp(self.norm(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size, in_chans, embed_dim):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class UViT(nn.Module):
+    """U-ViT's constructor and key names (patch_embed, pos_embed, in_blocks, mid_block, out_blocks, decoder_pred,
+    final_layer) around a network without attention; the time enters as a sinusoid of timesteps, as U-ViT's does."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.,
+                 qkv_bias=False, qk_scale=None, norm_layer=nn.LayerNorm, mlp_time_embed=False, num_classes=-1,
+                 use_checkpoint=False, conv=True, skip=True):
+        super().__init__()
+        self.in_chans, self.patch_size, self.embed_dim = in_chans, patch_size, embed_dim
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.num_patches = (img_size // patch_size) ** 2
+        if num_classes > 0:
+            self.label_emb = nn.Embedding(num_classes, embed_dim)
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, 1 + self.num_patches, embed_dim))
+        self.in_blocks = nn.ModuleList(Block(embed_dim, mlp_ratio, False) for _ in range(depth // 2))
+        self.mid_block = Block(embed_dim, mlp_ratio, False)
+        self.out_blocks = nn.ModuleList(Block(embed_dim, mlp_ratio, skip) for _ in range(depth // 2))
+        self.norm = norm_layer(embed_dim)
+        self.decoder_pred = nn.Linear(embed_dim, patch_size ** 2 * in_chans)
+        self.final_layer = nn.Conv2d(in_chans, in_chans, 3, padding=1) if conv else nn.Identity()
+
+    def forward(self, x, timesteps, y=None):
+        tokens = self.patch_embed(x)
+        half = self.embed_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        args = timesteps[:, None].float() * freqs[None]
+        time = torch.cat([torch.cos(args), torch.sin(args)], dim=1)[:, None]
+        h = torch.cat([time, tokens + time], dim=1) + self.pos_embed  # no attention here: each token sees the time
+        skips = []
+        for blk in self.in_blocks:
+            h = blk(h)
+            skips.append(h)
+        h = self.mid_block(h)
+        for blk in self.out_blocks:
+            h = blk(h, skips.pop())
+        h = self.decoder_pred(self.norm(h))[:, 1:]
+        n, p, c = int(self.num_patches ** 0.5), self.patch_size, self.in_chans
+        h = h.reshape(len(x), n, n, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(len(x), c, n * p, n * p)
+        return self.final_layer(h)
+'''
+
+UVIT_FLAGS = {"img_size": 8, "patch_size": 2, "embed_dim": 16, "depth": 3, "num_heads": 2, "mlp_ratio": 2,
+              "qkv_bias": False, "mlp_time_embed": False, "num_classes": -1}
+
+
+@pytest.fixture
+def uvit_code(tmp_path, monkeypatch):
+    """A stand-in U-ViT checkout (libs/uvit.py, libs/timm.py, no libs/__init__.py) on sys.path."""
+    root = tmp_path / "U-ViT"
+    (root / "libs").mkdir(parents=True)
+    (root / "libs" / "timm.py").write_text(UVIT_TIMM)
+    (root / "libs" / "uvit.py").write_text(UVIT_NET)
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    forget("uvit_libs")
+
+
+def save_uvit(root, path, **flags):
+    """A plain UViT state dict, as U-ViT's eval.py loads its released cifar10_uvit_small.pth."""
+    sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module("libs.uvit")
+    finally:
+        sys.path.remove(str(root))
+    torch.manual_seed(0)
+    net = module.UViT(**(UVIT_FLAGS | flags))
+    torch.save(net.state_dict(), path)
+    forget("libs")
+    return net.eval()
+
+
+def uvit_entry(tmp_path, **fields):
+    return ZooEntry(**{"name": "uvit-tiny", "source": str(tmp_path / "uvit.pth"), "format": "uvit", "kernel": "vp",
+                       "prediction": "eps", "time_input": "t", "image_size": 8, "sampler": "euler", "nfe": 6,
+                       "flags": UVIT_FLAGS} | fields)
+
+
+def test_uvit_checkpoint_samples_like_its_noise_prediction(tmp_path, uvit_code):
+    """Bao et al.'s score model: x_t = mean x0 + std eps on VPSDE(0.1, 20), the network called with 999 t predicting
+    eps; in sigma-space D(x_hat; sigma) = x_hat - sigma eps(x_t, 999 t(sigma))."""
+    net = save_uvit(uvit_code, tmp_path / "uvit.pth")
+    D = load_denoiser(uvit_entry(tmp_path))
+    assert D.kernel.name == "vp" and (D.kernel.beta.beta_min, D.kernel.beta.beta_d) == (0.1, 19.9)
+
+    def direct(x_hat, sigma, label=None, scale=999):
+        sigma = float(sigma)
+        u = math.log1p(sigma**2)  # VP: sigma^2 = e^u - 1, u(t) = 0.1 t + 19.9 t^2 / 2
+        t = (-0.1 + math.sqrt(0.01 + 2 * 19.9 * u)) / 19.9
+        with torch.no_grad():
+            eps = net((x_hat / math.sqrt(1 + sigma**2)).float(), torch.full((len(x_hat),), scale * t)).double()
+        return x_hat - sigma * eps
+
+    eps = torch.randn((3, 3, 8, 8), generator=torch.Generator().manual_seed(3)).double()
+    x = D.kernel.initial_state(eps)
+    sigmas = make_grid("edm", D.kernel, 6)
+    with torch.no_grad():
+        ours = sample_euler(D, x, sigmas).x
+    ref = sample_euler(direct, x, sigmas).x
+    assert (ours - ref).abs().max() < PARITY
+    # the network given 1000 t instead of 999 t makes another sample: the parity above can fail
+    wrong = sample_euler(lambda x_, s_, label=None: direct(x_, s_, scale=1000), x, sigmas).x
+    assert (ours - wrong).abs().max() > 100 * PARITY
+
+
+def test_uvit_entry_that_disagrees_with_its_checkpoint_is_refused(tmp_path, uvit_code):
+    save_uvit(uvit_code, tmp_path / "uvit.pth")
+    with pytest.raises(ZooError, match=r"flags \['embed_dims'\] are not arguments of U-ViT's UViT; valid flags: "
+                                       r"img_size, patch_size, in_chans, embed_dim"):
+        load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {"embed_dims": 16}))
+    with pytest.raises(ZooError, match=r"flag img_size is 224 \(the class default\) but the entry's image_size is 8"):
+        load_denoiser(uvit_entry(tmp_path, flags={k: v for k, v in UVIT_FLAGS.items() if k != "img_size"}))
+    with pytest.raises(ZooError, match=r"flag img_size is 8 but the entry's image_size is 16"):
+        load_denoiser(uvit_entry(tmp_path, image_size=16))
+    with pytest.raises(ZooError, match=r"size mismatch for pos_embed"):
+        load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {"embed_dim": 32}))
+    with pytest.raises(ZooError, match=r"unexpected keys \['in_blocks.0"):
+        load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {"depth": 1}))
+    with pytest.raises(ZooError, match=r"prediction is 'x0' in the entry but 'eps'"):
+        load_denoiser(uvit_entry(tmp_path, prediction="x0"))
+    with pytest.raises(ZooError, match=r"kernel is 'subvp' in the entry but 'vp'"):
+        load_denoiser(uvit_entry(tmp_path, kernel="subvp"))
+    with pytest.raises(ZooError, match=r"time_scale is 1000.0 in the entry but 999.0"):
+        load_denoiser(uvit_entry(tmp_path, time_scale=1000.0))
+    with pytest.raises(ZooError, match=r"\(beta_min, beta_max\) \(from kernel_options\) is \(0.1, 10.0\) in the entry"):
+        load_denoiser(uvit_entry(tmp_path, kernel_options={"beta_max": 10.0}))
+    assert load_denoiser(uvit_entry(tmp_path, kernel_options={"t_min": 1e-4})).kernel.t_min == 1e-4
+    with pytest.raises(ZooError, match=r"flag num_classes is 10; only unconditional U-ViTs"):
+        load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {"num_classes": 10}))
+    save_uvit(uvit_code, tmp_path / "uvit.pth", num_classes=10)
+    with pytest.raises(ZooError, match=r"uvit.pth is a class-conditional U-ViT \(it has label_emb\)"):
+        load_denoiser(uvit_entry(tmp_path))
+    torch.save(torch.zeros(3), tmp_path / "uvit.pth")
+    with pytest.raises(ZooError, match=r"uvit.pth holds a Tensor, not a dict of named weights"):
+        load_denoiser(uvit_entry(tmp_path))
+
+
+def test_uvit_entry_from_a_zoo_file_loads_and_its_fingerprint_names_the_checkouts_code(tmp_path, uvit_code):
+    """models/real.toml's layout (the flags as a table); an edit of the checkout's libs/ makes the sets again."""
+    from fixtures.zoo import entry_fingerprint
+
+    save_uvit(uvit_code, tmp_path / "uvit.pth")
+    flags = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in UVIT_FLAGS.items())
+    (tmp_path / "zoo.toml").write_text(textwrap.dedent("""
+        [models.uvit-tiny]
+        source = "uvit.pth"
+        format = "uvit"
+        kernel = "vp"
+        time_input = "t"
+        time_scale = 999.0
+        image_size = 8
+
+        [models.uvit-tiny.flags]
+    """) + flags + "\n")
+    entry = read_zoo(tmp_path / "zoo.toml")["uvit-tiny"]
+    assert entry.flags == UVIT_FLAGS and load_denoiser(entry).num_classes is None
+    first = entry_fingerprint(entry)
+    (uvit_code / "libs" / "uvit.py").write_text(UVIT_NET + "\n\nEDITED = True\n")
+    assert entry_fingerprint(entry) != first
+
+
+def test_uvit_without_its_checkout_or_einops_says_what_to_provide(tmp_path, monkeypatch):
+    with pytest.raises(Unavailable, match=r"no U-ViT checkout found.*github.com/baofff/U-ViT, set SAMENOISE_UVIT"):
+        check_available(uvit_entry(tmp_path))
+    monkeypatch.setenv("SAMENOISE_UVIT", str(tmp_path))
+    with pytest.raises(Unavailable, match=r"SAMENOISE_UVIT=.* is not a U-ViT checkout \(no libs/uvit.py\)"):
+        check_available(uvit_entry(tmp_path))
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "uvit.py").write_text("import einops_not_installed\n")
+    torch.save({}, tmp_path / "uvit.pth")
+    try:
+        with pytest.raises(Unavailable, match=r"libs/uvit.py needs `einops_not_installed`.*pip install einops"):
+            load_denoiser(uvit_entry(tmp_path))
+    finally:
+        forget("uvit_libs")
+
+
 # --- EDM's baseline pickles -----------------------------------------------------------------------------------------
 
 @pytest.fixture

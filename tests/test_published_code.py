@@ -1,8 +1,8 @@
-"""The ADM and score-SDE loaders against their authors' own code, where it is on PYTHONPATH (the nightly GPU job has
-both checkouts; elsewhere these skip, naming what to provide): small random networks built by that code from its real
-configs and flags, saved as it saves them, loaded through the zoo; D(x; sigma) must equal the x0 the authors' code
-derives at the same noise level (guided-diffusion's p_mean_variance pred_xstart; score_sde_pytorch's get_score_fn
-and Tweedie's formula), to float32 precision. Discrete chains are compared on their own steps, where the authors'
+"""The ADM, score-SDE and U-ViT loaders against their authors' own code, where it is on PYTHONPATH (the nightly GPU job
+has the checkouts; elsewhere these skip, naming what to provide): small random networks built by that code from its
+real configs and flags, saved as it saves them, loaded through the zoo; D(x; sigma) must equal the x0 the authors'
+code derives at the same noise level (guided-diffusion's p_mean_variance pred_xstart; score_sde_pytorch's
+get_score_fn and Tweedie's formula; U-ViT's ScoreModel.x0_pred), to float32 precision. Discrete chains are compared on their own steps, where the authors'
 labels are whole; between steps the suite interpolates in log sigma (models/kernels.py)."""
 import importlib
 import importlib.util
@@ -12,10 +12,11 @@ import sys
 import pytest
 import torch
 
-from models.published import _score_sde_root, score_sde_module
+from models.published import _score_sde_root, _uvit_root, score_sde_module
 from models.zoo import ZooEntry, load_denoiser
 
-FLOAT32 = 1e-6  # relative to the largest |x0|: both sides run the same float32 network; measured 0 to 1.1e-7
+FLOAT32 = 1e-6  # relative to the largest |x0|: both sides run the same float32 network; measured 0 to 1.1e-7 (ADM,
+# score-SDE) and 7.1e-8 to 1.4e-7 (U-ViT, at t 0.9 to 1e-3)
 SCORE_SDE_CONFIGS = [  # Table 1's DDPMv1-v8 configs, and NCSN++ VE continuous and discrete
     ("configs/vp/ddpm/cifar10_continuous.py", "vp", "eps"), ("configs/vp/ddpm/cifar10.py", "vp-discrete", "eps"),
     ("configs/vp/cifar10_ddpmpp_continuous.py", "vp", "eps"),
@@ -149,3 +150,43 @@ def test_adm_loader_agrees_with_the_authors_diffusion(tmp_path, fmt, flags):
             ours = D(x_t.double() / math.sqrt(alpha_bar), math.sqrt((1 - alpha_bar) / alpha_bar), y)
         gaps.append(relative_gap(ours, theirs))
     assert max(gaps) < FLOAT32, gaps
+
+
+# configs/cifar10_uvit_small.py's network arguments, narrower and shallower (512 wide and 12 deep in the release)
+UVIT_SMALL = {"img_size": 32, "patch_size": 2, "embed_dim": 64, "depth": 3, "num_heads": 2, "mlp_ratio": 4,
+              "qkv_bias": False, "mlp_time_embed": False, "num_classes": -1}
+
+
+def test_uvit_loader_agrees_with_the_authors_score_model(tmp_path, monkeypatch):
+    root = _uvit_root()
+    missing = [m for m in ("einops", "absl", "tqdm") if importlib.util.find_spec(m) is None]
+    if root is None or not (root / "sde.py").is_file() or missing:
+        pytest.skip("needs baofff/U-ViT (SAMENOISE_UVIT or PYTHONPATH) and einops, absl-py, tqdm (its sde.py's "
+                    f"imports){': missing ' + ', '.join(missing) if missing else ''}")
+    from models.published import load_uvit  # noqa: F401 - the loader under test, through the zoo below
+    monkeypatch.syspath_prepend(str(root))
+    uvit, sde = importlib.import_module("libs.uvit"), importlib.import_module("sde")
+    try:
+        torch.manual_seed(0)
+        nnet = uvit.UViT(**UVIT_SMALL)
+        for p in nnet.parameters():  # some of their init is zero
+            p.data.normal_(0, 0.05)
+        torch.save(nnet.state_dict(), tmp_path / "uvit.pth")  # as their TrainState saves nnet_ema.pth
+        nnet.eval()
+        score_model = sde.ScoreModel(nnet, pred="noise_pred", sde=sde.VPSDE())  # train.py / eval.py's
+        D = load_denoiser(ZooEntry(name="uvit", source=str(tmp_path / "uvit.pth"), format="uvit", kernel="vp",
+                                   prediction="eps", time_input="t", time_scale=999.0, image_size=32,
+                                   flags=UVIT_SMALL))
+        gaps = []
+        for t in (0.9, 0.5, 0.1, 1e-3):
+            x_t = torch.randn(2, 3, 32, 32)
+            tt = torch.full((2,), t)
+            alpha = score_model.sde.cum_alpha(tt)[0]
+            with torch.no_grad():
+                theirs = score_model.x0_pred(x_t, tt)
+                ours = D(x_t.double() / float(alpha) ** 0.5, math.sqrt((1 - float(alpha)) / float(alpha)))
+            gaps.append(relative_gap(ours, theirs))
+        assert max(gaps) < FLOAT32, gaps
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("libs", "sde", "uvit_libs")]:
+            del sys.modules[name]

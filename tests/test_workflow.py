@@ -127,6 +127,9 @@ def test_the_nightly_checks_the_published_loaders_against_their_authors_code():
     assert {"edm", "guided-diffusion", "improved-diffusion"} <= {Path(p).name for p in env["PYTHONPATH"].split(":")}
     assert Path(env["SAMENOISE_SCORE_SDE"]).name == "score_sde_pytorch"
     assert "ml_collections" in " ".join(s.get("run", "") for s in all_steps)  # score-SDE's configs import it
+    assert Path(env["SAMENOISE_UVIT"]).name == "U-ViT"
+    installs = " ".join(s.get("run", "") for s in all_steps).split()
+    assert {"einops", "absl-py", "tqdm"} <= set(installs)  # U-ViT's libs/uvit.py and sde.py import them
 
 
 def test_the_nightly_fails_when_a_real_weight_case_skipped(tmp_path):

@@ -70,7 +70,7 @@ def test_a_zoo_file_that_is_not_text_is_refused_by_name(tmp_path):
 def test_keys_of_another_format_are_refused(tmp_path):
     path = write_zoo(tmp_path, '[models.a]\nsource = "x"\nformat = "diffusers"\n[models.a.flags]\nlearn_sigma = true\n')
     with pytest.raises(ZooError, match=r"entry 'a' has `flags`, which only formats guided-diffusion, "
-                                       r"improved-diffusion read; its format is 'diffusers'"):
+                                       r"improved-diffusion, uvit read; its format is 'diffusers'"):
         read_zoo(path)
     with pytest.raises(ZooError, match=r"has `config`, which only formats score-sde read"):
         read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nconfig = "configs/vp.py"\n'))
