@@ -34,6 +34,30 @@ ADM_CODE = {"guided-diffusion": ("guided_diffusion", "https://github.com/openai/
             "improved-diffusion": ("improved_diffusion", "https://github.com/openai/improved-diffusion")}
 
 
+def _checkout_package(name: str, folder: Path) -> None:
+    """Register `folder` as the package `name` (its modules import from it, its own __init__ is not run). A package
+    of that name from another folder (another checkout named since) goes with its modules: the code run must be the
+    code the entry's fingerprint hashed (fixtures/zoo.py)."""
+    held = sys.modules.get(name)
+    if held is not None and list(getattr(held, "__path__", [])) == [str(folder)]:
+        return
+    for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[module]
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    sys.modules[name] = importlib.util.module_from_spec(spec)
+
+
+def _checkpoint_file(entry: ZooEntry) -> None:
+    """The entry's source must be a checkpoint file: absent, the case is skipped saying so; a folder is an error."""
+    path = Path(entry.source)
+    if path.is_dir():
+        raise ZooError(f"zoo entry {entry.name!r}: {entry.format} checkpoint {entry.source} is a folder; name the "
+                       f"checkpoint file in it")
+    if not path.is_file():
+        raise Unavailable(f"zoo entry {entry.name!r}: {entry.format} checkpoint {entry.source} does not exist")
+
+
 def _expect(entry: ZooEntry, always: dict[str, Any], stated: dict[str, Any]) -> None:
     """Refuse an entry whose fields in `always` differ from what the checkpoint is, or whose fields in `stated`
     differ where the entry states them (a value other than the field's default)."""
@@ -51,8 +75,7 @@ def adm_available(entry: ZooEntry) -> None:
     if importlib.util.find_spec(package) is None:
         raise Unavailable(f"zoo entry {entry.name!r}: {entry.format} checkpoints need OpenAI's `{package}` package "
                           f"importable: clone {repo} and add its root to PYTHONPATH")
-    if not Path(entry.source).is_file():
-        raise Unavailable(f"zoo entry {entry.name!r}: {entry.format} checkpoint {entry.source} does not exist")
+    _checkpoint_file(entry)
 
 
 def adm_betas(schedule: str, steps: int) -> torch.Tensor:
@@ -204,8 +227,7 @@ def score_sde_available(entry: ZooEntry) -> Path:
                        f"relative to the score_sde_pytorch checkout (e.g. configs/vp/cifar10_ddpmpp_continuous.py)")
     if not (root / entry.config).is_file():
         raise Unavailable(f"zoo entry {entry.name!r}: config {entry.config} is not in the checkout {root}")
-    if not Path(entry.source).is_file():
-        raise Unavailable(f"zoo entry {entry.name!r}: score-sde checkpoint {entry.source} does not exist")
+    _checkpoint_file(entry)
     return root
 
 
@@ -213,10 +235,7 @@ def score_sde_module(root: Path, module: str):
     """`module` of score_sde_pytorch's `models` package, imported as score_sde_models.<module>."""
     if str(root) not in sys.path:
         sys.path.append(str(root))
-    if SCORE_SDE_PACKAGE not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(SCORE_SDE_PACKAGE, None, is_package=True)
-        spec.submodule_search_locations = [str(root / "models")]
-        sys.modules[SCORE_SDE_PACKAGE] = importlib.util.module_from_spec(spec)
+    _checkout_package(SCORE_SDE_PACKAGE, root / "models")
     return importlib.import_module(f"{SCORE_SDE_PACKAGE}.{module}")
 
 
@@ -383,17 +402,13 @@ def uvit_available(entry: ZooEntry) -> Path:
         named = os.environ.get(UVIT_ENV)
         where = f"{UVIT_ENV}={named} is not a U-ViT checkout (no libs/uvit.py)" if named else "no U-ViT checkout found"
         raise Unavailable(f"zoo entry {entry.name!r}: {where}. " + UVIT_HELP)
-    if not Path(entry.source).is_file():
-        raise Unavailable(f"zoo entry {entry.name!r}: uvit checkpoint {entry.source} does not exist")
+    _checkpoint_file(entry)
     return root
 
 
 def uvit_module(entry: ZooEntry, root: Path):
     """The checkout's libs/uvit.py, imported as uvit_libs.uvit (its relative imports resolve inside libs/)."""
-    if UVIT_PACKAGE not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(UVIT_PACKAGE, None, is_package=True)
-        spec.submodule_search_locations = [str(root / "libs")]
-        sys.modules[UVIT_PACKAGE] = importlib.util.module_from_spec(spec)
+    _checkout_package(UVIT_PACKAGE, root / "libs")
     try:
         return importlib.import_module(f"{UVIT_PACKAGE}.uvit")
     except ModuleNotFoundError as e:
@@ -422,17 +437,26 @@ def load_uvit(entry: ZooEntry):
     root = uvit_available(entry)
     module = uvit_module(entry, root)
     params = inspect.signature(module.UViT).parameters
-    unknown = sorted(set(entry.flags) - set(params))
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    settable = [k for k, v in defaults.items() if v is None or type(v) in (bool, int, float)]  # not norm_layer
+    unknown = sorted(set(entry.flags) - set(settable))
     if unknown:
-        raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not arguments of U-ViT's UViT; valid flags: "
-                       f"{', '.join(p for p in params if p != 'norm_layer')}")
-    flags = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty} | entry.flags
+        raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not arguments of U-ViT's UViT that an entry can "
+                       f"set; valid flags: {', '.join(settable)}")
+    for flag, value in entry.flags.items():  # a TOML value of the default's type (an int where a float is)
+        kind = type(defaults[flag])
+        fits = defaults[flag] is None or type(value) is kind or (kind is float and type(value) is int)
+        if not fits:
+            what = {bool: "a bool", int: "an int", float: "a float"}[kind]
+            raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {value!r}; valid: {what}, as its default "
+                           f"{defaults[flag]!r}")
+    flags = defaults | entry.flags
     for flag, field_ in (("img_size", "image_size"), ("in_chans", "channels")):
         if flags.get(flag) != getattr(entry, field_):  # before building: a wrong size shows up as shape errors
             raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {flags.get(flag)!r}"
                            f"{'' if flag in entry.flags else ' (the class default)'} but the entry's {field_} is "
                            f"{getattr(entry, field_)}")
-    if flags.get("num_classes", -1) not in (-1, 0, None):
+    if flags.get("num_classes", -1) not in (-1, 0):
         raise ZooError(f"zoo entry {entry.name!r}: flag num_classes is {flags['num_classes']!r}; only unconditional "
                        f"U-ViTs (num_classes -1) are supported")
     _expect(entry, {"kernel": "vp", "prediction": "eps", "time_input": "t"}, {"time_scale": UVIT_TIME_SCALE})

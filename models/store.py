@@ -59,9 +59,11 @@ class SampleSet:
         """The rows of these noise ids, in this order."""
         rows, missing = positions(self.ids.tolist(), ids)
         if missing:
-            k = self.key
-            raise StoreError(f"noise ids {missing[:10]} are not among the {len(self.ids)} of the sample set "
-                             f"{k.get('sampler')}@{k.get('nfe')} of model fingerprint {str(k.get('fingerprint'))[:12]}")
+            k, held = self.key, self.ids.tolist()
+            span = f"{min(held)}..{max(held)}" if held else "none"
+            raise StoreError(f"noise ids {missing[:10]} are not in this sample set: it holds {len(held)} noise ids "
+                             f"({span}; stored under {k.get('sampler')}@{k.get('nfe')}, model fingerprint "
+                             f"{str(k.get('fingerprint'))[:12]}, store key {key_hash(k)[:12]})")
         return rows
 
     def take(self, ids) -> np.ndarray:

@@ -639,8 +639,8 @@ def test_uvit_checkpoint_samples_like_its_noise_prediction(tmp_path, uvit_code):
 
 def test_uvit_entry_that_disagrees_with_its_checkpoint_is_refused(tmp_path, uvit_code):
     save_uvit(uvit_code, tmp_path / "uvit.pth")
-    with pytest.raises(ZooError, match=r"flags \['embed_dims'\] are not arguments of U-ViT's UViT; valid flags: "
-                                       r"img_size, patch_size, in_chans, embed_dim"):
+    with pytest.raises(ZooError, match=r"flags \['embed_dims'\] are not arguments of U-ViT's UViT that an entry can "
+                                       r"set; valid flags: img_size, patch_size, in_chans, embed_dim"):
         load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {"embed_dims": 16}))
     with pytest.raises(ZooError, match=r"flag img_size is 224 \(the class default\) but the entry's image_size is 8"):
         load_denoiser(uvit_entry(tmp_path, flags={k: v for k, v in UVIT_FLAGS.items() if k != "img_size"}))
@@ -667,6 +667,52 @@ def test_uvit_entry_that_disagrees_with_its_checkpoint_is_refused(tmp_path, uvit
     torch.save(torch.zeros(3), tmp_path / "uvit.pth")
     with pytest.raises(ZooError, match=r"uvit.pth holds a Tensor, not a dict of named weights"):
         load_denoiser(uvit_entry(tmp_path))
+
+
+@pytest.mark.parametrize("flag, value, valid", [("patch_size", "2", "an int, as its default 16"),
+                                                ("qkv_bias", 1, "a bool, as its default False"),
+                                                ("num_classes", None, "an int, as its default -1"),
+                                                ("mlp_ratio", True, "a float, as its default 4.0")])
+def test_uvit_flag_of_another_type_is_refused_by_name(tmp_path, uvit_code, flag, value, valid):
+    """A TOML value of another type reached UViT's constructor and failed inside it without naming the flag."""
+    save_uvit(uvit_code, tmp_path / "uvit.pth")
+    with pytest.raises(ZooError, match=rf"flag {flag} is {value!r}; valid: {valid}"):
+        load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {flag: value}))
+    # a class (norm_layer) is no value an entry can give
+    with pytest.raises(ZooError, match=r"flags \['norm_layer'\] are not arguments of U-ViT's UViT that an entry can set"):
+        load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {"norm_layer": "LayerNorm"}))
+    assert load_denoiser(uvit_entry(tmp_path, flags=UVIT_FLAGS | {"mlp_ratio": 2.0})).num_classes is None
+
+
+def test_a_uvit_checkout_named_later_is_the_one_that_runs(tmp_path, uvit_code, monkeypatch):
+    """The checkout's libs/ is imported once as uvit_libs: a second checkout named in the same process (its code
+    hashed into the fingerprint) must also be the code that builds the network, not the first one's."""
+    save_uvit(uvit_code, tmp_path / "uvit.pth")
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    first = load_denoiser(uvit_entry(tmp_path))(x, 2.0)
+    other = tmp_path / "other"
+    (other / "libs").mkdir(parents=True)
+    (other / "libs" / "timm.py").write_text(UVIT_TIMM)
+    (other / "libs" / "uvit.py").write_text(UVIT_NET.replace("return self.final_layer(h)",
+                                                             "return 2 * self.final_layer(h)"))
+    monkeypatch.setenv("SAMENOISE_UVIT", str(other))
+    second = load_denoiser(uvit_entry(tmp_path))(x, 2.0)
+    torch.testing.assert_close(x - second, 2 * (x - first))  # D = x - sigma eps: the second checkout's eps is doubled
+
+
+@pytest.mark.parametrize("fmt", ["guided-diffusion", "score-sde", "uvit"])
+def test_a_published_checkpoint_named_by_its_folder_is_an_error_not_a_skip(tmp_path, fmt, adm_code, score_sde_code,
+                                                                          uvit_code):
+    """A training folder (U-ViT's <step>.ckpt/, holding nnet_ema.pth) given as the source was reported as absent, so
+    its cases were skipped; it is an error that says to name the file."""
+    folder = tmp_path / "500000.ckpt"
+    folder.mkdir()
+    if fmt == "guided-diffusion":
+        adm_code("guided_diffusion")
+    entry = {"guided-diffusion": adm_entry, "uvit": uvit_entry}.get(fmt, lambda p, **f: score_sde_entry(p, "vp_cont",
+                                                                                                          **f))
+    with pytest.raises(ZooError, match=rf"{fmt} checkpoint .*500000.ckpt is a folder; name the checkpoint file in it"):
+        check_available(entry(tmp_path, source=str(folder)))
 
 
 def test_uvit_entry_from_a_zoo_file_loads_and_its_fingerprint_names_the_checkouts_code(tmp_path, uvit_code):

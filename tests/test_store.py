@@ -407,6 +407,6 @@ def test_a_noise_id_missing_from_a_set_is_named_with_the_set():
     s = SampleSet(np.zeros((3, 2, 2, 3), np.uint8), np.array([0, 1, 2]), 4,
                   {"fingerprint": "abcdef0123456789", "sampler": "euler", "nfe": 4})
     assert s.rows([2, 0]) == [2, 0]
-    with pytest.raises(StoreError, match=r"noise ids \[7\] are not among the 3 of the sample set euler@4 of model "
-                                         r"fingerprint abcdef012345"):
+    with pytest.raises(StoreError, match=r"noise ids \[7\] are not in this sample set: it holds 3 noise ids \(0..2; "
+                                         r"stored under euler@4, model fingerprint abcdef012345, store key [0-9a-f]{12}\)"):
         s.take([0, 7])
