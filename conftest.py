@@ -308,6 +308,7 @@ def _built_in_case_models(zoo) -> list[str]:
 
 def _check_regression(config: pytest.Config, zoo) -> None:
     from fixtures.results import unwritable
+    from cases.regression import candidate_name
     from models.golden import MIN_THUMBNAIL, Golden, GoldenError
     from models.zoo import ZooError, check_available
 
@@ -402,7 +403,7 @@ def _check_regression(config: pytest.Config, zoo) -> None:
                                             ) from e
                 # a new release of the same model replaces its reference; another model's reference is kept (the
                 # flag added to a check command by mistake would leave later checks comparing a model with itself)
-                name = Path(candidate).resolve().name if Path(candidate).is_dir() else candidate
+                name = candidate_name(candidate)
                 if recorded.model != name:
                     raise pytest.UsageError(f"--golden {g} was recorded from {recorded.model}; --update-golden would "
                                             f"replace it with {name}'s samples: name a new file, or remove this one "
@@ -472,12 +473,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if not config.getoption("--candidate") or getattr(config, "workerinput", None) is not None:
         return
-    if not any("golden_file" in getattr(getattr(item, "callspec", None), "params", {}) for item in session.items):
+    selected = {getattr(getattr(item, "callspec", None), "params", {}).get("golden_file") for item in session.items}
+    left_out = [g for g in config.getoption("--golden") if g not in selected]
+    if left_out:  # each file named: with two, a -k that keeps one would pass without checking the other
         what = "record" if config.getoption("--update-golden") else "check"
         raise pytest.UsageError(f"--candidate {config.getoption('--candidate')} asks to {what} the golden file(s) "
-                                f"{', '.join(config.getoption('--golden'))}, but no regression case is selected "
-                                f"({len(session.items)} other item(s)); run bench/test_regression.py and leave out "
-                                f"the -k / -m / --models selection that drops it")
+                                f"{', '.join(config.getoption('--golden'))}, but no regression case of "
+                                f"{', '.join(left_out)} is selected ({len(session.items)} item(s) selected); run "
+                                f"bench/test_regression.py and leave out the -k / -m / --models selection that drops "
+                                f"it")
 
 
 def _check_descriptor_files(config: pytest.Config) -> None:

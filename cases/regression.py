@@ -2,6 +2,7 @@
 compared with the samples the golden file recorded, on the same noises; its bar comes from the command line."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from cases import Bar, Case, Run
@@ -15,10 +16,18 @@ GOLDEN_BARS = {
                                    "that small)")}
 
 
-def similarity_threshold(sample_side: int) -> Optional[float]:
-    """The SSCD threshold of a candidate whose samples (or latents) are `sample_side` px: the paper's 0.4 above
-    CIFAR's 32 px (App. A.1-A.2: ImageNet and Stable Diffusion), else None, the default 0.6 (Sec. 2.1)."""
-    return SSCD_THRESHOLD_LARGE if sample_side > 32 else None
+def similarity_threshold(sample_side: int, latent: bool = False) -> Optional[float]:
+    """The SSCD threshold of a candidate whose samples are `sample_side` px: the paper's 0.4 above CIFAR's 32 px
+    (App. A.1-A.2: ImageNet and Stable Diffusion), else None, the default 0.6 (Sec. 2.1). A latent model's images are
+    its VAE's decodes of latents `sample_side` wide, 8 times wider for Stable Diffusion's (256 px from 32 x 32
+    latents): always above 32 px."""
+    return SSCD_THRESHOLD_LARGE if latent or sample_side > 32 else None
+
+
+def candidate_name(candidate: str) -> str:
+    """How a golden file names the model it was recorded from: a zoo entry by its name, a suite checkpoint folder by
+    its full path (the trainer names every folder it writes `model`, so a folder's own name tells none apart)."""
+    return str(Path(candidate).resolve()) if (Path(candidate) / "samenoise.json").is_file() else candidate
 
 
 def regression_case(golden_file: str, metric: str, bar: float, candidate: Optional[Run] = None,

@@ -147,8 +147,13 @@ class Golden:
             with np.load(path, allow_pickle=False) as z:
                 ids, q, scale, thumbs = z["ids"], z["embeddings"], z["scale"], z["thumbnails"]
                 header, digest = json.loads(str(z["header"])), str(z["sha256"])
-        except KeyError as e:  # an .npz of something else
-            raise GoldenError(f"{path} is not a golden file: the archive has no member {e.args[0].split()[0]} "
+        except KeyError as e:  # an .npz of something else, or of the first release's layout
+            missing = e.args[0].split()[0]
+            if missing.strip("'\"") == "scale" and _first_layout(path):
+                raise GoldenError(f"golden file {path} was recorded by an earlier release of the suite (float16 "
+                                  f"embeddings, before int8 embeddings with a scale per row) under the same format "
+                                  f"name {FORMAT!r}; record it again with --update-golden") from e
+            raise GoldenError(f"{path} is not a golden file: the archive has no member {missing} "
                               f"(a golden file holds ids, embeddings, scale, thumbnails, header and sha256)") from e
         except Exception as e:  # missing, truncated, not an archive
             raise GoldenError(f"golden file {path} cannot be read ({type(e).__name__}: {e})") from e
@@ -191,3 +196,14 @@ class Golden:
                                   f"this run's settings must be recorded from the reference checkpoint "
                                   f"(--update-golden --candidate REFERENCE), not from the candidate, which would "
                                   f"become its own reference")
+
+
+def _first_layout(path: Path) -> bool:
+    """Whether an archive without a `scale` member is a golden file of the first release (its header of this format,
+    its embeddings float16)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            return isinstance(header, dict) and header.get("format") == FORMAT and z["embeddings"].dtype == np.float16
+    except Exception:  # noqa: BLE001 - any archive this cannot read is simply not of that layout
+        return False

@@ -76,6 +76,19 @@ def a_whole_golden(tmp: Path, n: int) -> Path:
                   thumbnails=np.zeros((n, 2, 2, 3), np.uint8)).save(tmp / f"golden{n}.npz")
 
 
+def a_trained_folder(tmp: Path, parent: str) -> Path:
+    """A suite checkpoint folder as the trainer writes it, OUT/model (an embedded checkpoint's copy)."""
+    import shutil
+
+    return Path(shutil.copytree(ROOT / "models" / "embedded" / "unet16-edm-m4", tmp / parent / "model"))
+
+
+def a_golden_from(tmp: Path, model: str) -> Path:
+    return Golden(model=model, bank_hash="h", sampler="dpm3", nfe=20, grid="edm", label=None, descriptor="d",
+                  ids=np.arange(8), embeddings=np.ones((8, 8), np.float32),
+                  thumbnails=np.zeros((8, 2, 2, 3), np.uint8)).save(tmp / "ref.npz")
+
+
 def a_candidate_without_weights(tmp: Path) -> Path:
     """A suite checkpoint folder whose weights file is missing (config.json and samenoise.json only)."""
     import shutil
@@ -243,6 +256,12 @@ OPTION_ROWS = [
     ("update-golden-over-another-models-file", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
                                                           "--golden": [str(a_whole_golden(t, 8))]},
      "golden8.npz was recorded from m; --update-golden would replace it with unet16-edm-m64's samples"),
+    # every folder the trainer writes is called `model`: a file recorded from one trained folder was replaced by
+    # another's samples, since the guard compared folder names
+    ("update-golden-over-another-trained-folders-file",
+     lambda t: {"--candidate": str(a_trained_folder(t, "new")), "--update-golden": True,
+                "--golden": [str(a_golden_from(t, str(a_trained_folder(t, "reference").resolve())))]},
+     "reference/model; --update-golden would replace it with "),
 ]
 
 

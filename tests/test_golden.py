@@ -102,6 +102,18 @@ def test_a_gpu_descriptor_has_the_cpu_descriptors_identity(tmp_path):
     assert on["cpu"] == on["cuda"] and on["cpu"].startswith("sscd-mixup@320:")
 
 
+def test_a_golden_file_of_the_first_release_is_named_so(tmp_path):
+    """The first release stored float16 embeddings without a scale member under the same format name; such a file
+    was called "not a golden file"."""
+    g = golden()
+    header = g.header()
+    np.savez(tmp_path / "old.npz", ids=g.ids, embeddings=g.embeddings.astype(np.float16), thumbnails=g.thumbnails,
+             header=np.array(json.dumps(header)), sha256=np.array("0" * 64))
+    with pytest.raises(GoldenError, match=r"old.npz was recorded by an earlier release of the suite \(float16 "
+                                          r"embeddings.*record it again with --update-golden"):
+        Golden.load(tmp_path / "old.npz")
+
+
 def test_another_npz_is_not_a_golden_file(tmp_path):
     np.savez(tmp_path / "other.npz", samples=np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(GoldenError, match="other.npz is not a golden file: the archive has no member ids"):
@@ -231,7 +243,15 @@ def test_a_metric_is_selected_by_its_marker_whatever_the_golden_file_is_called(t
     for select, what in ((("-k", "nosuchcase"), "check"), (("--update-golden", "-m", "golden_rp"), "record")):
         out = run_regression(tmp_path, REFERENCE, "--collect-only", "-q", *select, golden="rp.npz")
         assert out.returncode == 4 and f"asks to {what} the golden file(s)" in out.stderr and \
-            "no regression case is selected" in out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
+            f"no regression case of {tmp_path / 'rp.npz'} is selected" in out.stderr, \
+            out.stdout[-2000:] + out.stderr[-2000:]
+    # two golden files, a selection that keeps one: the other would have gone unchecked in a passing run
+    out = run_regression(tmp_path, REFERENCE, "--update-golden", "--noises", "6", golden="other.npz")
+    assert out.returncode == 0, out.stdout[-2000:]
+    out = run_regression(tmp_path, REFERENCE, "--collect-only", "-q", "--golden", str(tmp_path / "other.npz"),
+                         "-k", "rp.npz", golden="rp.npz")
+    assert out.returncode == 4 and f"no regression case of {tmp_path / 'other.npz'} is selected" in out.stderr, \
+        out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_a_candidate_name_that_is_both_a_zoo_entry_and_a_folder_here_is_refused(tmp_path):
@@ -268,6 +288,8 @@ def test_a_regression_case_counts_pairs_at_the_papers_threshold_for_its_image_si
 
     assert similarity_threshold(16) is None and similarity_threshold(32) is None
     assert similarity_threshold(64) == 0.4  # ImageNet 64 px, and a latent model's 64 x 64 latents
+    # Stable Diffusion at 256 px samples 32 x 32 latents: its images, 8 times wider, take the large-image threshold
+    assert similarity_threshold(32, latent=True) == 0.4 and similarity_threshold(16, latent=True) == 0.4
     for side, expected in ((16, 0.6), (64, 0.4)):
         case = regression_case("g.npz", "golden_rp", 0.6, threshold=similarity_threshold(side))
         assert _threshold(Side.of(case)) == expected

@@ -1,5 +1,6 @@
 """The registry and the checkpoint loaders, on tiny models saved by the tests in the real formats."""
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -737,12 +738,26 @@ def test_a_checkpoint_folder_named_by_path_gives_its_zoo_entry():
 
     zoo = read_zoo(EMBEDDED_ZOO)
     fields = ("format", "family", "kernel", "kernel_options", "prediction", "time_input", "time_scale", "sampler",
-              "nfe", "image_size", "conditional")
+              "nfe", "grid", "image_size", "conditional")
     for name, entry in zoo.items():
         derived = entry_from_checkpoint(Path(entry.source))
         assert {f: getattr(derived, f) for f in fields} == {f: getattr(entry, f) for f in fields}, name
     for name in ("unet32-vp-eps-l2048", "vae-conv-l2048"):
         assert load_denoiser(entry_from_checkpoint(Path(zoo[name].source))).kernel is not None
+
+
+def test_a_progressively_distilled_folder_is_sampled_on_the_grid_it_was_distilled_on(tmp_path):
+    """A student distilled on the log-SNR grid was sampled on EDM's, levels it was never trained for."""
+    import shutil
+
+    from fixtures.zoo import EMBEDDED_ZOO, entry_from_checkpoint
+
+    folder = Path(shutil.copytree(read_zoo(EMBEDDED_ZOO)["unet16-edm-distill-l2048"].source, tmp_path / "student"))
+    meta = json.loads((folder / "samenoise.json").read_text())
+    meta["config"]["distill_grid"] = "logsnr"
+    (folder / "samenoise.json").write_text(json.dumps(meta))
+    derived = entry_from_checkpoint(folder)
+    assert (derived.sampler, derived.nfe, derived.grid) == ("ddim", 4, "logsnr")
 
 
 def test_a_checkpoint_save_writes_all_or_nothing_and_a_mixed_folder_is_refused(tmp_path):
