@@ -1,6 +1,8 @@
 """Noises between bank noises: slerp paths (paper Appendix A.3) and the 2D hyperplane of Figure 4."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -22,6 +24,8 @@ def slerp(eps0: torch.Tensor, eps1: torch.Tensor, alphas: torch.Tensor) -> torch
         raise ValueError(f"slerp between opposite noises (cosine {cos:.12g}) has no unique path")
     theta = torch.arccos(torch.tensor(cos, dtype=torch.float64).clamp(-1, 1))
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1, 1)
+    if len(alphas) == 0 or not bool(torch.isfinite(alphas).all()):  # a NaN position is a NaN noise for the sampler
+        raise ValueError(f"slerp needs at least one finite position alpha, got {alphas.reshape(-1).tolist()[:8]}")
     if float(torch.sin(theta)) < 1e-12:  # parallel: fall back to a straight line
         out = (1 - alphas) * a + alphas * b
     else:
@@ -32,7 +36,23 @@ def slerp(eps0: torch.Tensor, eps1: torch.Tensor, alphas: torch.Tensor) -> torch
 def hyperplane(eps1: torch.Tensor, eps2: torch.Tensor, eps3: torch.Tensor, n: int = 100, lo: float = -0.1,
                hi: float = 1.1) -> tuple[torch.Tensor, torch.Tensor]:
     """eps(a, b) = a (eps2 - eps1) + b (eps3 - eps1) + eps1 on an n x n grid over [lo, hi]^2 (paper Sec. 2.2,
-    Figure 4: n = 100 over [-0.1, 1.1]^2). Returns (noises (n*n, ...), coords (n*n, 2)), row-major in b then a."""
+    Figure 4: n = 100 over [-0.1, 1.1]^2). Returns (noises (n*n, ...), coords (n*n, 2)), row-major in b then a.
+    As in the paper, the plane is not on the noise's Gaussian shell: |eps(a, b)|^2 is about d ((1 - a - b)^2 + a^2 +
+    b^2) for independent anchors, from 0.58 d^(1/2) in norm near (1/3, 1/3) to 1.96 d^(1/2) at (1.1, 1.1)."""
+    if type(n) is not int or n < 2:
+        raise ValueError(f"a hyperplane grid needs n >= 2 points a side (an int), got {n!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"a hyperplane grid needs finite lo < hi, got lo={lo!r}, hi={hi!r}")
+    if not eps1.shape == eps2.shape == eps3.shape:
+        raise ValueError(f"a hyperplane needs three noises of one shape, got {tuple(eps1.shape)}, "
+                         f"{tuple(eps2.shape)} and {tuple(eps3.shape)}")
+    if not all(bool(torch.isfinite(e).all()) for e in (eps1, eps2, eps3)):
+        raise ValueError("a hyperplane needs three finite noises: an anchor holds NaN or inf")
+    u, v = (eps2 - eps1).double().reshape(-1), (eps3 - eps1).double().reshape(-1)
+    gram = float(u @ u) * float(v @ v) - float(u @ v) ** 2  # 0 when the anchors lie on one line (or coincide)
+    if gram <= 1e-12 * max(float(u @ u) * float(v @ v), 1e-300):
+        raise ValueError("a hyperplane needs three anchors that span a plane: these lie on one line (or two are "
+                         "equal)")
     axis = torch.linspace(lo, hi, n, dtype=torch.float64)
     bb, aa = torch.meshgrid(axis, axis, indexing="ij")
     coords = torch.stack([aa.reshape(-1), bb.reshape(-1)], 1)

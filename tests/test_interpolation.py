@@ -41,3 +41,25 @@ def test_slerp_refuses_paths_it_cannot_draw_and_keeps_parallel_noises_on_a_line(
             slerp(a, b, torch.linspace(0, 1, 3))
     path = slerp(e, 2 * e, torch.tensor([0.0, 0.5, 1.0]))  # parallel: the straight line, endpoints exact
     assert torch.equal(path[0], e) and torch.equal(path[2], 2 * e) and torch.allclose(path[1], 1.5 * e)
+    for alphas in (torch.tensor([]), torch.tensor([0.5, float("nan")])):  # a NaN position: a NaN noise sampled
+        with pytest.raises(ValueError, match=r"at least one finite position alpha"):
+            slerp(e, torch.randn(3, 4, 4, dtype=torch.float64), alphas)
+
+
+def test_a_hyperplane_that_spans_no_plane_or_no_grid_is_refused():
+    """Identical or collinear anchors, NaN anchors, a grid of fewer than 2 points or an empty range were accepted:
+    the grid then repeated one line (or one noise) or held NaN noises for the sampler."""
+    import pytest
+
+    g = torch.Generator().manual_seed(2)
+    e1, e2, e3 = (torch.randn(3, 4, 4, generator=g) for _ in range(3))
+    for anchors, kw, says in [((e1, e1, e3), {}, "span a plane: these lie on one line"),
+                              ((e1, e2, 2 * e2 - e1), {}, "span a plane"),
+                              ((e1, e2, torch.full_like(e3, float("nan"))), {}, "three finite noises"),
+                              ((e1, e2, e3.reshape(4, 4, 3)), {}, r"one shape, got \(3, 4, 4\)"),
+                              ((e1, e2, e3), {"n": 1}, r"n >= 2 points a side \(an int\), got 1"),
+                              ((e1, e2, e3), {"n": 4.0}, "got 4.0"),
+                              ((e1, e2, e3), {"lo": 1.0, "hi": 0.0}, "finite lo < hi, got lo=1.0, hi=0.0")]:
+        with pytest.raises(ValueError, match=says):
+            hyperplane(*anchors, **kw)
+    assert hyperplane(e1, e2, e3, n=2)[0].shape == (4, 3, 4, 4)

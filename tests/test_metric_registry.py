@@ -1,5 +1,7 @@
 """The metric registry: every case names a registered metric, lookups name the valid metrics, and a metric added
 in a module of its own is measured, checked and recorded like the suite's own."""
+import re
+
 import pytest
 
 from cases.catalog import ALL
@@ -199,16 +201,28 @@ def test_every_sscd_thresholded_metric_reads_the_cases_threshold():
     assert checked >= 4  # RPScore twice, RPBetweenScore, rp_manifold
 
 
-def test_a_manifold_case_of_one_path_is_refused_by_name():
-    """Its control pairs path k with path k + 1 by rolling the paths: with one path it compared the path with
-    itself (a control that cannot be caught), and the interval had one cluster."""
+@pytest.mark.parametrize("metric, params, says", [
+    # its control pairs path k with path k + 1 by rolling the paths: with one path it compared the path with itself
+    ("rp_manifold", {"paths": 1, "points": 5}, "paths must be a whole number >= 2, got 1"),
+    # one point a path is the bank noise at its start: plain RP, labelled RP_manifold
+    ("rp_manifold", {"paths": 4, "points": 1}, "points must be a whole number >= 3, got 1"),
+    ("rp_manifold", {"paths": 4.0, "points": 5}, "paths must be a whole number >= 2, got 4.0"),
+    # one grid point a plane makes every map constant: kappa 1 by convention, with an interval [1, 1]
+    ("agreement", {"points": 1, "planes": 4}, "points must be a whole number >= 2, got 1"),
+    ("agreement", {"points": 8, "planes": 0}, "planes must be a whole number >= 1, got 0"),
+    # at 3 points the neighbour control's "half a grid away" is a neighbour itself
+    ("neighbours", {"points": 3, "planes": 2}, "points must be a whole number >= 4, got 3"),
+    ("neighbours", {"points": 2.5}, "points must be a whole number >= 4, got 2.5"),
+])
+def test_a_slerp_or_hyperplane_case_of_too_few_points_paths_or_planes_is_refused_by_name(metric, params, says):
+    """Each was measured (or failed inside torch) without naming the parameter."""
     from cases import Bar, Case, Run
-    from fixtures.metrics import manifold
+    from fixtures.metrics import METRICS
 
-    case = Case("manifold", "App. A.3", "rp_manifold", (Run("a"), Run("b")), Bar(">=", 0.6, "s"),
-                params={"paths": 1, "points": 5})
-    with pytest.raises(ValueError, match=r"RP_manifold needs at least 2 paths .*got paths=1"):
-        manifold(object(), case, Side.of(case))
+    runs = (Run("a"),) if metric == "neighbours" else (Run("a"), Run("b"))
+    case = Case("encoding", "Sec. 2.2", metric, runs, Bar(">=", 0.6, "s"), params=params)
+    with pytest.raises(ValueError, match=re.escape(f"{case.id}: {says}")):
+        METRICS[metric].measure(object(), case, Side.of(case))
 
 
 def test_a_pairing_a_threshold_or_values_no_metric_can_read_are_refused_by_name():
