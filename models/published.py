@@ -48,6 +48,21 @@ def _checkout_package(name: str, folder: Path) -> None:
     sys.modules[name] = importlib.util.module_from_spec(spec)
 
 
+def _checkout_root(env: str, is_checkout) -> Optional[Path]:
+    """A checkout of authors' code: the folder $env names (None if it is no checkout), else the first sys.path entry
+    that is one."""
+    named = os.environ.get(env)
+    if named:
+        return Path(named) if is_checkout(Path(named)) else None
+    return next((Path(p or ".") for p in sys.path if is_checkout(Path(p or "."))), None)
+
+
+def _no_checkout(entry: ZooEntry, env: str, what: str, help_: str) -> Unavailable:
+    named = os.environ.get(env)
+    where = f"{env}={named} is not a {what}" if named else f"no {what} found"
+    return Unavailable(f"zoo entry {entry.name!r}: {where}. " + help_)
+
+
 def _checkpoint_file(entry: ZooEntry) -> None:
     """The entry's source must be a checkpoint file: absent, the case is skipped saying so; a folder is an error."""
     path = Path(entry.source)
@@ -208,20 +223,14 @@ def _score_sde_root() -> Optional[Path]:
     """The score_sde_pytorch checkout: $SAMENOISE_SCORE_SDE, else the sys.path entry that holds sde_lib.py and
     models/utils.py. The first is put at the end of sys.path when a checkpoint loads (its configs import `configs`,
     its networks `sde_lib`), so that its top-level datasets.py, utils.py, ... never shadow installed packages."""
-    named = os.environ.get(SCORE_SDE_ENV)
-    if named:
-        return Path(named) if _is_score_sde(Path(named)) else None
-    return next((Path(p or ".") for p in sys.path if _is_score_sde(Path(p or "."))), None)
+    return _checkout_root(SCORE_SDE_ENV, _is_score_sde)
 
 
 def score_sde_available(entry: ZooEntry) -> Path:
     """The checkout, when it, the entry's config and its checkpoint are all here."""
     root = _score_sde_root()
     if root is None:
-        named = os.environ.get(SCORE_SDE_ENV)
-        where = f"{SCORE_SDE_ENV}={named} is not a score_sde_pytorch checkout" if named else \
-            "no score_sde_pytorch checkout found"
-        raise Unavailable(f"zoo entry {entry.name!r}: {where}. " + SCORE_SDE_HELP)
+        raise _no_checkout(entry, SCORE_SDE_ENV, "score_sde_pytorch checkout", SCORE_SDE_HELP)
     if not entry.config:
         raise ZooError(f"zoo entry {entry.name!r}: a score-sde entry needs `config`, its checkpoint's config file "
                        f"relative to the score_sde_pytorch checkout (e.g. configs/vp/cifar10_ddpmpp_continuous.py)")
@@ -389,19 +398,14 @@ def _is_uvit(root: Path) -> bool:
 
 def _uvit_root() -> Optional[Path]:
     """The U-ViT checkout: $SAMENOISE_UVIT, else the sys.path entry that holds libs/uvit.py."""
-    named = os.environ.get(UVIT_ENV)
-    if named:
-        return Path(named) if _is_uvit(Path(named)) else None
-    return next((Path(p or ".") for p in sys.path if _is_uvit(Path(p or "."))), None)
+    return _checkout_root(UVIT_ENV, _is_uvit)
 
 
 def uvit_available(entry: ZooEntry) -> Path:
     """The checkout, when it and the entry's checkpoint are here."""
     root = _uvit_root()
     if root is None:
-        named = os.environ.get(UVIT_ENV)
-        where = f"{UVIT_ENV}={named} is not a U-ViT checkout (no libs/uvit.py)" if named else "no U-ViT checkout found"
-        raise Unavailable(f"zoo entry {entry.name!r}: {where}. " + UVIT_HELP)
+        raise _no_checkout(entry, UVIT_ENV, "U-ViT checkout (a folder with libs/uvit.py)", UVIT_HELP)
     _checkpoint_file(entry)
     return root
 

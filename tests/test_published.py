@@ -563,11 +563,10 @@ class UViT(nn.Module):
         h = torch.cat([time, tokens + time], dim=1) + self.pos_embed  # no attention here: each token sees the time
         skips = []
         for blk in self.in_blocks:
-            h = blk(h)
-            skips.append(h)
+            skips.append(h := blk(h))
         h = self.mid_block(h)
-        for blk in self.out_blocks:
-            h = blk(h, skips.pop())
+        for blk, skip in zip(self.out_blocks, reversed(skips)):  # the deepest in-block meets the first out-block
+            h = blk(h, skip)
         h = self.decoder_pred(self.norm(h))[:, 1:]
         n, p, c = int(self.num_patches ** 0.5), self.patch_size, self.in_chans
         h = h.reshape(len(x), n, n, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(len(x), c, n * p, n * p)
@@ -740,10 +739,11 @@ def test_uvit_entry_from_a_zoo_file_loads_and_its_fingerprint_names_the_checkout
 
 
 def test_uvit_without_its_checkout_or_einops_says_what_to_provide(tmp_path, monkeypatch):
-    with pytest.raises(Unavailable, match=r"no U-ViT checkout found.*github.com/baofff/U-ViT, set SAMENOISE_UVIT"):
+    with pytest.raises(Unavailable, match=r"no U-ViT checkout \(a folder with libs/uvit.py\) found.*"
+                                          r"github.com/baofff/U-ViT, set SAMENOISE_UVIT"):
         check_available(uvit_entry(tmp_path))
     monkeypatch.setenv("SAMENOISE_UVIT", str(tmp_path))
-    with pytest.raises(Unavailable, match=r"SAMENOISE_UVIT=.* is not a U-ViT checkout \(no libs/uvit.py\)"):
+    with pytest.raises(Unavailable, match=r"SAMENOISE_UVIT=.* is not a U-ViT checkout \(a folder with libs/uvit.py\)"):
         check_available(uvit_entry(tmp_path))
     (tmp_path / "libs").mkdir()
     (tmp_path / "libs" / "uvit.py").write_text("import einops_not_installed\n")
