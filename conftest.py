@@ -307,8 +307,8 @@ def _built_in_case_models(zoo) -> list[str]:
 
 
 def _check_regression(config: pytest.Config, zoo) -> None:
-    from fixtures.results import unwritable
     from cases.regression import candidate_name
+    from fixtures.results import unwritable
     from models.golden import MIN_THUMBNAIL, Golden, GoldenError
     from models.zoo import ZooError, check_available
 

@@ -40,8 +40,9 @@ def test_record_golden(golden_file, pytestconfig, measure, descriptor):
     bank = measure.bank(m.sample_shape, pytestconfig.getoption("--noises"))
     label = 0 if m.num_classes else None  # a conditional candidate is recorded under its first class
     s = measure.sample(run, len(bank), label=label, bank=bank)
-    Golden(model=candidate_name(pytestconfig.getoption("--candidate")), bank_hash=bank.hash, sampler=run.sampler, nfe=run.nfe, grid=m.grid, label=label,
-           descriptor=descriptor.identity, ids=s.ids, embeddings=measure.embed(s.images).numpy(),
+    Golden(model=candidate_name(pytestconfig.getoption("--candidate")), bank_hash=bank.hash, sampler=run.sampler,
+           nfe=run.nfe, grid=m.grid, label=label, descriptor=descriptor.identity, ids=s.ids,
+           embeddings=measure.embed(s.images).numpy(),
            thumbnails=thumbnails(s.images, pytestconfig.getoption("--golden-thumbnail") or THUMBNAIL),
            conditioning=conditioning_of(m.entry)).save(golden_file)
     writer = pytestconfig.pluginmanager.get_plugin("samenoise-results")
