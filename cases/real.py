@@ -27,7 +27,9 @@ REAL += [Case("real", "Sec. 2.2, Fig. 3 (CIFAR-10; Ho et al.'s released DDPM, no
 # Bao et al.'s released U-ViT-S/2 against both EDM models and Ho et al.'s DDPM: Fig. 1 shows U-ViT "trained on
 # CIFAR-10 released by the author" beside DDPM; Table 1's UViT (Fig. 3) the paper's authors trained themselves
 # (Appendix B) and did not release. The claim is Sec. 2.2's across architectures (a transformer against UNets)
-REAL += [Case("real", "Fig. 1, Sec. 2.2, Fig. 3 (CIFAR-10; Bao et al.'s released U-ViT, as in Fig. 1)", "rp",
+# (its source names Fig. 3 first: the report draws the model-pair matrix of Fig. 3 and 14 from the cases naming them)
+REAL += [Case("real", "Sec. 2.2, Fig. 3 and Fig. 1 (CIFAR-10; Bao et al.'s released U-ViT, the one Fig. 1 shows)",
+              "rp",
               (Run("uvit-cifar10-small"), other), score_bar(), marks=("weights",))
          for other in (TABLE1["EDMv1"], TABLE1["EDMv2"], Run("ddpm-cifar10-32"))]
 # Appendix A.1: 10k noises, each paired with a random class, the same for both models

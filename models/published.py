@@ -240,17 +240,36 @@ def score_sde_available(entry: ZooEntry) -> Path:
     return root
 
 
-def score_sde_module(root: Path, module: str):
-    """`module` of score_sde_pytorch's `models` package, imported as score_sde_models.<module>."""
+_score_sde_in_use: list[Path] = []  # the checkout whose top-level modules this process has put on sys.path
+
+
+def _use_score_sde(root: Path) -> None:
+    """Put the checkout at the end of sys.path (its configs import `configs`, its networks `sde_lib` and `op`). A
+    checkout named before it in this process leaves sys.path, and every module imported from it (sde_lib, op,
+    configs, the network package) leaves sys.modules: the code that runs is the code the fingerprint hashed."""
+    for old in [p for p in _score_sde_in_use if p != root]:
+        if str(old) in sys.path:
+            sys.path.remove(str(old))
+        for name, mod in list(sys.modules.items()):
+            file = getattr(mod, "__file__", None)
+            if file and Path(file).resolve().is_relative_to(old.resolve()):
+                del sys.modules[name]
+        _score_sde_in_use.remove(old)
+    if root not in _score_sde_in_use:
+        _score_sde_in_use.append(root)
     if str(root) not in sys.path:
         sys.path.append(str(root))
+
+
+def score_sde_module(root: Path, module: str):
+    """`module` of score_sde_pytorch's `models` package, imported as score_sde_models.<module>."""
+    _use_score_sde(root)
     _checkout_package(SCORE_SDE_PACKAGE, root / "models")
     return importlib.import_module(f"{SCORE_SDE_PACKAGE}.{module}")
 
 
 def _score_sde_config(entry: ZooEntry, root: Path):
-    if str(root) not in sys.path:
-        sys.path.append(str(root))
+    _use_score_sde(root)
     path = root / entry.config
     spec = importlib.util.spec_from_file_location("score_sde_config_" + re.sub(r"\W", "_", entry.config), path)
     module = importlib.util.module_from_spec(spec)
@@ -447,11 +466,11 @@ def load_uvit(entry: ZooEntry):
     if unknown:
         raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not arguments of U-ViT's UViT that an entry can "
                        f"set; valid flags: {', '.join(settable)}")
-    for flag, value in entry.flags.items():  # a TOML value of the default's type (an int where a float is)
-        kind = type(defaults[flag])
-        fits = defaults[flag] is None or type(value) is kind or (kind is float and type(value) is int)
-        if not fits:
-            what = {bool: "a bool", int: "an int", float: "a float"}[kind]
+    for flag, value in entry.flags.items():  # a TOML value of the default's type (an int where a float is; a
+        # number where the default is None: qk_scale)
+        kind = float if defaults[flag] is None else type(defaults[flag])
+        if not (type(value) is kind or (kind is float and type(value) is int)):
+            what = {bool: "a bool", int: "an int", float: "a number"}[kind]
             raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {value!r}; valid: {what}, as its default "
                            f"{defaults[flag]!r}")
     flags = defaults | entry.flags

@@ -581,3 +581,14 @@ def test_the_stable_diffusion_pairs_claimed_low_have_the_reproducible_pair_as_co
         rp_reference(None, broken, Side.of(broken))
     with pytest.raises(ValueError, match=r"names two models as 'a~b', got 'sd-v1-3'"):
         reference_pair({"reference": "sd-v1-3"})
+
+
+def test_every_cifar10_pair_of_released_models_is_drawn_in_the_pair_matrix():
+    """The report's model-pair matrix and grids take the cases whose source names Fig. 3 or Fig. 14 first (a case's
+    figure): the U-ViT cases, once their source named Fig. 1 first, were left out of both."""
+    from cases.real import REAL
+    from reports.build import PAIR_FIGURES
+
+    pairs = [c for c in REAL if c.metric == "rp" and "CIFAR-10" in c.source and len(c.runs) == 2 and not c.versus]
+    assert len(pairs) == 45 + 2 + 3  # Table 1's ten runs pairwise, Ho et al.'s DDPM twice, the U-ViT thrice
+    assert [c.id for c in pairs if c.figure not in PAIR_FIGURES] == []

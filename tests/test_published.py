@@ -1,12 +1,13 @@
-"""The ADM and score-SDE loaders (models/published.py) and the EDM pickle's baselines, on tiny stand-ins of their
-authors' code written here: the same package layout, key names, flags and checkpoint layout, a much smaller network.
-Each is loaded through the registry, sampled, and compared with a direct call of the stand-in through the score
+"""The ADM, score-SDE and U-ViT loaders (models/published.py) and the EDM pickle's baselines, on tiny stand-ins of
+their authors' code written here: the same package layout, key names, flags and checkpoint layout, a much smaller
+network. Each is loaded through the registry, sampled, and compared with a direct call of the stand-in through the score
 convention of its authors' code (parity within 1e-5: the same float32 network calls, float64 arithmetic)."""
 import importlib
 import math
 import pickle
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -475,6 +476,25 @@ def test_score_sde_without_its_checkout_says_what_to_provide(tmp_path, monkeypat
         check_available(score_sde_entry(tmp_path, "vp_cont"))
 
 
+def test_a_score_sde_checkout_named_later_is_the_code_that_runs_sde_lib_included(tmp_path, score_sde_code, monkeypatch):
+    """The network package was swapped for a second checkout's, but its sde_lib (and op/, configs/) stayed the first
+    one's, imported before, while the fingerprint hashed the second's."""
+    import shutil
+
+    save_score_sde(score_sde_code, "vp_cont", tmp_path / "sde.pth")
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    first = load_denoiser(score_sde_entry(tmp_path, "vp_cont"))(x, 2.0)
+    other = Path(shutil.copytree(score_sde_code, tmp_path / "other"))
+    (other / "sde_lib.py").write_text("SCALE = 2.0\n")
+    (other / "models" / "ddpm.py").write_text(SCORE_SDE_NET.replace(
+        "from . import utils", "import sde_lib\n\nfrom . import utils").replace(
+        "        return h\n", "        return h * getattr(sde_lib, 'SCALE', 1.0)\n"))
+    monkeypatch.setenv("SAMENOISE_SCORE_SDE", str(other))
+    second = load_denoiser(score_sde_entry(tmp_path, "vp_cont"))(x, 2.0)
+    torch.testing.assert_close(x - second, 2 * (x - first))  # D = x - sigma eps: the second checkout's eps doubled
+    assert str(score_sde_code) not in sys.path and sys.path[-1] == str(other)
+
+
 def test_score_sde_checkout_named_by_the_environment_is_found_and_kept_behind_installed_packages(
         tmp_path, score_sde_code, monkeypatch):
     """$SAMENOISE_SCORE_SDE names the checkout without PYTHONPATH; it is appended to sys.path, after site-packages,
@@ -671,7 +691,8 @@ def test_uvit_entry_that_disagrees_with_its_checkpoint_is_refused(tmp_path, uvit
 @pytest.mark.parametrize("flag, value, valid", [("patch_size", "2", "an int, as its default 16"),
                                                 ("qkv_bias", 1, "a bool, as its default False"),
                                                 ("num_classes", None, "an int, as its default -1"),
-                                                ("mlp_ratio", True, "a float, as its default 4.0")])
+                                                ("mlp_ratio", True, "a number, as its default 4.0"),
+                                                ("qk_scale", "abc", "a number, as its default None")])
 def test_uvit_flag_of_another_type_is_refused_by_name(tmp_path, uvit_code, flag, value, valid):
     """A TOML value of another type reached UViT's constructor and failed inside it without naming the flag."""
     save_uvit(uvit_code, tmp_path / "uvit.pth")

@@ -339,7 +339,11 @@ def test_a_git_that_hangs_leaves_the_revision_unknown_and_a_failing_metadata_kee
         raise subprocess.TimeoutExpired("git", 10)
 
     monkeypatch.setattr(results.subprocess, "run", hang)
+    assert results.git_revision(ROOT) is None
     writer = _writer()
+    # the commit is read when the run begins (a commit made while a run went on was recorded as the one it ran), so
+    # the metadata at its end asks git nothing: it hangs here
+    writer.revision = "0123abc"
 
     class Config:
         rootpath = ROOT
@@ -351,7 +355,7 @@ def test_a_git_that_hangs_leaves_the_revision_unknown_and_a_failing_metadata_kee
     writer.config, writer.name, writer.kind, writer.records, writer.stopped, writer.started = \
         Config(), "r", "main", [], None, 0.0
     meta = writer.metadata()
-    assert meta["git_revision"] is None and meta["runner"] == "traced"
+    assert meta["git_revision"] == "0123abc" and meta["runner"] == "traced"
     bare = writer._bare_metadata(RuntimeError("no GPU driver"))
     assert check_results({"meta": bare, "cases": []}, "x")["meta"]["metadata_error"] == "RuntimeError: no GPU driver"
     assert "could not be gathered (RuntimeError: no GPU driver)" in writer.lines[-1]
