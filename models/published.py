@@ -85,6 +85,18 @@ def _expect(entry: ZooEntry, always: dict[str, Any], stated: dict[str, Any]) -> 
             raise _mismatch(entry, field_, value, want)
 
 
+def _check_flag_types(entry: ZooEntry, defaults: dict[str, Any]) -> None:
+    """Each of the entry's flags must be a TOML value of its default's type (an int where a float is; a number where
+    the default is None, as U-ViT's qk_scale): a string "64" for an int flag, or 1 for a bool, would otherwise reach
+    the authors' constructor, which builds another network or fails deep inside."""
+    for flag, value in entry.flags.items():
+        kind = float if defaults[flag] is None else type(defaults[flag])
+        if not (type(value) is kind or (kind is float and type(value) is int)):
+            what = {bool: "a bool", int: "an int", float: "a number", str: "a string"}.get(kind, kind.__name__)
+            raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {value!r}; valid: {what}, as its default "
+                           f"{defaults[flag]!r}")
+
+
 def adm_available(entry: ZooEntry) -> None:
     package, repo = ADM_CODE[entry.format]
     if importlib.util.find_spec(package) is None:
@@ -176,6 +188,7 @@ def load_adm(entry: ZooEntry):
     if unknown:
         raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not {package} flags; valid flags: "
                        f"{', '.join(sorted(defaults))}")
+    _check_flag_types(entry, defaults)
     flags = defaults | entry.flags
     steps = flags["diffusion_steps"]
     if type(steps) is not int or steps < 2:  # 0 divided by zero, 1000.5 was cut to 1000 beside a 1000 / 1000.5 rescale
@@ -466,13 +479,7 @@ def load_uvit(entry: ZooEntry):
     if unknown:
         raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not arguments of U-ViT's UViT that an entry can "
                        f"set; valid flags: {', '.join(settable)}")
-    for flag, value in entry.flags.items():  # a TOML value of the default's type (an int where a float is; a
-        # number where the default is None: qk_scale)
-        kind = float if defaults[flag] is None else type(defaults[flag])
-        if not (type(value) is kind or (kind is float and type(value) is int)):
-            what = {bool: "a bool", int: "an int", float: "a number"}[kind]
-            raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {value!r}; valid: {what}, as its default "
-                           f"{defaults[flag]!r}")
+    _check_flag_types(entry, defaults)
     flags = defaults | entry.flags
     for flag, field_ in (("img_size", "image_size"), ("in_chans", "channels")):
         if flags.get(flag) != getattr(entry, field_):  # before building: a wrong size shows up as shape errors

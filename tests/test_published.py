@@ -5,6 +5,7 @@ convention of its authors' code (parity within 1e-5: the same float32 network ca
 import importlib
 import math
 import pickle
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -172,10 +173,18 @@ def test_adm_flags_that_disagree_with_the_checkpoint_are_refused_by_name(tmp_pat
         load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"predict_xstart": True}))
     with pytest.raises(ZooError, match=r"noise_schedule 'sqrt' is not supported; supported: linear, cosine"):
         load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"noise_schedule": "sqrt"}))
-    # 0 divided by zero, 1000.5 loaded as 1000 steps beside a 1000 / 1000.5 rescale, 1 made a one-level chain
-    for steps in (0, -5, 1000.5, 1):
+    # 0 divided by zero, 1 made a one-level chain; 1000.5 (loaded as 1000 steps beside a 1000 / 1000.5 rescale) is
+    # refused by its type
+    for steps in (0, -5, 1):
         with pytest.raises(ZooError, match=rf"flag diffusion_steps must be a whole number >= 2, got {steps}"):
             load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {"diffusion_steps": steps}))
+    # a flag of another type than its default's reached create_model: "64" channels or 1 for a bool built another
+    # network or failed inside the authors' code
+    for flag, value, what in (("diffusion_steps", 1000.5, "an int"), ("num_channels", "8", "an int"),
+                              ("class_cond", 1, "a bool"), ("noise_schedule", 1, "a string"),
+                              ("attention_resolutions", [16, 8], "a string")):
+        with pytest.raises(ZooError, match=rf"flag {flag} is {re.escape(repr(value))}; valid: {what}, as its default"):
+            load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok | {flag: value}))
     torch.save(torch.zeros(3), tmp_path / "adm.pt")  # a bare tensor: torch's own error named neither entry nor file
     with pytest.raises(ZooError, match=r"adm.pt holds a Tensor, not a dict of named weights"):
         load_denoiser(adm_entry(tmp_path, conditional=True, flags=ok))
