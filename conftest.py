@@ -391,6 +391,9 @@ def _check_regression(config: pytest.Config, zoo) -> None:
                                     + (f"record at least {least} noises" if least else
                                        f"no count up to {MAX_NOISES:,} passes: change --golden-rp / --golden-mae"))
     for g in goldens:
+        if g in ("", "-"):  # `-` is not standard input here, and a regression item's id writes `-` for no file
+            raise pytest.UsageError(f"--golden {g!r} names no file: give a golden file's path (a file called `-` as "
+                                    f"./-)")
         if recording:
             if why := unwritable(Path(g), folder=False):
                 raise pytest.UsageError(f"--golden {g} cannot be written: {why}")

@@ -145,6 +145,10 @@ OPTION_ROWS = [
     ("golden-twice", lambda t: {"--candidate": "unet16-edm-m64", "--update-golden": True,
                                 "--golden": [str(t / "g.npz"), str(t / "." / "g.npz")]},
      "--golden names one file twice"),
+    # a regression item's id writes `-` where it has no file: a golden file called `-` was recorded as none
+    ("golden-dash", lambda t: {"--candidate": "unet16-edm-m64", "--golden": ["-"]},
+     "--golden '-' names no file: give a golden file's path (a file called `-` as ./-)"),
+    ("golden-empty", lambda t: {"--candidate": "unet16-edm-m64", "--golden": [""]}, "--golden '' names no file"),
     # a check runs on the golden file's own noises: at 4, or at a bar of 1, no candidate could pass
     ("golden-check-of-too-few-noises", lambda t: {"--candidate": "unet16-edm-m64",
                                                   "--golden": [str(a_whole_golden(t, 4))]},
