@@ -89,6 +89,20 @@ def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
+def _check_numbers(kernel, **values: float) -> None:
+    """Each of a kernel's settings must be a finite number > 0 (a negative beta_min gave NaN noise levels, a zero
+    sigma_min log(0)); the error names the kernel, the setting and its value."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{kernel.name} kernel: {name} must be a finite number > 0, got {value!r}")
+
+
+def _check_order(kernel, low_name: str, low: float, high_name: str, high: float, strict: bool = True) -> None:
+    if low > high or (strict and low == high):
+        raise ValueError(f"{kernel.name} kernel: {low_name} {low!r} must be {'below' if strict else 'at most'} "
+                         f"{high_name} {high!r}")
+
+
 class _LinearBeta:
     """Integrated linear beta(t) = beta_min + t (beta_max - beta_min) (Song et al. 2021, Eq. 32).
 
@@ -103,8 +117,10 @@ class _LinearBeta:
         return self.beta_min * t + 0.5 * self.beta_d * t**2
 
     def t_of_u(self, u: Tensorish) -> torch.Tensor:
+        """The positive root of u(t), as 2u / (beta_min + sqrt(beta_min^2 + 2 beta_d u)): the textbook form
+        (sqrt(...) - beta_min) / beta_d divides 0 by 0 for a constant beta (beta_d = 0) and cancels for a small one."""
         u = as64(u)
-        return (torch.sqrt(self.beta_min**2 + 2 * self.beta_d * u) - self.beta_min) / self.beta_d
+        return 2 * u / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * self.beta_d * u))
 
 
 class _LinearBetaKernel(Kernel):
@@ -112,6 +128,9 @@ class _LinearBetaKernel(Kernel):
     only in sigma(t) and its inverse."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0):
+        _check_numbers(self, beta_min=beta_min, beta_max=beta_max, t_min=t_min, t_max=t_max)
+        _check_order(self, "beta_min", beta_min, "beta_max", beta_max, strict=False)  # equal: a constant beta
+        _check_order(self, "t_min", t_min, "t_max", t_max)
         self.beta = _LinearBeta(beta_min, beta_max)
         self.t_min, self.t_max = t_min, t_max
 
@@ -159,8 +178,19 @@ class VPDiscrete(Kernel):
     def __init__(self, betas: torch.Tensor | None = None, beta_start: float = 1e-4, beta_end: float = 0.02,
                  num_train_timesteps: int = 1000):
         if betas is None:
+            if type(num_train_timesteps) is not int or num_train_timesteps < 2:
+                raise ValueError(f"{self.name} kernel: num_train_timesteps must be a whole number >= 2, got "
+                                 f"{num_train_timesteps!r}")
+            _check_numbers(self, beta_start=beta_start, beta_end=beta_end)
             betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
-        alpha_bar = torch.cumprod(1 - as64(betas), 0)
+        betas = as64(betas)
+        # beta in (0, 1): a zero step repeats a level (t(sigma) searches a strictly increasing table), a beta of 1
+        # ends the chain at alpha_bar 0 (sigma infinite)
+        if betas.ndim != 1 or len(betas) < 2 or not bool(((betas > 0) & (betas < 1)).all()):
+            bad = betas if betas.ndim != 1 or len(betas) < 2 else betas[~((betas > 0) & (betas < 1))][:3]
+            raise ValueError(f"{self.name} kernel: betas must be a 1-D chain of >= 2 values in (0, 1), got "
+                             f"shape {tuple(betas.shape)}, e.g. {bad.tolist()[:3]}")
+        alpha_bar = torch.cumprod(1 - betas, 0)
         self.log_sigmas = 0.5 * torch.log((1 - alpha_bar) / alpha_bar)
         self.t_min, self.t_max = 0.0, float(len(alpha_bar) - 1)
         self._tables = {self.log_sigmas.device: self.log_sigmas}
@@ -202,6 +232,8 @@ class VE(Kernel):
     name = "ve"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        _check_numbers(self, sigma_min=sigma_min, sigma_max=sigma_max)
+        _check_order(self, "sigma_min", sigma_min, "sigma_max", sigma_max)
         self._log_min, self._log_ratio = math.log(sigma_min), math.log(sigma_max / sigma_min)
         self.t_min, self.t_max = 0.0, 1.0
 
@@ -228,6 +260,8 @@ class EDM(Kernel):
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0,
                  round_sigma: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+        _check_numbers(self, sigma_min=sigma_min, sigma_max=sigma_max)
+        _check_order(self, "sigma_min", sigma_min, "sigma_max", sigma_max)
         self.t_min, self.t_max = sigma_min, sigma_max
         self._round = round_sigma
 

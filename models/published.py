@@ -393,7 +393,7 @@ def load_score_sde(entry: ZooEntry):
     if entry.kernel_options:  # stated options must give the checkpoint's own noise levels
         try:
             stated = make_kernel(name, **entry.kernel_options)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ZooError(f"zoo entry {entry.name!r}: kernel_options {entry.kernel_options} ({e})") from e
         doubled = "" if config.data.centered else ", twice the config's: its data lie in [0, 1], the suite's in [-1, 1]"
         for end in ("sigma_min", "sigma_max"):
@@ -492,7 +492,7 @@ def load_uvit(entry: ZooEntry):
     _expect(entry, {"kernel": "vp", "prediction": "eps", "time_input": "t"}, {"time_scale": UVIT_TIME_SCALE})
     try:
         kernel = make_kernel("vp", **entry.kernel_options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ZooError(f"zoo entry {entry.name!r}: kernel_options {entry.kernel_options} ({e})") from e
     beta = (kernel.beta.beta_min, kernel.beta.beta_min + kernel.beta.beta_d)
     if not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(beta, UVIT_BETA)):

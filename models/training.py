@@ -111,9 +111,9 @@ class TrainConfig:
         ARCHS[self.arch]
         try:
             make_kernel(self.kernel, **self.kernel_options)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             valid = ", ".join(inspect.signature(KERNELS[self.kernel]).parameters)
-            raise ValueError(f"kernel_options {self.kernel_options} do not fit kernel {self.kernel!r}; "
+            raise ValueError(f"kernel_options {self.kernel_options} do not fit kernel {self.kernel!r} ({e}); "
                              f"valid options: {valid}") from e
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; valid objectives: {', '.join(OBJECTIVES)}")

@@ -1,5 +1,6 @@
 """Kernel identities (paper, Appendix D, Eq. 3; Song et al. 2021; Karras et al. 2022, Table 1)."""
 import math
+import re
 
 import pytest
 import torch
@@ -98,3 +99,34 @@ def test_a_kernel_answers_on_the_querys_device(name):
     sigma = k.sigma(t)
     assert k.sigma(t.to("meta")).device.type == "meta" and k.t(sigma.to("meta")).device.type == "meta"
     assert k.s_of_sigma(sigma.to("meta")).device.type == "meta"
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp"])
+def test_a_constant_beta_inverts_without_dividing_by_its_slope(name):
+    """beta_min == beta_max is a valid schedule (u = beta t); t(sigma) divided 0 by 0 there and sampled NaN."""
+    kernel = make_kernel(name, beta_min=1.0, beta_max=1.0)
+    t = torch.linspace(kernel.t_min, kernel.t_max, 9, dtype=torch.float64)
+    assert torch.allclose(kernel.t(kernel.sigma(t)), t, rtol=1e-12, atol=0)
+    assert torch.allclose(kernel.sigma(t), 2 * torch.sinh(t / 2) if name == "subvp" else torch.sqrt(torch.expm1(t)))
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("vp", {"beta_min": -1.0}, "vp kernel: beta_min must be a finite number > 0, got -1.0"),
+    ("vp", {"beta_max": float("nan")}, "vp kernel: beta_max must be a finite number > 0, got nan"),
+    ("subvp", {"beta_min": 2.0, "beta_max": 1.0}, "subvp kernel: beta_min 2.0 must be at most beta_max 1.0"),
+    ("vp", {"t_min": 0.0}, "vp kernel: t_min must be a finite number > 0, got 0.0"),
+    ("vp", {"t_min": 1.0}, "vp kernel: t_min 1.0 must be below t_max 1.0"),
+    ("vp", {"t_max": "1"}, "vp kernel: t_max must be a finite number > 0, got '1'"),
+    ("ve", {"sigma_min": 0}, "ve kernel: sigma_min must be a finite number > 0, got 0"),
+    ("ve", {"sigma_min": 50.0, "sigma_max": 0.01}, "ve kernel: sigma_min 50.0 must be below sigma_max 0.01"),
+    ("edm", {"sigma_max": math.inf}, "edm kernel: sigma_max must be a finite number > 0, got inf"),
+    ("vp-discrete", {"num_train_timesteps": 1}, "num_train_timesteps must be a whole number >= 2, got 1"),
+    ("vp-discrete", {"beta_start": 0.0}, "vp-discrete kernel: beta_start must be a finite number > 0, got 0.0"),
+    ("vp-discrete", {"betas": torch.tensor([0.1, 1.0])}, "betas must be a 1-D chain of >= 2 values in (0, 1)"),
+    ("vp-discrete", {"betas": torch.tensor([0.1])}, "betas must be a 1-D chain of >= 2 values in (0, 1)"),
+])
+def test_kernel_settings_out_of_range_are_refused_by_name(name, options, message):
+    """A negative beta_min gave NaN noise levels, sigma_min 0 a bare math domain error, t_min >= t_max an empty
+    range: each is refused where the kernel is made, naming the setting and its value."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_kernel(name, **options)

@@ -531,9 +531,11 @@ def test_kernel_options_cut_the_noise_levels_in_training_and_sampling(tmp_path):
 
 
 def test_kernel_options_that_do_not_fit_the_kernel_name_the_valid_ones():
-    with pytest.raises(ValueError, match=r"kernel_options \{'tmax': 0.9\} do not fit kernel 'vp'; valid options: "
-                                         r"beta_min, beta_max, t_min, t_max"):
+    with pytest.raises(ValueError, match=r"kernel_options \{'tmax': 0.9\} do not fit kernel 'vp' \(.*\); valid "
+                                         r"options: beta_min, beta_max, t_min, t_max"):
         tiny(kernel_options={"tmax": 0.9})
+    with pytest.raises(ValueError, match=r"do not fit kernel 'vp' \(vp kernel: t_min 1.5 must be below t_max 1.0\)"):
+        tiny(kernel_options={"t_min": 1.5})
 
 
 def test_the_optimal_target_learns_and_logs_the_loss_against_the_training_images(tmp_path):
