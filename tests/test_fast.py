@@ -101,6 +101,32 @@ class _ValueBranch(torch.nn.Module):
         return x * 1.0
 
 
+class _PositiveSum(torch.nn.Module):
+    """A network whose trace bakes in how many inputs are positive: another count makes the trace raise, while the
+    module answers."""
+
+    def forward(self, x, t):
+        n = int(x[x > 0].numel())
+        return x * 2.0 + x[x > 0].view(n).sum()
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_a_trace_that_raises_on_a_later_call_gives_the_modules_answer_and_is_refused(checked, monkeypatch):
+    """A trace that raised during one of its checked calls (or after them) aborted sampling, although the module
+    itself answers: the call gets the module's output and the signature runs eager from then on."""
+    if not checked:
+        monkeypatch.setattr("models.fast.CHECKED_CALLS", 0)
+    net, t = _PositiveSum().eval(), torch.zeros(1)
+    runner = Runner(net, "traced")
+    first, other = torch.tensor([[1.0, -1.0, 2.0]]), torch.tensor([[1.0, 1.0, 2.0]])
+    with torch.no_grad():
+        assert torch.equal(runner(first, t), net(first, t))
+        assert torch.equal(runner(other, t), net(other, t))
+        assert torch.equal(runner(other, t), net(other, t))
+    (why,) = runner.refused.values()
+    assert why.startswith("the trace raised") and why.endswith("on a later call")
+
+
 def test_a_value_branch_turning_on_the_third_new_input_is_caught():
     """The first call repeats the traced input; the checks cover three new inputs after it."""
     runner = Runner(_ValueBranch().eval(), "traced")
