@@ -74,8 +74,8 @@ def roundtrip(D: Denoiser, y: torch.Tensor, kernel: Kernel, sampler: str = "heun
         eps = invert(D, y, kernel, "heun", steps=steps, grid=grid, label=label).x
         return solve(D, kernel.initial_state(eps), kernel, sampler, nfe, grid=grid, label=label).x
 
-    if micro_batch is None:
-        return one(y, label)
+    if micro_batch is None:  # the labels as `_labels` made them: a class given as an int is one per row
+        return one(y, None if labels is None else labels.to(y.device))
     device = torch.device(device)
     return torch.cat(_in_micro_batches(
         lambda chunk, start: one(chunk.to(device), _chunk_labels(labels, start, micro_batch, device)).cpu(),

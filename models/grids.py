@@ -19,10 +19,16 @@ def edm_grid(kernel: Kernel, n: int, sigma_min: float | None = None, sigma_max: 
 
 def uniform_t_grid(kernel: Kernel, n: int, sigma_min: float | None = None, sigma_max: float | None = None
                    ) -> torch.Tensor:
-    """Uniform in the kernel's own time t (DDIM's and score-SDE's default spacing)."""
+    """Uniform in the kernel's own time t, from t(sigma_max) to t(sigma_min) (score-SDE's and DPM-Solver's
+    'time_uniform', diffusers' 'linspace' spacing). A range that the kernel's time cannot reach (a discrete chain's
+    t stops at its first and last levels) is refused, not cut to the levels it has."""
     lo, hi = _range(kernel, sigma_min, sigma_max)
-    t = torch.linspace(float(kernel.t(hi)), float(kernel.t(lo)), n, dtype=torch.float64)
-    return kernel.sigma(t)
+    t_hi, t_lo = float(kernel.t(hi)), float(kernel.t(lo))
+    for end, want, t in (("sigma_max", hi, t_hi), ("sigma_min", lo, t_lo)):
+        if not math.isclose(float(kernel.sigma(t)), want, rel_tol=1e-6):  # float64 round trip: ~1e-15 (tests)
+            raise ValueError(f"a uniform-t grid needs {end} {want:g} within the {kernel.name} kernel's levels "
+                             f"[{kernel.sigma_min:.6g}, {kernel.sigma_max:.6g}]: its time t reaches none beyond them")
+    return kernel.sigma(torch.linspace(t_hi, t_lo, n, dtype=torch.float64))
 
 
 def logsnr_grid(kernel: Kernel, n: int, sigma_min: float | None = None, sigma_max: float | None = None

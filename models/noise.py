@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,11 +33,23 @@ class NoiseBankError(ValueError):
 WORD = 2**32  # a stream's seed words lie in [0, WORD)
 
 
+def whole(value, what: str) -> int:
+    """`value` as an int when it is a whole number's type (int, numpy or torch integer), else a ValueError naming
+    `what` and the value: int() cut a seed of 1.9 to 1 and an id of 2.7 to 2, drawing another noise than asked."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be a whole number, got {value!r} ({type(value).__name__})") from None
+
+
 def pcg64(*words: int) -> np.random.Generator:
     """numpy's PCG64 generator seeded from SeedSequence(words), each word in [0, 2^32). SeedSequence splits a larger
     integer into 32-bit words and reads missing words as 0, so a seed or id of 2^32 or more would draw another's
-    stream (noise 0 of seed 2^32 is noise 1 of seed 0): refused, as are negative words."""
-    words = tuple(int(w) for w in words)
+    stream (noise 0 of seed 2^32 is noise 1 of seed 0): refused, as are negative words and words that are not whole
+    numbers."""
+    words = tuple(whole(w, "a random stream's seed or id") for w in words)
     if not all(0 <= w < WORD for w in words):
         raise ValueError(f"a random stream's seed and ids must lie in [0, 2**32), got {list(words)}: numpy's "
                          f"SeedSequence splits a larger integer into 32-bit words, so (seed 2**32, id 0) would draw "
@@ -92,12 +105,13 @@ class NoiseBank:
         """Noises `ids` (default 0..n-1) of `seed`, each of `shape` (e.g. (3, 32, 32))."""
         if (n is None) == (ids is None):
             raise ValueError("give exactly one of n or ids")
-        ids = list(range(n)) if ids is None else [int(i) for i in ids]
+        ids = list(range(whole(n, "a noise bank's n"))) if ids is None else [whole(i, "a noise id") for i in ids]
+        seed = whole(seed, "a noise bank's seed")
         if not ids or min(ids) < 0 or max(ids) >= WORD:
             raise ValueError(f"a noise bank needs at least one id, each in [0, 2**32), got {ids[:8]}"
                              f"{' ...' if len(ids) > 8 else ''}")
         eps = np.stack([draw_noise(seed, i, shape) for i in ids])
-        return cls(torch.from_numpy(eps), torch.tensor(ids, dtype=torch.int64), int(seed))
+        return cls(torch.from_numpy(eps), torch.tensor(ids, dtype=torch.int64), seed)
 
     def is_first(self, hash: Optional[str] = None) -> bool:
         """Whether this bank is noises 0, 1, ..., n - 1 of its seed exactly as `draw` makes them (not permuted, not

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
+from models.denoisers import wrap
 from models.grids import make_grid
 from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
 from models.generate import generate, invert, roundtrip, solve
-from tests.helpers import GaussianData
+from tests.helpers import GaussianData, TinyEpsNet
 
 
 # Relative max error at 200 EDM-grid steps, measured: euler 1.4e-2, heun 3.5e-4, dpm2 4.8e-4,
@@ -69,6 +70,17 @@ def test_a_round_trip_in_micro_batches_takes_each_rows_own_label():
     whole = roundtrip(D, data, kernel, "dpm3", 50, label=labels)
     assert torch.allclose(whole, data, atol=1e-9)
     assert torch.equal(roundtrip(D, data, kernel, "dpm3", 50, label=labels, micro_batch=4), whole)
+
+
+def test_a_round_trip_of_one_class_given_as_an_int_labels_every_row():
+    """Without `micro_batch` the round trip passed the label as given: an int class reached the denoiser as an int
+    (an AttributeError in a network's wrapper), while `generate` and the micro-batched round trip took it."""
+    data = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    kernel = make_kernel("vp")
+    D = wrap(TinyEpsNet(num_classes=3).eval(), kernel, "eps", num_classes=3)
+    whole = roundtrip(D, data, kernel, "euler", 4, label=torch.tensor([1, 1]))
+    assert torch.equal(roundtrip(D, data, kernel, "euler", 4, label=1), whole)
+    assert torch.equal(roundtrip(D, data, kernel, "euler", 4, label=1, micro_batch=2), whole)
 
 
 def test_an_inversion_of_no_steps_and_labels_that_are_not_integers_are_refused():

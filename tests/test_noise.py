@@ -1,5 +1,6 @@
 """The shared noise bank: the same noise for an id whatever the batch, chunking, process or reload."""
 import json
+import re
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -113,3 +114,20 @@ def test_seeds_and_ids_outside_32_bits_are_refused():
     with pytest.raises(ValueError, match=r"must lie in \[0, 2\*\*32\), got \[4294967296, 0\]"):
         NoiseBank.draw(2**32, SHAPE, n=1)
     assert np.array_equal(draw_noise(2**32 - 1, 2**32 - 1, SHAPE), draw_noise(2**32 - 1, 2**32 - 1, SHAPE))
+
+
+def test_seeds_ids_and_counts_that_are_not_whole_numbers_are_refused():
+    """int() cut a seed of 1.9 to 1 and an id of 2.7 to 2: the bank drew another noise than it was asked for."""
+    from models.stochastic import step_noise
+
+    for call, what in ((lambda: NoiseBank.draw(1.9, SHAPE, ids=[2]), "a noise bank's seed must be a whole number, "
+                                                                     "got 1.9"),
+                       (lambda: NoiseBank.draw(1, SHAPE, ids=[2.7]), "a noise id must be a whole number, got 2.7"),
+                       (lambda: NoiseBank.draw(1, SHAPE, n=True), "a noise bank's n must be a whole number, got True"),
+                       (lambda: step_noise(0.5, 1, 2, SHAPE), "a random stream's seed or id must be a whole number"),
+                       (lambda: draw_noise(0, torch.tensor(2.0), SHAPE), "must be a whole number, got tensor(2.)")):
+        with pytest.raises(ValueError, match=re.escape(what)):
+            call()
+    # integers of numpy and torch are whole numbers: the same noises as Python ints
+    bank = NoiseBank.draw(np.int64(3), SHAPE, ids=torch.arange(2))
+    assert bank.seed == 3 and type(bank.seed) is int and torch.equal(bank.eps, NoiseBank.draw(3, SHAPE, n=2).eps)

@@ -281,6 +281,19 @@ def test_a_grid_rounded_onto_fewer_levels_keeps_each_level_once(sampler):
     assert torch.isfinite(out.x).all() and out.nfe <= 64
 
 
+def test_a_uniform_t_range_beyond_a_discrete_chains_levels_is_refused():
+    """A discrete chain's t stops at its first and last levels: sigma_min 0.002 silently became its first level
+    (0.01) and sigma_max 400 its last (157), where the EDM grid keeps the range it is asked for."""
+    chain = make_kernel("vp-discrete")
+    grid = make_grid("uniform-t", chain, 4)
+    assert float(grid[0]) == pytest.approx(chain.sigma_max, rel=1e-12)
+    assert float(grid[-2]) == pytest.approx(chain.sigma_min, rel=1e-12)
+    for end, value in (("sigma_min", 0.002), ("sigma_max", 400.0)):
+        with pytest.raises(ValueError, match=rf"a uniform-t grid needs {end} {value:g} within the vp-discrete kernel's "
+                                             rf"levels \[0.01\d*, 157.\d*\]"):
+            make_grid("uniform-t", chain, 4, **{end: value})
+
+
 def test_a_grid_start_other_than_the_kernels_prior_is_refused():
     """The bank noise starts at the kernel's sigma_max; a grid from another level would start from a state scaled
     for the wrong level (EDM kernel, data std 0.5: sample std 4.0 from sigma_max 10)."""
