@@ -472,17 +472,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A regression check that was asked for (--candidate, --golden) but that the selection (-k, -m, --models, the
-    files named) left out stops the run: it would otherwise pass without checking the golden file."""
+    files named) left out stops the run: it would otherwise pass without checking the golden file. Under pytest-xdist
+    the controller collects nothing: `pytest_xdist_node_collection_finished` checks the workers' ids instead."""
     config = session.config
     if not config.getoption("--candidate") or getattr(config, "workerinput", None) is not None:
         return
     selected = {getattr(getattr(item, "callspec", None), "params", {}).get("golden_file") for item in session.items}
+    _golden_files_selected(config, selected, len(session.items))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    """The controller's view of a worker's collection (every worker collects the same items): the golden files
+    whose regression items are among `ids` (`regression/<file>/<metric>` or `record/<file>`)."""
+    config = node.config
+    if not config.getoption("--candidate"):
+        return
+    from cases.regression import GOLDEN_BARS, item_id
+
+    params = {i[i.index("[") + 1:-1] for i in ids if i.endswith("]") and "[" in i}
+    selected = set()
+    for g in config.getoption("--golden"):
+        names = {g, _escaped(g)}  # pytest writes a non-ASCII id escaped
+        wanted = {f"record/{n}" for n in names} | {item_id(n, m) for n in names for m in GOLDEN_BARS}
+        if params & wanted:
+            selected.add(g)
+    _golden_files_selected(config, selected, len(ids))
+
+
+def _escaped(text: str) -> str:
+    from _pytest.compat import ascii_escaped
+
+    return ascii_escaped(text)
+
+
+def _golden_files_selected(config: pytest.Config, selected: set, items: int) -> None:
     left_out = [g for g in config.getoption("--golden") if g not in selected]
     if left_out:  # each file named: with two, a -k that keeps one would pass without checking the other
         what = "record" if config.getoption("--update-golden") else "check"
         raise pytest.UsageError(f"--candidate {config.getoption('--candidate')} asks to {what} the golden file(s) "
                                 f"{', '.join(config.getoption('--golden'))}, but no regression case of "
-                                f"{', '.join(left_out)} is selected ({len(session.items)} item(s) selected); run "
+                                f"{', '.join(left_out)} is selected ({items} item(s) selected); run "
                                 f"bench/test_regression.py and leave out the -k / -m / --models selection that drops "
                                 f"it")
 

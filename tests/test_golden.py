@@ -245,6 +245,15 @@ def test_a_metric_is_selected_by_its_marker_whatever_the_golden_file_is_called(t
         assert out.returncode == 4 and f"asks to {what} the golden file(s)" in out.stderr and \
             f"no regression case of {tmp_path / 'rp.npz'} is selected" in out.stderr, \
             out.stdout[-2000:] + out.stderr[-2000:]
+    # under pytest-xdist the controller collects nothing: it reads the workers' ids (a run passed unchecked)
+    for select, what in ((("-k", "nosuchcase"), "check"), (("-m", "not golden_rp and not golden_mae"), "check"),
+                         (("--update-golden", "-m", "golden_rp"), "record")):
+        out = run_regression(tmp_path, REFERENCE, "-n", "1", *select, golden="rp.npz")
+        assert out.returncode == 4 and f"asks to {what} the golden file(s)" in out.stderr and \
+            f"no regression case of {tmp_path / 'rp.npz'} is selected" in out.stderr, \
+            out.stdout[-2000:] + out.stderr[-2000:]
+    out = run_regression(tmp_path, REFERENCE, "-n", "1", "-m", "golden_rp", golden="rp.npz")
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     # two golden files, a selection that keeps one: the other would have gone unchecked in a passing run
     out = run_regression(tmp_path, REFERENCE, "--update-golden", "--noises", "6", golden="other.npz")
     assert out.returncode == 0, out.stdout[-2000:]
