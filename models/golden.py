@@ -152,7 +152,9 @@ class Golden:
             if missing.strip("'\"") == "scale" and _first_layout(path):
                 raise GoldenError(f"golden file {path} was recorded by an earlier release of the suite (float16 "
                                   f"embeddings, before int8 embeddings with a scale per row) under the same format "
-                                  f"name {FORMAT!r}; record it again with --update-golden") from e
+                                  f"name {FORMAT!r}; record it again from the reference checkpoint: remove this file, "
+                                  f"then run --update-golden --candidate REFERENCE (--update-golden replaces only a "
+                                  f"file it can read)") from e
             raise GoldenError(f"{path} is not a golden file: the archive has no member {missing} "
                               f"(a golden file holds ids, embeddings, scale, thumbnails, header and sha256)") from e
         except Exception as e:  # missing, truncated, not an archive

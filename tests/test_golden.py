@@ -110,7 +110,8 @@ def test_a_golden_file_of_the_first_release_is_named_so(tmp_path):
     np.savez(tmp_path / "old.npz", ids=g.ids, embeddings=g.embeddings.astype(np.float16), thumbnails=g.thumbnails,
              header=np.array(json.dumps(header)), sha256=np.array("0" * 64))
     with pytest.raises(GoldenError, match=r"old.npz was recorded by an earlier release of the suite \(float16 "
-                                          r"embeddings.*record it again with --update-golden"):
+                                          r"embeddings.*record it again from the reference checkpoint: remove this "
+                                          r"file, then run --update-golden --candidate REFERENCE"):
         Golden.load(tmp_path / "old.npz")
 
 
