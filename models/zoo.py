@@ -79,7 +79,8 @@ ENTRY_KEYS = tuple(f.name for f in fields(ZooEntry) if f.name != "name")
 ENTRY_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ZooEntry)
                   if f.default is not MISSING or f.default_factory is not MISSING}
 # keys that only these formats read (models/published.py)
-FORMAT_KEYS = {"flags": ("guided-diffusion", "improved-diffusion", "uvit"), "config": ("score-sde",)}
+FORMAT_KEYS = {"flags": ("guided-diffusion", "improved-diffusion", "uvit"), "config": ("score-sde",),
+               "prompt": ("diffusers-latent",), "prompt_embeddings": ("diffusers-latent",)}
 
 
 # What each key of an entry holds (micro_batch has its own check below); every other key is text.
@@ -141,6 +142,10 @@ def read_zoo(path: str | Path, base: Optional[Path] = None) -> dict[str, ZooEntr
             if key in table and entry.format not in formats:
                 raise ZooError(f"{path}: entry {name!r} has `{key}`, which only formats {', '.join(formats)} read; "
                                f"its format is {entry.format!r}")
+        if "num_classes" in table and not entry.conditional:  # nothing compares it: a class count of an entry
+            # marked unconditional is a mistake in one of the two keys
+            raise ZooError(f"{path}: entry {name!r} has num_classes {entry.num_classes} but is not conditional; set "
+                           f"conditional = true, or leave num_classes out")
         for key, registry in (("grid", GRIDS), ("sampler", SAMPLERS)):
             if getattr(entry, key) not in registry:
                 raise ZooError(f"{path}: entry {name!r} has {key} {getattr(entry, key)!r}; valid {key}s: "

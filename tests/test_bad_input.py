@@ -191,7 +191,8 @@ OPTION_ROWS = [
      "entry 'x' has sampler 'dpm++'; valid samplers: euler"),
     ("zoo-not-toml", lambda t: {"--zoo": [str(a_zoo(t, "[models.x\n"))]}, "cannot read the zoo file"),
     ("zoo-prompt-and-embeddings", lambda t: {"--zoo": [str(a_zoo(t, '[models.x]\nsource = "x"\nprompt = "a cat"\n'
-                                                                 'prompt_embeddings = "cat.npy"\n'))]},
+                                                                 'prompt_embeddings = "cat.npy"\n'
+                                                                 'format = "diffusers-latent"\n'))]},
      "entry 'x' has both prompt and prompt_embeddings; give one"),
     ("models-unknown", lambda t: {"--models": "unet16-edm-m64,no-such-model"}, "unknown model names ['no-such-model']"),
     ("models-names-absent-real-checkpoint",

@@ -75,6 +75,15 @@ def test_keys_of_another_format_are_refused(tmp_path):
         read_zoo(path)
     with pytest.raises(ZooError, match=r"has `config`, which only formats score-sde read"):
         read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nconfig = "configs/vp.py"\n'))
+    # a prompt on a pixel model entered its fingerprint and golden files, and nothing read it
+    for key in ("prompt", "prompt_embeddings"):
+        with pytest.raises(ZooError, match=rf"has `{key}`, which only formats diffusers-latent read; its format is "
+                                           rf"'samenoise'"):
+            read_zoo(write_zoo(tmp_path, f'[models.a]\nsource = "x"\n{key} = "a cat"\n'))
+    # a class count on an unconditional entry was compared with nothing
+    with pytest.raises(ZooError, match=r"entry 'a' has num_classes 10 but is not conditional; set conditional = true, "
+                                       r"or leave num_classes out"):
+        read_zoo(write_zoo(tmp_path, '[models.a]\nsource = "x"\nnum_classes = 10\n'))
 
 
 def test_entry_tags_come_from_its_name():
