@@ -882,3 +882,24 @@ def test_a_scheduler_config_that_leaves_its_betas_out_is_read_with_its_classs_de
     sigmas = ((1 - alphas) / alphas).sqrt()
     torch.testing.assert_close(torch.tensor([kernel.sigma_min, kernel.sigma_max], dtype=torch.float64),
                                torch.stack([sigmas[0], sigmas[-1]]), rtol=1e-4, atol=0)  # diffusers: float32 betas
+
+
+def test_a_hub_ids_fingerprint_follows_the_snapshot_the_loader_reads_not_a_folder_of_that_name_here(tmp_path,
+                                                                                                      monkeypatch):
+    """A folder `owner/name` in the working folder was hashed for the hub id owner/name, while the loader read the
+    hub's snapshot: a new snapshot kept the old key, and its samples were the old ones."""
+    import huggingface_hub
+
+    from fixtures.zoo import entry_fingerprint
+
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    (tmp_path / "owner" / "name" / "weights.bin").write_bytes(b"here")
+    monkeypatch.chdir(tmp_path)
+    snapshot = [tmp_path / "hub" / "snapshots" / "commit1"]
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: snapshot[0])
+    entry = ZooEntry(name="a", source="owner/name", format="diffusers")
+    first = entry_fingerprint(entry)
+    (tmp_path / "owner" / "name" / "weights.bin").write_bytes(b"edited")  # not what the loader reads
+    assert entry_fingerprint(entry) == first
+    snapshot[0] = tmp_path / "hub" / "snapshots" / "commit2"  # a new snapshot: new samples
+    assert entry_fingerprint(entry) != first
