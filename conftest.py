@@ -98,7 +98,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if "huggingface_hub" in sys.modules:  # imported before this file set the variable: its constant is read once
         sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
     for dest, default in (("cache_dir", DEFAULT_CACHE), ("report_dir", DEFAULT_REPORTS)):
-        if getattr(config.option, dest) == default:  # the defaults belong to the checkout, wherever pytest runs from
+        # the defaults belong to the checkout, wherever pytest runs from; the same text given is the user's folder
+        if getattr(config.option, dest) == default and not _given(config, "--" + dest.replace("_", "-")):
             setattr(config.option, dest, str(Path(__file__).resolve().parent / default))
     # pytest-benchmark makes its storage folder at every run, by default ./.benchmarks wherever pytest runs: saved
     # benchmark runs (--benchmark-save, --benchmark-autosave) go beside the sample store instead, unless given
@@ -218,13 +219,14 @@ def _check_options(config: pytest.Config) -> None:
     if bench_json:  # pytest-benchmark writes it after the run and does not make its folder (a fresh checkout lacks it)
         if why := unwritable(Path(bench_json), folder=False):
             raise usage(f"--benchmark-json {bench_json} cannot be written: {why}")
-        Path(bench_json).parent.mkdir(parents=True, exist_ok=True)
     _check_device(opt("--device"))
     if opt("--workers") is not None and not str(opt("--device")).startswith("cpu"):
         raise usage(f"--workers {opt('--workers')} applies to a CPU run (threads sharing the micro-batches); on "
                     f"--device {opt('--device')} the micro-batches run one after another: leave --workers out")
     _check_descriptor(config)
     _check_regression(config, _check_zoo(config))
+    if bench_json:  # made once every check has passed: a refused run leaves no folder behind
+        Path(bench_json).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _check_device(name: str) -> None:

@@ -226,6 +226,9 @@ OPTION_ROWS = [
                                                        "benchmark_json": t / "r.json"},
      "--results and --benchmark-json name one file"),
     ("benchmark-json-is-a-folder", lambda t: {"benchmark_json": t}, "--benchmark-json"),
+    # its folder was made before the later checks refused the run
+    ("benchmark-json-then-a-bad-device", lambda t: {"benchmark_json": t / "bj" / "sub" / "x.json", "--device": "gpu"},
+     "--device 'gpu' is not a device"),
     ("candidate-meta-not-json", lambda t: {"--candidate": str(a_candidate_with_broken_meta(t, "{kernel")),
                                            "--golden": [str(t / "g.npz")], "--update-golden": True},
      "ckpt/samenoise.json is not JSON"),
@@ -415,6 +418,13 @@ def test_the_default_folders_belong_to_the_checkout_wherever_pytest_runs_from(tm
                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
     assert f"cache-dir={ROOT / '.cache' / 'samenoise'} report-dir={ROOT / 'reports' / 'out'}" in out.stdout, \
         out.stdout[-2000:] + out.stderr[-2000:]
+    # the default's text given on the command line names the user's own folder, relative to where pytest runs
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.option_probe",
+                          "--collect-only", "-q", "--cache-dir", ".cache/samenoise", "--report-dir=reports/out",
+                          f"--benchmark-storage=file://{tmp_path}", str(ROOT / "bench" / "test_controls.py")],
+                         cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
+    assert "cache-dir=.cache/samenoise report-dir=reports/out" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("bar, says", [
