@@ -12,6 +12,7 @@ Bars, each with its source (the paper's text is in ../shared/paper):
 """
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass, field
@@ -76,6 +77,11 @@ class Bar:
     def __post_init__(self):
         if self.op not in OPS:
             raise ValueError(f"unknown comparison {self.op!r}; valid: {', '.join(OPS)}")
+        value = self.value
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):  # NaN made every case straddle, "0.6" compared text
+            raise ValueError(f"a bar's value is a finite number (or None: the case's right-hand side), got "
+                             f"{value!r}")
 
     def holds(self, measured: float, other: Optional[float] = None) -> bool:
         return bool(OPS[self.op](measured, self.value if self.value is not None else other))

@@ -126,8 +126,10 @@ def decide_threshold(bar: Bar, value: float, iv: Interval, n: int, control: Opti
         ctrl = {"value": c_value, "interval": [c_iv.lo, c_iv.hi, c_iv.method], "side": c_side, "caught": caught}
         if holds and not caught:
             holds = False
-            reason = (f"the control is not caught: {c_value:.3g}, interval {_fmt(c_iv)} "
-                      f"{'also clears' if c_side == 'pass' else 'straddles'} the bar {bar.op} {bar.value:g}")
+            where = (f"does not lie wholly below the score bar {SCORE_BAR:g} (an exact claim's control)"
+                     if bar.op == "==" else
+                     f"{'also clears' if c_side == 'pass' else 'straddles'} the bar {bar.op} {bar.value:g}")
+            reason = f"the control is not caught: {c_value:.3g}, interval {_fmt(c_iv)} {where}"
         else:
             reason += f"; control {c_value:.3g} {_fmt(c_iv)} {'caught' if caught else 'not caught'}"
     return Decision(holds, iv, reason, ctrl, None, needed)
@@ -153,10 +155,24 @@ def decide_direction(bar: Bar, a: tuple[Sequence, Sequence[float]], b: tuple[Seq
     if bar.op == "==":
         raise ValueError("a direction case needs one of >=, >, <=, <; '==' compares with a fixed value")
     (keys_a, va), (keys_b, vb) = a, b
+    for side, keys in (("measurement", keys_a), ("right-hand side", keys_b)):
+        if len(set(keys)) < len(keys):  # pairing by key would keep one value of each repeated key
+            twice = sorted({str(k) for k in keys if list(keys).count(k) > 1})[:5]
+            raise ValueError(f"the {side}'s keys repeat ({', '.join(twice)}): each value needs a key of its own")
     shared = len(set(keys_a) & set(keys_b))
     if shared and not _paired(keys_a, keys_b):
         raise ValueError(f"the two sides share {shared} of their noise ids but not all ({len(set(keys_a))} and "
                          f"{len(set(keys_b))} ids): a direction compares the same noises (paired) or disjoint ones")
+    if not shared:  # the unpaired test: each value an independent draw
+        kinds = ({type(k).__name__ for k in keys_a}, {type(k).__name__ for k in keys_b})
+        if kinds[0] != kinds[1]:  # 0 against "0": the same noises keyed two ways would be compared unpaired
+            raise ValueError(f"the two sides share no key, and their keys are of other kinds ({', '.join(kinds[0])} "
+                             f"against {', '.join(kinds[1])}): key both sides alike")
+        for side, keys in (("measurement", keys_a), ("right-hand side", keys_b)):
+            if clusters_of(keys) is not None and len(set(clusters_of(keys))) < len(keys):
+                raise ValueError(f"the {side}'s values come in {cluster_unit(clusters_of(keys))} of several "
+                                 f"(keys such as {keys[0]!r}), and the sides share none: an unpaired test would take "
+                                 f"each value as independent")
     want_greater = bar.op in UPPER
     mean_a, mean_b = sum(va) / len(va), sum(vb) / len(vb)
     clusters = clusters_of(keys_a)

@@ -85,6 +85,8 @@ def _check_clusters(j: int) -> None:
 def by_cluster(values: Sequence[float], clusters: Sequence) -> list[list[float]]:
     """The values of each cluster (a noise's values under several labels, a path's points), clusters in order of
     first appearance."""
+    if len(values) != len(clusters):  # zip would drop the values past the shorter one
+        raise ValueError(f"{len(clusters)} cluster labels for {len(values)} values")
     groups: dict = {}
     for v, c in zip(values, clusters):
         groups.setdefault(c, []).append(float(v))
@@ -107,6 +109,9 @@ def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, resample
 def _clustered_size(values: Sequence[float], clusters: Sequence, z: float = Z) -> tuple[float, float]:
     """The proportion of 0/1 `values` and its effective sample size over independent `clusters` (see
     `clustered_wilson`)."""
+    if not is_binary(values):
+        raise ValueError(f"a clustered Wilson interval is of 0/1 values, got e.g. "
+                         f"{next(v for v in values if v not in (0, 1))}")
     groups = by_cluster(values, clusters)
     sums = [sum(g) for g in groups]
     sizes = [len(g) for g in groups]
@@ -326,14 +331,25 @@ def _fewest(decided: Callable[[int], bool], limit: int) -> Optional[int]:
     return hi
 
 
-def cohen_kappa(a: torch.Tensor, b: torch.Tensor, classes: Optional[int] = None) -> float:
-    """Cohen's kappa of two integer labellings of the same items: (p_o - p_e) / (1 - p_e); 1 when both labellings
-    are one and the same constant (no disagreement is possible and none is seen)."""
+def _labellings(a, b, classes: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Two labellings as long tensors of the same non-empty items, and the class count; a label outside
+    [0, classes) is refused by name (it would land in another cell of the confusion table)."""
     a, b = torch.as_tensor(a).reshape(-1).long(), torch.as_tensor(b).reshape(-1).long()
     if a.shape != b.shape or a.numel() == 0:
         raise ValueError(f"kappa needs two labellings of the same non-empty items, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
     k = classes or int(max(a.max(), b.max())) + 1
+    for x in (a, b):
+        bad = x[(x < 0) | (x >= k)]
+        if len(bad):
+            raise ValueError(f"kappa's labels are classes 0..{k - 1}, got {int(bad[0])}")
+    return a, b, k
+
+
+def cohen_kappa(a: torch.Tensor, b: torch.Tensor, classes: Optional[int] = None) -> float:
+    """Cohen's kappa of two integer labellings of the same items: (p_o - p_e) / (1 - p_e); 1 when both labellings
+    are one and the same constant (no disagreement is possible and none is seen)."""
+    a, b, k = _labellings(a, b, classes)
     p_o = float((a == b).double().mean())
     p_e = float((torch.bincount(a, minlength=k).double() / len(a) * torch.bincount(b, minlength=k).double()
                  / len(b)).sum())
@@ -347,8 +363,7 @@ def bootstrap_kappa(a: torch.Tensor, b: torch.Tensor, classes: Optional[int] = N
     of them (the grid points of one noise hyperplane share its three anchors: they are one unit of evidence).
     A resample's kappa comes from the sum of its units' confusion tables, so no resample is materialized: the same
     values as `cohen_kappa` on the resampled items (tests/test_stats.py)."""
-    a, b = torch.as_tensor(a).reshape(-1).long(), torch.as_tensor(b).reshape(-1).long()
-    k = classes or int(max(a.max(), b.max())) + 1
+    a, b, k = _labellings(a, b, classes)
     gen = torch.Generator().manual_seed(seed)
     if clusters is None:
         unit = torch.arange(len(a))

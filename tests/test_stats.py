@@ -687,3 +687,65 @@ def test_the_noises_for_a_power_are_the_fewest_at_which_the_true_share_is_decide
     low = noises_for_power(0.1, 0.6)
     assert chance(low, 0.1, 0.6) >= 0.9 > chance(low - 1, 0.1, 0.6)
     assert noises_for_power(0.6, 0.6) is None and noises_for_power(0.7, 0.6, power=0.5) <= noises_for_power(0.7, 0.6)
+
+
+def test_a_direction_whose_sides_repeat_a_key_or_are_keyed_two_ways_or_clustered_unpaired_is_refused():
+    """Repeated keys were paired with the last value of each; 0 against "0" made a paired comparison unpaired; an
+    unpaired test over clustered values took each value as independent (p 0.0015 from 3 couples a side)."""
+    bar, iv = Bar(">", None, "src"), Interval(0, 1, "x")
+    with pytest.raises(ValueError, match=r"the measurement's keys repeat \(1\): each value needs a key of its own"):
+        decide_direction(bar, ([0, 1, 1, 2], [1, 1, 1, 0]), ([0, 1, 2, 3], [0, 0, 0, 0]), iv)
+    with pytest.raises(ValueError, match=r"share no key, and their keys are of other kinds \(int against str\)"):
+        decide_direction(bar, ([0, 1, 2], [1, 1, 1]), (["0", "1", "2"], [0, 0, 0]), iv)
+    a = [f"couple{k}/{i}" for k in range(3) for i in range(40)]
+    b = [f"couple{k}/{i}" for k in range(3, 6) for i in range(40)]
+    with pytest.raises(ValueError, match=r"the measurement's values come in noise couples of several .* an unpaired "
+                                         r"test would take each value as independent"):
+        decide_direction(bar, (a, [1.0] * 120), (b, [0.0] * 120), iv)
+    # disjoint sides of one value a key stay the unpaired test (the loss cases)
+    unpaired = decide_direction(bar, ([f"a:{i}" for i in range(20)], [1.0 + i / 100 for i in range(20)]),
+                                ([f"b:{i}" for i in range(20)], [i / 100 for i in range(20)]), iv)
+    assert unpaired.test["name"] == "unpaired bootstrap and permutation test" and unpaired.holds
+
+
+def test_an_exact_claims_uncaught_control_says_what_it_missed():
+    """It read "straddles the bar == 1" for an interval wholly below 1: the rule is the score bar 0.6."""
+    d = decide_threshold(Bar("==", 1.0, "src"), 1.0, Interval(1.0, 1.0, "exact"), 8,
+                         (0.7, Interval(0.5, 0.85, "Wilson")))
+    assert not d.holds and "does not lie wholly below the score bar 0.6 (an exact claim's control)" in d.reason
+
+
+def test_clustered_helpers_and_kappa_refuse_input_they_would_miscount():
+    with pytest.raises(ValueError, match=r"2 cluster labels for 6 values"):
+        stats.clustered_wilson([1, 1, 1, 0, 0, 0], [0, 0])
+    with pytest.raises(ValueError, match=r"2 cluster labels for 5 values"):
+        stats.cluster_bootstrap_mean([1, 2, 3, 4, 5], ["a", "b"])
+    with pytest.raises(ValueError, match=r"a clustered Wilson interval is of 0/1 values, got e.g. 0.5"):
+        stats.clustered_wilson([0.5, 0.7, 0.2, 0.9], [0, 0, 1, 1])
+    a = torch.tensor([0, 1, 2, 0])
+    for b, bad in ((torch.tensor([3, 1, 2, 0]), 3), (torch.tensor([-1, 1, 2, 0]), -1)):
+        with pytest.raises(ValueError, match=rf"kappa's labels are classes 0..2, got {bad}"):
+            stats.bootstrap_kappa(a, b, classes=3)
+        with pytest.raises(ValueError, match=rf"kappa's labels are classes 0..2, got {bad}"):
+            stats.cohen_kappa(a, b, classes=3)
+
+
+@pytest.mark.parametrize("value", [float("nan"), math.inf, "0.6", True])
+def test_a_bar_of_no_finite_number_is_refused(value):
+    """Bar(">=", nan) made every case straddle "the bar nan"; "0.6" compared text."""
+    with pytest.raises(ValueError, match=r"a bar's value is a finite number \(or None"):
+        Bar(">=", value, "src")
+
+
+def test_decide_names_a_missing_right_hand_side_mismatched_keys_and_non_finite_values():
+    from cases import Case, Run
+    from fixtures.results import Measured, decide
+
+    direction = Case("C4", "App. G", "rp", (Run("a"),), Bar(">", None, "src"), versus=(Run("b"),))
+    with pytest.raises(ValueError, match=r"is a direction case .* it needs the right-hand side's measurement"):
+        decide(direction, Measured(1.0, 2, keys=[0, 1], units=[1.0, 1.0]))
+    threshold = Case("C2", "Fig. 3", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "src"))
+    with pytest.raises(ValueError, match=r"has 3 keys for 4 values"):
+        decide(threshold, Measured(1.0, 4, keys=[0, 1, 2], units=[1.0] * 4))
+    with pytest.raises(ValueError, match=r"holds 1 non-finite values \(e.g. nan\) of 3"):
+        decide(threshold, Measured(1.0, 3, keys=[0, 1, 2], units=[1.0, float("nan"), 1.0]))
