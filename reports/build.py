@@ -143,9 +143,10 @@ class Report:
         _plt().close(fig)
         return name
 
-    def add(self, title: str, draw, missing: str) -> None:
+    def add(self, title: str, draw, missing: str, figures: tuple[str, ...] = ()) -> None:
         """Draw a figure, or record why it is absent (the part did not run, or its data is incomplete). A draw
-        returns the PNG name, None (nothing ran), or (name, note) when it shows only part of the run's data."""
+        returns the PNG name, None (nothing ran), or (name, note) when it shows only part of the run's data; cases
+        of its paper `figures` that ended in an error are named under it (drawn without them)."""
         try:
             name = draw()
         except ReportError as e:
@@ -158,6 +159,10 @@ class Report:
             self.failed = True
             return
         name, note = name if isinstance(name, tuple) else (name, "")
+        errored = [c["id"] for c in self.records if c["figure"] in figures and c["outcome"] == "error"]
+        if name and errored:
+            note = "; ".join(([note] if note else []) + [f"partial: drawn without the cases that ended in an error: "
+                                                          f"{', '.join(errored)}"])
         self.figures.append((title, note if name or note else missing, name))
 
     # --- figures --------------------------------------------------------------------------------
@@ -234,9 +239,11 @@ class Report:
     def fig_regimes(self):
         """Figures 2, 5: RP between models, RP with D* and GL against the training-set size."""
         series = defaultdict(dict)  # (panel, line) -> {size: value}; a case's own side is measured at its size
+        sizeless = []  # cases of these figures that name no training-set size (the seed pairs): named, not drawn
         for c in self.of_figure("Fig. 2", "Fig. 5"):
             size = c["params"].get("size")
             if size is None:
+                sizeless.append(c["id"])
                 continue
             models = [r["model"] for r in c["runs"]]
             # the slow sweep's models (`<family>-n<size>`) have a line of their own: at a size that the shipped
@@ -251,8 +258,11 @@ class Report:
         if not series:
             return None
         sizes = {size for pts in series.values() for size in pts}
-        note = ("" if len(sizes) > 2 else f"the slow sweep (pytest bench -m slow) did not run: only the "
-                f"{' and '.join(f'{n:,}' for n in sorted(sizes))}-image ends of the size axis are drawn")
+        note = "; ".join(([] if len(sizes) > 2 else [
+            f"the slow sweep (pytest bench -m slow) did not run: only the "
+            f"{' and '.join(f'{n:,}' for n in sorted(sizes))}-image ends of the size axis are drawn"]) + ([
+            f"not drawn, as they name no training-set size (see the case tables): {', '.join(sizeless)}"]
+            if sizeless else []))
         plt = _plt()
         kinds = sorted({k for k, _ in series})
         fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.2), squeeze=False)
@@ -454,6 +464,8 @@ class Report:
         their similarity; cases whose samples are gone, or whose worst pairs do not show why they failed, are named
         instead of drawn."""
         failed = [c for c in self.cases if c["outcome"] == "failed" and c["worst"]]
+        # a failed case that records no pairs (the hyperplane, neighbour and manifold metrics score maps and paths)
+        pairless = [c["id"] for c in self.cases if c["outcome"] == "failed" and not c["worst"]]
         unpaired = [c["id"] for c in failed if len(c["extra"].get("samples", [])) != 2 and not c["extra"].get("golden")]
         failing = [c for c in failed if c["id"] not in unpaired]
         # the figure shows the least similar pairs of failed claims of high similarity; a failed claim of low
@@ -467,7 +479,9 @@ class Report:
                   f"{', '.join(left)} (claims of low similarity, direction cases, or cases that failed on their "
                   f"control only)"] if left else []) + \
                 ([f"not drawn, as they score one model's samples alone or against several sets (no pair of sample "
-                  f"sets to show): {', '.join(unpaired)}"] if unpaired else [])
+                  f"sets to show): {', '.join(unpaired)}"] if unpaired else []) + \
+                ([f"not drawn, as they record no per-pair values (maps, grids or paths; see their own figures): "
+                  f"{', '.join(pairless)}"] if pairless else [])
         if not failing:
             return (None, "; ".join(notes)) if notes else None
         drawn, skipped = [], []
@@ -505,16 +519,22 @@ class Report:
         return self.write_html()
 
     def draw_figures(self) -> None:
-        self.add("Same noise, model beside model (Fig. 1, 16)", self.fig_grids, "no C2 or Table 1 pair case ran")
+        self.add("Same noise, model beside model (Fig. 1, 16)", self.fig_grids, "no C2 or Table 1 pair case ran",
+                 PAIR_FIGURES)
         self.add("RP and MAE score matrices (Fig. 3, 14, 15)", self.fig_matrices,
-                 "fewer than two models of C2 or Table 1 ran")
-        self.add("Regimes against training-set size (Fig. 2, 5)", self.fig_regimes, "no C3 case ran")
-        self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran")
-        self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran")
-        self.add("RP along slerp paths between noises (Fig. 11)", self.fig_manifold, "no manifold case ran")
-        self.add("Training loss, small set against large (Fig. 13)", self.fig_loss, "no training-loss case ran")
-        self.add("Inpainting by deterministic DPS (Fig. 7, 25)", self.fig_inverse, "no inverse-problem case ran")
-        self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran")
+                 "fewer than two models of C2 or Table 1 ran", PAIR_FIGURES)
+        self.add("Regimes against training-set size (Fig. 2, 5)", self.fig_regimes, "no C3 case ran",
+                 ("Fig. 2", "Fig. 5"))
+        self.add("Noise hyperplane maps (Fig. 4)", self.fig_hyperplane, "no hyperplane case ran", ("Fig. 4",))
+        self.add("One noise across NFE (Fig. 12)", self.fig_nfe, "no NFE case ran", ("Fig. 12",))
+        self.add("RP along slerp paths between noises (Fig. 11)", self.fig_manifold, "no manifold case ran",
+                 ("Fig. 11",))
+        self.add("Training loss, small set against large (Fig. 13)", self.fig_loss, "no training-loss case ran",
+                 ("Fig. 13",))
+        self.add("Inpainting by deterministic DPS (Fig. 7, 25)", self.fig_inverse, "no inverse-problem case ran",
+                 ("Fig. 7", "Fig. 25"))
+        self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran",
+                 ("Fig. 6", "Fig. 20", "Fig. 21"))
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
         for part, (title, _) in PARTS.items():
             self.add(f"Forest plot: {title}", lambda part=part: self.fig_forest(part),
@@ -866,7 +886,8 @@ def build_report(results: str | os.PathLike, cache_dir: Optional[str | os.PathLi
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", help="a results JSON written by `pytest bench`")
     parser.add_argument("--cache-dir", default=None,
                         help="the run's sample store (default: the one its results name, meta.cache_dir)")

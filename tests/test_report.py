@@ -598,3 +598,26 @@ def test_the_runs_index_is_listed_and_written_under_a_lock(tmp_path, monkeypatch
                         lambda root: held.append((root / "runs" / ".index.lock").exists()) or real(root))
     page = build.write_runs_index(tmp_path).read_text()
     assert held == [True] and "20260101-000000-main" in page and not (tmp_path / "runs" / ".index.lock").exists()
+
+
+def test_a_failed_case_of_no_pairs_a_sizeless_regime_case_and_an_errored_case_are_named_under_their_figures(
+        tmp_path):
+    """A failed manifold (or hyperplane) case records no worst pairs and vanished from the worst-pairs figure; a
+    Fig. 2 case of no training-set size (the seed pairs) was left out of the regimes figure; a grid drawn without a
+    case that ended in an error did not say so."""
+    make_run(tmp_path)
+    drawn = json.loads((tmp_path / "results.json").read_text())["cases"][0]
+    manifold = pair_case([], ident="manifold/a~b/dpm3@20: rp_manifold>=0.6", claim="manifold", part="manifold",
+                         figure="Fig. 11", metric="rp_manifold", value=0.5, worst=[],
+                         extra={"per_point": [0.5, 0.4, 0.6]})
+    sized = pair_case(drawn["extra"]["samples"], ident="C3/a~b/dpm3@20: rp>=0.6 [64]", claim="C3", part="C3",
+                      figure="Fig. 2", value=0.9, outcome="passed", passed=True, params={"size": 64})
+    seed = pair_case(drawn["extra"]["samples"], ident="C2/seed/a~b/dpm3@20: rp>=0.6", figure="Fig. 2", value=0.9,
+                     outcome="passed", passed=True)
+    errored = pair_case([], ident="C2/a~c/dpm3@20: rp>=0.6", value=None, outcome="error", passed=False, worst=[],
+                        extra={}, reason="RuntimeError: out of memory")
+    page = build_report(write_results(tmp_path, [drawn, manifold, sized, seed, errored]), tmp_path / "cache",
+                        tmp_path / "out").read_text()
+    assert "record no per-pair values (maps, grids or paths; see their own figures): manifold/a~b/dpm3@20" in page
+    assert "regimes.png" in page and "name no training-set size (see the case tables): C2/seed/a~b/dpm3@20" in page
+    assert "partial: drawn without the cases that ended in an error: C2/a~c/dpm3@20: rp&gt;=0.6" in page
