@@ -211,8 +211,8 @@ def check_results(doc: Any, path: str | os.PathLike) -> dict[str, Any]:
         else:
             kind = "a newer version of the format; update samenoise to read it"
         raise ResultsError(f"{path}: results format {fmt!r} is not {RESULTS_FORMAT!r} ({kind})")
-    if not _is(meta.get("noises"), int):
-        raise ResultsError(f"{path}: meta has no integer 'noises' (got {meta.get('noises')!r:.80})")
+    if not _is(meta.get("noises"), int) or meta["noises"] < 2:  # a run takes --noises 2 or more
+        raise ResultsError(f"{path}: meta has no whole number 'noises' of at least 2 (got {meta.get('noises')!r:.80})")
     constants = meta.get("constants")
     missing = [k for k in CONSTANT_FIELDS if not isinstance(constants, dict) or not _is(constants.get(k), int)]
     if missing:

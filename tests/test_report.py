@@ -137,10 +137,11 @@ def test_a_damaged_decision_or_test_is_refused_before_anything_is_drawn(tmp_path
     with pytest.raises(ReportError, match=r"McNemar's 'discordant' needs two counts, got \[None, 3\]"):
         load_results(write_results(tmp_path, [case]))
     doc = json.loads(write_results(tmp_path, [pair_case(["x", "y"])]).read_text())
-    doc["meta"]["noises"] = True
-    (tmp_path / "results.json").write_text(json.dumps(doc))
-    with pytest.raises(ReportError, match=r"meta has no integer 'noises' \(got True\)"):
-        load_results(tmp_path / "results.json")
+    for noises in (True, -5, 1):  # a count of noises no run takes was printed in the metadata table
+        doc["meta"]["noises"] = noises
+        (tmp_path / "results.json").write_text(json.dumps(doc))
+        with pytest.raises(ReportError, match=rf"meta has no whole number 'noises' of at least 2 \(got {noises}\)"):
+            load_results(tmp_path / "results.json")
 
 
 def test_a_grid_from_fewer_than_64_noises_says_it_is_partial(tmp_path):
