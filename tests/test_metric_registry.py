@@ -240,7 +240,17 @@ def test_a_pairing_a_threshold_or_values_no_metric_can_read_are_refused_by_name(
     measure = Measure(None, None, None, None, 8)
     for key in ("pairing", "versus_pairing"):
         case = Case("C2", "s", "mae", (Run("a"), Run("a")), Bar(">=", 0.6, "s"), params={key: "shift"})
-        with pytest.raises(ValueError, match=rf"unknown {key} 'shift'; valid pairings: 'shifted', 'permuted'"):
+        with pytest.raises(ValueError, match=rf"{key} 'shift' is not one that metric 'mae' reads; its pairings: "
+                                             rf"'shifted', 'permuted'"):
+            measure.case(case)
+    # a pairing that another metric reads: 'permuted' for a metric that never permutes was measured as same-noise
+    # pairs, without a control
+    for metric, pairing, valid in (("rp_manifold", "permuted", "'shifted'"), ("agreement", "shifted", "'permuted'"),
+                                   ("gl", "permuted", "none"), ("rp", "same noise, other label", "'shifted', "
+                                                                                                  "'permuted'")):
+        case = Case("C2", "s", metric, (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params={"pairing": pairing})
+        with pytest.raises(ValueError, match=rf"pairing '{pairing}' is not one that metric '{metric}' reads; its "
+                                             rf"pairings: {valid}"):
             measure.case(case)
     for bad in (60, 0, 1.0, True, "0.6"):
         case = Case("C2", "s", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params={"threshold": bad})
