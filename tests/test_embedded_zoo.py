@@ -1,6 +1,7 @@
 """Every embedded checkpoint loads through its zoo entry and samples finite images of the right shape;
 the embedded zoo stays within its size budget and records how each model was made."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,33 @@ def test_the_first_rows_of_a_longer_set_are_the_set_of_fewer_noises_bit_for_bit(
         assert not permuted_bank(bank).is_first() and bank.is_first()
         odd = source(f"{name}-odd", micro_batch=3)(run, bank)  # 8 rows in micro-batches of 3: keyed by its count
         assert odd.key["n"] == 8 and odd.key["bank"] == bank.hash
+
+
+def test_train_all_runs_the_models_named_in_dependency_order_and_times_resumed_runs_whole(tmp_path):
+    """Named models ran in the order named (a student before its teacher distilled from the old teacher), and a run
+    cut short and resumed recorded only its last part. Run with a stand-in for python that logs what it is asked to
+    train, in a scratch folder (the script writes models/embedded/<name> under the folder it runs in)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "models" / "embedded" / "train_all.sh"
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "python").write_text('#!/usr/bin/env bash\nif [[ $1 == -m ]]; then echo "$4" >> trained.log; '
+                                 'mkdir -p "$4/model"; echo w > "$4/model/weights"; fi\n')
+    (bin_ / "python").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}")
+
+    def run(*names):
+        return subprocess.run(["bash", str(script), "runs", *names], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    out = run("unet16-edm-distill-l2048", "unet16-edm-l2048")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "trained.log").read_text().split() == ["runs/unet16-edm-l2048", "runs/unet16-edm-distill-l2048"]
+    assert (tmp_path / "models" / "embedded" / "unet16-edm-l2048" / "weights").is_file()
+    (tmp_path / "runs" / "unet16-edm-l2048" / "wall_seconds").write_text("700\n")  # an earlier, cut-short invocation
+    assert run("unet16-edm-l2048").returncode == 0
+    timed = json.loads((tmp_path / "models" / "embedded" / "unet16-edm-l2048" / "train_time.json").read_text())
+    assert timed["wall_seconds"] >= 700
+    out = run("unet16-edm-l4096")
+    assert out.returncode == 2 and "unknown model unet16-edm-l4096; valid: unet16-edm-m64" in out.stderr

@@ -12,15 +12,27 @@ order=(unet16-edm-m64 unet32-edm-m64 uvit-edm-m64 unet16-edm-l2048 unet32-edm-l2
        unet16-edm-cd-l2048 unet32-edm-other-l2048 unet32-edm-ft-m64 unet32-edm-ft-l2048
        unet16-edm-m4 unet16-edm-m4-seed1 unet32-edm-m4 uvit-edm-m4
        unet16-edm-l2048-seed1 uvit-edm-l2048-seed1 vae-conv-l2048 vae-mlp-l2048)
-names=("${@:-${order[@]}}")
+# the models named, in dependency order whatever order they are named in (a student named before its teacher would
+# distil from the old teacher, which the teacher's run then replaces)
+names=()
+for name in "$@"; do
+  [[ " ${order[*]} " == *" $name "* ]] || { echo "unknown model $name; valid: ${order[*]}" >&2; exit 2; }
+done
+for name in "${order[@]}"; do
+  if [[ $# -eq 0 || " $* " == *" $name "* ]]; then names+=("$name"); fi
+done
 for name in "${names[@]}"; do
   dest="models/embedded/$name"
   start=$(date +%s)
   python -m models.training "models/embedded/configs/$name.toml" "$runs/$name" --float16
   end=$(date +%s)
-  mkdir -p "$dest.tmp" && cp "$runs/$name/model/"* "$dest.tmp/"
+  # the wall time of every invocation on this run folder, added up: a run cut short and resumed is timed whole
+  total=$(( $(cat "$runs/$name/wall_seconds" 2>/dev/null || echo 0) + end - start ))
+  echo "$total" > "$runs/$name/wall_seconds"
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp" && cp "$runs/$name/model/"* "$dest.tmp/"
   python -c "import sys; from models.training import pack_loss_log; pack_loss_log(*sys.argv[1:])" "$runs/$name" "$dest.tmp"
-  echo "{\"wall_seconds\": $((end - start)), \"threads\": $(nproc)}" > "$dest.tmp/train_time.json"
-  rm -rf "$dest" && mv "$dest.tmp" "$dest"
-  echo "$name: $((end - start)) s"
+  echo "{\"wall_seconds\": $total, \"threads\": $(nproc)}" > "$dest.tmp/train_time.json"
+  # the shipped folder is replaced by two renames: at every moment one whole folder is at $dest or $dest.old
+  rm -rf "$dest.old" && { [[ ! -e "$dest" ]] || mv "$dest" "$dest.old"; } && mv "$dest.tmp" "$dest" && rm -rf "$dest.old"
+  echo "$name: $total s"
 done
