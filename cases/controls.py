@@ -5,7 +5,7 @@ from cases.embedded import L2048, M64, VAES
 
 CONTROL_SOURCE = "Appendix C, Fig. 17: generators without a shared noise space show no reproducibility"
 CONTROLS = [
-    # the same model, pairs from different noise ids (id i against id i + n)
+    # the same model, pairs from different noise ids (id i against id i + 1)
     Case("control", "Sec. 2.1 (pairs share a noise)", "rp", (Run(L2048[1]), Run(L2048[1])), score_bar("<"),
          params={"pairing": "shifted"}, title=f"{L2048[1]}~{L2048[1]}[other noise]/dpm3@20"),
     # noise fed through a fixed random permutation of its coordinates: the second model's noise space differs

@@ -258,7 +258,8 @@ def nearest_mae(images: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
 def colour_layout(images: torch.Tensor, pool: int) -> torch.Tensor:
     """The pool x pool mean colours (0-255, rounded) of (n, H, W, C) uint8 images: their low-level layout, which a
     label change keeps (Appendix E, Fig. 20, 21)."""
-    if images.ndim != 4 or pool < 1 or images.shape[1] != images.shape[2] or images.shape[1] % pool:
+    if type(pool) is not int or images.ndim != 4 or pool < 1 or images.shape[1] != images.shape[2] \
+            or images.shape[1] % pool:
         raise ValueError(f"a colour layout pools square (n, H, H, C) images into pool x pool cells of equal size: "
                          f"got shape {tuple(images.shape)} and pool {pool} (H must be a multiple of pool)")
     side = images.shape[1] // pool

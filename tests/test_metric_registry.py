@@ -1,6 +1,7 @@
 """The metric registry: every case names a registered metric, lookups name the valid metrics, and a metric added
 in a module of its own is measured, checked and recorded like the suite's own."""
 import re
+from pathlib import Path
 
 import pytest
 
@@ -291,3 +292,65 @@ def test_a_claim_of_disagreement_lists_its_most_similar_pairs_as_its_worst():
     pairs = PairValues(torch.tensor([7, 3, 5]), torch.tensor([0.1, 0.5, 0.9]))  # sorted least similar first
     assert worst_pairs(pairs) == [(7, 0.1), (3, 0.5), (5, 0.9)]
     assert worst_pairs(pairs, k=2, reverse=True) == [(5, 0.9), (3, 0.5)]
+
+
+@pytest.mark.parametrize("points, units", [(8, 32), (5, 25)])
+def test_the_neighbours_control_scores_each_pair_half_a_grid_apart_once(points, units):
+    """On an even grid the shift by half a grid, twice, comes back to the start: every pair was scored twice, and on
+    one plane (its values independent units) the control's interval was too narrow."""
+    import numpy as np
+    import torch
+
+    from cases import Bar, Case, Run
+    from fixtures.metrics import METRICS
+    from models.store import SampleSet
+
+    class Grid:
+        def hyperplane_sets(self, run, points, planes=1, permuted=False):
+            sets = [SampleSet(np.zeros((k, 2, 2, 3), np.uint8), np.arange(k), 1, {"model": run.model, "part": k})
+                     for k in (3 * planes, points * points * planes)]
+            return tuple(sets)
+
+        def embed(self, images):
+            e = torch.randn(len(images), 8, generator=torch.Generator().manual_seed(len(images)))
+            return e / e.norm(dim=1, keepdim=True)
+
+    case = Case("encoding", "Sec. 2.2", "neighbours", (Run("a"),), Bar(">=", 0.6, "s"), params={"points": points})
+    out = METRICS["neighbours"].control(Grid(), case, Side.of(case))
+    assert len(out.units) == units
+
+
+def test_metric_params_out_of_range_or_missing_are_refused_by_name():
+    """last_steps 0 took every step and -2 all but the first two; an unknown dataset was a bare KeyError; a layout
+    case without its pool or pairing a bare KeyError; an MAE score under a DPS mask took the observed pixels too."""
+    import torch
+
+    from cases import Bar, Case, Run
+    from fixtures.metrics import METRICS
+    from models.scores import colour_layout
+
+    case = Case("C3", "Fig. 2", "gl", (Run("a"),), Bar(">=", 0.6, "s"), params={"dataset": "m128"})
+    with pytest.raises(ValueError, match=r"unknown dataset 'm128'; valid: m4, m64, l2048"):
+        Side.of(case).size
+    layout = Case("C4", "App. E", "layout_mae", (Run("a"),), Bar("<", None, "s"), versus=(Run("a"),),
+                  params={"pairing": "same noise, other label"})
+    with pytest.raises(ValueError, match=r"a layout case needs a `pool` param"):
+        METRICS["layout_mae"].measure(object(), layout, Side.of(layout))
+    masked = Case("C4", "App. F", "mae", (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params={"mask": "easy"})
+    with pytest.raises(ValueError, match=r"the MAE score is not defined under a DPS mask"):
+        METRICS["mae"].measure(object(), masked, Side.of(masked))
+    with pytest.raises(ValueError, match=r"pool True"):
+        colour_layout(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), True)
+    from types import SimpleNamespace
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "embedded" / "unet16-edm-m4"  # its loss log: 20,000 steps
+    logged = SimpleNamespace(model=lambda name: SimpleNamespace(entry=SimpleNamespace(source=str(folder))))
+    for last in (0, -2, 10**6, 2.5, None):
+        loss = Case("C3", "Fig. 13", "loss", (Run("unet16-edm-m4"),), Bar("<", None, "s"), versus=(Run("b"),),
+                    params={} if last is None else {"last_steps": last})
+        with pytest.raises(ValueError, match=rf"last_steps must be a whole number from 1 to the 20000 steps of "
+                                             rf"unet16-edm-m4's loss log, got {re.escape(repr(last))}"):
+            METRICS["loss"].measure(logged, loss, Side.of(loss))
+    loss = Case("C3", "Fig. 13", "loss", (Run("unet16-edm-m4"),), Bar("<", None, "s"), versus=(Run("b"),),
+                params={"last_steps": 200})
+    assert len(METRICS["loss"].measure(logged, loss, Side.of(loss)).units) == 200
