@@ -36,7 +36,7 @@ from models.atomic import atomic_write, file_lock
 from models.checkpoints import load_checkpoint, save_checkpoint
 from models.datasets import embedded_photos
 from models.denoisers import NetworkDenoiser
-from models.grids import make_grid
+from models.grids import GRIDS, make_grid
 from models.kernels import KERNELS, append_dims, make_kernel
 from models.optimal import OptimalDenoiser
 from models.registry import Registry
@@ -145,6 +145,10 @@ class TrainConfig:
             raise ValueError(f"progressive distillation needs distill_steps >= {low} and distill_rounds >= 1 dividing "
                              f"steps, got distill_steps={self.distill_steps}, distill_rounds={self.distill_rounds}, "
                              f"steps={self.steps}")
+        if self.distill_grid not in GRIDS:  # read at the first distillation step: checked before a step is taken
+            raise ValueError(f"unknown distill_grid {self.distill_grid!r}; valid grids: {', '.join(GRIDS)}")
+        if self.warmup_steps >= self.steps:  # the learning rate would never reach lr, nor its decay begin
+            raise ValueError(f"warmup_steps must be below steps ({self.steps}), got {self.warmup_steps}")
         if self.distill_from and self.prediction == "eps":
             # D = x - sigma eps_hat must hit an x0 target at sigma_max: the gradient grows as sigma^2 and
             # training diverges; Salimans & Ho (2022, Sec. 4) distill x0- or v-parameterized students.
@@ -320,11 +324,17 @@ def _build(cfg: TrainConfig, num_classes: Optional[int]) -> torch.nn.Module:
     return ARCHS[cfg.arch](**options)
 
 
+def network_classes(net: torch.nn.Module) -> Optional[int]:
+    """The class count a network's config states (diffusers' num_class_embeds, the U-ViT's num_classes); None for an
+    unconditional one."""
+    return getattr(net, "config", {}).get("num_class_embeds") or getattr(net, "config", {}).get("num_classes")
+
+
 def wrap_for(cfg: TrainConfig | dict, net: torch.nn.Module) -> NetworkDenoiser | NoiseDecoder:
     c = cfg if isinstance(cfg, dict) else asdict(cfg)
     if c.get("objective") == "elbo":
         return NoiseDecoder(net, c["kernel"])
-    num_classes = getattr(net, "config", {}).get("num_class_embeds") or getattr(net, "config", {}).get("num_classes")
+    num_classes = network_classes(net)
     kernel = make_kernel(c["kernel"], **c.get("kernel_options", {}))
     return NetworkDenoiser(net, kernel, c["prediction"], time_input=c["time_input"],
                            time_scale=c["time_scale"], sigma_data=c["sigma_data"],
@@ -370,6 +380,12 @@ class Trainer:
         if cfg.finetune_from or cfg.distill_from:
             self.net, meta = load_checkpoint(cfg.finetune_from or cfg.distill_from)
             _check_same_network(meta, cfg, cfg.finetune_from or cfg.distill_from)
+            have = network_classes(self.net)
+            if cfg.conditional and have != num_classes:  # more classes failed at the first step inside the
+                # embedding, fewer trained a network whose last classes see no image
+                raise ValueError(f"{cfg.finetune_from or cfg.distill_from} is a network of {have} classes, and this "
+                                 f"config's data make {num_classes} (its photos in classes of photos_per_class "
+                                 f"{cfg.photos_per_class}); give it the checkpoint's class count")
             if cfg.finetune_from or self._progressive:  # the network goes on under this config's wrap
                 _check_same_wrap(meta, cfg, cfg.finetune_from or cfg.distill_from)
             elif cfg.distill_from:  # consistency: the same wrap but for the prediction
@@ -426,8 +442,11 @@ class Trainer:
             raise ValueError(f"{path} is not a training state of this suite; remove the folder to start over")
         # a field added after the state was written reads as its default
         defaults = {f.name: f.default for f in fields(TrainConfig)}
-        if {**defaults, **state["config"]} != asdict(self.cfg):
-            raise ValueError(f"{path} was written by another training config; use a new output folder")
+        saved, now = {**defaults, **state["config"]}, asdict(self.cfg)
+        if saved != now:
+            changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now.get(k)]
+            raise ValueError(f"{path} was written by another training config ({'; '.join(changed[:6])}); use a new "
+                             f"output folder")
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
         if self.target is not None:

@@ -118,8 +118,24 @@ def test_a_loss_log_with_repeated_or_missing_steps_is_refused(tmp_path):
 
 def test_resume_refuses_another_config(tmp_path):
     train(tiny(steps=10), tmp_path)
-    with pytest.raises(ValueError, match="another training config"):
+    with pytest.raises(ValueError, match=r"another training config \(lr 0.001 -> 0.0005\)"):  # names what changed
         Trainer(tiny(steps=10, lr=5e-4), tmp_path)
+
+
+def test_a_fine_tune_onto_another_class_count_an_unknown_distill_grid_and_a_warmup_past_the_end_are_refused(
+        tmp_path):
+    """A conditional checkpoint fine-tuned on data of more classes failed at the first step inside its embedding
+    (IndexError); distill_grid 'bogus' failed at the first step after the folder was made; warmup_steps >= steps
+    never reached lr."""
+    base = train(tiny(steps=2, conditional=True, dataset_size=4, photos_per_class=2), tmp_path / "base")  # 5 classes
+    with pytest.raises(ValueError, match=r"is a network of 5 classes, and this config's data make 10 \(its photos "
+                                         r"in classes of photos_per_class 1\)"):
+        Trainer(tiny(steps=2, conditional=True, dataset_size=4, finetune_from=str(base)), tmp_path / "ft")
+    assert not (tmp_path / "ft").exists()
+    with pytest.raises(ValueError, match=r"unknown distill_grid 'bogus'; valid grids: edm"):
+        tiny(distill_grid="bogus")
+    with pytest.raises(ValueError, match=r"warmup_steps must be below steps \(30\), got 30"):
+        tiny(warmup_steps=30)
 
 
 @pytest.mark.parametrize("arch", ["unet", "uvit"])
