@@ -100,10 +100,13 @@ def load_checkpoint(folder: str | os.PathLike, dtype: torch.dtype = torch.float3
                               f"the file is truncated or not safetensors") from e
     # files that read but were not written together (a save cut short between them); checkpoints saved before the
     # digests were recorded have none
-    recorded = meta.get(WRITTEN_WITH) or {}
+    recorded = meta.get(WRITTEN_WITH, {})
     if not isinstance(recorded, dict):
         raise CheckpointError(f"checkpoint file {folder / META}: {WRITTEN_WITH} is a {type(recorded).__name__}, "
                               f"expected an object of file names and sha256 digests")
+    if WRITTEN_WITH in meta and set(recorded) != {"config.json", WEIGHTS}:  # an empty record checked nothing
+        raise CheckpointError(f"checkpoint file {folder / META}: {WRITTEN_WITH} records {sorted(recorded)}, expected "
+                              f"the sha256 of config.json and {WEIGHTS}")
     for name, want in recorded.items():
         got = file_sha256(folder / name) if name in FILES else None
         if got != want:

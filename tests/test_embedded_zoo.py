@@ -258,3 +258,28 @@ def test_train_all_runs_the_models_named_in_dependency_order_and_times_resumed_r
     assert timed["wall_seconds"] >= 700
     out = run("unet16-edm-l4096")
     assert out.returncode == 2 and "unknown model unet16-edm-l4096; valid: unet16-edm-m64" in out.stderr
+
+
+def test_every_shipped_checkpoint_records_its_files_digests_and_a_swapped_file_is_refused(tmp_path):
+    """23 of the 24 folders recorded no digests, so the 2,048-image model's weights copied into the 64-image folder
+    loaded as the 64-image model; an empty record checked nothing either."""
+    import shutil
+
+    from models.checkpoints import WEIGHTS, WRITTEN_WITH, CheckpointError, load_checkpoint
+
+    root = Path(__file__).resolve().parents[1] / "models" / "embedded"
+    folders = [p for p in sorted(root.iterdir()) if (p / "samenoise.json").is_file()]
+    assert len(folders) == 24
+    for folder in folders:
+        assert set(json.loads((folder / "samenoise.json").read_text())[WRITTEN_WITH]) == {"config.json", WEIGHTS}, \
+            folder.name
+    swapped = tmp_path / "m64"
+    shutil.copytree(root / "unet16-edm-m64", swapped)
+    shutil.copy(root / "unet16-edm-l2048" / WEIGHTS, swapped / WEIGHTS)
+    with pytest.raises(CheckpointError, match=rf"{WEIGHTS} is not the file samenoise.json was written with"):
+        load_checkpoint(swapped)
+    shutil.copy(root / "unet16-edm-m64" / WEIGHTS, swapped / WEIGHTS)
+    meta = json.loads((swapped / "samenoise.json").read_text())
+    (swapped / "samenoise.json").write_text(json.dumps(meta | {WRITTEN_WITH: {}}))
+    with pytest.raises(CheckpointError, match=rf"{WRITTEN_WITH} records \[\], expected the sha256 of config.json"):
+        load_checkpoint(swapped)
