@@ -44,12 +44,12 @@ def check_images(images) -> np.ndarray:
     if arr.dtype != np.uint8:
         nan = " (and it contains NaN)" if arr.dtype.kind == "f" and np.isnan(arr).any() else ""
         raise ImageFormatError(f"images have dtype {arr.dtype}{nan}; expected {IMAGE_FORMAT}")
-    if arr.ndim == 3 and arr.shape[-1] == 3:  # one RGB image, not 3-pixel-wide grey ones
-        raise ImageFormatError(f"images have shape {arr.shape}: one RGB image? give it a batch axis, (1, H, W, 3); "
-                               f"expected {IMAGE_FORMAT}")
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3):  # one RGB or grey image, not 3- or 1-pixel-wide grey ones
+        raise ImageFormatError(f"images have shape {arr.shape}: one image? give it a batch axis, (1, H, W, "
+                               f"{arr.shape[-1]}); expected {IMAGE_FORMAT}")
     if arr.ndim == 3:
         arr = arr[..., None]
-    if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or len(arr) == 0:
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or len(arr) == 0 or 0 in arr.shape[1:3]:
         hint = " (this looks like NCHW: move channels last)" if arr.ndim == 4 and arr.shape[1] in (1, 3) else ""
         raise ImageFormatError(f"images have shape {arr.shape}{hint}; expected {IMAGE_FORMAT}")
     return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
@@ -79,6 +79,12 @@ class Descriptor:
     batch_invariant = False
 
     def __init__(self, size: Optional[int], batch_size: int = 64):
+        # PIL's or range()'s own error named neither setting
+        if size is not None and (type(size) is not int or size < 1):
+            raise ValueError(f"a descriptor's size must be a whole number >= 1 (or None: the images' own size), got "
+                             f"{size!r}")
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"a descriptor's batch_size must be a whole number >= 1, got {batch_size!r}")
         self.size, self.batch_size = size, batch_size
 
     @cached_property
@@ -124,6 +130,9 @@ class OnnxSSCD(Descriptor):
         import onnxruntime as ort
 
         self.path = descriptor_weights(self.name, path)
+        if threads is not None and (type(threads) is not int or threads < 1):
+            raise ValueError(f"the int8 descriptor's threads must be a whole number >= 1 (or None: torch's count), "
+                             f"got {threads!r}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         self.threads = opts.intra_op_num_threads
@@ -176,6 +185,8 @@ def descriptor_weights(name: str, path: Optional[str | Path] = None) -> Path:
         if not found.is_file():
             raise FileNotFoundError(f"SSCD ONNX file not found: {found}")
         return found
+    if name not in TorchScriptSSCD.files:
+        raise ValueError(f"descriptor {name!r} is unknown; valid: {OnnxSSCD.name}, {', '.join(TorchScriptSSCD.files)}")
     file = TorchScriptSSCD.files[name]
     found = Path(path) if path else Path(os.environ.get("SAMENOISE_SSCD_DIR", ".")) / file
     if not found.is_file():

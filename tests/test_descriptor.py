@@ -1,5 +1,6 @@
 """The SSCD descriptor: calibration on the embedded thumbnails, formats, cache, TorchScript path."""
 import os
+import re
 import warnings
 
 import numpy as np
@@ -53,7 +54,8 @@ def perturbed_fraction(descriptor, thumbs) -> float:
 
 def test_calibration_different_photos_score_low(descriptor, thumbs):
     """Measured before the suite existed (SSCD int8 at 224 px): 0% of different-photo pairs above 0.6;
-    the same here on 16 px thumbnails (4,500 pairs, max similarity 0.55). Bound: at most 1%."""
+    the same here on 16 px thumbnails (100 thumbnails, 4,500 pairs of different photos: max similarity 0.47; 400
+    thumbnails: 0.54). Bound: at most 1%."""
     assert different_photo_fraction(descriptor, thumbs) <= 0.01
 
 
@@ -92,7 +94,11 @@ def test_different_noises_give_rp_near_zero(descriptor, thumbs):
     (np.zeros((2, 3, 16, 16), dtype=np.uint8), r"looks like NCHW"),
     (np.zeros((2, 16, 16, 4), dtype=np.uint8), r"shape \(2, 16, 16, 4\)"),
     (np.zeros((0, 16, 16, 3), dtype=np.uint8), r"shape \(0, 16, 16, 3\)"),
-    (np.zeros((16, 16, 3), dtype=np.uint8), r"shape \(16, 16, 3\): one RGB image\? give it a batch axis"),
+    (np.zeros((16, 16, 3), dtype=np.uint8), r"shape \(16, 16, 3\): one image\? give it a batch axis, \(1, H, W, 3\)"),
+    # one grey image read as 16 images one pixel wide; images of no pixels resized to 224 x 224
+    (np.zeros((16, 16, 1), dtype=np.uint8), r"shape \(16, 16, 1\): one image\? give it a batch axis, \(1, H, W, 1\)"),
+    (np.zeros((2, 0, 16, 3), dtype=np.uint8), r"shape \(2, 0, 16, 3\);"),
+    (np.zeros((2, 16, 0, 3), dtype=np.uint8), r"shape \(2, 16, 0, 3\);"),
 ])
 def test_bad_images_are_refused_with_the_expected_format(bad, message):
     with pytest.raises(ImageFormatError, match=message + r".*expected uint8 RGB images in NHWC layout"):
@@ -327,3 +333,17 @@ def test_images_that_cannot_form_one_uint8_array_are_refused_naming_the_format()
         check_images(torch.zeros(2, 4, 4, 3, dtype=torch.bfloat16))
     with pytest.raises(ImageFormatError, match=r"cannot form one array .*all of one size"):
         check_images([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 5, 3), np.uint8)])
+
+
+def test_descriptor_settings_out_of_range_are_refused_by_name():
+    """size 0 failed inside PIL, batch_size 0 inside range(), threads -3 was taken, an unknown name was a KeyError."""
+    from models.descriptor import descriptor_weights, make_descriptor
+
+    for options, says in (({"size": 0}, "size must be a whole number >= 1 (or None: the images' own size), got 0"),
+                          ({"size": 16.5}, "size must be a whole number >= 1"),
+                          ({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
+                          ({"threads": -3}, "threads must be a whole number >= 1 (or None: torch's count), got -3")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            make_descriptor(**options)
+    with pytest.raises(ValueError, match=r"descriptor 'foo' is unknown; valid: sscd-int8, sscd-mixup, sscd-large"):
+        descriptor_weights("foo")
