@@ -239,7 +239,9 @@ def test_train_all_runs_the_models_named_in_dependency_order_and_times_resumed_r
     script = Path(__file__).resolve().parents[1] / "models" / "embedded" / "train_all.sh"
     bin_ = tmp_path / "bin"
     bin_.mkdir()
-    (bin_ / "python").write_text('#!/usr/bin/env bash\nif [[ $1 == -m ]]; then echo "$4" >> trained.log; '
+    # the stand-in trains for a second; with a file `cut` here it is cut short (exit 130) once, as Ctrl-C would
+    (bin_ / "python").write_text('#!/usr/bin/env bash\nif [[ $1 == -m ]]; then sleep 1; '
+                                 'if [[ -e cut ]]; then rm cut; exit 130; fi; echo "$4" >> trained.log; '
                                  'mkdir -p "$4/model"; echo w > "$4/model/weights"; fi\n')
     (bin_ / "python").chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}")
@@ -252,10 +254,15 @@ def test_train_all_runs_the_models_named_in_dependency_order_and_times_resumed_r
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "trained.log").read_text().split() == ["runs/unet16-edm-l2048", "runs/unet16-edm-distill-l2048"]
     assert (tmp_path / "models" / "embedded" / "unet16-edm-l2048" / "weights").is_file()
-    (tmp_path / "runs" / "unet16-edm-l2048" / "wall_seconds").write_text("700\n")  # an earlier, cut-short invocation
-    assert run("unet16-edm-l2048").returncode == 0
-    timed = json.loads((tmp_path / "models" / "embedded" / "unet16-edm-l2048" / "train_time.json").read_text())
-    assert timed["wall_seconds"] >= 700
+    (tmp_path / "cut").touch()
+    out = run("unet16-edm-m64")
+    assert out.returncode == 130 and "unet16-edm-m64: training stopped (exit 130)" in out.stderr
+    assert not (tmp_path / "models" / "embedded" / "unet16-edm-m64").exists()  # nothing shipped from a cut run
+    cut = int((tmp_path / "runs" / "unet16-edm-m64" / "wall_seconds").read_text())
+    assert cut >= 1  # the cut-short invocation's second is kept
+    assert run("unet16-edm-m64").returncode == 0
+    timed = json.loads((tmp_path / "models" / "embedded" / "unet16-edm-m64" / "train_time.json").read_text())
+    assert timed["wall_seconds"] >= cut + 1
     out = run("unet16-edm-l4096")
     assert out.returncode == 2 and "unknown model unet16-edm-l4096; valid: unet16-edm-m64" in out.stderr
 

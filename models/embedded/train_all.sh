@@ -24,11 +24,18 @@ done
 for name in "${names[@]}"; do
   dest="models/embedded/$name"
   start=$(date +%s)
-  python -m models.training "models/embedded/configs/$name.toml" "$runs/$name" --float16
+  rc=0
+  python -m models.training "models/embedded/configs/$name.toml" "$runs/$name" --float16 || rc=$?
   end=$(date +%s)
-  # the wall time of every invocation on this run folder, added up: a run cut short and resumed is timed whole
+  # the wall time of every invocation on this run folder, added up (a run cut short too, before the script stops):
+  # a run cut short and resumed is timed whole
+  mkdir -p "$runs/$name"
   total=$(( $(cat "$runs/$name/wall_seconds" 2>/dev/null || echo 0) + end - start ))
   echo "$total" > "$runs/$name/wall_seconds"
+  if (( rc != 0 )); then
+    echo "$name: training stopped (exit $rc) after $total s in all; run again to resume" >&2
+    exit "$rc"
+  fi
   rm -rf "$dest.tmp" && mkdir -p "$dest.tmp" && cp "$runs/$name/model/"* "$dest.tmp/"
   python -c "import sys; from models.training import pack_loss_log; pack_loss_log(*sys.argv[1:])" "$runs/$name" "$dest.tmp"
   echo "{\"wall_seconds\": $total, \"threads\": $(nproc)}" > "$dest.tmp/train_time.json"
