@@ -385,7 +385,8 @@ class Trainer:
                 # embedding, fewer trained a network whose last classes see no image
                 raise ValueError(f"{cfg.finetune_from or cfg.distill_from} is a network of {have} classes, and this "
                                  f"config's data make {num_classes} (its photos in classes of photos_per_class "
-                                 f"{cfg.photos_per_class}); give it the checkpoint's class count")
+                                 f"{cfg.photos_per_class}); set photos_per_class so that the photos make "
+                                 f"{have} classes")
             if cfg.finetune_from or self._progressive:  # the network goes on under this config's wrap
                 _check_same_wrap(meta, cfg, cfg.finetune_from or cfg.distill_from)
             elif cfg.distill_from:  # consistency: the same wrap but for the prediction
@@ -444,7 +445,8 @@ class Trainer:
         defaults = {f.name: f.default for f in fields(TrainConfig)}
         saved, now = {**defaults, **state["config"]}, asdict(self.cfg)
         if saved != now:
-            changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in now if saved.get(k) != now.get(k)]
+            changed = [f"{k} {saved.get(k, '(none)')!r} -> {now.get(k, '(none)')!r}" for k in {**saved, **now}
+                       if saved.get(k) != now.get(k)]
             raise ValueError(f"{path} was written by another training config ({'; '.join(changed[:6])}); use a new "
                              f"output folder")
         self.net.load_state_dict(state["net"])

@@ -480,8 +480,8 @@ class Report:
                   f"control only)"] if left else []) + \
                 ([f"not drawn, as they score one model's samples alone or against several sets (no pair of sample "
                   f"sets to show): {', '.join(unpaired)}"] if unpaired else []) + \
-                ([f"not drawn, as they record no per-pair values (maps, grids or paths; see their own figures): "
-                  f"{', '.join(pairless)}"] if pairless else [])
+                ([f"not drawn, as they record no per-noise pairs of images (maps, grids and paths, losses, colour "
+                  f"layouts): {', '.join(pairless)}"] if pairless else [])
         if not failing:
             return (None, "; ".join(notes)) if notes else None
         drawn, skipped = [], []
@@ -533,8 +533,7 @@ class Report:
                  ("Fig. 13",))
         self.add("Inpainting by deterministic DPS (Fig. 7, 25)", self.fig_inverse, "no inverse-problem case ran",
                  ("Fig. 7", "Fig. 25"))
-        self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran",
-                 ("Fig. 6", "Fig. 20", "Fig. 21"))
+        self.add("Conditional samples (Fig. 6, 20, 21)", self.fig_conditional, "no conditional case ran", ("Fig. 6",))
         self.add("Worst pairs of failing cases", self.fig_worst, "no failing pair case")
         for part, (title, _) in PARTS.items():
             self.add(f"Forest plot: {title}", lambda part=part: self.fig_forest(part),

@@ -253,6 +253,12 @@ def test_a_pairing_a_threshold_or_values_no_metric_can_read_are_refused_by_name(
         with pytest.raises(ValueError, match=rf"pairing '{pairing}' is not one that metric '{metric}' reads; its "
                                              rf"pairings: {valid}"):
             measure.case(case)
+    # the key alone took the control away; DPS sets are made before any permutation
+    for params, says in (({"pairing": None}, r"pairing None: leave the key out for same-noise pairs"),
+                         ({"pairing": "permuted", "mask": "easy"}, r"pairing 'permuted' is not read under a DPS mask")):
+        case = Case("C2", "s", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params=params)
+        with pytest.raises(ValueError, match=says):
+            measure.case(case)
     for bad in (60, 0, 1.0, True, "0.6"):
         case = Case("C2", "s", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params={"threshold": bad})
         with pytest.raises(ValueError, match=r"SSCD threshold must be a cosine similarity in \(0, 1\), got"):

@@ -619,6 +619,6 @@ def test_a_failed_case_of_no_pairs_a_sizeless_regime_case_and_an_errored_case_ar
                         extra={}, reason="RuntimeError: out of memory")
     page = build_report(write_results(tmp_path, [drawn, manifold, sized, seed, errored]), tmp_path / "cache",
                         tmp_path / "out").read_text()
-    assert "record no per-pair values (maps, grids or paths; see their own figures): manifold/a~b/dpm3@20" in page
+    assert "record no per-noise pairs of images (maps, grids and paths, losses, colour layouts): manifold/a~b" in page
     assert "regimes.png" in page and "name no training-set size (see the case tables): C2/seed/a~b/dpm3@20" in page
     assert "partial: drawn without the cases that ended in an error: C2/a~c/dpm3@20: rp&gt;=0.6" in page
