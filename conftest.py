@@ -490,22 +490,18 @@ def pytest_xdist_node_collection_finished(node, ids) -> None:
     config = node.config
     if not config.getoption("--candidate"):
         return
+    from _pytest.compat import ascii_escaped
+
     from cases.regression import GOLDEN_BARS, item_id
 
     params = {i[i.index("[") + 1:-1] for i in ids if i.endswith("]") and "[" in i}
     selected = set()
     for g in config.getoption("--golden"):
-        names = {g, _escaped(g)}  # pytest writes a non-ASCII id escaped
+        names = {g, ascii_escaped(g)}  # pytest writes a non-ASCII id escaped
         wanted = {f"record/{n}" for n in names} | {item_id(n, m) for n in names for m in GOLDEN_BARS}
         if params & wanted:
             selected.add(g)
     _golden_files_selected(config, selected, len(ids))
-
-
-def _escaped(text: str) -> str:
-    from _pytest.compat import ascii_escaped
-
-    return ascii_escaped(text)
 
 
 def _golden_files_selected(config: pytest.Config, selected: set, items: int) -> None:

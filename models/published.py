@@ -85,16 +85,21 @@ def _expect(entry: ZooEntry, always: dict[str, Any], stated: dict[str, Any]) -> 
             raise _mismatch(entry, field_, value, want)
 
 
-def _check_flag_types(entry: ZooEntry, defaults: dict[str, Any]) -> None:
-    """Each of the entry's flags must be a TOML value of its default's type (an int where a float is; a number where
-    the default is None, as U-ViT's qk_scale): a string "64" for an int flag, or 1 for a bool, would otherwise reach
-    the authors' constructor, which builds another network or fails deep inside."""
+def _entry_flags(entry: ZooEntry, defaults: dict[str, Any], valid: list[str], what: str) -> dict[str, Any]:
+    """The authors' defaults updated with the entry's `flags`. Each flag must be one of `valid` (`what` names them)
+    and a TOML value of its default's type (an int where a float is; a number where the default is None, as U-ViT's
+    qk_scale): a string "64" for an int flag, or 1 for a bool, would otherwise reach the authors' constructor, which
+    builds another network or fails deep inside."""
+    unknown = sorted(set(entry.flags) - set(valid))
+    if unknown:
+        raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not {what}; valid flags: {', '.join(valid)}")
     for flag, value in entry.flags.items():
         kind = float if defaults[flag] is None else type(defaults[flag])
         if not (type(value) is kind or (kind is float and type(value) is int)):
-            what = {bool: "a bool", int: "an int", float: "a number", str: "a string"}.get(kind, kind.__name__)
-            raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {value!r}; valid: {what}, as its default "
+            kind_text = {bool: "a bool", int: "an int", float: "a number", str: "a string"}.get(kind, kind.__name__)
+            raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {value!r}; valid: {kind_text}, as its default "
                            f"{defaults[flag]!r}")
+    return defaults | entry.flags
 
 
 def adm_available(entry: ZooEntry) -> None:
@@ -184,12 +189,7 @@ def load_adm(entry: ZooEntry):
     package = ADM_CODE[entry.format][0]
     script_util = importlib.import_module(f"{package}.script_util")
     defaults = script_util.model_and_diffusion_defaults()
-    unknown = sorted(set(entry.flags) - set(defaults))
-    if unknown:
-        raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not {package} flags; valid flags: "
-                       f"{', '.join(sorted(defaults))}")
-    _check_flag_types(entry, defaults)
-    flags = defaults | entry.flags
+    flags = _entry_flags(entry, defaults, sorted(defaults), f"{package} flags")
     steps = flags["diffusion_steps"]
     if type(steps) is not int or steps < 2:  # 0 divided by zero, 1000.5 was cut to 1000 beside a 1000 / 1000.5 rescale
         raise ZooError(f"zoo entry {entry.name!r}: flag diffusion_steps must be a whole number >= 2, got {steps!r}")
@@ -475,12 +475,7 @@ def load_uvit(entry: ZooEntry):
     params = inspect.signature(module.UViT).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     settable = [k for k, v in defaults.items() if v is None or type(v) in (bool, int, float)]  # not norm_layer
-    unknown = sorted(set(entry.flags) - set(settable))
-    if unknown:
-        raise ZooError(f"zoo entry {entry.name!r}: flags {unknown} are not arguments of U-ViT's UViT that an entry can "
-                       f"set; valid flags: {', '.join(settable)}")
-    _check_flag_types(entry, defaults)
-    flags = defaults | entry.flags
+    flags = _entry_flags(entry, defaults, settable, "arguments of U-ViT's UViT that an entry can set")
     for flag, field_ in (("img_size", "image_size"), ("in_chans", "channels")):
         if flags.get(flag) != getattr(entry, field_):  # before building: a wrong size shows up as shape errors
             raise ZooError(f"zoo entry {entry.name!r}: flag {flag} is {flags.get(flag)!r}"

@@ -464,7 +464,7 @@ class Report:
         their similarity; cases whose samples are gone, or whose worst pairs do not show why they failed, are named
         instead of drawn."""
         failed = [c for c in self.cases if c["outcome"] == "failed" and c["worst"]]
-        # a failed case that records no pairs (the hyperplane, neighbour and manifold metrics score maps and paths)
+        # a failed case that records no pairs of images (maps, grids and paths, losses, colour layouts)
         pairless = [c["id"] for c in self.cases if c["outcome"] == "failed" and not c["worst"]]
         unpaired = [c["id"] for c in failed if len(c["extra"].get("samples", [])) != 2 and not c["extra"].get("golden")]
         failing = [c for c in failed if c["id"] not in unpaired]
