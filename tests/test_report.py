@@ -37,9 +37,11 @@ def write_results(tmp_path, cases, fmt=RESULTS_FORMAT):
     return results
 
 
-def make_run(tmp_path, with_samples=True, n=64):
+def stored_pair(tmp_path, with_samples=True, n=64) -> list[str]:
+    """Two models' sets of n random 8 x 8 images in the run's store folder (made with or without the entries); their
+    key hashes."""
     store = SampleStore(tmp_path / "cache")
-    (tmp_path / "cache").mkdir(exist_ok=True)  # the run's store folder, with or without the entries
+    (tmp_path / "cache").mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     hashes = []
     for model in ("a", "b"):
@@ -47,7 +49,11 @@ def make_run(tmp_path, with_samples=True, n=64):
         if with_samples:
             store.put(key, rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), range(n), 20)
         hashes.append(key_hash(key))
-    return write_results(tmp_path, [pair_case(hashes)])
+    return hashes
+
+
+def make_run(tmp_path, with_samples=True, n=64):
+    return write_results(tmp_path, [pair_case(stored_pair(tmp_path, with_samples, n))])
 
 
 def test_report_is_built_with_figures_that_decode_and_are_not_blank(tmp_path):
@@ -362,15 +368,7 @@ def test_a_threshold_cases_own_side_tells_undecided_and_control_failures_apart(o
 def test_failed_cases_the_worst_pairs_do_not_explain_are_named_even_when_none_is_drawn(tmp_path):
     """A claim of low similarity that failed (its recorded pairs are the least similar): no worst-pairs image, and
     the page names the case instead of saying that no pair case failed."""
-    store = SampleStore(tmp_path / "cache")
-    (tmp_path / "cache").mkdir(exist_ok=True)  # the run's store folder, with or without the entries
-    rng = np.random.default_rng(0)
-    hashes = []
-    for model in ("a", "b"):
-        key = {"model": model, "sampler": "dpm3", "nfe": 20}
-        store.put(key, rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), range(64), 20)
-        hashes.append(key_hash(key))
-    low = pair_case(hashes, ident="control/a~b/dpm3@20: rp<0.6", claim="control", part="control", figure="",
+    low = pair_case(stored_pair(tmp_path), ident="control/a~b/dpm3@20: rp<0.6", claim="control", part="control", figure="",
                     value=0.7, bar={"op": "<", "value": 0.6, "source": "src"})
     low["decision"]["control"] = None  # a claim that something does not hold is itself a control
     page = build_report(write_results(tmp_path, [low]), tmp_path / "cache", tmp_path / "out").read_text()
