@@ -31,7 +31,7 @@ def solve(D: Denoiser, x: torch.Tensor, kernel: Kernel, sampler: str = "dpm3", n
     never wait for a GPU."""
     spec = SAMPLERS[sampler]
     sigmas = make_grid(grid, kernel, spec.steps(sampler, nfe), append_zero=True, **grid_range)
-    return spec.fn(D, x, sigmas, label)
+    return spec.fn(D, x, sigmas, _state_labels(label, x, D))
 
 
 def _prior_range(kernel: Kernel, grid_range: dict) -> None:
@@ -56,7 +56,7 @@ def invert(D: Denoiser, x0: torch.Tensor, kernel: Kernel, sampler: str = "euler"
         raise ValueError(f"an inversion needs at least 1 step, got steps={steps}")
     _prior_range(kernel, grid_range)
     sigmas = make_grid(grid, kernel, steps + 1, append_zero=False, **grid_range).flip(0)
-    out = SAMPLERS[sampler].fn(D, x0.to(torch.float64), sigmas, label)
+    out = SAMPLERS[sampler].fn(D, x0.to(torch.float64), sigmas, _state_labels(label, x0, D))
     return Sampled(kernel.noise_of_state(out.x), out.nfe)
 
 
@@ -88,7 +88,10 @@ def _labels(label, n: int, num_classes: Optional[int] = None) -> Optional[torch.
     (an embedding lookup would fail with no number named, or on a GPU with a device-side assert)."""
     if label is None:
         return None
-    given = torch.as_tensor(label)
+    try:
+        given = torch.as_tensor(label)
+    except (TypeError, ValueError, RuntimeError):  # a string ("random") or a ragged list: torch's words only
+        raise ValueError(f"labels are integer classes (one int, or one per noise id), got {label!r}") from None
     if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
         raise ValueError(f"labels are integer classes, got {given.dtype} {given.reshape(-1)[:4].tolist()}")
     labels = given.to(torch.int64)
@@ -102,6 +105,13 @@ def _labels(label, n: int, num_classes: Optional[int] = None) -> Optional[torch.
             raise ValueError(f"labels {bad.unique()[:8].tolist()} are outside this denoiser's classes: valid "
                              f"0..{num_classes - 1} (num_classes={num_classes})")
     return labels
+
+
+def _state_labels(label, x: torch.Tensor, D: Denoiser) -> Optional[torch.Tensor]:
+    """`_labels` for the rows of a state x, on x's device: a count other than x's rows was taken (one label for two
+    rows), an int failed inside the network, a class out of range failed in the embedding without naming it."""
+    labels = _labels(label, len(x), getattr(D, "num_classes", None))
+    return None if labels is None else labels.to(x.device)
 
 
 def _chunk_labels(labels: Optional[torch.Tensor], start: int, micro_batch: int, device: torch.device

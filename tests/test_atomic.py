@@ -2,6 +2,7 @@
 import multiprocessing as mp
 import os
 import time
+from pathlib import Path
 
 from models.atomic import STALE_SECONDS, atomic_write, file_lock, sweep_stale
 
@@ -121,15 +122,24 @@ def test_a_write_reaches_the_disk_before_its_rename_and_the_rename_before_the_re
     assert (tmp_path / "x.bin").read_bytes() == b"12345"
 
 
-def test_checkpoint_weights_are_written_atomically_and_equal_safetensors_own_file(tmp_path):
+def test_checkpoint_weights_are_written_atomically_and_equal_safetensors_own_file(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import save_file
 
+    import models.checkpoints as checkpoints
     from models.checkpoints import WEIGHTS, load_checkpoint, save_checkpoint
     from models.unet import build_unet
 
+    written = []
+
+    def logged(path, write):  # every file of the folder goes through atomic_write
+        written.append(Path(path).name)
+        return atomic_write(path, write)
+
+    monkeypatch.setattr(checkpoints, "atomic_write", logged)
     net = build_unet(image_size=8, base_channels=8)
     save_checkpoint(tmp_path / "ck", net, {"kind": "test"})
+    assert sorted(written) == sorted(["config.json", WEIGHTS, "samenoise.json"])
     ref = tmp_path / "ref.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(ref))
     assert (tmp_path / "ck" / WEIGHTS).read_bytes() == ref.read_bytes()

@@ -524,6 +524,17 @@ def test_an_inverse_problem_is_solved_on_the_entry_grid(tmp_path):
     assert not (sets["edm"].images == sets["uniform-t"].images).all()
 
 
+@pytest.mark.parametrize("sampler", ["heun", "dpm3"])
+def test_an_inverse_problem_under_another_samplers_name_is_refused(sampler):
+    """DPS took the run's NFE whatever its sampler was called, and stored the set under that sampler's key (heun@6's
+    DPS set under heun@5, the key of heun@5's)."""
+    from fixtures.measure import Measure
+
+    with pytest.raises(ValueError, match=rf"g/{sampler}@6: an inverse problem is solved with the sampler 'dps' "
+                                         rf"\(deterministic DPS, Appendix F\), got '{sampler}'"):
+        Measure(None, None, None, None, 2).inpainted(Run("g", sampler, 6), 2, "easy")
+
+
 def test_the_other_observation_cases_have_a_partner_of_their_family_as_control():
     """Fig. 22's claim (RP < 0.6 under another observation) takes its control from the family's other UNet under the
     same observation; the partner is one of the case's models (so --models selects it with the case)."""

@@ -176,6 +176,8 @@ def test_bad_dps_inputs_are_refused_by_name(setup, change, message):
     (dict(steps=1), r"steps >= 2 \(one step to sigma 0 is unguided sampling\), got 1"),
     (dict(xi=-0.5), r"xi must be a finite number >= 0, got -0.5"),
     (dict(order=0), r"order 1, 2 or 3, got order 0"),
+    (dict(order=2.0), r"order 1, 2 or 3, got order 2.0"),
+    (dict(xi=True), r"xi must be a finite number >= 0, got True"),
     (dict(truth="255"), r"data range \[-1, 1\], got values in \[.*, 2\d\d"),
     (dict(truth="4 px"), r"images \(N, C, H, W\) of the mask's size \(8, 8\), got shape \(5, 3, 4, 4\)"),
 ])
@@ -193,6 +195,14 @@ def test_a_noise_position_without_ground_truth_is_named(setup):
     run = dps_runner(kernel, data[:3], make_mask("hard", 8), steps=3)
     with pytest.raises(ValueError, match=r"noise position 4 has no ground truth: 3 images given"):
         generate(D, kernel, NoiseBank.draw(0, (3, 8, 8), n=5), run=run, micro_batch=8)
+
+
+def test_a_ground_truth_of_other_channels_than_the_models_is_named(setup):
+    """One grey channel was broadcast into all three of an RGB model's (the sampled set made as if observed)."""
+    D, kernel, data = setup
+    run = dps_runner(kernel, data[:3, :1], make_mask("hard", 8), steps=3)
+    with pytest.raises(ValueError, match=r"the ground truth has 1 channel\(s\), the model samples 3"):
+        generate(D, kernel, NoiseBank.draw(0, (3, 8, 8), n=3), run=run, micro_batch=8)
 
 
 def test_the_last_dps_step_makes_no_backward_pass(setup, monkeypatch):

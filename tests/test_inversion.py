@@ -91,3 +91,21 @@ def test_an_inversion_of_no_steps_and_labels_that_are_not_integers_are_refused()
                            (True, "torch.bool")):  # 1.7 was cut to class 1
         with pytest.raises(ValueError, match=rf"labels are integer classes, got {message}"):
             generate(GaussianData(), make_kernel("edm"), bank, label=label)
+
+
+def test_solve_and_invert_check_their_labels_as_generate_does():
+    """One label for two rows was taken; an int failed inside the network's wrapper; a class out of range failed in
+    the embedding without naming it; a string label was torch's TypeError."""
+    kernel = make_kernel("vp")
+    D = wrap(TinyEpsNet(num_classes=3).eval(), kernel, "eps", num_classes=3)
+    x = kernel.initial_state(NoiseBank.draw(0, (3, 4, 4), n=2).take([0, 1]))
+    with_tensor = solve(D, x, kernel, "euler", 3, label=torch.tensor([1, 1])).x
+    assert torch.equal(solve(D, x, kernel, "euler", 3, label=1).x, with_tensor)  # an int: one class for every row
+    for call in (lambda label: solve(D, x, kernel, "euler", 3, label=label),
+                 lambda label: invert(D, torch.zeros(2, 3, 4, 4), kernel, steps=2, label=label)):
+        with pytest.raises(ValueError, match=r"one class or one per noise id \(2\), got shape \(1,\)"):
+            call(torch.tensor([1]))
+        with pytest.raises(ValueError, match=r"labels \[5\] are outside this denoiser's classes: valid 0\.\.2"):
+            call(torch.tensor([5, 5]))
+    with pytest.raises(ValueError, match=r"labels are integer classes \(one int, or one per noise id\), got 'random'"):
+        generate(D, kernel, NoiseBank.draw(0, (3, 4, 4), n=2), label="random")

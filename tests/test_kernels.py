@@ -85,6 +85,32 @@ def test_vp_matches_published_endpoints():
     assert ddpm.sigma_min == pytest.approx(math.sqrt(1e-4 / (1 - 1e-4)), rel=1e-9)
 
 
+@pytest.mark.parametrize("t", [0.25, 0.5, 0.8818])
+def test_vp_and_subvp_match_song_et_al_inside_the_range(t):
+    """The variance identities hold for any u(t); the schedule itself, at interior t, against Song et al. (2021) written
+    out here: VP's marginal std sqrt(1 - e^{-int beta}) and mean e^{-int beta / 2} (Eq. 33), sub-VP's std
+    1 - e^{-int beta} (Eq. 29), int_0^t beta = 0.1 t + 19.95 t^2 (beta from 0.1 to 20)."""
+    integral = 0.1 * t + 0.5 * (20.0 - 0.1) * t * t
+    vp, sub = VP(), SubVP()
+    tt = torch.tensor(t, dtype=torch.float64)
+    assert float(vp.s(tt)) == pytest.approx(math.exp(-integral / 2), rel=1e-12)
+    assert float(vp.s(tt) * vp.sigma(tt)) == pytest.approx(math.sqrt(-math.expm1(-integral)), rel=1e-12)
+    assert float(sub.s(tt) * sub.sigma(tt)) == pytest.approx(-math.expm1(-integral), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [0, 1, 499, 999])
+def test_vp_discrete_matches_ddpms_alpha_bar_at_every_step(n):
+    """Ho et al. (2020): beta linear from 1e-4 to 0.02 over 1,000 steps, alpha_bar_n = prod_{k<=n} (1 - beta_k);
+    s_n = sqrt(alpha_bar_n) and s_n sigma_n = sqrt(1 - alpha_bar_n), the product written out here."""
+    k = make_kernel("vp-discrete")
+    alpha_bar = 1.0
+    for j in range(n + 1):
+        alpha_bar *= 1 - (1e-4 + (0.02 - 1e-4) * j / 999)
+    tt = torch.tensor(float(n), dtype=torch.float64)
+    assert float(k.s(tt)) == pytest.approx(math.sqrt(alpha_bar), rel=1e-9)
+    assert float(k.s(tt) * k.sigma(tt)) == pytest.approx(math.sqrt(1 - alpha_bar), rel=1e-9)
+
+
 def test_unknown_kernel_lists_valid_names():
     with pytest.raises(UnknownNameError, match="unknown kernel 'vpp'; valid kernels: edm, subvp, ve, vp, vp-discrete"):
         make_kernel("vpp")

@@ -1,5 +1,6 @@
 """The metric registry: every case names a registered metric, lookups name the valid metrics, and a metric added
 in a module of its own is measured, checked and recorded like the suite's own."""
+import math
 import re
 from pathlib import Path
 
@@ -173,6 +174,8 @@ def test_every_sscd_thresholded_metric_reads_the_cases_threshold():
 
     tree = ast.parse(inspect.getsource(metrics))
     position = {"RPScore": 0, "RPBetweenScore": 0, "GLScore": 1, "rp_manifold": 2}  # the threshold's argument
+    # Measure's own scores, whose threshold defaults to 0.6: called as measure.<name>(...)
+    measure_position = {"rp": 2, "gl": 3, "held_out_gl": 2}
 
     def reads_threshold(expr, derived) -> bool:  # _threshold(...) itself, or a name assigned from it
         return any((isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_threshold")
@@ -191,15 +194,22 @@ def test_every_sscd_thresholded_metric_reads_the_cases_threshold():
                     (fn.name, ast.unparse(node))
         for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
             name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
-            if name not in position:
+            on_measure = (isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name)
+                          and call.func.value.id == "measure")
+            if on_measure and name in measure_position:
+                at = measure_position[name]
+            elif name in position and not on_measure:
+                at = position[name]
+            else:
                 continue
-            args, at = call.args, position[name]
+            args = call.args
             if args and isinstance(args[0], ast.Starred):  # rp_manifold(*embs, threshold)
                 at -= 1
             given = [k.value for k in call.keywords if k.arg == "threshold"] or args[at:at + 1]
             assert given and reads_threshold(given[0], derived), (fn.name, ast.unparse(call))
             checked += 1
-    assert checked >= 4  # RPScore twice, RPBetweenScore, rp_manifold
+    # RPScore twice, RPBetweenScore, rp_manifold; measure.rp five times, measure.gl three, measure.held_out_gl once
+    assert checked >= 13, checked
 
 
 @pytest.mark.parametrize("metric, params, says", [
@@ -255,7 +265,11 @@ def test_a_pairing_a_threshold_or_values_no_metric_can_read_are_refused_by_name(
             measure.case(case)
     # the key alone took the control away; DPS sets are made before any permutation
     for params, says in (({"pairing": None}, r"pairing None: leave the key out for same-noise pairs"),
-                         ({"pairing": "permuted", "mask": "easy"}, r"pairing 'permuted' is not read under a DPS mask")):
+                         ({"pairing": "permuted", "mask": "easy"}, r"pairing 'permuted' is not read under a DPS mask"),
+                         # noise i + 1 under y_(i + 1): another noise and another observation at once
+                         ({"pairing": "shifted", "mask": "easy"}, r"pairing 'shifted' is not read under a DPS mask: "
+                                                                  r"it would pair noise i observing y_i with noise "
+                                                                  r"i \+ 1 observing y_\(i \+ 1\)")):
         case = Case("C2", "s", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params=params)
         with pytest.raises(ValueError, match=says):
             measure.case(case)
@@ -266,6 +280,22 @@ def test_a_pairing_a_threshold_or_values_no_metric_can_read_are_refused_by_name(
     s = SampleSet(np.zeros((5, 2, 2, 3), np.uint8), np.arange(5), 1, {"model": "a"})
     with pytest.raises(ValueError, match=r"3 values for a set of 5 noise ids"):
         measure.scored_values(torch.zeros(3), s)
+
+
+def test_a_score_mask_larger_than_the_hidden_square_is_refused():
+    """mask easy with score_mask hard scored the easy mask's observed ring, which both runs share, as inpainting."""
+    from cases import Bar, Case, Run
+    from fixtures.measure import Measure
+    from fixtures.metrics import _hidden
+
+    measure = Measure(None, None, None, None, 8)
+    side = Side.of(Case("C4", "s", "rp", (Run("a", "dps", 34), Run("b", "dps", 34)), Bar(">=", 0.6, "s"),
+                        params={"mask": "easy", "score_mask": "hard"}))
+    with pytest.raises(ValueError, match=r"score_mask 'hard' scores a square larger than the one mask 'easy' hides"):
+        _hidden(measure, side)
+    inside = Side.of(Case("C4", "s", "rp", (Run("a", "dps", 34), Run("b", "dps", 34)), Bar(">=", 0.6, "s"),
+                          params={"mask": "hard", "score_mask": "easy"}))
+    assert _hidden(measure, inside) == measure.hidden("easy")
 
 
 def test_a_controls_sets_must_hold_the_same_noises_before_they_are_moved_on():
@@ -317,13 +347,24 @@ def test_the_neighbours_control_scores_each_pair_half_a_grid_apart_once(points, 
                      for k in (3 * planes, points * points * planes)]
             return tuple(sets)
 
-        def embed(self, images):
-            e = torch.randn(len(images), 8, generator=torch.Generator().manual_seed(len(images)))
-            return e / e.norm(dim=1, keepdim=True)
+        def embed(self, images):  # grid point (r, c) on a torus: the similarity of two points is set by their offset
+            k = torch.arange(len(images)) % (points * points)
+            angles = 2 * torch.pi * torch.stack([k // points, k % points], 1) / points
+            torus = torch.cat([angles.cos(), angles.sin()], 1) * 0.2 ** 0.5  # and a constant part: cosines in
+            return torch.cat([torus, torch.full((len(images), 1), 0.6 ** 0.5)], 1)  # [0.2, 1]
 
-    case = Case("encoding", "Sec. 2.2", "neighbours", (Run("a"),), Bar(">=", 0.6, "s"), params={"points": points})
+    # half a grid apart, (h, h) with h = points // 2, is the torus's farthest offset: cosine 0.6 + 0.4 cos(2 pi h /
+    # points), 0.2 at 8 points and 0.276 at 5, where every other offset but its mirror scores 0.4 or more; at a
+    # threshold just above it, the control's share above the threshold is 0 only if every pair it scores lies half a
+    # grid apart
+    far = 0.6 + 0.4 * math.cos(2 * math.pi * (points // 2) / points)
+    case = Case("encoding", "Sec. 2.2", "neighbours", (Run("a"),), Bar(">=", 0.6, "s"),
+                params={"points": points, "threshold": far + 0.01})
     out = METRICS["neighbours"].control(Grid(), case, Side.of(case))
-    assert len(out.units) == units
+    assert len(out.units) == units and out.value == 0
+    close = Case("encoding", "Sec. 2.2", "neighbours", (Run("a"),), Bar(">=", 0.6, "s"),
+                 params={"points": points, "threshold": far - 0.01})
+    assert METRICS["neighbours"].control(Grid(), close, Side.of(close)).value == 1  # the pairs are scored at all
 
 
 def test_metric_params_out_of_range_or_missing_are_refused_by_name():

@@ -208,9 +208,29 @@ def test_units_that_share_a_noise_are_resampled_together():
     flat = interval_of(values)
     assert clustered.method == "Wilson over noises" and flat.method == "Wilson"
     assert clustered.hi - clustered.lo > 1.8 * (flat.hi - flat.lo)  # about sqrt(5) wider
-    scores = [0.5 + 0.1 * v for v in values]  # non-binary values: the cluster bootstrap
-    assert interval_of(scores, keys=keys).method == "bootstrap over noises"
+    scores = [0.5 + 0.1 * v + 0.01 * (i % 7) for i, v in enumerate(values[::5]) for _ in range(5)]  # not 0/1
+    boot, flat_boot = interval_of(scores, keys=keys), interval_of(scores)
+    assert boot.method == "bootstrap over noises" and flat_boot.method == "bootstrap"
+    assert boot.hi - boot.lo > 1.8 * (flat_boot.hi - flat_boot.lo)  # the cluster bootstrap too, about sqrt(5)
     assert 0 <= clustered.lo < 0.5 < clustered.hi <= 1  # around the mean, within the values' range
+
+
+def test_the_cluster_bootstrap_resamples_whole_clusters_with_the_seeded_draw():
+    """Against a direct reference: each resample draws clusters with replacement (the seeded generator's draw) and
+    takes the mean of all their values; clusters of unequal size weigh by their values."""
+    from models.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, cluster_bootstrap_mean
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 6, 20)
+    clusters = [c for c, m in enumerate(sizes) for _ in range(m)]
+    values = rng.normal(size=len(clusters)).tolist()
+    groups = [[v for v, c in zip(values, clusters) if c == k] for k in range(len(sizes))]
+    idx = torch.randint(len(groups), (BOOTSTRAP_RESAMPLES, len(groups)),
+                        generator=torch.Generator().manual_seed(BOOTSTRAP_SEED))
+    means = torch.tensor([sum(sum(groups[k]) for k in row) / sum(len(groups[k]) for k in row)
+                          for row in idx.tolist()], dtype=torch.float64)
+    want = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    assert cluster_bootstrap_mean(values, clusters) == pytest.approx(want, abs=1e-12)
 
 
 def test_the_interval_and_the_paired_test_name_their_clusters():

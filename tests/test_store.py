@@ -66,10 +66,11 @@ def test_damaged_entries_are_refused_with_the_file_name(tmp_path):
         store.get(KEY)
 
 
-@pytest.mark.parametrize("member", ["images", "ids", "nfe", "key"])
+@pytest.mark.parametrize("member", ["images", "ids", "nfe", "key", "shape"])
 def test_the_sha256_covers_images_ids_nfe_and_key(tmp_path, member):
     """Each member edited alone fails the sha256. The key is rewritten as the same key in other bytes (indented JSON):
-    another key would be refused earlier, by its hash, and would not show that the sha256 covers the key."""
+    another key would be refused earlier, by its hash, and would not show that the sha256 covers the key. The images
+    reshaped (4 x 4 to 2 x 8, the same bytes) are other images."""
     store = SampleStore(tmp_path)
     store.put(KEY, images(), [0, 1, 2, 3], 20)
     path = store.path(KEY)
@@ -77,8 +78,10 @@ def test_the_sha256_covers_images_ids_nfe_and_key(tmp_path, member):
         members = dict(z)
     edited = members["images"].copy()
     edited.flat[0] ^= 1  # one pixel, one bit
-    members[member] = {"images": edited, "ids": np.array([1, 0, 2, 3]), "nfe": np.int64(21),
-                       "key": np.array(json.dumps(KEY, sort_keys=True, indent=1))}[member]
+    members["images" if member == "shape" else member] = {
+        "images": edited, "ids": np.array([1, 0, 2, 3]), "nfe": np.int64(21),
+        "key": np.array(json.dumps(KEY, sort_keys=True, indent=1)),
+        "shape": members["images"].reshape(4, 2, 8, 3)}[member]
     with open(path, "wb") as f:
         np.savez(f, **members)
     with pytest.raises(StoreError, match="fails its sha256"):
