@@ -61,7 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "own key)")
     group.addoption("--descriptor", default="sscd-int8",
                     help="similarity descriptor: sscd-int8 (offline default), sscd-mixup, sscd-large")
-    group.addoption("--descriptor-path", default=None, help="weights file of the descriptor (TorchScript SSCD)")
+    group.addoption("--descriptor-path", default=None,
+                    help="weights file of the descriptor (a TorchScript SSCD, or the ONNX file of sscd-int8)")
     group.addoption("--descriptor-size", type=int, default=None,
                     help="descriptor input size in pixels (default: 224 for sscd-int8, 320 for TorchScript)")
     group.addoption("--noises", type=int, default=DEFAULT_NOISES,
