@@ -116,11 +116,12 @@ def _state_labels(label, x: torch.Tensor, D: Denoiser) -> Optional[torch.Tensor]
 
 def _chunk_labels(labels: Optional[torch.Tensor], start: int, micro_batch: int, device: torch.device
                   ) -> Optional[torch.Tensor]:
-    """A micro-batch's labels, from row `start`, on `device`; padding rows take class 0."""
+    """A micro-batch's labels, from row `start`, on `device`; padding rows take the first row's class (a class the
+    denoiser has: a conditional D* refuses a class without training images, and class 0 may be one)."""
     if labels is None:
         return None
     lab = labels[start:start + micro_batch].to(device)
-    return torch.cat([lab, lab.new_zeros(micro_batch - len(lab))]) if len(lab) < micro_batch else lab
+    return torch.cat([lab, lab[:1].expand(micro_batch - len(lab))]) if len(lab) < micro_batch else lab
 
 
 def _in_micro_batches(fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, micro_batch: int,

@@ -60,7 +60,13 @@ class OptimalDenoiser:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma, label: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.sample_shape:  # an NHWC query of the same size was denoised as NCHW
+            raise ValueError(f"D* denoises queries of its images' shape (B, {', '.join(map(str, self.sample_shape))}), "
+                             f"got {tuple(x.shape)}")
         sigma = sigma_per_row(sigma, x)
+        bad = torch.isnan(sigma) | (sigma < 0)  # NaN fell into the limit branch: a clean training image out
+        if bool(bad.any()):
+            raise ValueError(f"D* takes noise levels sigma >= 0 (inf allowed), got {sigma[bad][:4].tolist()}")
         flat = x.reshape(len(x), -1)
         out = torch.empty_like(flat)
         if label is None:
@@ -85,7 +91,10 @@ class OptimalDenoiser:
         if (isinstance(label, torch.Tensor) and cached is not None and cached[0] is label
                 and cached[1] == label._version and cached[2] == (len(x), x.device)):
             return cached[3]
-        flat = torch.as_tensor(label, device=x.device).reshape(-1).expand(len(x))
+        flat = torch.as_tensor(label, device=x.device).reshape(-1)
+        if flat.is_floating_point() or flat.is_complex() or flat.dtype == torch.bool:  # 1.7 and True were class 1
+            raise ValueError(f"class labels are integers 0, 1, 2, ..., got {flat[:8].tolist()}")
+        flat = flat.expand(len(x))
         groups = [(int(c), (flat == c).nonzero().reshape(-1)) for c in flat.unique()]
         if isinstance(label, torch.Tensor):
             self._last_groups = (label, label._version, (len(x), x.device), groups)  # one assignment: thread-safe
@@ -97,7 +106,8 @@ class OptimalDenoiser:
         # sigma 0, or so small that a logit (x.y - ||y||^2 / 2) / sigma^2 could overflow the dtype (then inf - inf):
         # the softmax's limit, the nearest training image (Theorem 1). |x.y - ||y||^2 / 2| <= ||x|| max ||y|| +
         # max ||y||^2 / 2 bounds every logit's numerator; a quarter of the dtype's largest number leaves room for the
-        # subtraction of the running max. Where the bound is reached the softmax is one-hot in any float format.
+        # subtraction of the running max. Where the bound is reached the softmax is one-hot in any float format, but
+        # for images exactly as near as each other, whose weights stay equal at every sigma: their mean.
         bound = x.to(torch.float64).norm(dim=1) * ys.max_norm + ys.max_half_sq_norm
         limit = ~(inv_var[:, 0].to(torch.float64) * bound < torch.finfo(self.dtype).max / 4)
         if limit.any():
@@ -124,15 +134,22 @@ class OptimalDenoiser:
 
 def _nearest(ys: "_Prepared", x: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """Each row's nearest training image: the largest x.y - ||y||^2 / 2 (||x - y||^2 without the row's own ||x||^2),
-    chunk by chunk; of equally near images the first."""
-    best = torch.full((len(x),), -torch.inf, dtype=x.dtype, device=x.device)
-    index = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    chunk by chunk; of images exactly as near, their mean (the softmax's limit as sigma -> 0: their weights are equal
+    at every sigma). A single nearest image comes out bit for bit (a one-hot sum)."""
+    best = torch.full((len(x), 1), -torch.inf, dtype=x.dtype, device=x.device)
+    total = torch.zeros_like(x)
+    count = torch.zeros((len(x), 1), dtype=x.dtype, device=x.device)
     for start in range(0, len(ys.data), chunk_size):
-        score = torch.addmm(ys.half_sq_norm[start:start + chunk_size], x, ys.data[start:start + chunk_size].T, beta=-1)
-        top, at = score.max(1)
-        nearer = top > best
-        best, index = torch.where(nearer, top, best), torch.where(nearer, at + start, index)
-    out = ys.data[index]
+        y = ys.data[start:start + chunk_size]
+        score = torch.addmm(ys.half_sq_norm[start:start + chunk_size], x, y.T, beta=-1)
+        top = score.amax(1, keepdim=True)
+        tied = (score == top).to(x.dtype)
+        nearer, level = top > best, top == best
+        total = torch.where(nearer, tied @ y, torch.where(level, total + tied @ y, total))
+        count = torch.where(nearer, tied.sum(1, keepdim=True), torch.where(level, count + tied.sum(1, keepdim=True),
+                                                                                 count))
+        best = torch.maximum(best, top)
+    out = total / count
     bad = ~torch.isfinite(x).all(1)  # a diverged query has no nearest image: NaN out, not training image 0
     return out.masked_fill_(bad[:, None], torch.nan) if bool(bad.any()) else out
 

@@ -117,9 +117,14 @@ class _PerPairScore(Metric):
     def _collected(self) -> PairValues:
         if (isinstance(self.values, list) and not self.values) or dim_zero_cat(self.values).numel() == 0:
             raise ValueError(f"{type(self).__name__}: no pairs were given; a score over an empty set is undefined")
-        labels = dim_zero_cat(self.labels)
-        return PairValues(dim_zero_cat(self.ids), dim_zero_cat(self.values),
-                          None if bool((labels < 0).all()) else labels)
+        labels, ids = dim_zero_cat(self.labels), dim_zero_cat(self.ids)
+        keys, counts = torch.stack([ids, labels], 1).unique(dim=0, return_counts=True)
+        if bool((counts > 1).any()):  # one noise counted as several units: an interval over them too narrow
+            twice = keys[counts > 1][:5].tolist()
+            shown = [f"{i}" if c < 0 else f"{i} (label {c})" for i, c in twice]
+            raise PairingError(f"{type(self).__name__}: noise ids scored more than once: {', '.join(shown)}; each "
+                               f"(noise id, label) is one pair")
+        return PairValues(ids, dim_zero_cat(self.values), None if bool((labels < 0).all()) else labels)
 
     def compute(self) -> torch.Tensor:
         return self.units().values.mean()

@@ -231,3 +231,49 @@ def test_the_gpu_sizes_give_the_cpu_sizes_output():
         # measured: 0, 7.2e-7 and 3.0e-8 at the three sigmas (outputs in [-1, 1]: a few float32 ulps of the
         # largest values, from the changed summation order); 2e-6 leaves room for another BLAS, not for a wrong weight
         assert torch.allclose(got, want, atol=2e-6, rtol=0), (sigma, float((got - want).abs().max()))
+
+
+def test_a_noise_level_that_is_nan_or_negative_is_refused():
+    """NaN fell into the sigma -> 0 branch and came out as a clean training image (a broken grid would have read as
+    perfect memorization); a negative sigma was taken as its absolute value."""
+    D = OptimalDenoiser(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), dtype=torch.float64)
+    x = torch.tensor([[0.2, 0.3]], dtype=torch.float64)
+    for sigma, shown in ((float("nan"), "nan"), (-0.5, "-0.5")):
+        with pytest.raises(ValueError, match=rf"D\* takes noise levels sigma >= 0 \(inf allowed\), got \[{shown}\]"):
+            D(x, sigma)
+    assert torch.equal(D(x, float("inf")), torch.zeros(1, 2, dtype=torch.float64))  # the data's mean
+    images = OptimalDenoiser(torch.zeros(2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"queries of its images' shape \(B, 3, 4, 5\), got \(1, 4, 5, 3\)"):
+        images(torch.zeros(1, 4, 5, 3), 1.0)  # NHWC of the same size
+
+
+def test_labels_of_a_call_that_are_not_integers_are_refused():
+    """The constructor refused float labels, a call cut 1.7 and True to class 1."""
+    D = OptimalDenoiser(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), labels=torch.tensor([0, 1]))
+    for label in (torch.tensor([1.7]), torch.tensor([True])):
+        with pytest.raises(ValueError, match=r"class labels are integers 0, 1, 2, \.\.\., got"):
+            D(torch.zeros(1, 2), 0.01, label)
+
+
+def test_images_exactly_as_near_as_each_other_give_their_mean_at_sigma_zero():
+    """The softmax weights of two equally near images are equal at every sigma, so the limit is their mean: sigma 0
+    gave the first image, a jump from the mean at sigma 1e-153 (float64) or 1e-19 (float32)."""
+    y = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 5.0]])
+    for dtype, small in ((torch.float64, 1e-153), (torch.float32, 1e-19)):
+        D = OptimalDenoiser(y, dtype=dtype, chunk_size=1)  # the tie spans two chunks
+        x = torch.tensor([[0.0, 0.3]], dtype=dtype)
+        assert torch.equal(D(x, small), torch.zeros(1, 2, dtype=dtype))
+        assert torch.equal(D(x, 0.0), torch.zeros(1, 2, dtype=dtype))
+        one = torch.tensor([[0.4, 0.3]], dtype=dtype)  # no tie: the nearest image itself, bit for bit
+        assert torch.equal(D(one, 0.0), y[:1].to(dtype))
+
+
+def test_a_conditional_d_star_without_class_0_samples_a_partial_micro_batch():
+    """Padding rows took class 0, which a D* whose classes start at 1 refuses: the error named a label no one asked
+    for. They take the first row's class now, and the rows asked for are the same bits as without padding."""
+    data = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    D = OptimalDenoiser(data, labels=torch.tensor([1, 1, 1, 2, 2, 2]), dtype=torch.float64)
+    kernel, bank = make_kernel("edm"), NoiseBank.draw(0, (3, 4, 4), n=3)
+    padded = generate(D, kernel, bank, sampler="euler", nfe=4, label=2, micro_batch=4).x
+    whole = generate(D, kernel, bank, sampler="euler", nfe=4, label=2, micro_batch=3).x
+    assert torch.equal(padded, whole)

@@ -304,3 +304,17 @@ def test_gl_score_is_a_module_that_can_switch_modes():
     assert m.eval() is m and not m.training and m.train() is m and m.training
     m.update(torch.eye(3), [0, 1, 2])
     assert float(m.compute()) == 0.0
+
+
+def test_a_noise_scored_twice_under_one_label_is_refused():
+    """check_paired compares the two id lists only, so the same id three times on both sides counted as three units
+    (an interval three times too sure); one id under several labels (RP_cond) is several pairs."""
+    e = torch.nn.functional.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    m = RPScore()
+    m.update(e, e, torch.tensor([1, 1, 2]), torch.tensor([1, 1, 2]))
+    with pytest.raises(PairingError, match=r"RPScore: noise ids scored more than once: 1; each \(noise id, label\) "
+                                           r"is one pair"):
+        m.compute()
+    ok = RPScore()
+    ok.update(e, e, torch.tensor([1, 1, 2]), torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), torch.tensor([0, 1, 0]))
+    assert float(ok.compute()) == 1.0 and len(ok.units().values) == 3
