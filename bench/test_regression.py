@@ -11,7 +11,7 @@ pairs above SSCD 0.6, or 0.4 for images larger than 32 px as App. A.1-A.2 do); s
 `-m golden_mae` (`-k "regression and rp"` also picks `mae` cases whose golden file's path contains "rp")."""
 import pytest
 
-from cases.regression import GOLDEN_BARS, candidate_name, item_id, regression_case, similarity_threshold
+from cases.regression import GOLDEN_BARS, candidate_name, item_id, regression_case, regression_threshold
 from cases import Run
 from models.golden import THUMBNAIL, Golden, conditioning_of, thumbnails
 
@@ -55,7 +55,7 @@ def test_regression(golden_file, golden_metric, pytestconfig, measure, claim):
     golden = Golden.load(golden_file)
     # RP pairs count as the same image above SSCD 0.6, or the paper's 0.4 for images larger than CIFAR's (a latent
     # model's included); the MAE case reads no SSCD threshold
-    threshold = similarity_threshold(m.sample_shape[-1], m.decodes) if golden_metric == "golden_rp" else None
     case = regression_case(golden_file, golden_metric, pytestconfig.getoption(GOLDEN_BARS[golden_metric][0]), run,
-                           Run(f"golden:{golden.model}", golden.sampler, golden.nfe), threshold)
+                           Run(f"golden:{golden.model}", golden.sampler, golden.nfe),
+                           regression_threshold(golden_metric, m))
     claim(case, *measure.case(case))

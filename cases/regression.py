@@ -24,6 +24,12 @@ def similarity_threshold(sample_side: int, latent: bool = False) -> Optional[flo
     return SSCD_THRESHOLD_LARGE if latent or sample_side > 32 else None
 
 
+def regression_threshold(metric: str, model) -> Optional[float]:
+    """The SSCD threshold of a regression case: for the RP case, the one of the candidate's sample size (a `model`
+    with `sample_shape` and `decodes`, as the suite loads it); the MAE case reads none."""
+    return similarity_threshold(model.sample_shape[-1], model.decodes) if metric == "golden_rp" else None
+
+
 def candidate_name(candidate: str) -> str:
     """How a golden file names the model it was recorded from: a zoo entry by its name, a suite checkpoint folder by
     its full path (the trainer names every folder it writes `model`, so a folder's own name tells none apart)."""

@@ -37,6 +37,21 @@ CHECKED_CALLS = 4  # a trace's first calls are compared with the module too: Tor
 T, R = TypeVar("T"), TypeVar("R")
 
 
+COMPILE_LIMIT = 64  # compiled graphs per network class (torch's default, 8, is shared by every model of one class)
+
+
+def _allow_recompiles() -> None:
+    """torch.compile keeps its compiled graphs per function, here the network class's forward, so every model of one
+    class and every input signature share one budget (8 by default); past it dynamo runs the module eagerly with only
+    a log line, while the runner and the store key still say "compiled". The budget is raised, and a run past it
+    stops with dynamo's error instead of storing eager samples as compiled ones."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, COMPILE_LIMIT)
+    config.fail_on_recompile_limit_hit = True
+
+
 def _unwrap(out):
     """A diffusers output object or the dict a trace returns for it -> the tensor."""
     if isinstance(out, dict):
@@ -73,6 +88,7 @@ class Runner:
             with self._lock:  # a compiled module is not safe to call from two threads: calls take turns
                 if self._compiled is None:  # on a GPU with CUDA graphs: one launch per forward, no per-kernel cost
                     self._graphed = next(self.net.parameters()).is_cuda
+                    _allow_recompiles()
                     self._compiled = torch.compile(self.net, dynamic=False,
                                                    mode="reduce-overhead" if self._graphed else None)
                 out = _unwrap(self._compiled(*args))

@@ -29,6 +29,7 @@ zoo (README "Speed").
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -88,18 +89,39 @@ def dps(D: Denoiser, x: torch.Tensor, kernel: Kernel, sigmas: torch.Tensor, obse
     keep = keep.to(x)
     observed = observed.to(x)
     s_of = lambda sigma: float(kernel.s_of_sigma(torch.as_tensor(sigma, dtype=torch.float64)))  # CPU grid: no sync
-    for i in range(len(sigmas) - 1):
-        s, t = sigmas[i], sigmas[i + 1]
-        xg = x.detach().requires_grad_(True)
-        with torch.enable_grad():  # also at the last step, whose gradient goes unused: every call has gradients on
-            denoised = D(xg, s, label)
-            if t > 0:  # the last step returns x0_hat itself (Algorithm 1, line 7): no correction, no backward pass
-                residual = ((observed - keep * denoised) ** 2).sum()  # rows are independent: one grad serves all
-                grad, = torch.autograd.grad(residual, xg)
-        x, history = dpmpp_step(x.detach(), s, t, denoised.detach(), history, order)
-        if t > 0:
-            x = x - xi * grad / (s_of(s) * s_of(t))
+    with deterministic_backward(x.device):
+        for i in range(len(sigmas) - 1):
+            s, t = sigmas[i], sigmas[i + 1]
+            xg = x.detach().requires_grad_(True)
+            with torch.enable_grad():  # also at the last step, whose gradient goes unused: every call has gradients
+                denoised = D(xg, s, label)
+                if t > 0:  # the last step returns x0_hat itself (Algorithm 1, line 7): no correction, no backward
+                    residual = ((observed - keep * denoised) ** 2).sum()  # rows are independent: one grad serves all
+                    grad, = torch.autograd.grad(residual, xg)
+            x, history = dpmpp_step(x.detach(), s, t, denoised.detach(), history, order)
+            if t > 0:
+                x = x - xi * grad / (s_of(s) * s_of(t))
     return Sampled(x.detach(), len(sigmas) - 1)
+
+
+@contextmanager
+def deterministic_backward(device: torch.device):
+    """On a GPU, backward passes that give the same bits on every run: the math attention kernel (the memory-efficient
+    one's backward is not deterministic, PyTorch's documentation of scaled_dot_product_attention) and cuDNN's
+    deterministic convolutions. DPS differentiates every network call, and its sets are stored as a function of the
+    noise and the observation. On a CPU, nothing changes."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    previous = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.cudnn.deterministic = previous
 
 
 def _check_settings(xi: float, order: int) -> None:

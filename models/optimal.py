@@ -63,10 +63,12 @@ class OptimalDenoiser:
         if tuple(x.shape[1:]) != self.sample_shape:  # an NHWC query of the same size was denoised as NCHW
             raise ValueError(f"D* denoises queries of its images' shape (B, {', '.join(map(str, self.sample_shape))}), "
                              f"got {tuple(x.shape)}")
+        given = torch.as_tensor(sigma)
+        if given.device.type == "cpu":  # a sampler's grid level (the grid stays on the CPU): no wait for a GPU
+            bad = torch.isnan(given) | (given < 0)  # NaN came out as a clean training image
+            if bool(bad.any()):
+                raise ValueError(f"D* takes noise levels sigma >= 0 (inf allowed), got {given[bad][:4].tolist()}")
         sigma = sigma_per_row(sigma, x)
-        bad = torch.isnan(sigma) | (sigma < 0)  # NaN fell into the limit branch: a clean training image out
-        if bool(bad.any()):
-            raise ValueError(f"D* takes noise levels sigma >= 0 (inf allowed), got {sigma[bad][:4].tolist()}")
         flat = x.reshape(len(x), -1)
         out = torch.empty_like(flat)
         if label is None:
@@ -102,56 +104,28 @@ class OptimalDenoiser:
 
     def _denoise(self, ys: "_Prepared", x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x = x.to(device=ys.data.device, dtype=self.dtype)
-        inv_var = (1.0 / sigma.to(ys.data.device, torch.float64) ** 2).to(self.dtype)[:, None]
-        # sigma 0, or so small that a logit (x.y - ||y||^2 / 2) / sigma^2 could overflow the dtype (then inf - inf):
-        # the softmax's limit, the nearest training image (Theorem 1). |x.y - ||y||^2 / 2| <= ||x|| max ||y|| +
-        # max ||y||^2 / 2 bounds every logit's numerator; a quarter of the dtype's largest number leaves room for the
-        # subtraction of the running max. Where the bound is reached the softmax is one-hot in any float format, but
-        # for images exactly as near as each other, whose weights stay equal at every sigma: their mean.
-        bound = x.to(torch.float64).norm(dim=1) * ys.max_norm + ys.max_half_sq_norm
-        limit = ~(inv_var[:, 0].to(torch.float64) * bound < torch.finfo(self.dtype).max / 4)
-        if limit.any():
-            out = torch.empty_like(x)
-            out[limit] = _nearest(ys, x[limit], self.chunk_size)
-            if not limit.all():
-                out[~limit] = self._denoise(ys, x[~limit], sigma[~limit])
-            return out
-        run_max = torch.full((len(x), 1), -torch.inf, dtype=self.dtype, device=x.device)
-        run_sum = torch.zeros((len(x), 1), dtype=self.dtype, device=x.device)
-        acc = torch.zeros_like(x)
+        # 1 / sigma^2 in float64, capped at the dtype's largest number: sigma 0, or one so small that 1 / sigma^2
+        # overflows, keeps a finite scale. Each logit's numerator x.y - ||y||^2 / 2 has the running max subtracted
+        # before it is scaled, so no logit overflows (inf - inf) and none needs a branch: under the cap every weight
+        # but the nearest images' is exp(-inf) = 0, the softmax's limit (Theorem 1; exactly tied images, whose
+        # weights are equal at every sigma, give their mean), and a GPU never waits for the host to choose a branch
+        inv_var = (1.0 / sigma.to(ys.data.device, torch.float64) ** 2).clamp(max=torch.finfo(self.dtype).max)
+        inv_var = inv_var.to(self.dtype)[:, None]
+        run_max = run_sum = acc = None
         for start in range(0, len(ys.data), self.chunk_size):
             y = ys.data[start:start + self.chunk_size]
-            logits = torch.addmm(ys.half_sq_norm[start:start + self.chunk_size], x, y.T, beta=-1)
-            logits.mul_(inv_var)
-            new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
-            rescale = _flush_subnormal(torch.exp(run_max - new_max))
-            w = _flush_subnormal(logits.sub_(new_max).exp_())
-            run_sum.mul_(rescale).add_(w.sum(1, keepdim=True))
-            acc.mul_(rescale).addmm_(w, y)
+            numerator = torch.addmm(ys.half_sq_norm[start:start + self.chunk_size], x, y.T, beta=-1)
+            chunk_max = numerator.amax(1, keepdim=True)
+            new_max = chunk_max if run_max is None else torch.maximum(run_max, chunk_max)
+            w = _flush_subnormal(numerator.sub_(new_max).mul_(inv_var).exp_())
+            if run_max is None:  # the first chunk: nothing to rescale (at sigma = inf, -inf * 0 would be NaN)
+                run_sum, acc = w.sum(1, keepdim=True), w @ y
+            else:
+                rescale = _flush_subnormal((run_max - new_max).mul_(inv_var).exp_())
+                run_sum = run_sum.mul_(rescale).add_(w.sum(1, keepdim=True))
+                acc = acc.mul_(rescale).addmm_(w, y)
             run_max = new_max
         return acc / run_sum
-
-
-def _nearest(ys: "_Prepared", x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Each row's nearest training image: the largest x.y - ||y||^2 / 2 (||x - y||^2 without the row's own ||x||^2),
-    chunk by chunk; of images exactly as near, their mean (the softmax's limit as sigma -> 0: their weights are equal
-    at every sigma). A single nearest image comes out bit for bit (a one-hot sum)."""
-    best = torch.full((len(x), 1), -torch.inf, dtype=x.dtype, device=x.device)
-    total = torch.zeros_like(x)
-    count = torch.zeros((len(x), 1), dtype=x.dtype, device=x.device)
-    for start in range(0, len(ys.data), chunk_size):
-        y = ys.data[start:start + chunk_size]
-        score = torch.addmm(ys.half_sq_norm[start:start + chunk_size], x, y.T, beta=-1)
-        top = score.amax(1, keepdim=True)
-        tied = (score == top).to(x.dtype)
-        nearer, level = top > best, top == best
-        total = torch.where(nearer, tied @ y, torch.where(level, total + tied @ y, total))
-        count = torch.where(nearer, tied.sum(1, keepdim=True), torch.where(level, count + tied.sum(1, keepdim=True),
-                                                                                 count))
-        best = torch.maximum(best, top)
-    out = total / count
-    bad = ~torch.isfinite(x).all(1)  # a diverged query has no nearest image: NaN out, not training image 0
-    return out.masked_fill_(bad[:, None], torch.nan) if bool(bad.any()) else out
 
 
 def _flush_subnormal(w: torch.Tensor) -> torch.Tensor:
@@ -168,7 +142,3 @@ class _Prepared:
     def __init__(self, data: torch.Tensor):
         self.data = data
         self.half_sq_norm = 0.5 * (data * data).sum(1)
-        # for the bound on D*'s logits (OptimalDenoiser._denoise); no float64 copy of the data (CIFAR-10's would be
-        # 1.2 GB), and a bound needs no more than the dtype's own precision
-        self.max_half_sq_norm = float(self.half_sq_norm.max()) if len(data) else 0.0
-        self.max_norm = (2 * self.max_half_sq_norm) ** 0.5

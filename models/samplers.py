@@ -49,11 +49,15 @@ def heun_step(D: Denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, la
     """One step of Heun's method from s to t (Karras et al. 2022, Algorithm 2, S_churn = 0): an Euler step, then the
     trapezoidal correction unless t is 0. Sigmas are scalars or one per row."""
     s_, t_ = _rows(x, s, t)
+    d = _d(x, s_, D(x, s, label))
+    x_next = x + (t_ - s_) * d
+    if torch.as_tensor(t).device.type != "cpu":  # sigmas on the device, one per row (training's teacher steps): the
+        # correction for every row, kept where t > 0, so that the host never waits for the device to choose
+        d_next = _d(x_next, t_, D(x_next, t, label))
+        return torch.where(t_ == 0, x_next, x + (t_ - s_) * 0.5 * (d + d_next))
     last = torch.as_tensor(t) == 0
     if bool(last.any()) and not bool(last.all()):
         raise ValueError("heun_step: some rows end at sigma 0 and others do not; step them separately")
-    d = _d(x, s_, D(x, s, label))
-    x_next = x + (t_ - s_) * d
     if not bool(last.any()):
         d_next = _d(x_next, t_, D(x_next, t, label))
         x_next = x + (t_ - s_) * 0.5 * (d + d_next)

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from models.datasets import embedded_photos, to_uint8
-from models.descriptor import (IMAGENET_MEAN, IMAGENET_STD, EmbeddingCache, ImageFormatError, OnnxSSCD, TorchScriptSSCD,
-                               make_descriptor, prepare)
+from models.descriptor import EmbeddingCache, ImageFormatError, OnnxSSCD, TorchScriptSSCD, make_descriptor, prepare
 from models.kernels import make_kernel
 from models.noise import NoiseBank
 from models.optimal import OptimalDenoiser
@@ -143,7 +142,9 @@ def test_torchscript_path_shares_preprocessing(tmp_path, thumbs):
     d = TorchScriptSSCD("sscd-mixup", path, size=64)
     got = d.embed(thumbs.images[:5])
     x = torch.from_numpy(prepare(thumbs.images[:5], 64)).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    # ImageNet's mean and std, as SSCD's and the paper's code (edm/sscd.py) normalize, written out here
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     assert torch.allclose(got, F.normalize(_MeanPool()(x), dim=1), atol=1e-6)
     assert d.identity.startswith("sscd-mixup@64:")
 
@@ -291,6 +292,11 @@ def test_the_key_names_the_cpu_the_code_and_the_packages_an_embedding_was_made_w
     assert EmbeddingCache.key(x, d) != first
     monkeypatch.undo()
     assert EmbeddingCache.key(x, d) == first
+    # and the code digest is the descriptor module's own source (the resize, the normalization, the back ends' calls)
+    from pathlib import Path
+
+    from models.versions import source_digest
+    assert descriptor._embedding_code() == source_digest([Path(descriptor.__file__)]) != source_digest([])
 
 
 def test_the_int8_descriptor_is_batch_invariant(thumbs):

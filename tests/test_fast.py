@@ -321,3 +321,25 @@ def test_a_cuda_graphed_runner_hands_out_copies_of_its_output():
         first = runner(torch.ones(2, 3), torch.tensor(2.0))
         runner(torch.ones(2, 3), torch.tensor(5.0))
     assert torch.equal(first, torch.full((2, 3), 2.0)) and first.data_ptr() != pool.data_ptr()
+
+
+def test_compiled_runners_of_one_network_class_all_compile(monkeypatch):
+    """torch.compile's graphs are kept per function (the class's forward): the ninth model or signature of one class
+    ran eagerly with only a log line, while its runner and the store key said "compiled". A counting backend stands
+    in for inductor (seconds per graph on 2 cores)."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    for name in ("recompile_limit", "fail_on_recompile_limit_hit"):  # dynamo's settings as they were, afterwards
+        monkeypatch.setattr(torch._dynamo.config, name, getattr(torch._dynamo.config, name))
+    counter, compile_ = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compile_(net, backend=counter, dynamic=kw["dynamic"]))
+    torch._dynamo.reset()
+    try:
+        for width in range(1, 12):  # 11 models of one class, each its own input signature
+            runner = Runner(torch.nn.Linear(width, 2), "compiled")
+            with torch.no_grad():
+                runner(torch.zeros(1, width))
+        assert counter.frame_count == 11
+    finally:
+        torch._dynamo.reset()

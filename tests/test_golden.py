@@ -24,10 +24,13 @@ def golden(**kw):
 
 
 def test_round_trip(tmp_path):
-    g = golden()
+    """The header, the ids in their own order, the thumbnails bit for bit and the embeddings within their int8 step."""
+    rng = np.random.default_rng(0)
+    g = golden(ids=np.array([7, 2, 9, 4]), thumbnails=rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
     g.save(tmp_path / "g.npz")
     back = Golden.load(tmp_path / "g.npz")
     assert back.header() == g.header() and np.abs(back.embeddings - g.embeddings).max() < 1 / 127
+    assert np.array_equal(back.ids, g.ids) and np.array_equal(back.thumbnails, g.thumbnails)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -68,7 +71,7 @@ def test_thumbnails_of_non_square_images_are_refused_and_grayscale_ones_are_repe
 
 
 @pytest.mark.parametrize("key, value", [("bank_hash", "other"), ("sampler", "heun"), ("nfe", 35),
-                                        ("descriptor", "sscd-mixup@320")])
+                                        ("grid", "uniform-t"), ("descriptor", "sscd-mixup@320")])
 def test_a_golden_file_of_another_setting_is_refused_naming_it(tmp_path, key, value):
     with pytest.raises(GoldenError, match=f"was made with {key} .* this run uses {value!r}"):
         golden().check_compatible(tmp_path / "g.npz", **{key: value})
@@ -303,6 +306,15 @@ def test_a_regression_case_counts_pairs_at_the_papers_threshold_for_its_image_si
     for side, expected in ((16, 0.6), (64, 0.4)):
         case = regression_case("g.npz", "golden_rp", 0.6, threshold=similarity_threshold(side))
         assert _threshold(Side.of(case)) == expected
+    # what bench/test_regression.py hands regression_case, from the candidate as the suite loads it
+    from types import SimpleNamespace
+
+    from cases.regression import regression_threshold
+    pixels64, latents16 = (SimpleNamespace(sample_shape=(3, 64, 64), decodes=False),
+                           SimpleNamespace(sample_shape=(4, 16, 16), decodes=True))
+    assert regression_threshold("golden_rp", pixels64) == 0.4 and regression_threshold("golden_rp", latents16) == 0.4
+    assert regression_threshold("golden_rp", SimpleNamespace(sample_shape=(3, 32, 32), decodes=False)) is None
+    assert regression_threshold("golden_mae", pixels64) is None
 
 
 def test_a_text_models_prompt_is_recorded_and_matched_and_an_earlier_file_without_it_still_checks(tmp_path):

@@ -215,3 +215,21 @@ def test_the_last_dps_step_makes_no_backward_pass(setup, monkeypatch):
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 80
     dps(D, x, kernel, make_grid("edm", kernel, 5, append_zero=True), keep * data[:2].double(), keep)
     assert len(calls) == 4  # 5 steps, the last to sigma 0
+
+
+def test_dps_on_a_gpu_takes_the_deterministic_backward_kernels_and_gives_them_back():
+    """Every DPS step backpropagates through attention; on a GPU the memory-efficient attention kernel's backward is
+    not deterministic, nor are cuDNN's default convolution backwards: a DPS set was not a function of its noise and
+    observation alone. The settings are checked here without a GPU (they are flags)."""
+    from models.inverse import deterministic_backward
+
+    before = (torch.backends.cudnn.deterministic, torch.backends.cuda.flash_sdp_enabled(),
+              torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.math_sdp_enabled())
+    with deterministic_backward(torch.device("cuda")):
+        assert torch.backends.cudnn.deterministic and torch.backends.cuda.math_sdp_enabled()
+        assert not torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert (torch.backends.cudnn.deterministic, torch.backends.cuda.flash_sdp_enabled(),
+            torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()) == before
+    with deterministic_backward(torch.device("cpu")):  # a CPU run: nothing changes
+        assert torch.backends.cudnn.deterministic == before[0]
+        assert torch.backends.cuda.flash_sdp_enabled() == before[1]

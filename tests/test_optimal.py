@@ -277,3 +277,18 @@ def test_a_conditional_d_star_without_class_0_samples_a_partial_micro_batch():
     padded = generate(D, kernel, bank, sampler="euler", nfe=4, label=2, micro_batch=4).x
     whole = generate(D, kernel, bank, sampler="euler", nfe=4, label=2, micro_batch=3).x
     assert torch.equal(padded, whole)
+
+
+def test_d_star_never_waits_for_the_device_it_runs_on():
+    """D* on a GPU read a bool back from the device at every call (`limit.any()`, the choice of its sigma -> 0
+    branch): a wait per step. The 'meta' device stands in for a GPU here: any read of a value raises."""
+    from models.generate import solve
+
+    data = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    D = OptimalDenoiser(data, device="meta", chunk_size=3)
+    x = torch.empty(2, 3, 4, 4, device="meta")
+    assert D(x, torch.tensor(0.0, dtype=torch.float64)).device.type == "meta"  # a grid level on the CPU
+    assert D(x, torch.tensor([0.5, 0.0], dtype=torch.float64, device="meta")).device.type == "meta"  # one per row
+    kernel = make_kernel("edm")
+    for sampler in ("euler", "heun", "dpm3"):
+        assert solve(D, x * kernel.sigma_max, kernel, sampler, 6).x.device.type == "meta"

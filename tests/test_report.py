@@ -256,6 +256,18 @@ def test_report_opens_in_headless_chromium_without_console_errors(tmp_path):
     assert shot.is_file() and not console, out.stderr[-2000:]
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.std() > 5  # the page rendered something
+    # a missing or undecodable figure logs nothing: a copy of the page beside it (its relative links the same) lists,
+    # once loaded, every image the browser could not decode
+    probe = page.with_name("probe.html")
+    listing = ("<script>window.addEventListener('load', () => document.body.setAttribute('data-images', [...document"
+               ".images].map(i => (i.complete && i.naturalWidth > 0 ? 'ok:' : 'broken:') + i.getAttribute('src'))"
+               ".join(' ')))</script>")
+    probe.write_text(page.read_text().replace("</body>", listing + "</body>"))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    images = re.search(r'data-images="([^"]*)"', dom).group(1).split()
+    assert images and all(i.startswith("ok:") for i in images), images
 
 
 def test_the_scorecard_says_per_claim_whether_it_holds_with_counts_and_the_paper_number(tmp_path):

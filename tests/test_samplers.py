@@ -325,3 +325,14 @@ def test_every_sampler_passes_the_label_to_every_evaluation(sampler):
         got = generate(both, kernel, bank, sampler=sampler, nfe=6, label=c).x
         want = generate(alone, kernel, bank, sampler=sampler, nfe=6).x
         assert torch.allclose(got, want, atol=1e-10), (sampler, c)
+
+
+def test_a_heun_step_with_one_sigma_per_row_on_the_device_never_waits_for_it():
+    """Consistency distillation's teacher step passes one sigma per row on the training device: Heun read
+    `last.any()` and `last.all()` back from it, two waits a training step on a GPU ('meta' stands in for it)."""
+    from models.samplers import heun_step
+
+    x = torch.empty(3, 3, 8, 8, device="meta")
+    s = torch.empty(3, dtype=torch.float64, device="meta")
+    out = heun_step(lambda x, sigma, label=None: x * 0.5, x, s, s * 0.5)
+    assert out.device.type == "meta" and out.shape == x.shape

@@ -148,6 +148,13 @@ def test_finetune_trains_only_attention(tmp_path, arch):
                if not torch.equal(p, q)}
     attention = {n for n in before.state_dict() if is_attention(n)}
     assert attention and changed and changed <= attention  # every non-attention parameter is bit-identical
+    # and is_attention itself picks attention, by names written out here: diffusers' `attentions.` blocks, U-ViT's
+    # `.attn.` modules; the input layer, the time embedding and the blocks' norms and MLPs / resnets stay
+    kept = {n for n in before.state_dict() if n not in attention}
+    assert all("attentions." in n or ".attn." in n for n in attention)
+    frozen = ("conv_in.", "time_embedding.") if arch == "unet" else ("patch_embed.", "time_embed.", ".mlp.", ".norm1.")
+    for prefix in frozen:
+        assert any(prefix in n for n in kept) and not any(prefix in n for n in changed), prefix
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):

@@ -17,13 +17,14 @@ def steps():
     return doc, [s for job in doc["jobs"].values() for s in job["steps"]]
 
 
-def pytest_command(benchmarks: bool) -> list[str]:
-    """The argv of the step that runs the throughput cases against last night (`benchmarks`), or of the claim suite."""
+def pytest_command(benchmarks: bool, compiled: bool = False) -> list[str]:
+    """The argv of the step that runs the throughput cases against last night (`benchmarks`), of the claim suite, or
+    (`compiled`) of the compiled runner's step."""
     _, all_steps = steps()
     runs = [s["run"].replace("\\\n", " ") for s in all_steps
             if "python -m pytest bench" in s.get("run", "") and ("--benchmark-compare" in s["run"]) == benchmarks
-            and "if !" not in s["run"]]
-    assert len(runs) == 1, "one step runs the throughput comparison, one the claim suite"
+            and ("--compile" in s["run"]) == compiled and "if !" not in s["run"]]
+    assert len(runs) == 1, "one step runs the throughput comparison, one the claim suite, one the compiled runner"
     line = next(line for line in runs[0].splitlines() if "python -m pytest bench" in line)
     return shlex.split(line[line.index("python -m pytest"):])
 
@@ -32,8 +33,8 @@ def test_every_option_of_the_nightly_commands_is_known_to_the_suite():
     help_text = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=ROOT, capture_output=True, text=True,
                                timeout=120).stdout
     known = set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
-    for benchmarks in (True, False):
-        args = pytest_command(benchmarks)
+    for benchmarks, compiled in ((True, False), (False, False), (False, True)):
+        args = pytest_command(benchmarks, compiled)
         options = [a.split("=")[0] for a in args if a.startswith("--")]
         assert options and not [o for o in options if o not in known], benchmarks
         assert args[args.index("--device") + 1] == "cuda"
