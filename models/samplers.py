@@ -45,14 +45,19 @@ def euler_step(x: torch.Tensor, s_from: torch.Tensor, s_to: torch.Tensor, denois
     return x + (s_to - s_from) * _d(x, s_from, denoised)
 
 
+def _on_device(sigma) -> bool:
+    """Whether sigmas live on an accelerator, where reading one back makes the host wait."""
+    return torch.as_tensor(sigma).device.type != "cpu"
+
+
 def heun_step(D: Denoiser, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, label=None) -> torch.Tensor:
     """One step of Heun's method from s to t (Karras et al. 2022, Algorithm 2, S_churn = 0): an Euler step, then the
     trapezoidal correction unless t is 0. Sigmas are scalars or one per row."""
     s_, t_ = _rows(x, s, t)
     d = _d(x, s_, D(x, s, label))
     x_next = x + (t_ - s_) * d
-    if torch.as_tensor(t).device.type != "cpu":  # sigmas on the device, one per row (training's teacher steps): the
-        # correction for every row, kept where t > 0, so that the host never waits for the device to choose
+    if _on_device(t):  # sigmas on the device, one per row (training's teacher steps): the correction for every row,
+        # kept where t > 0, so that the host never waits for the device to choose
         d_next = _d(x_next, t_, D(x_next, t, label))
         return torch.where(t_ == 0, x_next, x + (t_ - s_) * 0.5 * (d + d_next))
     last = torch.as_tensor(t) == 0

@@ -269,7 +269,14 @@ def test_a_pairing_a_threshold_or_values_no_metric_can_read_are_refused_by_name(
                          # noise i + 1 under y_(i + 1): another noise and another observation at once
                          ({"pairing": "shifted", "mask": "easy"}, r"pairing 'shifted' is not read under a DPS mask: "
                                                                   r"it would pair noise i observing y_i with noise "
-                                                                  r"i \+ 1 observing y_\(i \+ 1\)")):
+                                                                  r"i \+ 1 observing y_\(i \+ 1\)"),
+                         # the versus side under the case's mask, or under its own
+                         ({"versus_pairing": "shifted", "mask": "easy"}, r"versus_pairing 'shifted' is not read "
+                                                                         r"under a DPS mask"),
+                         ({"pairing": "shifted", "versus_mask": "easy"}, r"versus_pairing 'shifted' is not read "
+                                                                         r"under a DPS mask"),
+                         ({"versus_pairing": "permuted", "mask": "easy"}, r"versus_pairing 'permuted' is not read "
+                                                                          r"under a DPS mask")):
         case = Case("C2", "s", "rp", (Run("a"), Run("b")), Bar(">=", 0.6, "s"), params=params)
         with pytest.raises(ValueError, match=says):
             measure.case(case)

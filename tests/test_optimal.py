@@ -235,7 +235,8 @@ def test_the_gpu_sizes_give_the_cpu_sizes_output():
 
 def test_a_noise_level_that_is_nan_or_negative_is_refused():
     """NaN fell into the sigma -> 0 branch and came out as a clean training image (a broken grid would have read as
-    perfect memorization); a negative sigma was taken as its absolute value."""
+    perfect memorization); a negative sigma was taken as its absolute value. Checked where sigma is on the CPU, as a
+    sampler's grid level always is; one sigma per row on a GPU (a training target's draws) is not read back."""
     D = OptimalDenoiser(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), dtype=torch.float64)
     x = torch.tensor([[0.2, 0.3]], dtype=torch.float64)
     for sigma, shown in ((float("nan"), "nan"), (-0.5, "-0.5")):

@@ -336,3 +336,21 @@ def test_a_heun_step_with_one_sigma_per_row_on_the_device_never_waits_for_it():
     s = torch.empty(3, dtype=torch.float64, device="meta")
     out = heun_step(lambda x, sigma, label=None: x * 0.5, x, s, s * 0.5)
     assert out.device.type == "meta" and out.shape == x.shape
+
+
+def test_the_device_path_of_a_heun_step_gives_each_rows_own_step(monkeypatch):
+    """The per-row path taken for sigmas on a GPU, run on the CPU: a row ending at sigma 0 takes the Euler step, the
+    others Heun's, as each row stepped alone."""
+    import models.samplers as samplers
+
+    gaussian = GaussianData()
+
+    def data(x, sigma, label=None):  # GaussianData's D, with one sigma per row too
+        sigma = torch.as_tensor(sigma, dtype=x.dtype)
+        return gaussian(x, sigma.reshape(-1, 1, 1, 1) if sigma.ndim else sigma)
+
+    x = torch.randn(3, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2
+    s, t = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64), torch.tensor([0.5, 0.0, 0.1], dtype=torch.float64)
+    alone = torch.cat([samplers.heun_step(data, x[i:i + 1], s[i], t[i]) for i in range(3)])
+    monkeypatch.setattr(samplers, "_on_device", lambda sigma: True)
+    assert torch.allclose(samplers.heun_step(data, x, s, t), alone, rtol=0, atol=1e-12)
